@@ -1,0 +1,91 @@
+//! Server configuration, shared by both engines.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Which I/O engine runs the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EngineChoice {
+    /// io_uring when the kernel allows it, tokio otherwise.
+    #[default]
+    Auto,
+    /// One pinned tokio-uring runtime per core (the product).
+    Uring,
+    /// A multi-threaded tokio (epoll) runtime (the baseline).
+    Tokio,
+}
+
+/// The engine actually running, after `auto` has been resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// io_uring, one runtime per core.
+    Uring,
+    /// tokio multi-threaded runtime.
+    Tokio,
+}
+
+impl Engine {
+    /// The engine's name, as `--engine` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Uring => "uring",
+            Engine::Tokio => "tokio",
+        }
+    }
+}
+
+/// Everything the server needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to accept clients on.
+    pub listen: SocketAddr,
+    /// Engine to run.
+    pub engine: EngineChoice,
+    /// Threads (cores) to run on; `None` means one per available core.
+    pub threads: Option<usize>,
+    /// Per-connection outgoing queue length, in messages.
+    pub queue: usize,
+    /// Longest accepted line, in bytes, not counting the newline.
+    pub max_line: usize,
+    /// Per-connection kernel send buffer (SO_SNDBUF), in bytes.
+    pub sndbuf: usize,
+    /// How long shutdown may spend flushing queued output.
+    pub drain_timeout: Duration,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Default `--listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+/// Default `--queue`.
+pub const DEFAULT_QUEUE: usize = 100;
+/// Default `--max-line`.
+pub const DEFAULT_MAX_LINE: usize = 65536;
+/// Default `--sndbuf`. The kernel doubles it for bookkeeping.
+pub const DEFAULT_SNDBUF: usize = 64 * 1024;
+/// Default `--drain-timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            engine: EngineChoice::Auto,
+            threads: None,
+            queue: DEFAULT_QUEUE,
+            max_line: DEFAULT_MAX_LINE,
+            sndbuf: DEFAULT_SNDBUF,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            metrics: None,
+        }
+    }
+}
+
+impl Config {
+    /// The number of threads to run: `threads`, or one per available core.
+    pub fn thread_count(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+}

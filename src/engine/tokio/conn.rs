@@ -1,0 +1,229 @@
+//! One client connection on the `tokio` engine.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use super::Hub;
+use crate::engine::{CloseReason, READ_MIN, WRITE_BATCH, next_read_size};
+use crate::line::LineSplitter;
+use crate::metrics::Shard;
+use crate::queue::{Admission, OutQueue};
+
+struct State {
+    queue: OutQueue,
+    /// The last write found the send buffer full.
+    stalled: bool,
+    closed: bool,
+}
+
+pub(super) struct Conn {
+    id: u64,
+    peer: SocketAddr,
+    key: AtomicUsize,
+    stream: TcpStream,
+    state: Mutex<State>,
+    writer: Notify,
+    room: Notify,
+}
+
+impl Conn {
+    pub(super) fn new(id: u64, peer: SocketAddr, stream: TcpStream, queue: usize) -> Self {
+        Self {
+            id,
+            peer,
+            key: AtomicUsize::new(usize::MAX),
+            stream,
+            state: Mutex::new(State {
+                queue: OutQueue::new(queue),
+                stalled: false,
+                closed: false,
+            }),
+            writer: Notify::new(),
+            room: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(super) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub(super) fn key(&self) -> usize {
+        self.key.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_key(&self, key: usize) {
+        self.key.store(key, Ordering::Relaxed);
+    }
+
+    /// Marks the connection closed; false if it already was.
+    pub(super) fn mark_closed(&self) -> bool {
+        {
+            let mut state = self.state();
+            if state.closed {
+                return false;
+            }
+            state.closed = true;
+            state.queue.clear();
+        }
+        let _ = SockRef::from(&self.stream).shutdown(Shutdown::Both);
+        self.writer.notify_one();
+        self.room.notify_waiters();
+        true
+    }
+
+    pub(super) fn shutdown_read(&self) {
+        let _ = SockRef::from(&self.stream).shutdown(Shutdown::Read);
+    }
+
+    pub(super) fn wake_writer(&self) {
+        self.writer.notify_one();
+    }
+
+    pub(super) fn offer(&self, msg: &Bytes, shard: &Shard) -> Admission {
+        let mut state = self.state();
+        if state.closed {
+            return Admission::Queued;
+        }
+        let stalled = state.stalled;
+        let admission = state.queue.offer(msg, || stalled);
+        let wake = admission == Admission::Queued && state.queue.len() == 1;
+        drop(state);
+        match admission {
+            Admission::Queued if wake => self.writer.notify_one(),
+            Admission::Queued | Admission::Wait => {}
+            Admission::Dropped => shard.dropped(),
+        }
+        admission
+    }
+
+    pub(super) async fn wait_room(&self) {
+        loop {
+            let notified = pin!(self.room.notified());
+            {
+                let state = self.state();
+                if state.closed || state.stalled || !state.queue.is_full() {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn set_stalled(&self, stalled: bool) {
+        self.state().stalled = stalled;
+        if stalled {
+            self.room.notify_waiters();
+        }
+    }
+}
+
+pub(super) async fn read_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
+    let mut buf = BytesMut::with_capacity(READ_MIN);
+    let mut window = READ_MIN;
+    let mut splitter = LineSplitter::new(hub.max_line);
+    'read: loop {
+        if buf.capacity() - buf.len() < window {
+            buf.reserve(window);
+        }
+        let spare = buf.capacity() - buf.len();
+        let result = match conn.stream.readable().await {
+            Ok(()) => conn.stream.try_read_buf(&mut buf),
+            Err(e) => Err(e),
+        };
+        let reason = match result {
+            Ok(0) => Some(CloseReason::PeerClosed),
+            Ok(n) => {
+                window = next_read_size(window, n == spare);
+                None
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::debug!(conn = conn.id, peer = %conn.peer, error = %e, "read failed");
+                Some(CloseReason::ReadError)
+            }
+        };
+        if let Some(reason) = reason {
+            if !hub.stopping.load(Ordering::SeqCst) {
+                hub.close(&conn, reason);
+            }
+            break;
+        }
+        loop {
+            match splitter.next_line(&mut buf) {
+                Ok(Some(line)) => hub.publish(line).await,
+                Ok(None) => break,
+                Err(_) => {
+                    hub.shard().too_long();
+                    hub.close(&conn, CloseReason::LineTooLong);
+                    break 'read;
+                }
+            }
+        }
+        if conn.state().closed {
+            break;
+        }
+    }
+    hub.reader_exited();
+}
+
+pub(super) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let messages = loop {
+            {
+                let mut state = conn.state();
+                if state.closed {
+                    return;
+                }
+                if !state.queue.is_empty() {
+                    break state.queue.drain_into(&mut buf, WRITE_BATCH);
+                }
+            }
+            if hub.flushing.load(Ordering::SeqCst) {
+                hub.close(&conn, CloseReason::Shutdown);
+                return;
+            }
+            conn.writer.notified().await;
+        };
+        conn.room.notify_waiters();
+        let mut written = 0;
+        while written < buf.len() {
+            match conn.stream.try_write(&buf[written..]) {
+                Ok(n) if n > 0 => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.set_stalled(true);
+                    if conn.stream.writable().await.is_err() {
+                        hub.close(&conn, CloseReason::WriteError);
+                        return;
+                    }
+                }
+                Ok(_) | Err(_) => {
+                    hub.close(&conn, CloseReason::WriteError);
+                    return;
+                }
+            }
+        }
+        conn.set_stalled(false);
+        hub.shard().sent(messages, buf.len());
+        buf.clear();
+        if buf.capacity() > 2 * WRITE_BATCH {
+            buf = Vec::new();
+        }
+    }
+}

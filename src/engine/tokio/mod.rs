@@ -1,0 +1,231 @@
+//! The `tokio` engine: the honest baseline on a multi-threaded tokio (epoll)
+//! runtime. Same splitter, queue policy, config and metrics as `uring`.
+//!
+//! Connections live in one registry shared by every worker. A publisher
+//! walks it under a read lock and offers the message to each connection's
+//! queue; each connection's writer task drains its queue in batches.
+
+mod conn;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use slab::Slab;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use self::conn::Conn;
+use super::{CloseReason, Control};
+use crate::config::Config;
+use crate::error::Error;
+use crate::metrics::{Metrics, Shard};
+use crate::queue::Admission;
+
+thread_local! {
+    /// Which metrics shard this worker thread writes.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Starts the runtime on a thread of its own. Returns once it is up.
+pub(crate) fn start(
+    listener: StdListener,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    control: &Control,
+) -> Result<(), Error> {
+    let threads = config.thread_count();
+    let next_shard = Arc::new(AtomicUsize::new(0));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("ringcast-tokio")
+        .on_thread_start(move || {
+            let index = next_shard.fetch_add(1, Ordering::Relaxed);
+            SHARD.with(|s| s.set(index));
+        })
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Runtime {
+            engine: "tokio",
+            source,
+        })?;
+    let hub = Arc::new(Hub {
+        metrics: Arc::clone(metrics),
+        queue: config.queue,
+        max_line: config.max_line,
+        conns: RwLock::new(Slab::new()),
+        next_id: AtomicUsize::new(0),
+        readers: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+        flushing: AtomicBool::new(false),
+        changed: Notify::new(),
+    });
+    let listener = {
+        let _guard = runtime.enter();
+        TcpListener::from_std(listener).map_err(|source| Error::Runtime {
+            engine: "tokio",
+            source,
+        })?
+    };
+    let control = control.clone();
+    std::thread::Builder::new()
+        .name("ringcast-tokio-main".into())
+        .spawn(move || {
+            let _alive = control.alive;
+            runtime.block_on(async move {
+                let mut abort = pin!(control.abort.cancelled());
+                tokio::select! {
+                    () = Arc::clone(&hub).serve(listener, &control.stop) => {}
+                    () = &mut abort => hub.close_all(CloseReason::DrainTimeout),
+                }
+            });
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        })
+        .map_err(Error::Thread)?;
+    Ok(())
+}
+
+/// Every connection of the server, and its shutdown state.
+struct Hub {
+    metrics: Arc<Metrics>,
+    queue: usize,
+    max_line: usize,
+    conns: RwLock<Slab<Arc<Conn>>>,
+    next_id: AtomicUsize,
+    readers: AtomicUsize,
+    stopping: AtomicBool,
+    flushing: AtomicBool,
+    changed: Notify,
+}
+
+impl Hub {
+    fn shard(&self) -> &Shard {
+        self.metrics.shard(SHARD.with(|s| s.get()))
+    }
+
+    fn conns(&self) -> std::sync::RwLockReadGuard<'_, Slab<Arc<Conn>>> {
+        self.conns
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop: &tokio_util::sync::CancellationToken,
+    ) {
+        let mut stopped = pin!(stop.cancelled());
+        loop {
+            tokio::select! {
+                () = &mut stopped => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => self.admit(stream, peer),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed; retrying in 100ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        self.stopping.store(true, Ordering::SeqCst);
+        for (_, conn) in self.conns().iter() {
+            conn.shutdown_read();
+        }
+        self.wait_changed(|| self.readers.load(Ordering::SeqCst) == 0)
+            .await;
+        // No reader is left, so no message is in flight: flush and close.
+        self.flushing.store(true, Ordering::SeqCst);
+        for (_, conn) in self.conns().iter() {
+            conn.wake_writer();
+        }
+        self.wait_changed(|| self.conns().is_empty()).await;
+    }
+
+    fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
+        let conn = Arc::new(Conn::new(id, peer, stream, self.queue));
+        {
+            let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
+            conn.set_key(conns.insert(Arc::clone(&conn)));
+        }
+        self.shard().accepted();
+        self.readers.fetch_add(1, Ordering::SeqCst);
+        tracing::debug!(conn = id, %peer, "connected");
+        tokio::spawn(conn::read_loop(Arc::clone(self), Arc::clone(&conn)));
+        tokio::spawn(conn::write_loop(Arc::clone(self), conn));
+    }
+
+    fn reader_exited(&self) {
+        self.readers.fetch_sub(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    async fn wait_changed(&self, ready: impl Fn() -> bool) {
+        loop {
+            let notified = pin!(self.changed.notified());
+            if ready() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn close(&self, conn: &Conn, reason: CloseReason) {
+        if !conn.mark_closed() {
+            return;
+        }
+        self.conns
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_remove(conn.key());
+        self.shard().closed();
+        self.changed.notify_waiters();
+        match reason {
+            CloseReason::LineTooLong => tracing::warn!(
+                conn = conn.id(), peer = %conn.peer(), limit = self.max_line,
+                "client sent a line over --max-line without a newline; disconnected it"
+            ),
+            CloseReason::WriteError | CloseReason::ReadError => tracing::info!(
+                conn = conn.id(), peer = %conn.peer(), reason = reason.as_str(), "connection closed"
+            ),
+            _ => {
+                tracing::debug!(conn = conn.id(), peer = %conn.peer(), reason = reason.as_str(), "connection closed")
+            }
+        }
+    }
+
+    fn close_all(&self, reason: CloseReason) {
+        let conns: Vec<Arc<Conn>> = self.conns().iter().map(|(_, c)| Arc::clone(c)).collect();
+        for conn in conns {
+            self.close(&conn, reason);
+        }
+    }
+
+    /// Offers `msg` to every connection. Waits only for a connection whose
+    /// queue is full while its socket is still draining.
+    async fn publish(&self, msg: Bytes) {
+        let shard = self.shard();
+        shard.received(msg.len());
+        let mut next_key = 0;
+        loop {
+            let blocked = {
+                let conns = self.conns();
+                let mut blocked = None;
+                for (key, conn) in conns.iter().skip_while(|(k, _)| *k < next_key) {
+                    if conn.offer(&msg, shard) == Admission::Wait {
+                        blocked = Some((key, Arc::clone(conn)));
+                        break;
+                    }
+                }
+                blocked
+            };
+            let Some((key, conn)) = blocked else { return };
+            next_key = key;
+            conn.wait_room().await;
+        }
+    }
+}

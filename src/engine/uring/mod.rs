@@ -1,0 +1,371 @@
+//! The `uring` engine: one pinned OS thread per core, each running its own
+//! tokio-uring runtime with its own SO_REUSEPORT listener.
+//!
+//! A core owns its connections outright (`Rc`, `RefCell`, no locks). A
+//! message read on core `i` is delivered to core `i`'s connections directly
+//! and pushed onto the ring towards every other core, whose drainer task
+//! delivers it there. See [`crate::fanout`].
+
+mod conn;
+
+use std::cell::{Cell, RefCell};
+use std::net::TcpListener as StdListener;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use slab::Slab;
+use tokio_uring::net::TcpListener;
+
+use self::conn::Conn;
+use super::{CloseReason, Control};
+use crate::config::Config;
+use crate::error::Error;
+use crate::fanout::{self, Doorbell, Inbox, Outbox, SpaceWaiter};
+use crate::metrics::{Metrics, Shard};
+use crate::queue::Admission;
+
+/// Messages each cross-core ring holds before the publisher must wait.
+const RING_CAPACITY: usize = 4096;
+/// Messages a drainer takes from one ring before looking at the next.
+const RING_BATCH: usize = 64;
+/// Submission queue entries per runtime.
+const URING_ENTRIES: u32 = 1024;
+
+/// State every core sees: how many cores have stopped reading.
+#[derive(Debug)]
+struct Shared {
+    cores: usize,
+    quiet: AtomicUsize,
+    quiet_bell: Doorbell,
+}
+
+/// Starts one thread per listener. Returns once every runtime is up, or the
+/// first error.
+pub(crate) fn start(
+    listeners: Vec<StdListener>,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    control: &Control,
+) -> Result<(), Error> {
+    let cores = listeners.len();
+    let core_ids = core_affinity::get_core_ids().unwrap_or_default();
+    let shared = Arc::new(Shared {
+        cores,
+        quiet: AtomicUsize::new(0),
+        quiet_bell: Doorbell::default(),
+    });
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    for (index, (listener, (outbox, inbox))) in listeners
+        .into_iter()
+        .zip(fanout::mesh(cores, RING_CAPACITY))
+        .enumerate()
+    {
+        let pin_to = (!core_ids.is_empty()).then(|| core_ids[index % core_ids.len()]);
+        let settings = Settings {
+            queue: config.queue,
+            max_line: config.max_line,
+        };
+        let (metrics, control, shared, ready_tx) = (
+            Arc::clone(metrics),
+            control.clone(),
+            Arc::clone(&shared),
+            ready_tx.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("ringcast-uring-{index}"))
+            .spawn(move || {
+                if let Some(id) = pin_to {
+                    core_affinity::set_for_current(id);
+                }
+                let runtime = match tokio_uring::Runtime::new(
+                    tokio_uring::builder().entries(URING_ENTRIES),
+                ) {
+                    Ok(rt) => rt,
+                    Err(source) => {
+                        let _ = ready_tx.send(Err(Error::Runtime {
+                            engine: "uring",
+                            source,
+                        }));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                drop(ready_tx);
+                let core = Rc::new(Core {
+                    index,
+                    settings,
+                    metrics,
+                    conns: RefCell::new(Slab::new()),
+                    space: outbox.space_waiter(),
+                    outbox: RefCell::new(outbox),
+                    shared,
+                    stopping: Cell::new(false),
+                    rings_closed: Cell::new(false),
+                    flushing: Cell::new(false),
+                    readers: Cell::new(0),
+                    next_id: Cell::new(0),
+                    changed: tokio::sync::Notify::new(),
+                });
+                runtime.block_on(core.run(listener, inbox, control));
+            })
+            .map_err(Error::Thread)?;
+    }
+    drop(ready_tx);
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(Error::Thread(std::io::Error::other(
+                    "a core thread died while starting",
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    queue: usize,
+    max_line: usize,
+}
+
+/// One core: its connections, its rings, its counters.
+struct Core {
+    index: usize,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    conns: RefCell<Slab<Rc<Conn>>>,
+    outbox: RefCell<Outbox>,
+    space: SpaceWaiter,
+    shared: Arc<Shared>,
+    /// Shutdown began: readers that see EOF exit quietly.
+    stopping: Cell<bool>,
+    /// Every core has stopped reading: once the rings are empty, nothing more arrives.
+    rings_closed: Cell<bool>,
+    /// Rings are drained: writers close their connection once their queue is empty.
+    flushing: Cell<bool>,
+    /// Reader tasks still running.
+    readers: Cell<usize>,
+    next_id: Cell<u64>,
+    /// Wakes the core's main task when a reader exits or a connection closes.
+    changed: tokio::sync::Notify,
+}
+
+impl Core {
+    fn shard(&self) -> &Shard {
+        self.metrics.shard(self.index)
+    }
+
+    async fn run(self: Rc<Self>, listener: StdListener, inbox: Inbox, control: Control) {
+        let _alive = control.alive;
+        let listener = TcpListener::from_std(listener);
+        tokio_uring::spawn(Rc::clone(&self).drain_rings(inbox));
+        let mut abort = pin!(control.abort.cancelled());
+        tokio::select! {
+            () = Rc::clone(&self).serve(listener, &control.stop) => {}
+            () = &mut abort => {
+                self.close_all(CloseReason::DrainTimeout);
+            }
+        }
+    }
+
+    /// Accepts until stopped, then shuts down gracefully.
+    async fn serve(
+        self: Rc<Self>,
+        listener: TcpListener,
+        stop: &tokio_util::sync::CancellationToken,
+    ) {
+        let mut stopped = pin!(stop.cancelled());
+        loop {
+            tokio::select! {
+                () = &mut stopped => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => self.admit(stream, peer),
+                    Err(e) => {
+                        tracing::warn!(core = self.index, error = %e, "accept failed; retrying in 100ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        self.stop_reading().await;
+        // Once every core has stopped reading, no message can enter the rings.
+        let shared = Arc::clone(&self.shared);
+        if shared.quiet.fetch_add(1, Ordering::SeqCst) + 1 == shared.cores {
+            shared.quiet_bell.ring();
+        }
+        shared
+            .quiet_bell
+            .wait_until(|| shared.quiet.load(Ordering::SeqCst) == shared.cores)
+            .await;
+        self.rings_closed.set(true);
+        self.outbox.borrow().wake(self.index);
+        // The drainer flushes the rings, then sets `flushing`; writers close
+        // their connections as their queues empty.
+        self.wait_changed(|| self.conns.borrow().is_empty()).await;
+    }
+
+    fn admit(self: &Rc<Self>, stream: tokio_uring::net::TcpStream, peer: std::net::SocketAddr) {
+        let seq = self.next_id.get();
+        self.next_id.set(seq + 1);
+        let id = seq * self.shared.cores as u64 + self.index as u64;
+        let conn = Rc::new(Conn::new(id, peer, stream, self.settings.queue));
+        conn.set_key(self.conns.borrow_mut().insert(Rc::clone(&conn)));
+        self.shard().accepted();
+        self.readers.set(self.readers.get() + 1);
+        tracing::debug!(conn = id, %peer, core = self.index, "connected");
+        tokio_uring::spawn(conn::read_loop(Rc::clone(self), Rc::clone(&conn)));
+        tokio_uring::spawn(conn::write_loop(Rc::clone(self), conn));
+    }
+
+    /// Ends every reader: shutting down the read side makes pending reads
+    /// return EOF, and `stopping` tells readers not to treat it as a disconnect.
+    async fn stop_reading(&self) {
+        self.stopping.set(true);
+        for (_, conn) in self.conns.borrow().iter() {
+            conn.shutdown_read();
+        }
+        self.wait_changed(|| self.readers.get() == 0).await;
+    }
+
+    fn reader_exited(&self) {
+        self.readers.set(self.readers.get() - 1);
+        self.changed.notify_waiters();
+    }
+
+    async fn wait_changed(&self, ready: impl Fn() -> bool) {
+        loop {
+            let notified = pin!(self.changed.notified());
+            if ready() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Removes a connection: it gets no more messages, its socket is shut
+    /// down so any in-flight read or write completes, and the gauge drops.
+    fn close(&self, conn: &Conn, reason: CloseReason) {
+        if !conn.mark_closed() {
+            return;
+        }
+        self.conns.borrow_mut().try_remove(conn.key());
+        self.shard().closed();
+        self.changed.notify_waiters();
+        match reason {
+            CloseReason::LineTooLong => tracing::warn!(
+                conn = conn.id(), peer = %conn.peer(), limit = self.settings.max_line,
+                "client sent a line over --max-line without a newline; disconnected it"
+            ),
+            CloseReason::WriteError | CloseReason::ReadError => tracing::info!(
+                conn = conn.id(), peer = %conn.peer(), reason = reason.as_str(), "connection closed"
+            ),
+            _ => {
+                tracing::debug!(conn = conn.id(), peer = %conn.peer(), reason = reason.as_str(), "connection closed")
+            }
+        }
+    }
+
+    fn close_all(&self, reason: CloseReason) {
+        let conns: Vec<Rc<Conn>> = self
+            .conns
+            .borrow()
+            .iter()
+            .map(|(_, c)| Rc::clone(c))
+            .collect();
+        for conn in conns {
+            self.close(&conn, reason);
+        }
+    }
+
+    /// Delivers one message from a local client: to every other core first,
+    /// so they start writing while this core delivers locally.
+    async fn publish(&self, line: Bytes) {
+        self.shard().received(line.len());
+        let peers = self.outbox.borrow().peers();
+        for peer in peers {
+            loop {
+                if self
+                    .outbox
+                    .borrow_mut()
+                    .try_push(peer, line.clone())
+                    .is_ok()
+                {
+                    break;
+                }
+                // Full ring: stop reading this client until the peer catches up.
+                self.outbox.borrow_mut().ring();
+                self.space
+                    .wait_until(|| self.outbox.borrow().has_room(peer))
+                    .await;
+            }
+        }
+        self.deliver_local(&line).await;
+    }
+
+    /// Offers `msg` to every connection on this core. Waits only for a
+    /// connection whose queue is full while its socket is still draining.
+    async fn deliver_local(&self, msg: &Bytes) {
+        let shard = self.shard();
+        let mut next_key = 0;
+        loop {
+            let blocked = {
+                let conns = self.conns.borrow();
+                let mut blocked = None;
+                for (key, conn) in conns.iter().skip_while(|(k, _)| *k < next_key) {
+                    if conn.offer(msg, shard) == Admission::Wait {
+                        blocked = Some((key, Rc::clone(conn)));
+                        break;
+                    }
+                }
+                blocked
+            };
+            let Some((key, conn)) = blocked else { return };
+            // Resume at the blocked connection, which gets the message next.
+            next_key = key;
+            // Let other cores start on what we pushed before we sleep.
+            self.outbox.borrow_mut().ring();
+            conn.wait_room().await;
+        }
+    }
+
+    /// Delivers messages other cores pushed to us.
+    async fn drain_rings(self: Rc<Self>, mut inbox: Inbox) {
+        loop {
+            let closed = self.rings_closed.get();
+            let mut any = false;
+            for peer in inbox.peers() {
+                let mut taken = 0;
+                while taken < RING_BATCH {
+                    let Some(msg) = inbox.pop_from(peer) else {
+                        break;
+                    };
+                    self.deliver_local(&msg).await;
+                    taken += 1;
+                }
+                if taken > 0 {
+                    inbox.release(peer);
+                    any = true;
+                }
+            }
+            if any {
+                continue;
+            }
+            if closed {
+                break;
+            }
+            inbox.wait_or(|| self.rings_closed.get()).await;
+        }
+        self.flushing.set(true);
+        for (_, conn) in self.conns.borrow().iter() {
+            conn.wake_writer();
+        }
+    }
+}

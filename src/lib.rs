@@ -1,0 +1,31 @@
+//! ringcast: a line-broadcast TCP server. Every complete line a client
+//! sends is written, byte for byte, to every connected client, the sender
+//! included.
+//!
+//! # Layout
+//!
+//! - [`line`]: the line splitter; pure, no I/O.
+//! - [`queue`]: the bounded per-connection queue and its drop policy.
+//! - [`fanout`]: the cross-core mesh of bounded rings with doorbells.
+//! - [`net`]: socket setup (SO_REUSEPORT, SO_SNDBUF) and the io_uring probe.
+//! - [`metrics`]: per-core counters, summed on scrape, and `/metrics`.
+//! - [`server`]: binds, picks the engine, runs until shutdown, drains.
+//! - `engine/uring`: one pinned tokio-uring runtime per core (the product).
+//! - `engine/tokio`: a multi-threaded tokio runtime (the baseline).
+//! - [`cli`]: the command line, shared by the binary and its tests.
+//! - [`config`] and [`error`]: what the server is told and what can go wrong.
+
+pub mod cli;
+pub mod config;
+mod engine;
+pub mod error;
+pub mod fanout;
+pub mod line;
+pub mod metrics;
+pub mod net;
+pub mod queue;
+pub mod server;
+
+pub use config::{Config, Engine, EngineChoice};
+pub use error::Error;
+pub use server::Server;

@@ -1,0 +1,332 @@
+//! Counters, kept per core and summed when scraped, and the Prometheus endpoint.
+//!
+//! Every counter lives in a shard that one thread writes (a core on the
+//! `uring` engine, a worker thread on `tokio`), padded to its own cache line,
+//! so the per-message path never touches a line another core writes.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::thread::JoinHandle;
+
+use crossbeam_utils::CachePadded;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::error::Error;
+
+/// One core's counters.
+#[derive(Debug, Default)]
+pub struct Shard {
+    accepted: AtomicU64,
+    closed: AtomicU64,
+    received: AtomicU64,
+    bytes_received: AtomicU64,
+    sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    dropped: AtomicU64,
+    too_long: AtomicU64,
+}
+
+// Each shard has one writer, so a relaxed load and store is enough and
+// cheaper than a locked read-modify-write; readers on scrape may see a value
+// a moment old, never a torn one.
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+impl Shard {
+    /// A connection was accepted.
+    pub fn accepted(&self) {
+        bump(&self.accepted, 1);
+    }
+    /// A connection was closed (for any reason).
+    pub fn closed(&self) {
+        bump(&self.closed, 1);
+    }
+    /// A complete message of `bytes` bytes arrived from a client.
+    pub fn received(&self, bytes: usize) {
+        bump(&self.received, 1);
+        bump(&self.bytes_received, bytes as u64);
+    }
+    /// `messages` messages totalling `bytes` were handed to one client's socket.
+    pub fn sent(&self, messages: usize, bytes: usize) {
+        bump(&self.sent, messages as u64);
+        bump(&self.bytes_sent, bytes as u64);
+    }
+    /// A message was dropped for one slow client.
+    pub fn dropped(&self) {
+        bump(&self.dropped, 1);
+    }
+    /// A client was disconnected for an overlong line.
+    pub fn too_long(&self) {
+        bump(&self.too_long, 1);
+    }
+}
+
+/// Totals across all shards at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Clients connected now.
+    pub connected: u64,
+    /// Connections accepted since start.
+    pub accepted: u64,
+    /// Complete messages received from clients.
+    pub received: u64,
+    /// Bytes of complete messages received.
+    pub bytes_received: u64,
+    /// Messages handed to the kernel, counted once per receiver.
+    pub sent: u64,
+    /// Bytes handed to the kernel.
+    pub bytes_sent: u64,
+    /// Messages dropped for slow receivers, once per receiver.
+    pub dropped: u64,
+    /// Clients disconnected for overlong lines.
+    pub lines_too_long: u64,
+}
+
+/// All shards of one server.
+#[derive(Debug)]
+pub struct Metrics {
+    shards: Box<[CachePadded<Shard>]>,
+}
+
+impl Metrics {
+    /// Metrics with `shards` independent shards (at least one).
+    pub fn new(shards: usize) -> Arc<Self> {
+        Arc::new(Self {
+            shards: (0..shards.max(1)).map(|_| CachePadded::default()).collect(),
+        })
+    }
+
+    /// The shard that thread `index` writes. Indexes wrap, so any index is valid.
+    pub fn shard(&self, index: usize) -> &Shard {
+        &self.shards[index % self.shards.len()]
+    }
+
+    /// Sums every shard.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        let mut closed = 0;
+        for s in self.shards.iter() {
+            t.accepted += s.accepted.load(Relaxed);
+            closed += s.closed.load(Relaxed);
+            t.received += s.received.load(Relaxed);
+            t.bytes_received += s.bytes_received.load(Relaxed);
+            t.sent += s.sent.load(Relaxed);
+            t.bytes_sent += s.bytes_sent.load(Relaxed);
+            t.dropped += s.dropped.load(Relaxed);
+            t.lines_too_long += s.too_long.load(Relaxed);
+        }
+        t.connected = t.accepted.saturating_sub(closed);
+        t
+    }
+
+    /// The Prometheus text exposition of the current totals.
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Collect(Arc::clone(self))));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+#[derive(Debug)]
+struct Collect(Arc<Metrics>);
+
+impl Collector for Collect {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let t = self.0.totals();
+        let gauge = ConstGauge::new(t.connected as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "ringcast_connected_clients",
+            "Clients connected now",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        // The text encoder appends `_total` to counter names.
+        let counters = [
+            (
+                "ringcast_connections_accepted",
+                "Connections accepted",
+                t.accepted,
+            ),
+            (
+                "ringcast_messages_received",
+                "Complete messages received from clients",
+                t.received,
+            ),
+            (
+                "ringcast_messages_sent",
+                "Messages handed to the kernel, once per receiver",
+                t.sent,
+            ),
+            (
+                "ringcast_messages_dropped",
+                "Messages dropped for slow receivers, once per receiver",
+                t.dropped,
+            ),
+            (
+                "ringcast_bytes_received",
+                "Bytes of complete messages received",
+                t.bytes_received,
+            ),
+            (
+                "ringcast_bytes_sent",
+                "Bytes handed to the kernel",
+                t.bytes_sent,
+            ),
+            (
+                "ringcast_lines_too_long",
+                "Clients disconnected for a line over --max-line",
+                t.lines_too_long,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The running `/metrics` endpoint. Dropping it stops the listener thread.
+pub struct MetricsServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl MetricsServer {
+    /// Serves `GET /metrics` on `addr` from a thread of its own, off the hot path.
+    pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Self, Error> {
+        let server = tiny_http::Server::http(addr).map_err(|e| Error::Metrics {
+            addr,
+            reason: e.to_string(),
+        })?;
+        let server = Arc::new(server);
+        let local = server.server_addr().to_ip().ok_or_else(|| Error::Metrics {
+            addr,
+            reason: "not an IP listener".into(),
+        })?;
+        let thread = std::thread::Builder::new()
+            .name("ringcast-metrics".into())
+            .spawn({
+                let server = Arc::clone(&server);
+                move || serve(&server, &metrics)
+            })
+            .map_err(Error::Thread)?;
+        Ok(Self {
+            server,
+            thread: Some(thread),
+            addr: local,
+        })
+    }
+
+    /// The address the endpoint listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsServer")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(server: &tiny_http::Server, metrics: &Arc<Metrics>) {
+    for request in server.incoming_requests() {
+        let ok = *request.method() == tiny_http::Method::Get && request.url() == "/metrics";
+        let response = if ok {
+            let mut body = metrics.render();
+            if !body.ends_with('\n') {
+                let _ = writeln!(body);
+            }
+            let header = tiny_http::Header::from_bytes(
+                &b"Content-Type"[..],
+                &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
+            )
+            .ok();
+            let mut r = tiny_http::Response::from_string(body);
+            if let Some(h) = header {
+                r.add_header(h);
+            }
+            r
+        } else {
+            tiny_http::Response::from_string("only GET /metrics is served\n").with_status_code(404)
+        };
+        if let Err(e) = request.respond(response) {
+            tracing::debug!(error = %e, "metrics response failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_add_up_across_shards() {
+        let m = Metrics::new(3);
+        m.shard(0).accepted();
+        m.shard(1).accepted();
+        m.shard(2).accepted();
+        m.shard(1).closed();
+        m.shard(0).received(10);
+        m.shard(2).sent(3, 30);
+        m.shard(1).dropped();
+        m.shard(5).too_long(); // wraps to shard 2
+        let t = m.totals();
+        assert_eq!(t.connected, 2);
+        assert_eq!(t.accepted, 3);
+        assert_eq!((t.received, t.bytes_received), (1, 10));
+        assert_eq!((t.sent, t.bytes_sent), (3, 30));
+        assert_eq!((t.dropped, t.lines_too_long), (1, 1));
+    }
+
+    #[test]
+    fn renders_the_documented_names() {
+        let m = Metrics::new(1);
+        m.shard(0).accepted();
+        m.shard(0).sent(4, 40);
+        let text = m.render();
+        for line in [
+            "ringcast_connected_clients 1",
+            "ringcast_connections_accepted_total 1",
+            "ringcast_messages_received_total 0",
+            "ringcast_messages_sent_total 4",
+            "ringcast_messages_dropped_total 0",
+            "ringcast_bytes_received_total 0",
+            "ringcast_bytes_sent_total 40",
+            "ringcast_lines_too_long_total 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The server: binds, picks the engine, runs until its shutdown future
+//! resolves, then drains.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Engine, EngineChoice};
+use crate::engine::{self, Control};
+use crate::error::Error;
+use crate::metrics::{Metrics, MetricsServer};
+use crate::net;
+
+/// A bound server, ready to [`run`](Server::run).
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    engine: Engine,
+    listeners: Vec<TcpListener>,
+    local_addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    metrics_server: Option<MetricsServer>,
+}
+
+impl Server {
+    /// Resolves the engine, binds the listen address (and the metrics
+    /// address, if any). Clients can connect once this returns; they are
+    /// served once [`run`](Server::run) is called.
+    pub fn bind(config: Config) -> Result<Self, Error> {
+        if config.queue == 0 {
+            return Err(Error::Config("--queue must be at least 1".into()));
+        }
+        if config.max_line == 0 {
+            return Err(Error::Config("--max-line must be at least 1".into()));
+        }
+        let engine = resolve_engine(config.engine)?;
+        let threads = config.thread_count();
+        let listener_count = match engine {
+            Engine::Uring => threads,
+            Engine::Tokio => 1,
+        };
+        let listeners = net::bind_listeners(config.listen, listener_count, config.sndbuf)?;
+        let local_addr = listeners[0].local_addr().map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let metrics = Metrics::new(threads);
+        let metrics_server = config
+            .metrics
+            .map(|addr| MetricsServer::start(addr, Arc::clone(&metrics)))
+            .transpose()?;
+        Ok(Self {
+            config,
+            engine,
+            listeners,
+            local_addr,
+            metrics,
+            metrics_server,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address of the `/metrics` endpoint, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The engine that will run.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Serves clients until `shutdown` resolves, then stops accepting and
+    /// reading, flushes queued output for up to `drain_timeout`, and closes
+    /// every connection.
+    ///
+    /// The engine runs on threads of its own; this future only waits, so any
+    /// tokio runtime can drive it.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let (alive, mut engine_done) = mpsc::channel::<()>(1);
+        let control = Control {
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            alive,
+        };
+        let started = match self.engine {
+            Engine::Uring => {
+                engine::uring::start(self.listeners, &self.config, &self.metrics, &control)
+            }
+            Engine::Tokio => {
+                let listener = self.listeners.into_iter().next();
+                match listener {
+                    Some(l) => engine::tokio::start(l, &self.config, &self.metrics, &control),
+                    None => Err(Error::Config("no listener".into())),
+                }
+            }
+        };
+        let Control { stop, abort, alive } = control;
+        drop(alive);
+        if let Err(e) = started {
+            abort.cancel();
+            stop.cancel();
+            while engine_done.recv().await.is_some() {}
+            return Err(e);
+        }
+        tracing::info!(
+            engine = self.engine.name(),
+            addr = %self.local_addr,
+            threads = self.config.thread_count(),
+            "serving"
+        );
+        tokio::select! {
+            () = shutdown => {}
+            _ = engine_done.recv() => {}
+        }
+        tracing::info!(drain_timeout = ?self.config.drain_timeout, "shutting down: no new clients, flushing queued output");
+        stop.cancel();
+        let drained = tokio::time::timeout(self.config.drain_timeout, async {
+            while engine_done.recv().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                drain_timeout = ?self.config.drain_timeout,
+                "drain timeout passed with output still queued; closing the remaining connections"
+            );
+            abort.cancel();
+            while engine_done.recv().await.is_some() {}
+        }
+        drop(self.metrics_server);
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Picks the engine: `auto` probes io_uring and falls back to tokio with a
+/// warning; an explicit `uring` that cannot start is an error.
+fn resolve_engine(choice: EngineChoice) -> Result<Engine, Error> {
+    match choice {
+        EngineChoice::Tokio => Ok(Engine::Tokio),
+        EngineChoice::Uring => net::probe_uring()
+            .map(|()| Engine::Uring)
+            .map_err(Error::UringUnavailable),
+        EngineChoice::Auto => match net::probe_uring() {
+            Ok(()) => Ok(Engine::Uring),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "io_uring is not available (disabled by the kernel.io_uring_disabled sysctl, blocked by seccomp, or an old kernel); falling back to the tokio engine"
+                );
+                Ok(Engine::Tokio)
+            }
+        },
+    }
+}
