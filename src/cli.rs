@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config, EngineChoice};
+use crate::load::{self, Rate};
 
 /// ringcast: every line any client sends goes to every connected client.
 #[derive(Debug, Parser)]
@@ -25,6 +26,16 @@ pub enum Command {
     /// connected client, the sender included. Try it: run the server, then
     /// `nc 127.0.0.1 9000` in two terminals and type.
     Serve(ServeArgs),
+
+    /// Generate fan-out load against a running server and report what
+    /// arrived.
+    ///
+    /// Opens `--clients` connections; the first `--publishers` of them send
+    /// fixed-size, numbered, timestamped lines for `--duration`, and every
+    /// connection reads. Reports messages published and delivered, loss,
+    /// per-publisher order violations and delivery latency. Try it:
+    /// `ringcast serve` in one terminal, `ringcast load` in another.
+    Load(LoadArgs),
 }
 
 /// `ringcast serve` options.
@@ -43,9 +54,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
 
-    /// Per-client outgoing queue, in messages. When a client's socket is not
-    /// draining and its queue is full, new messages are dropped for that
-    /// client alone and counted.
+    /// Per-client outgoing queue, in messages. When a client is not draining
+    /// (see --stall-timeout) and its queue is full, new messages are dropped
+    /// for that client alone and counted.
     #[arg(long, value_name = "N", default_value_t = config::DEFAULT_QUEUE, value_parser = at_least::<1>)]
     pub queue: usize,
 
@@ -58,6 +69,14 @@ pub struct ServeArgs {
     /// what a stalled client holds in the kernel, beyond its queue.
     #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_SNDBUF, value_parser = at_least::<4096>)]
     pub sndbuf: usize,
+
+    /// How long a client's queue may stay full, with nothing more going into
+    /// its socket, before the client counts as stalled. Until then the
+    /// server waits for it (pausing reads from the publisher, so nothing is
+    /// lost); after that it drops that client's new messages until it
+    /// catches up.
+    #[arg(long, value_name = "DUR", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Duration,
 
     /// On SIGINT/SIGTERM, how long to keep flushing queued output before
     /// closing (e.g. `2s`, `500ms`).
@@ -84,10 +103,96 @@ impl ServeArgs {
             queue: self.queue,
             max_line: self.max_line,
             sndbuf: self.sndbuf,
+            stall_timeout: self.stall_timeout,
             drain_timeout: self.drain_timeout,
             metrics: self.metrics,
         }
     }
+}
+
+/// `ringcast load` options.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Address of the server to load.
+    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_LISTEN)]
+    pub connect: SocketAddr,
+
+    /// Connections to open. Every one of them reads everything the server
+    /// broadcasts; the first `--publishers` of them also send.
+    #[arg(long, value_name = "C", default_value_t = 100, value_parser = at_least::<1>)]
+    pub clients: usize,
+
+    /// How many of the clients publish lines (at least 1, at most
+    /// `--clients`).
+    #[arg(long, value_name = "P", default_value_t = 1, value_parser = publishers)]
+    pub publishers: usize,
+
+    /// Size of each published line in bytes, the trailing newline included.
+    /// At least 32, which is the fixed header (publisher, sequence number,
+    /// send timestamp) plus the newline; the rest is filler. Keep it within
+    /// the server's `--max-line`.
+    #[arg(long, value_name = "BYTES", default_value_t = 64, value_parser = line_size)]
+    pub size: usize,
+
+    /// How long the publishers publish (e.g. `10s`, `500ms`, `1m`). Readers
+    /// then keep reading until everything arrived, or nothing has for 2 s,
+    /// or 10 s more have passed.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
+    pub duration: Duration,
+
+    /// Lines per second per publisher, or `max` to write as fast as the
+    /// server accepts them.
+    #[arg(long, value_name = "MSGS_PER_S", default_value = "max", value_parser = parse_rate)]
+    pub rate: Rate,
+
+    /// Worker threads of the generator's own runtime. Connections are
+    /// tasks, not threads, so a few threads drive thousands of them.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least::<1>)]
+    pub threads: usize,
+
+    /// Print the result as one JSON object on stdout, and no progress.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `--publishers`: a whole number from 1 to [`load::MAX_PUBLISHERS`].
+fn publishers(s: &str) -> Result<usize, String> {
+    let n = at_least::<1>(s)?;
+    if n > load::MAX_PUBLISHERS {
+        return Err(format!("must be at most {}", load::MAX_PUBLISHERS));
+    }
+    Ok(n)
+}
+
+/// Parses `--size`: from [`load::MIN_SIZE`] to [`load::MAX_SIZE`] bytes.
+fn line_size(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a whole number: {e}"))?;
+    if n < load::MIN_SIZE {
+        return Err(format!(
+            "must be at least {} (the line header and its newline)",
+            load::MIN_SIZE
+        ));
+    }
+    if n > load::MAX_SIZE {
+        return Err(format!("must be at most {}", load::MAX_SIZE));
+    }
+    Ok(n)
+}
+
+/// Parses `--rate`: `max` or a whole number of lines per second, at least 1.
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    s.parse()
+}
+
+/// Parses a duration longer than zero.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e}"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(d)
 }
 
 /// Parses a whole number no smaller than `MIN`.

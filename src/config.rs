@@ -49,6 +49,9 @@ pub struct Config {
     pub max_line: usize,
     /// Per-connection kernel send buffer (SO_SNDBUF), in bytes.
     pub sndbuf: usize,
+    /// How long a client's queue may stay full before the client counts as
+    /// stalled and its messages are dropped instead of waited for.
+    pub stall_timeout: Duration,
     /// How long shutdown may spend flushing queued output.
     pub drain_timeout: Duration,
     /// Where to serve Prometheus metrics, if anywhere.
@@ -63,6 +66,8 @@ pub const DEFAULT_QUEUE: usize = 100;
 pub const DEFAULT_MAX_LINE: usize = 65536;
 /// Default `--sndbuf`. The kernel doubles it for bookkeeping.
 pub const DEFAULT_SNDBUF: usize = 64 * 1024;
+/// Default `--stall-timeout`.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_millis(50);
 /// Default `--drain-timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -75,6 +80,7 @@ impl Default for Config {
             queue: DEFAULT_QUEUE,
             max_line: DEFAULT_MAX_LINE,
             sndbuf: DEFAULT_SNDBUF,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             metrics: None,
         }

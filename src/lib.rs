@@ -13,6 +13,7 @@
 //! - `engine/uring`: one pinned tokio-uring runtime per core (the product).
 //! - `engine/tokio`: a multi-threaded tokio runtime (the baseline).
 //! - [`cli`]: the command line, shared by the binary and its tests.
+//! - [`load`]: `ringcast load`, the fan-out load generator and its report.
 //! - [`config`] and [`error`]: what the server is told and what can go wrong.
 
 pub mod cli;
@@ -21,6 +22,7 @@ mod engine;
 pub mod error;
 pub mod fanout;
 pub mod line;
+pub mod load;
 pub mod metrics;
 pub mod net;
 pub mod queue;

@@ -1,8 +1,10 @@
 //! The `ringcast` binary: parses the command line and calls the library.
 
+use std::io::IsTerminal as _;
+
 use anyhow::Context as _;
 use clap::Parser as _;
-use ringcast::cli::{Cli, Command, ServeArgs};
+use ringcast::cli::{Cli, Command, LoadArgs, ServeArgs};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -10,6 +12,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Load(args) => load(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -28,6 +31,7 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }
@@ -57,4 +61,20 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         server.run(shutdown).await?;
         Ok(())
     })
+}
+
+fn load(args: &LoadArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .context("cannot start the load generator's runtime")?;
+    let progress = !args.json && std::io::stderr().is_terminal();
+    let report = runtime.block_on(ringcast::load::run_with_progress(args, progress))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }

@@ -2,7 +2,6 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::RawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -14,10 +13,11 @@ const BACKLOG: i32 = 4096;
 /// Binds `count` listeners on `addr`.
 ///
 /// With `count > 1` they share the port through SO_REUSEPORT and the kernel
-/// spreads new connections across them. A plain bind without SO_REUSEPORT
-/// comes first, so a port that anyone else holds (even another ringcast)
-/// fails with "address in use" instead of being silently shared; it also
-/// fixes the port when `addr` asks for port 0.
+/// spreads new connections across them. A port someone else holds (even
+/// another ringcast, which could otherwise join the SO_REUSEPORT group) is
+/// an "address in use" error: for a fixed port, a plain bind without
+/// SO_REUSEPORT checks first; for port 0 the kernel never hands out a port
+/// that another SO_REUSEPORT group uses.
 ///
 /// Every listener carries `sndbuf` as SO_SNDBUF, which accepted sockets
 /// inherit: setting it on the listener keeps the accept path free of extra
@@ -29,30 +29,32 @@ pub fn bind_listeners(
     sndbuf: usize,
 ) -> Result<Vec<TcpListener>, Error> {
     let bind_err = |source| Error::Bind { addr, source };
-    let probe = new_socket(addr).map_err(bind_err)?;
-    probe.bind(&addr.into()).map_err(bind_err)?;
-    let port_addr = probe
+    let reuseport = count > 1;
+    if reuseport && addr.port() != 0 {
+        let probe = new_socket(addr, false).map_err(bind_err)?;
+        probe.bind(&addr.into()).map_err(bind_err)?;
+    }
+    let first = new_socket(addr, reuseport).map_err(bind_err)?;
+    first.bind(&addr.into()).map_err(bind_err)?;
+    let port_addr = first
         .local_addr()
         .ok()
         .and_then(|a| a.as_socket())
         .ok_or_else(|| bind_err(io::Error::other("bound socket has no address")))?;
-    if count <= 1 {
-        return Ok(vec![finish_listener(probe, sndbuf).map_err(bind_err)?]);
-    }
-    drop(probe);
-    let mut listeners = Vec::with_capacity(count);
-    for _ in 0..count {
-        let socket = new_socket(port_addr).map_err(bind_err)?;
-        socket.set_reuse_port(true).map_err(bind_err)?;
+    let mut listeners = vec![finish_listener(first, sndbuf).map_err(bind_err)?];
+    for _ in 1..count {
+        let socket = new_socket(port_addr, true).map_err(bind_err)?;
         socket.bind(&port_addr.into()).map_err(bind_err)?;
         listeners.push(finish_listener(socket, sndbuf).map_err(bind_err)?);
     }
     Ok(listeners)
 }
 
-fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
+fn new_socket(addr: SocketAddr, reuseport: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Rebinding a port with connections in TIME_WAIT after a restart is fine.
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuseport)?;
     Ok(socket)
 }
 
@@ -73,42 +75,13 @@ pub fn probe_uring() -> io::Result<()> {
     io_uring::IoUring::new(2).map(drop)
 }
 
-/// True when the socket behind `fd` has no room in its send buffer right now.
-///
-/// Only asked when a client's queue is full, so the syscall stays off the
-/// per-message path.
-pub fn send_buffer_full(fd: RawFd) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    #[allow(unsafe_code)]
-    // SAFETY: callers pass the fd of a socket they own and keep open for the
-    // duration of this call; the borrow does not outlive it.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let mut fds = [PollFd::new(borrowed, PollFlags::POLLOUT)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(0) => true,
-        Ok(_) => fds[0]
-            .revents()
-            .is_none_or(|r| !r.contains(PollFlags::POLLOUT)),
-        // Treat an error as not draining: the write path will see it and close.
-        Err(_) => true,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::net::TcpStream;
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn reuseport_listeners_share_one_port() {
-        let ls = bind_listeners(
-            "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-            3,
-            65536,
-        )
-        .expect("bind");
+        let ls = bind_listeners("127.0.0.1:0".parse().expect("addr"), 3, 65536).expect("bind");
         let ports: Vec<u16> = ls
             .iter()
             .map(|l| l.local_addr().expect("addr").port())
@@ -128,23 +101,5 @@ mod tests {
             bind_listeners(addr, 1, 65536),
             Err(Error::Bind { .. })
         ));
-    }
-
-    #[test]
-    fn send_buffer_full_tracks_a_peer_that_does_not_read() {
-        let ls = bind_listeners("127.0.0.1:0".parse().expect("addr"), 1, 16 * 1024).expect("bind");
-        let _client = TcpStream::connect(ls[0].local_addr().expect("addr")).expect("connect");
-        ls[0].set_nonblocking(false).expect("blocking");
-        let (mut server_side, _) = ls[0].accept().expect("accept");
-        assert!(!send_buffer_full(server_side.as_raw_fd()));
-        server_side.set_nonblocking(true).expect("nonblocking");
-        let chunk = [0u8; 16 * 1024];
-        // The peer never reads: writes must eventually stop fitting.
-        for _ in 0..10_000 {
-            if server_side.write(&chunk).is_err() {
-                break;
-            }
-        }
-        assert!(send_buffer_full(server_side.as_raw_fd()));
     }
 }

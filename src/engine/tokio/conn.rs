@@ -5,6 +5,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use socket2::SockRef;
@@ -19,8 +20,6 @@ use crate::queue::{Admission, OutQueue};
 
 struct State {
     queue: OutQueue,
-    /// The last write found the send buffer full.
-    stalled: bool,
     closed: bool,
 }
 
@@ -35,15 +34,14 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(id: u64, peer: SocketAddr, stream: TcpStream, queue: usize) -> Self {
+    pub(super) fn new(id: u64, peer: SocketAddr, stream: TcpStream, queue: OutQueue) -> Self {
         Self {
             id,
             peer,
             key: AtomicUsize::new(usize::MAX),
             stream,
             state: Mutex::new(State {
-                queue: OutQueue::new(queue),
-                stalled: false,
+                queue,
                 closed: false,
             }),
             writer: Notify::new(),
@@ -100,35 +98,33 @@ impl Conn {
         if state.closed {
             return Admission::Queued;
         }
-        let stalled = state.stalled;
-        let admission = state.queue.offer(msg, || stalled);
+        let admission = state.queue.offer(msg, Instant::now);
         let wake = admission == Admission::Queued && state.queue.len() == 1;
         drop(state);
         match admission {
             Admission::Queued if wake => self.writer.notify_one(),
-            Admission::Queued | Admission::Wait => {}
+            Admission::Queued | Admission::Wait(_) => {}
             Admission::Dropped => shard.dropped(),
         }
         admission
     }
 
-    pub(super) async fn wait_room(&self) {
+    /// Waits until the queue has room, the client is marked stalled, the
+    /// connection closes, or `deadline` passes.
+    pub(super) async fn wait_room(&self, deadline: Instant) {
+        let mut timeout = pin!(tokio::time::sleep_until(deadline.into()));
         loop {
             let notified = pin!(self.room.notified());
             {
                 let state = self.state();
-                if state.closed || state.stalled || !state.queue.is_full() {
+                if state.closed || state.queue.ready_for_retry() {
                     return;
                 }
             }
-            notified.await;
-        }
-    }
-
-    fn set_stalled(&self, stalled: bool) {
-        self.state().stalled = stalled;
-        if stalled {
-            self.room.notify_waiters();
+            tokio::select! {
+                () = notified => {}
+                () = &mut timeout => return,
+            }
         }
     }
 }
@@ -192,7 +188,7 @@ pub(super) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
                     return;
                 }
                 if !state.queue.is_empty() {
-                    break state.queue.drain_into(&mut buf, WRITE_BATCH);
+                    break state.queue.take_batch(&mut buf, WRITE_BATCH);
                 }
             }
             if hub.flushing.load(Ordering::SeqCst) {
@@ -207,7 +203,6 @@ pub(super) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
             match conn.stream.try_write(&buf[written..]) {
                 Ok(n) if n > 0 => written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.set_stalled(true);
                     if conn.stream.writable().await.is_err() {
                         hub.close(&conn, CloseReason::WriteError);
                         return;
@@ -219,7 +214,7 @@ pub(super) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
                 }
             }
         }
-        conn.set_stalled(false);
+        conn.state().queue.write_done();
         hub.shard().sent(messages, buf.len());
         buf.clear();
         if buf.capacity() > 2 * WRITE_BATCH {

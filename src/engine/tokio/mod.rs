@@ -23,7 +23,7 @@ use super::{CloseReason, Control};
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::{Metrics, Shard};
-use crate::queue::Admission;
+use crate::queue::{Admission, OutQueue};
 
 thread_local! {
     /// Which metrics shard this worker thread writes.
@@ -55,6 +55,7 @@ pub(crate) fn start(
     let hub = Arc::new(Hub {
         metrics: Arc::clone(metrics),
         queue: config.queue,
+        stall_timeout: config.stall_timeout,
         max_line: config.max_line,
         conns: RwLock::new(Slab::new()),
         next_id: AtomicUsize::new(0),
@@ -92,6 +93,7 @@ pub(crate) fn start(
 struct Hub {
     metrics: Arc<Metrics>,
     queue: usize,
+    stall_timeout: Duration,
     max_line: usize,
     conns: RwLock<Slab<Arc<Conn>>>,
     next_id: AtomicUsize,
@@ -147,7 +149,12 @@ impl Hub {
 
     fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
-        let conn = Arc::new(Conn::new(id, peer, stream, self.queue));
+        let conn = Arc::new(Conn::new(
+            id,
+            peer,
+            stream,
+            OutQueue::new(self.queue, self.stall_timeout),
+        ));
         {
             let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
             conn.set_key(conns.insert(Arc::clone(&conn)));
@@ -216,16 +223,18 @@ impl Hub {
                 let conns = self.conns();
                 let mut blocked = None;
                 for (key, conn) in conns.iter().skip_while(|(k, _)| *k < next_key) {
-                    if conn.offer(&msg, shard) == Admission::Wait {
-                        blocked = Some((key, Arc::clone(conn)));
+                    if let Admission::Wait(deadline) = conn.offer(&msg, shard) {
+                        blocked = Some((key, Arc::clone(conn), deadline));
                         break;
                     }
                 }
                 blocked
             };
-            let Some((key, conn)) = blocked else { return };
+            let Some((key, conn, deadline)) = blocked else {
+                return;
+            };
             next_key = key;
-            conn.wait_room().await;
+            conn.wait_room(deadline).await;
         }
     }
 }

@@ -3,9 +3,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -16,17 +16,7 @@ use super::Core;
 use crate::engine::{CloseReason, READ_MIN, WRITE_BATCH, next_read_size};
 use crate::line::LineSplitter;
 use crate::metrics::Shard;
-use crate::net;
 use crate::queue::{Admission, OutQueue};
-
-/// What the writer is doing, as far as publishers need to know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WriteState {
-    /// Not writing, or the last write went through whole.
-    Flowing,
-    /// The socket's send buffer is full: the client is not draining.
-    Stalled,
-}
 
 pub(super) struct Conn {
     id: u64,
@@ -34,7 +24,6 @@ pub(super) struct Conn {
     key: Cell<usize>,
     stream: TcpStream,
     queue: RefCell<OutQueue>,
-    state: Cell<WriteState>,
     closed: Cell<bool>,
     /// Wakes the writer (one waiter; a permit is kept if it is busy).
     writer: Notify,
@@ -43,14 +32,13 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(id: u64, peer: SocketAddr, stream: TcpStream, queue: usize) -> Self {
+    pub(super) fn new(id: u64, peer: SocketAddr, stream: TcpStream, queue: OutQueue) -> Self {
         Self {
             id,
             peer,
             key: Cell::new(usize::MAX),
             stream,
-            queue: RefCell::new(OutQueue::new(queue)),
-            state: Cell::new(WriteState::Flowing),
+            queue: RefCell::new(queue),
             closed: Cell::new(false),
             writer: Notify::new(),
             room: Notify::new(),
@@ -101,41 +89,30 @@ impl Conn {
             return Admission::Queued; // going away: nothing to deliver or count
         }
         let mut queue = self.queue.borrow_mut();
-        let admission = queue.offer(msg, || self.stalled());
+        let admission = queue.offer(msg, Instant::now);
         match admission {
             // Wake the writer only when the queue becomes non-empty: a busy
             // writer comes back for the rest by itself.
             Admission::Queued if queue.len() == 1 => self.writer.notify_one(),
-            Admission::Queued | Admission::Wait => {}
+            Admission::Queued | Admission::Wait(_) => {}
             Admission::Dropped => shard.dropped(),
         }
         admission
     }
 
-    /// True when the socket is not draining. Asks the kernel only while the
-    /// writer has not already seen the socket full.
-    fn stalled(&self) -> bool {
-        if self.state.get() == WriteState::Stalled {
-            return true;
-        }
-        let full = net::send_buffer_full(self.stream.as_raw_fd());
-        if full {
-            self.state.set(WriteState::Stalled);
-        }
-        full
-    }
-
-    /// Waits until the queue has room, the socket stalls, or the connection closes.
-    pub(super) async fn wait_room(&self) {
+    /// Waits until the queue has room, the client is marked stalled, the
+    /// connection closes, or `deadline` passes.
+    pub(super) async fn wait_room(&self, deadline: Instant) {
+        let mut timeout = pin!(tokio::time::sleep_until(deadline.into()));
         loop {
             let notified = pin!(self.room.notified());
-            if self.closed.get()
-                || self.state.get() == WriteState::Stalled
-                || !self.queue.borrow().is_full()
-            {
+            if self.closed.get() || self.queue.borrow().ready_for_retry() {
                 return;
             }
-            notified.await;
+            tokio::select! {
+                () = notified => {}
+                () = &mut timeout => return,
+            }
         }
     }
 }
@@ -211,7 +188,7 @@ pub(super) async fn write_loop(core: Rc<Core>, conn: Rc<Conn>) {
             }
             conn.writer.notified().await;
         }
-        let messages = conn.queue.borrow_mut().drain_into(&mut buf, WRITE_BATCH);
+        let messages = conn.queue.borrow_mut().take_batch(&mut buf, WRITE_BATCH);
         conn.room.notify_waiters();
         let total = buf.len();
         let mut written = 0;
@@ -219,21 +196,14 @@ pub(super) async fn write_loop(core: Rc<Core>, conn: Rc<Conn>) {
             let (result, slice) = conn.stream.write(buf.slice(written..)).submit().await;
             buf = slice.into_inner();
             match result {
-                Ok(n) if n > 0 => {
-                    written += n;
-                    if written < total {
-                        // A short write means the send buffer is full.
-                        conn.state.set(WriteState::Stalled);
-                        conn.room.notify_waiters();
-                    }
-                }
+                Ok(n) if n > 0 => written += n,
                 Ok(_) | Err(_) => {
                     core.close(&conn, CloseReason::WriteError);
                     return;
                 }
             }
         }
-        conn.state.set(WriteState::Flowing);
+        conn.queue.borrow_mut().write_done();
         core.shard().sent(messages, total);
         buf.clear();
         if buf.capacity() > 2 * WRITE_BATCH {

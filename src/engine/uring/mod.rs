@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::{self, Doorbell, Inbox, Outbox, SpaceWaiter};
 use crate::metrics::{Metrics, Shard};
-use crate::queue::Admission;
+use crate::queue::{Admission, OutQueue};
 
 /// Messages each cross-core ring holds before the publisher must wait.
 const RING_CAPACITY: usize = 4096;
@@ -68,6 +68,7 @@ pub(crate) fn start(
         let settings = Settings {
             queue: config.queue,
             max_line: config.max_line,
+            stall_timeout: config.stall_timeout,
         };
         let (metrics, control, shared, ready_tx) = (
             Arc::clone(metrics),
@@ -133,6 +134,7 @@ pub(crate) fn start(
 struct Settings {
     queue: usize,
     max_line: usize,
+    stall_timeout: Duration,
 }
 
 /// One core: its connections, its rings, its counters.
@@ -216,7 +218,12 @@ impl Core {
         let seq = self.next_id.get();
         self.next_id.set(seq + 1);
         let id = seq * self.shared.cores as u64 + self.index as u64;
-        let conn = Rc::new(Conn::new(id, peer, stream, self.settings.queue));
+        let conn = Rc::new(Conn::new(
+            id,
+            peer,
+            stream,
+            OutQueue::new(self.settings.queue, self.settings.stall_timeout),
+        ));
         conn.set_key(self.conns.borrow_mut().insert(Rc::clone(&conn)));
         self.shard().accepted();
         self.readers.set(self.readers.get() + 1);
@@ -320,19 +327,21 @@ impl Core {
                 let conns = self.conns.borrow();
                 let mut blocked = None;
                 for (key, conn) in conns.iter().skip_while(|(k, _)| *k < next_key) {
-                    if conn.offer(msg, shard) == Admission::Wait {
-                        blocked = Some((key, Rc::clone(conn)));
+                    if let Admission::Wait(deadline) = conn.offer(msg, shard) {
+                        blocked = Some((key, Rc::clone(conn), deadline));
                         break;
                     }
                 }
                 blocked
             };
-            let Some((key, conn)) = blocked else { return };
+            let Some((key, conn, deadline)) = blocked else {
+                return;
+            };
             // Resume at the blocked connection, which gets the message next.
             next_key = key;
             // Let other cores start on what we pushed before we sleep.
             self.outbox.borrow_mut().ring();
-            conn.wait_room().await;
+            conn.wait_room(deadline).await;
         }
     }
 

@@ -1,0 +1,254 @@
+//! The binary as an operator meets it: flags, errors, signals.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::{Client, PATIENCE, wait_for};
+
+fn ringcast(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Asserts a clean failure: non-zero exit, no panic, a one-line error that
+/// mentions `needle`.
+fn assert_clean_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+}
+
+#[test]
+fn bad_flags_fail_with_a_clear_message() {
+    assert_clean_error(
+        &ringcast(&["serve", "--listen", "not-an-address"]),
+        "invalid value 'not-an-address'",
+    );
+    assert_clean_error(
+        &ringcast(&["serve", "--engine", "epoll"]),
+        "invalid value 'epoll'",
+    );
+    assert_clean_error(&ringcast(&["serve", "--queue", "0"]), "must be at least 1");
+    assert_clean_error(
+        &ringcast(&["serve", "--max-line", "lots"]),
+        "not a whole number",
+    );
+    assert_clean_error(
+        &ringcast(&["serve", "--drain-timeout", "soon"]),
+        "--drain-timeout",
+    );
+    assert_clean_error(&ringcast(&["serve", "--threads", "0"]), "--threads");
+    assert_clean_error(
+        &ringcast(&["serve", "--frobnicate"]),
+        "unexpected argument '--frobnicate'",
+    );
+    assert_clean_error(
+        &ringcast(&["serve", "--log", "[[["]),
+        "invalid --log filter",
+    );
+}
+
+#[test]
+fn a_port_in_use_is_one_line_and_a_nonzero_exit() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for engine in ["uring", "tokio"] {
+        let out = ringcast(&["serve", "--engine", engine, "--listen", &addr]);
+        assert_clean_error(&out, &format!("cannot listen on {addr}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let error_lines: Vec<_> = stderr.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(error_lines.len(), 1, "one error line: {stderr}");
+    }
+}
+
+#[test]
+fn help_explains_every_option() {
+    let out = ringcast(&["serve", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--engine",
+        "--threads",
+        "--queue",
+        "--max-line",
+        "--sndbuf",
+        "--stall-timeout",
+        "--drain-timeout",
+        "--metrics",
+        "--log",
+        "127.0.0.1:9000",
+        "[default: 100]",
+        "[default: 65536]",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}
+
+/// A server child process; killed if a test fails before it exits.
+struct ServerProcess {
+    child: Child,
+    addr: std::net::SocketAddr,
+    metrics: String,
+}
+
+impl ServerProcess {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+                "--log",
+                "info",
+            ])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The log lines carry the bound addresses: metrics first, then serving.
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let mut metrics = None;
+        let addr = loop {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "server exited before serving"
+            );
+            let field = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next());
+            match field {
+                Some(a) if line.contains("metrics at") => metrics = Some(a.to_string()),
+                Some(a) if line.contains("serving") => break a.parse().unwrap(),
+                _ => {}
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Self {
+            child,
+            addr,
+            metrics: metrics.expect("metrics address logged"),
+        }
+    }
+
+    /// Connects `n` clients and waits until the server has accepted them all.
+    fn connect(&self, n: usize) -> Vec<Client> {
+        let clients = (0..n).map(|_| Client::connect(self.addr)).collect();
+        let want = format!("ringcast_connected_clients {n}");
+        wait_for("clients to be registered", PATIENCE, || {
+            http_get(&self.metrics, "/metrics")
+                .lines()
+                .any(|l| l == want)
+                .then_some(())
+        });
+        clients
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        wait_for("the server to exit", PATIENCE, || {
+            self.child.try_wait().unwrap()
+        })
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal_stops_the_server_after_flushing(engine: &str, signal: nix::sys::signal::Signal) {
+    let mut server = ServerProcess::start(&["--engine", engine, "--drain-timeout", "5s"]);
+    let mut clients = server.connect(2);
+    let (mut a, mut b) = (clients.remove(0), clients.remove(0));
+    a.send(b"one\n");
+    assert_eq!(a.read_lines(1), vec![b"one\n".to_vec()]);
+    assert_eq!(b.read_lines(1), vec![b"one\n".to_vec()]);
+    b.send(b"two\n");
+    assert_eq!(a.read_lines(1), vec![b"two\n".to_vec()]);
+    server.signal(signal);
+    // What was sent before the signal arrives, then the server closes.
+    assert_eq!(b.read_to_end(), b"two\n");
+    let status = server.wait_exit();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero_on_uring() {
+    signal_stops_the_server_after_flushing("uring", nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_drains_and_exits_zero_on_tokio() {
+    signal_stops_the_server_after_flushing("tokio", nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn sigint_drains_and_exits_zero_on_uring() {
+    signal_stops_the_server_after_flushing("uring", nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero_on_tokio() {
+    signal_stops_the_server_after_flushing("tokio", nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn metrics_endpoint_serves_the_documented_names() {
+    let server = ServerProcess::start(&[]);
+    let metrics = server.metrics.clone();
+    let mut a = server.connect(1).remove(0);
+    a.send(b"hi\n");
+    assert_eq!(a.read_lines(1), vec![b"hi\n".to_vec()]);
+    let body = wait_for("a scrape showing the message", PATIENCE, || {
+        let body = http_get(&metrics, "/metrics");
+        body.contains("ringcast_messages_sent_total 1")
+            .then_some(body)
+    });
+    for name in [
+        "ringcast_connected_clients 1",
+        "ringcast_connections_accepted_total 1",
+        "ringcast_messages_received_total 1",
+        "ringcast_messages_dropped_total 0",
+        "ringcast_bytes_received_total 3",
+        "ringcast_bytes_sent_total 3",
+        "ringcast_lines_too_long_total 0",
+    ] {
+        assert!(
+            body.lines().any(|l| l == name),
+            "{name:?} missing from\n{body}"
+        );
+    }
+    assert!(http_get(&metrics, "/other").contains("only GET /metrics"));
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

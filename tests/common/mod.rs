@@ -1,0 +1,273 @@
+//! Shared helpers: a real server on 127.0.0.1:0, real TCP clients, and
+//! waiting for conditions instead of sleeping.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ringcast::metrics::{Metrics, Totals};
+use ringcast::{Config, EngineChoice, Server};
+
+/// Generous upper bound for anything a test waits for; a correct server
+/// meets it with a wide margin, a broken one fails instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A server running in this process until dropped or stopped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), ringcast::Error>>>,
+}
+
+impl TestServer {
+    pub fn start(engine: EngineChoice) -> Self {
+        Self::start_with(engine, |_| {})
+    }
+
+    pub fn start_with(engine: EngineChoice, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            engine,
+            threads: Some(2),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let server = Server::bind(config).expect("bind test server");
+        let addr = server.local_addr();
+        let metrics = server.metrics();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(server.run(async {
+                let _ = stopped.await;
+            }))
+        });
+        Self {
+            addr,
+            metrics,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.metrics.totals()
+    }
+
+    /// Waits until `check` holds for the server's totals.
+    pub fn wait_totals(&self, what: &str, check: impl Fn(&Totals) -> bool) -> Totals {
+        wait_for(what, PATIENCE, || {
+            let t = self.totals();
+            check(&t).then_some(t)
+        })
+    }
+
+    /// Waits until exactly `n` clients are registered.
+    pub fn wait_connected(&self, n: u64) {
+        self.wait_totals(&format!("{n} connected clients"), |t| t.connected == n);
+    }
+
+    /// Begins shutdown and returns a handle that yields the run result.
+    pub fn begin_stop(&mut self) -> JoinHandle<Result<(), ringcast::Error>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.thread.take().expect("server already stopped")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, panicking with `what` after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A blocking TCP client with a receive buffer for line-oriented reads.
+pub struct Client {
+    pub stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Connects with a small receive buffer, so a client that stops reading
+    /// fills up quickly.
+    pub fn connect_small_rcvbuf(addr: SocketAddr) -> Self {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&addr.into()).expect("connect");
+        Self {
+            stream: socket.into(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// A second handle on the same socket (e.g. to read in another thread).
+    pub fn try_clone(&self) -> Self {
+        Self {
+            stream: self.stream.try_clone().unwrap(),
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Reads until `n` complete lines arrived, or panics after `PATIENCE`.
+    pub fn read_lines(&mut self, n: usize) -> Vec<Vec<u8>> {
+        let mut lines = Vec::with_capacity(n);
+        let deadline = Instant::now() + PATIENCE;
+        self.take_lines(&mut lines, n);
+        while lines.len() < n {
+            assert!(
+                self.fill(deadline).expect("read") > 0,
+                "connection closed after {} of {n} lines",
+                lines.len()
+            );
+            self.take_lines(&mut lines, n);
+        }
+        lines
+    }
+
+    /// Reads whatever arrives until the server closes the connection.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.fill(deadline) {
+                Ok(0) | Err(_) => return std::mem::take(&mut self.pending),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// True if the server has closed (or reset) this connection. Waits for it.
+    pub fn wait_closed_by_server(&mut self) -> bool {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.fill(deadline) {
+                Ok(0) => return true,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
+                Err(e) => panic!("unexpected read error {e}"),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `quiet`; returns what did.
+    pub fn read_available(&mut self, quiet: Duration) -> Vec<u8> {
+        self.stream.set_read_timeout(Some(quiet)).unwrap();
+        let mut buf = [0u8; 65536];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        std::mem::take(&mut self.pending)
+    }
+
+    fn take_lines(&mut self, lines: &mut Vec<Vec<u8>>, n: usize) {
+        while lines.len() < n {
+            let Some(pos) = self.pending.iter().position(|&b| b == b'\n') else {
+                break;
+            };
+            lines.push(self.pending.drain(..=pos).collect());
+        }
+    }
+
+    fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "timed out reading from the server");
+        self.stream.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 65536];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(n) => {
+                    self.pending.extend_from_slice(&buf[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Connects `n` clients and waits until the server has registered them all.
+pub fn connect_all(server: &TestServer, n: usize) -> Vec<Client> {
+    let already = server.totals().connected;
+    let clients: Vec<Client> = (0..n).map(|_| Client::connect(server.addr)).collect();
+    server.wait_connected(already + n as u64);
+    clients
+}
+
+/// Checks that for each sender the sequence numbers arrive in order
+/// `0..count`, for lines shaped `s<sender> <seq> ...\n`.
+pub fn assert_per_sender_order(lines: &[Vec<u8>], senders: usize, count: usize) {
+    let mut next = vec![0usize; senders];
+    for line in lines {
+        let text = std::str::from_utf8(line).expect("utf8 line");
+        let mut parts = text.trim_end().split(' ');
+        let sender: usize = parts
+            .next()
+            .and_then(|s| s.strip_prefix('s'))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let seq: usize = parts.next().unwrap().parse().unwrap();
+        assert_eq!(seq, next[sender], "sender {sender} out of order: got {seq}");
+        next[sender] += 1;
+    }
+    assert_eq!(next, vec![count; senders], "not every line arrived");
+}
+
+/// Runs `$name(EngineChoice)` once per engine, as `uring::$name` and `tokio::$name`.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $( #[test] fn $name() { super::$name(ringcast::EngineChoice::Uring) } )*
+        }
+        mod tokio {
+            $( #[test] fn $name() { super::$name(ringcast::EngineChoice::Tokio) } )*
+        }
+    };
+}
