@@ -33,8 +33,11 @@ pub enum Command {
     /// Opens `--clients` connections; the first `--publishers` of them send
     /// fixed-size, numbered, timestamped lines for `--duration`, and every
     /// connection reads. Reports messages published and delivered, loss,
-    /// per-publisher order violations and delivery latency. Try it:
-    /// `ringcast serve` in one terminal, `ringcast load` in another.
+    /// per-publisher order violations, delivery latency and the generator's
+    /// own CPU use. Rates (delivered/s, MB/s) are over the measured
+    /// interval: from the start of publishing to the last delivery, so the
+    /// drain after `--duration` is included. Try it: `ringcast serve` in one
+    /// terminal, `ringcast load` in another.
     Load(LoadArgs),
 }
 
@@ -140,10 +143,22 @@ pub struct LoadArgs {
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
     pub duration: Duration,
 
-    /// Lines per second per publisher, or `max` to write as fast as the
-    /// server accepts them.
+    /// Lines per second per publisher (open loop: sent on schedule whatever
+    /// the server does), or `max` for saturation (closed loop: each
+    /// publisher keeps at most `--window` of its own lines in flight).
     #[arg(long, value_name = "MSGS_PER_S", default_value = "max", value_parser = parse_rate)]
     pub rate: Rate,
+
+    /// With `--rate max`: the most lines each publisher may have in flight,
+    /// that is, published but not yet received back on its own connection
+    /// (every publisher also reads, and gets its own lines). It sends again
+    /// as its lines come back, so the run measures what the server moves
+    /// rather than what piles up in socket buffers, and the drain after
+    /// `--duration` is short. Ignored at a fixed rate. [default: 1000, or
+    /// fewer so that publishers × window × clients, the deliveries in
+    /// flight, stays within 1,000,000]
+    #[arg(long, value_name = "LINES", value_parser = at_least::<1>)]
+    pub window: Option<usize>,
 
     /// Worker threads of the generator's own runtime. Connections are
     /// tasks, not threads, so a few threads drive thousands of them.

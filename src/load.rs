@@ -32,11 +32,26 @@
 //! 2. Warm up: client 0 sends a marker line, again every 100 ms, until every
 //!    client has received one, so the server is known to have registered
 //!    them all. Markers are never counted.
-//! 3. Publish for the duration: as fast as the socket takes it (`max`), or
-//!    at a fixed rate per publisher, paced in small batches.
+//! 3. Publish for the duration, in one of two ways:
+//!    - `max` (closed loop): each publisher keeps at most `window` of its
+//!      own lines in flight, published but not yet received back on its own
+//!      connection, and sends more as they come back. The server's
+//!      throughput sets the pace, so nothing piles up in socket buffers and
+//!      any loss is the server's.
+//!    - a fixed rate per publisher (open loop), paced in small batches
+//!      whatever the server does.
 //! 4. Drain: keep reading until every published line has reached every
 //!    client, or nothing has arrived for 2 s, or 10 s have passed since
 //!    publishing stopped.
+//!
+//! # What the rates measure
+//!
+//! Delivered/s and MB/s count every delivery over the measured interval:
+//! from the start of publishing to the last delivery (never shorter than
+//! the publishing duration), so a slow drain lowers them. The rate over
+//! the publishing duration alone is reported too, as is the generator's own
+//! CPU use over the same interval, since a generator short of CPU limits
+//! what it can measure.
 //!
 //! No socket is ever half-closed (the server takes a half-close for a
 //! disconnect); they are all dropped at the end. If the server closes a
@@ -51,10 +66,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use crossbeam_utils::CachePadded;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Serialize, Serializer};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -70,6 +86,22 @@ pub const MAX_SIZE: usize = 1 << 20;
 pub const MAX_PUBLISHERS: usize = 1 << 16;
 /// The byte that pads a line from its header to its newline.
 pub const FILLER: u8 = b'x';
+/// Default `--window`, at most: lines each publisher may have in flight at
+/// `max`.
+pub const DEFAULT_WINDOW: usize = 1000;
+/// The default `--window` shrinks so that publishers × window × clients
+/// stays within this many deliveries in flight, which keeps the drain short
+/// with many clients.
+pub const DEFAULT_WINDOW_DELIVERIES: usize = 1_000_000;
+
+/// The `--window` a run uses: the one given, or the default for its
+/// publishers and clients.
+pub fn window(args: &LoadArgs) -> usize {
+    args.window.unwrap_or_else(|| {
+        let fan_out = args.publishers.max(1).saturating_mul(args.clients.max(1));
+        (DEFAULT_WINDOW_DELIVERIES / fan_out).clamp(1, DEFAULT_WINDOW)
+    })
+}
 
 /// Tag of a counted line.
 const DATA_TAG: u8 = b'P';
@@ -367,6 +399,23 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Why reading stopped.
     pub ended: Ended,
+    /// Lines each publisher could have in flight (`--window`) at `max`;
+    /// `null` at a fixed rate.
+    pub window: Option<usize>,
+    /// Seconds from the end of publishing to the last delivery (0 if
+    /// everything had arrived by then).
+    pub drain_s: f64,
+    /// Fewest lines any one publisher wrote; far below `published_max`
+    /// means the server served publishers unevenly.
+    pub published_min: u64,
+    /// Most lines any one publisher wrote.
+    pub published_max: u64,
+    /// Deliveries per second counted during the publishing duration alone.
+    pub publish_delivered_per_s: f64,
+    /// CPU seconds (user + system) the generator used over `elapsed_s`.
+    pub load_cpu_s: f64,
+    /// `load_cpu_s / elapsed_s`: cores the generator kept busy.
+    pub load_cpu_cores: f64,
 }
 
 /// Why a run stopped reading.
@@ -432,6 +481,24 @@ impl fmt::Display for Report {
             fmt_us(l.p99),
             fmt_us(l.p999),
             l.samples
+        )?;
+        writeln!(
+            f,
+            "  while publishing  {:.0}/s; drain after it {:.2} s",
+            self.publish_delivered_per_s, self.drain_s
+        )?;
+        writeln!(
+            f,
+            "  per publisher     {} to {} lines",
+            self.published_min, self.published_max
+        )?;
+        if let Some(window) = self.window {
+            writeln!(f, "  window            {window} lines per publisher")?;
+        }
+        writeln!(
+            f,
+            "  generator CPU     {:.2} s ({:.2} cores)",
+            self.load_cpu_s, self.load_cpu_cores
         )
     }
 }
@@ -467,6 +534,9 @@ fn validate(args: &LoadArgs) -> anyhow::Result<()> {
     if args.duration.is_zero() {
         bail!("--duration must be longer than zero");
     }
+    if args.window == Some(0) {
+        bail!("--window must be at least 1");
+    }
     Ok(())
 }
 
@@ -484,12 +554,36 @@ struct Shared {
     delivered: AtomicU64,
     /// When the latest counted line was received, in ns since `origin`.
     last_rx_ns: AtomicU64,
+    /// Per publisher: lines written and how far they have come back.
+    pubs: Box<[PubState]>,
+}
+
+/// One publisher's progress: lines written, how far they have come back
+/// on its own connection, and its wake-up.
+#[derive(Default)]
+struct PubState {
+    /// Lines written in full.
+    written: CachePadded<AtomicU64>,
+    /// One past the highest sequence number received back on the
+    /// publisher's own connection.
+    next: CachePadded<AtomicU64>,
+    /// Notified when `next` moves.
+    moved: Notify,
 }
 
 impl Shared {
     fn now_ns(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
+}
+
+/// CPU seconds, user plus system, this process has used so far.
+fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let s = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        s(u.user_time()) + s(u.system_time())
+    })
 }
 
 /// What one reader saw.
@@ -518,6 +612,7 @@ pub async fn run_with_progress(args: &LoadArgs, progress: bool) -> anyhow::Resul
         published: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         last_rx_ns: AtomicU64::new(0),
+        pubs: (0..args.publishers).map(|_| PubState::default()).collect(),
     });
 
     progress.say(format!(
@@ -547,6 +642,7 @@ pub async fn run_with_progress(args: &LoadArgs, progress: bool) -> anyhow::Resul
     let first = streams.first().context("no client connected")?;
     warm_up(first, &shared, &mut warm_rx, &mut readers, args.clients).await?;
 
+    let cpu_at_start = cpu_seconds();
     let start = Instant::now();
     let deadline = start + args.duration;
     let mut publishers = JoinSet::new();
@@ -556,9 +652,13 @@ pub async fn run_with_progress(args: &LoadArgs, progress: bool) -> anyhow::Resul
             Arc::clone(stream),
             Arc::clone(&shared),
             args.rate,
+            window(args),
             deadline,
         ));
     }
+    let at_deadline = tokio::time::sleep_until(deadline);
+    tokio::pin!(at_deadline);
+    let mut delivered_by_deadline: Option<u64> = None;
 
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -579,6 +679,9 @@ pub async fn run_with_progress(args: &LoadArgs, progress: bool) -> anyhow::Resul
             Some(done) = readers.join_next() => {
                 done.map_err(|e| anyhow!("a reader failed: {e}"))??;
                 bail!("a reader stopped before the end of the run");
+            }
+            () = &mut at_deadline, if delivered_by_deadline.is_none() => {
+                delivered_by_deadline = Some(shared.delivered.load(Ordering::Relaxed));
             }
             _ = ticker.tick() => {
                 let now = Instant::now();
@@ -628,20 +731,52 @@ pub async fn run_with_progress(args: &LoadArgs, progress: bool) -> anyhow::Resul
     .await
     .map_err(|_| anyhow!("readers did not stop within {STOP_TIMEOUT:?}"))??;
 
+    let cpu = cpu_seconds() - cpu_at_start;
     let last_rx = shared.origin + Duration::from_nanos(shared.last_rx_ns.load(Ordering::Relaxed));
     let elapsed = last_rx.max(deadline).duration_since(start).as_secs_f64();
     let published = shared.published.load(Ordering::Relaxed);
-    Ok(report(args, published, elapsed, ended, stats))
+    let measured = Measured {
+        published,
+        elapsed_s: elapsed,
+        delivered_by_deadline: delivered_by_deadline
+            .unwrap_or_else(|| shared.delivered.load(Ordering::Relaxed)),
+        cpu_s: cpu,
+        ended,
+        per_publisher: shared
+            .pubs
+            .iter()
+            .map(|a| a.written.load(Ordering::Relaxed))
+            .collect(),
+    };
+    Ok(report(args, &measured, stats))
+}
+
+/// What the run itself measured, besides the readers' counts.
+struct Measured {
+    /// Lines written in full.
+    published: u64,
+    /// Start of publishing to the last delivery, at least the duration.
+    elapsed_s: f64,
+    /// Deliveries counted when the duration ended.
+    delivered_by_deadline: u64,
+    /// Generator CPU seconds over `elapsed_s`, roughly.
+    cpu_s: f64,
+    /// Why reading stopped.
+    ended: Ended,
+    /// Lines each publisher wrote in full.
+    per_publisher: Vec<u64>,
 }
 
 /// Sums what the readers saw into a report.
-fn report(
-    args: &LoadArgs,
-    published: u64,
-    elapsed_s: f64,
-    ended: Ended,
-    stats: Vec<ReaderStats>,
-) -> Report {
+fn report(args: &LoadArgs, measured: &Measured, stats: Vec<ReaderStats>) -> Report {
+    let Measured {
+        published,
+        elapsed_s,
+        delivered_by_deadline,
+        cpu_s,
+        ended,
+        ref per_publisher,
+    } = *measured;
     let delivered: u64 = stats.iter().map(|s| s.delivered).sum();
     let order_violations = stats.iter().map(|s| s.order_violations).sum();
     let malformed = stats.iter().map(|s| s.malformed).sum();
@@ -681,6 +816,13 @@ fn report(
         },
         elapsed_s,
         ended,
+        window: (args.rate == Rate::Max).then(|| window(args)),
+        published_min: per_publisher.iter().copied().min().unwrap_or(0),
+        published_max: per_publisher.iter().copied().max().unwrap_or(0),
+        drain_s: (elapsed_s - args.duration.as_secs_f64()).max(0.0),
+        publish_delivered_per_s: delivered_by_deadline as f64 / args.duration.as_secs_f64(),
+        load_cpu_s: cpu_s,
+        load_cpu_cores: cpu_s / elapsed,
     }
 }
 
@@ -812,6 +954,7 @@ async fn publish(
     stream: Arc<TcpStream>,
     shared: Arc<Shared>,
     rate: Rate,
+    window: usize,
     deadline: Instant,
 ) -> anyhow::Result<u64> {
     let size = shared.size;
@@ -849,12 +992,33 @@ async fn publish(
         *seq += full;
         lines_written += full;
         shared.published.fetch_add(full, Ordering::Relaxed);
+        shared.pubs[usize::from(publisher)]
+            .written
+            .store(lines_written, Ordering::Relaxed);
         Ok(n == wanted)
     };
     match rate {
         Rate::Max => {
+            // Closed loop: at most `window` lines in flight. Refill only
+            // when a good part of the window is free, so writes stay large.
+            let ack = &shared.pubs[usize::from(publisher)];
+            let window = window as u64;
+            let refill = (window.min(per_batch as u64) / 4).max(1);
+            let end = tokio::time::sleep_until(deadline);
+            tokio::pin!(end);
             while Instant::now() < deadline {
-                if !send(per_batch, &mut seq).await? {
+                let in_flight = seq.saturating_sub(ack.next.load(Ordering::Acquire));
+                let free = window.saturating_sub(in_flight);
+                if free < refill {
+                    // A wake-up stored since the check is kept as a permit,
+                    // so none is lost.
+                    tokio::select! {
+                        () = ack.moved.notified() => continue,
+                        () = &mut end => break,
+                    }
+                }
+                let lines = usize::try_from(free).unwrap_or(usize::MAX).min(per_batch);
+                if !send(lines, &mut seq).await? {
                     break;
                 }
                 // Writes rarely wait, so let the readers on this worker run.
@@ -917,6 +1081,8 @@ async fn read_client(
     let mut skipping = false;
     let mut warm = false;
     let mut next_seq = vec![0u64; shared.publishers];
+    // A publisher's own reader tells it how far its lines have come back.
+    let own = shared.pubs.get(client);
     let mut sampler = Sampler::new(sample_cap);
     let mut stats = ReaderStats {
         delivered: 0,
@@ -991,6 +1157,13 @@ async fn read_client(
             stats.delivered += delivered;
             shared.delivered.fetch_add(delivered, Ordering::Relaxed);
             shared.last_rx_ns.fetch_max(now, Ordering::Relaxed);
+            if let Some(ack) = own {
+                let next = next_seq[client];
+                if ack.next.load(Ordering::Relaxed) != next {
+                    ack.next.store(next, Ordering::Release);
+                    ack.moved.notify_one();
+                }
+            }
         }
     }
     stats.samples = sampler.samples;
@@ -1111,6 +1284,25 @@ mod tests {
         assert!(s.samples.first().is_some_and(|&v| v < 200));
         assert!(s.samples.last().is_some_and(|&v| v > 9_500));
         assert!(s.samples.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn default_window_bounds_the_deliveries_in_flight() {
+        use clap::Parser as _;
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["ringcast", "load"];
+            argv.extend_from_slice(extra);
+            match crate::cli::Cli::parse_from(argv).command {
+                crate::cli::Command::Load(a) => a,
+                crate::cli::Command::Serve(_) => unreachable!(),
+            }
+        };
+        let w = |extra: &[&str]| window(&args(extra));
+        assert_eq!(w(&["--clients", "10", "--publishers", "10"]), 1000);
+        assert_eq!(w(&["--clients", "100", "--publishers", "10"]), 1000);
+        assert_eq!(w(&["--clients", "1000", "--publishers", "10"]), 100);
+        assert_eq!(w(&["--clients", "60000", "--publishers", "60000"]), 1);
+        assert_eq!(w(&["--clients", "1000", "--window", "7"]), 7);
     }
 
     #[test]

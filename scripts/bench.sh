@@ -1,0 +1,678 @@
+#!/usr/bin/env bash
+# Benchmarks ringcast's two engines, uring and tokio, on this machine.
+#
+# Usage: scripts/bench.sh [--quick] [--nc-listeners N] [--out DIR]
+#
+# For each engine it starts `ringcast serve` on a free loopback port, then:
+#   1. idle memory: opens many idle connections (python3) and reports the
+#      server's resident memory per connection (VmRSS after - before) / N;
+#   2. netcat swarm: N `nc` listeners and 3 `nc` publishers; the time until
+#      every listener has every line;
+#   3. load-generator matrix (`ringcast load --json`): clients {10,100,1000}
+#      x line size {64,1024}, once at saturation (--rate max, closed loop)
+#      and once at a fixed offered load of 1,000,000 deliveries/s for 64-byte
+#      lines (250,000/s for 1024-byte lines) that both engines should carry
+#      without loss;
+# then stops the server with SIGTERM and checks it exits 0.
+#
+# Results go to bench-results/<date>-<host>/: setup.txt, raw.csv (one row per
+# engine x scenario), summary.md (printed at the end) and SVG charts of
+# delivered/s against clients. --quick is a smoke test for CI (under a
+# minute); the full run takes a few minutes.
+#
+# Needs: cargo, python3, nc (netcat-openbsd), setsid (util-linux).
+# The server and the load generator share this machine's cores, so the
+# numbers are for the pair; setup.txt records what else was running.
+
+set -euo pipefail
+
+QUICK=0
+NC_LISTENERS=""
+OUT=""
+usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; }
+while (($#)); do
+    case "$1" in
+    --quick) QUICK=1 ;;
+    --nc-listeners)
+        NC_LISTENERS="${2:?--nc-listeners needs a number}"
+        shift
+        ;;
+    --out)
+        OUT="${2:?--out needs a directory}"
+        shift
+        ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        echo "bench.sh: unknown option $1 (try --help)" >&2
+        exit 2
+        ;;
+    esac
+    shift
+done
+
+# ---------------------------------------------------------------- settings
+ENGINES=(uring tokio)
+SIZES=(64 1024)
+LOAD_THREADS=2
+if ((QUICK)); then
+    CLIENTS=(10 1000)
+    SIZES=(64)
+    DURATION=1
+    IDLE_CLIENTS=2000
+    : "${NC_LISTENERS:=20}"
+    NC_LINES=500
+    SWARM_TIMEOUT=20
+else
+    CLIENTS=(10 100 1000)
+    DURATION=5
+    IDLE_CLIENTS=10000
+    : "${NC_LISTENERS:=100}"
+    NC_LINES=2000
+    SWARM_TIMEOUT=60
+fi
+NC_PUBLISHERS=3
+# Fixed-rate cells offer this many deliveries per second in total
+# (publishers x lines/s x clients), whatever the number of clients.
+FIXED_DELIVERIES_64=1000000
+FIXED_DELIVERIES_1024=250000
+MAX_PUBLISHERS=10
+SERVE_FLAGS=(--log info)
+
+if ! [[ "$NC_LISTENERS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "bench.sh: --nc-listeners must be a positive whole number" >&2
+    exit 2
+fi
+
+# ------------------------------------------------------------------ checks
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+for tool in cargo python3 setsid timeout; do
+    command -v "$tool" >/dev/null || {
+        echo "bench.sh: $tool not found" >&2
+        exit 1
+    }
+done
+if ! command -v nc >/dev/null || ! nc -h 2>&1 | grep -q OpenBSD; then
+    echo "bench.sh: needs OpenBSD netcat (nc); install it: apt-get install -y netcat-openbsd" >&2
+    exit 1
+fi
+
+# Every connection is a file descriptor, in the server and in the client.
+FD_NEEDED=$((IDLE_CLIENTS + 1000))
+((FD_NEEDED < 3000)) && FD_NEEDED=3000
+FD_HARD=$(ulimit -Hn)
+FD_WANT=30000
+if [[ "$FD_HARD" != unlimited ]] && ((FD_HARD < FD_WANT)); then
+    FD_WANT=$FD_HARD
+fi
+ulimit -n "$FD_WANT" 2>/dev/null || true
+FD_GOT=$(ulimit -n)
+if [[ "$FD_GOT" != unlimited ]] && ((FD_GOT < FD_NEEDED)); then
+    echo "bench.sh: the open-files limit is $FD_GOT (hard limit $FD_HARD) but this run needs $FD_NEEDED;" >&2
+    echo "          raise the hard limit (e.g. in /etc/security/limits.conf, or run as root) and retry" >&2
+    exit 1
+fi
+
+# ------------------------------------------------------------- bookkeeping
+T0=$EPOCHREALTIME
+STAMP="$(date +%Y-%m-%d-%H%M%S)-$(hostname -s 2>/dev/null || hostname)"
+((QUICK)) && STAMP="$STAMP-quick"
+: "${OUT:=$ROOT/bench-results/$STAMP}"
+mkdir -p "$OUT"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringcast-bench.XXXXXX")
+RAW="$OUT/raw.csv"
+PROBLEMS="$WORK/problems.txt"
+: >"$PROBLEMS"
+PIDS=()   # plain children, killed by pid
+GROUPS_=() # process groups (setsid), killed by group
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local p
+    for p in "${GROUPS_[@]}"; do
+        kill -- "-$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    sleep 0.2
+    for p in "${GROUPS_[@]}"; do
+        kill -9 -- "-$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]}"; do
+        kill -9 "$p" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+elapsed_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
+say() { printf '[%6ss] %s\n' "$(elapsed_since "$T0")" "$*" >&2; }
+problem() {
+    say "PROBLEM: $*"
+    echo "$*" >>"$PROBLEMS"
+}
+
+# A small python helper: metrics, idle sockets, CSV rows, the summary.
+cat >"$WORK/helper.py" <<'PY'
+import json, os, socket, sys, time, urllib.request
+
+COLUMNS = ("engine scenario clients publishers size rate window duration_s "
+           "published delivered expected loss loss_ratio delivered_per_s mb_per_s "
+           "publish_delivered_per_s p50_us p99_us p999_us elapsed_s drain_s ended "
+           "order_violations malformed published_min published_max load_cpu_s "
+           "load_cpu_cores server_cpu_s server_cpu_cores server_dropped "
+           "lines_expected lines_min lines_max content_ok "
+           "rss_before_kb rss_after_kb bytes_per_conn").split()
+
+def metric(url, name):
+    with urllib.request.urlopen(url, timeout=2) as r:
+        for line in r.read().decode().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == name:
+                return float(parts[1])
+    raise SystemExit(f"no metric {name} at {url}")
+
+def cmd_metric(url, name):
+    print(int(metric(url, name)))
+
+def cmd_wait_metric(url, name, op, value, timeout):
+    value, deadline, last = float(value), time.time() + float(timeout), None
+    while time.time() < deadline:
+        try:
+            last = metric(url, name)
+            if (op == "eq" and last == value) or (op == "ge" and last >= value):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"{name} is {last}, not {op} {value}, after {timeout} s")
+
+def cmd_idle(port, n, ready, hold):
+    """Opens n idle connections, writes `ready`, holds them `hold` seconds."""
+    socks = []
+    for _ in range(int(n)):
+        s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+        socks.append(s)
+    with open(ready, "w") as f:
+        f.write(f"{len(socks)}\n")
+    time.sleep(float(hold))
+
+def cmd_swarm_check(expected, *files):
+    """Line counts per listener, and whether each got every publisher's
+    lines complete and in order."""
+    counts, ok = [], True
+    want = {}
+    for f in files:
+        with open(f, "rb") as fh:
+            lines = fh.read().split(b"\n")[:-1]
+        counts.append(len(lines))
+        by_pub = {}
+        for line in lines:
+            by_pub.setdefault(line.split(b" ", 1)[0], []).append(line)
+        if not want:
+            want = {k: len(v) for k, v in by_pub.items()}
+        for pub, got in by_pub.items():
+            seqs = [int(l.split(b" ")[1]) for l in got]
+            if seqs != list(range(len(seqs))):
+                ok = False
+        if len(lines) != int(expected):
+            ok = False
+    print(min(counts), max(counts), "yes" if ok else "no")
+
+def cmd_row(raw, *pairs):
+    """Appends one CSV row: key=value pairs, and json=FILE for a load report."""
+    row = {}
+    for p in pairs:
+        k, v = p.split("=", 1)
+        if k == "json":
+            with open(v) as f:
+                d = json.load(f)
+            lat = d.pop("latency_us", {}) or {}
+            for q in ("p50", "p99", "p999"):
+                row[f"{q}_us"] = lat.get(q)
+            row.update(d)
+        else:
+            row[k] = v
+    if "server_ticks" in row:
+        row["server_cpu_s"] = int(row.pop("server_ticks")) / int(row.pop("clk_tck"))
+        if row.get("elapsed_s") not in (None, ""):
+            row["server_cpu_cores"] = row["server_cpu_s"] / max(float(row["elapsed_s"]), 1e-9)
+    quiet = row.pop("quiet", None)
+    new = not os.path.exists(raw) or os.path.getsize(raw) == 0
+    with open(raw, "a") as f:
+        if new:
+            f.write(",".join(COLUMNS) + "\n")
+        def fmt(v):
+            if v is None:
+                return ""
+            if isinstance(v, float):
+                return f"{v:.6g}" if abs(v) < 1e6 else f"{v:.0f}"
+            return str(v).replace(",", ";")
+        f.write(",".join(fmt(row.get(c)) for c in COLUMNS) + "\n")
+    if quiet is None and "json" in " ".join(pairs):
+        p99 = (row.get("p99_us") or 0) / 1000
+        print(f"{row['delivered_per_s']:,.0f} deliveries/s, {row['mb_per_s']:.1f} MB/s, "
+              f"loss {row['loss']}, p99 {p99:.1f} ms, drain {row['drain_s']:.2f} s, "
+              f"ended {row['ended']}, window {row.get('window')}, generator {row['load_cpu_cores']:.2f} cores, "
+              f"server {row.get('server_cpu_cores', 0):.2f} cores, server drops {row.get('server_dropped')}")
+
+def cmd_summary(raw, out, problems):
+    import csv
+    rows = list(csv.DictReader(open(raw)))
+    def num(r, k):
+        try:
+            return float(r[k])
+        except (KeyError, TypeError, ValueError):
+            return None
+    def pick(scenario, engine, **kv):
+        for r in rows:
+            if r["scenario"] == scenario and r["engine"] == engine and all(r[k] == str(v) for k, v in kv.items()):
+                return r
+        return None
+    def f(v, fmt="{:,.0f}"):
+        return "-" if v is None else fmt.format(v)
+    def ratio(a, b):
+        return "-" if a is None or b in (None, 0) else f"{a / b:.2f}"
+    def ms(r, k="p99_us"):
+        v = num(r, k) if r else None
+        return None if v is None else v / 1000
+    keys = sorted({(int(r["clients"]), int(r["size"])) for r in rows if r["scenario"] in ("saturation", "fixed")})
+    L = []
+    L.append("# ringcast benchmark summary\n")
+    L.append("Both engines on the same machine, server and load generator sharing its cores; see setup.txt.\n")
+    L.append("Delivered/s counts every line every client received, over the measured interval: from the start of publishing to the last delivery (so any drain after the publishing duration is included). Loss = published x clients - delivered. p99 is send-to-receive latency.\n")
+
+    L.append("## Saturation (`--rate max`: closed loop, each publisher keeps at most `window` of its own lines in flight)\n")
+    L.append("| clients | size B | publishers x window | uring delivered/s | tokio delivered/s | uring/tokio | uring MB/s | tokio MB/s | uring loss | tokio loss | uring p99 ms | tokio p99 ms | uring drain s | tokio drain s |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c, s in keys:
+        u, t = pick("saturation", "uring", clients=c, size=s), pick("saturation", "tokio", clients=c, size=s)
+        if not (u or t):
+            continue
+        g = lambda r, k: num(r, k) if r else None
+        L.append(f"| {c} | {s} | {(u or t)['publishers']} x {(u or t)['window']} | {f(g(u,'delivered_per_s'))} | {f(g(t,'delivered_per_s'))} | {ratio(g(u,'delivered_per_s'), g(t,'delivered_per_s'))} | "
+                 f"{f(g(u,'mb_per_s'), '{:,.1f}')} | {f(g(t,'mb_per_s'), '{:,.1f}')} | {f(g(u,'loss'))} | {f(g(t,'loss'))} | "
+                 f"{f(ms(u), '{:,.1f}')} | {f(ms(t), '{:,.1f}')} | {f(g(u,'drain_s'), '{:.2f}')} | {f(g(t,'drain_s'), '{:.2f}')} |")
+
+    L.append("\n## Fixed offered load (open loop)\n")
+    L.append("| clients | size B | publishers x lines/s | offered deliveries/s | uring delivered/s | tokio delivered/s | uring/tokio | uring loss | tokio loss | uring p99 ms | tokio p99 ms |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c, s in keys:
+        u, t = pick("fixed", "uring", clients=c, size=s), pick("fixed", "tokio", clients=c, size=s)
+        r0 = u or t
+        if not r0:
+            continue
+        g = lambda r, k: num(r, k) if r else None
+        offered = int(r0["publishers"]) * float(r0["rate"]) * c
+        L.append(f"| {c} | {s} | {r0['publishers']} x {r0['rate']} | {offered:,.0f} | {f(g(u,'delivered_per_s'))} | {f(g(t,'delivered_per_s'))} | "
+                 f"{ratio(g(u,'delivered_per_s'), g(t,'delivered_per_s'))} | {f(g(u,'loss'))} | {f(g(t,'loss'))} | {f(ms(u), '{:,.2f}')} | {f(ms(t), '{:,.2f}')} |")
+
+    L.append("\n## Netcat swarm (time until every listener has every line; lower is better)\n")
+    L.append("| listeners | publishers x lines | uring s | tokio s | uring/tokio | uring lines min/max | tokio lines min/max | complete and in order (u/t) |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    u, t = pick("nc_swarm", "uring"), pick("nc_swarm", "tokio")
+    r0 = u or t
+    if r0:
+        g = lambda r, k: num(r, k) if r else None
+        mm = lambda r: f"{r['lines_min']}/{r['lines_max']}" if r else "-"
+        L.append(f"| {r0['clients']} | {r0['publishers']} x {int(float(r0['lines_expected'])) // int(r0['publishers'])} | {f(g(u,'elapsed_s'), '{:.2f}')} | {f(g(t,'elapsed_s'), '{:.2f}')} | "
+                 f"{ratio(g(u,'elapsed_s'), g(t,'elapsed_s'))} | {mm(u)} | {mm(t)} | {(u or {}).get('content_ok','-')}/{(t or {}).get('content_ok','-')} |")
+
+    L.append("\n## Idle memory (server VmRSS growth per idle connection; lower is better)\n")
+    L.append("| idle clients | uring B/conn | tokio B/conn | uring/tokio | uring RSS before/after KiB | tokio RSS before/after KiB |")
+    L.append("|---:|---:|---:|---:|---:|---:|")
+    u, t = pick("idle", "uring"), pick("idle", "tokio")
+    r0 = u or t
+    if r0:
+        g = lambda r, k: num(r, k) if r else None
+        ba = lambda r: f"{r['rss_before_kb']}/{r['rss_after_kb']}" if r else "-"
+        L.append(f"| {r0['clients']} | {f(g(u,'bytes_per_conn'))} | {f(g(t,'bytes_per_conn'))} | {ratio(g(u,'bytes_per_conn'), g(t,'bytes_per_conn'))} | {ba(u)} | {ba(t)} |")
+
+    L.append("\n## CPU (cores busy over each saturation cell)\n")
+    L.append("| clients | size B | uring server | uring generator | tokio server | tokio generator |")
+    L.append("|---:|---:|---:|---:|---:|---:|")
+    for c, s in keys:
+        u, t = pick("saturation", "uring", clients=c, size=s), pick("saturation", "tokio", clients=c, size=s)
+        g = lambda r, k: num(r, k) if r else None
+        L.append(f"| {c} | {s} | {f(g(u,'server_cpu_cores'), '{:.2f}')} | {f(g(u,'load_cpu_cores'), '{:.2f}')} | {f(g(t,'server_cpu_cores'), '{:.2f}')} | {f(g(t,'load_cpu_cores'), '{:.2f}')} |")
+
+    L.append("\n## Targets\n")
+    def check(ok, text):
+        L.append(f"- {'PASS' if ok else 'FAIL'}: {text}")
+    u, t = pick("saturation", "uring", clients=1000, size=64), pick("saturation", "tokio", clients=1000, size=64)
+    if u and t:
+        r = num(u, "delivered_per_s") / max(num(t, "delivered_per_s"), 1)
+        check(r >= 1.25, f"uring >= 1.25x tokio delivered/s at 1000 clients x 64 B saturation: {r:.2f}x")
+    behind = []
+    for sc in ("saturation", "fixed"):
+        for c, s in keys:
+            if sc == "saturation" and (c, s) == (1000, 64):
+                continue
+            u, t = pick(sc, "uring", clients=c, size=s), pick(sc, "tokio", clients=c, size=s)
+            if u and t and num(u, "delivered_per_s") < num(t, "delivered_per_s"):
+                behind.append(f"{sc} {c}x{s}B {num(u,'delivered_per_s') / num(t,'delivered_per_s'):.2f}x")
+    check(not behind, "uring >= tokio delivered/s in every other cell" + (f"; behind in: {', '.join(behind)}" if behind else ""))
+    u = pick("fixed", "uring", clients=1000, size=64)
+    if u:
+        offered = int(u["publishers"]) * float(u["rate"]) * 1000
+        p99 = ms(u)
+        check(num(u, "loss") == 0 and p99 is not None and p99 < 20,
+              f"uring at {offered:,.0f} deliveries/s (1000 clients x 64 B): loss {f(num(u,'loss'))}, p99 {f(p99, '{:.2f}')} ms (want 0 and < 20 ms)")
+    for e in ("uring", "tokio"):
+        r = pick("idle", e)
+        if r:
+            b = num(r, "bytes_per_conn")
+            check(b is not None and b <= 8192, f"{e}: {f(b)} B per idle connection at {r['clients']} connections (want <= 8192)")
+    probs = [p for p in open(problems).read().splitlines() if p.strip()]
+    if probs:
+        L.append("\n## Problems during the run\n")
+        L.extend(f"- {p}" for p in probs)
+    open(out, "w").write("\n".join(L) + "\n")
+
+if __name__ == "__main__":
+    name, *args = sys.argv[1:]
+    globals()["cmd_" + name.replace("-", "_")](*args)
+PY
+helper() { python3 "$WORK/helper.py" "$@"; }
+
+cpu_ticks() { # user+system clock ticks of a process
+    local stat f
+    stat=$(<"/proc/$1/stat")
+    stat=${stat##*) }
+    read -r -a f <<<"$stat"
+    echo $((f[11] + f[12]))
+}
+CLK_TCK=$(getconf CLK_TCK)
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# Runs a command in the background, remembered for cleanup, and waits for
+# it; returns its status.
+run_child() {
+    "$@" &
+    local pid=$!
+    PIDS+=("$pid")
+    local rc=0
+    wait "$pid" || rc=$?
+    return "$rc"
+}
+
+# -------------------------------------------------------------------- build
+say "building (cargo build --release, and the chart example)"
+cargo build --release --quiet
+cargo build --release --quiet --example bench_chart
+BIN="$ROOT/target/release/ringcast"
+
+# -------------------------------------------------------------------- setup
+{
+    echo "ringcast benchmark, $(date -Iseconds)"
+    echo "mode: $( ((QUICK)) && echo quick || echo full)"
+    echo "host: $(hostname)"
+    echo "cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+    echo "cores: $(nproc) online ($(grep -c ^processor /proc/cpuinfo) in /proc/cpuinfo)"
+    echo "memory: $(awk '/^MemTotal/ {print $2, $3}' /proc/meminfo)"
+    echo "kernel: $(uname -r) ($(uname -sm))"
+    echo "git commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (working tree has uncommitted changes)')"
+    echo "rustc: $(rustc -V)"
+    echo "cargo profile: release ($(grep -A3 '^\[profile.release\]' Cargo.toml | tr '\n' ' '))"
+    echo "server: $BIN serve --engine ENGINE --listen 127.0.0.1:0 --metrics 127.0.0.1:0 ${SERVE_FLAGS[*]} (defaults for everything else)"
+    echo "load generator: $BIN load --threads $LOAD_THREADS --json, duration ${DURATION}s per cell, publishers min(10, clients), --window default (1000, or fewer so that publishers x window x clients <= 1,000,000)"
+    echo "fixed offered load: $FIXED_DELIVERIES_64 deliveries/s for 64-byte lines, $FIXED_DELIVERIES_1024 for 1024-byte lines"
+    echo "netcat swarm: $NC_LISTENERS listeners, $NC_PUBLISHERS publishers x $NC_LINES lines of 64 bytes"
+    echo "idle clients: $IDLE_CLIENTS"
+    echo "open-files limit: $FD_GOT (hard $FD_HARD)"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "busiest other processes at start (ps %CPU, lifetime average):"
+    ps -eo pcpu,comm --sort=-pcpu | sed -n '2,6p' | sed 's/^/  /'
+} >"$OUT/setup.txt"
+
+# ------------------------------------------------------------------ server
+SERVER_PID=""
+ADDR=""
+PORT=""
+METRICS=""
+
+start_server() { # engine
+    local engine=$1 log="$OUT/server-$1.log"
+    "$BIN" serve --engine "$engine" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 "${SERVE_FLAGS[@]}" 2>"$log" &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    local deadline=$((SECONDS + 15))
+    ADDR="" METRICS=""
+    while [[ -z "$ADDR" || -z "$METRICS" ]]; do
+        if ((SECONDS > deadline)) || ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "bench.sh: the $engine server did not start; its log:" >&2
+            cat "$log" >&2
+            exit 1
+        fi
+        sleep 0.05
+        ADDR=$(sed -n 's/.*serving.* addr=\([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)
+        METRICS=$(sed -n 's/.*metrics at.* addr=\([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)
+    done
+    PORT=${ADDR##*:}
+    until nc -z 127.0.0.1 "$PORT" 2>/dev/null; do
+        ((SECONDS > deadline)) && {
+            echo "bench.sh: the $engine server does not accept on $ADDR" >&2
+            exit 1
+        }
+        sleep 0.05
+    done
+    # nc -z connected and left; wait until the server has seen it go.
+    helper wait-metric "http://$METRICS/metrics" ringcast_connected_clients eq 0 10
+    local threads
+    threads=$(sed -n 's/.*serving.* threads=\([0-9]*\).*/\1/p' "$log" | head -n1)
+    echo "engine $engine: pid $SERVER_PID, $ADDR, metrics $METRICS, threads=$threads, log: $(sed -n 's/.*\(serving.*\)/\1/p' "$log" | head -n1)" >>"$OUT/setup.txt"
+    say "$engine server up on $ADDR (metrics $METRICS, $threads threads)"
+}
+
+stop_server() { # engine
+    local engine=$1 rc=0
+    kill -TERM "$SERVER_PID"
+    local deadline=$((SECONDS + 20))
+    while kill -0 "$SERVER_PID" 2>/dev/null && ((SECONDS < deadline)); do
+        sleep 0.05
+    done
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+        problem "$engine server still running 20 s after SIGTERM; killed"
+        kill -9 "$SERVER_PID" 2>/dev/null || true
+    fi
+    wait "$SERVER_PID" || rc=$?
+    if ((rc != 0)); then
+        problem "$engine server exited with status $rc after SIGTERM (see server-$engine.log)"
+    else
+        say "$engine server stopped, exit status 0"
+    fi
+}
+
+connected() { helper metric "http://$METRICS/metrics" ringcast_connected_clients; }
+dropped() { helper metric "http://$METRICS/metrics" ringcast_messages_dropped_total; }
+
+wait_disconnected() { # engine
+    if ! helper wait-metric "http://$METRICS/metrics" ringcast_connected_clients eq 0 30; then
+        problem "$1: clients still connected 30 s after they closed"
+    fi
+}
+
+# ------------------------------------------------------------- idle memory
+idle_memory() { # engine
+    local engine=$1 ready="$WORK/idle-ready" before after
+    rm -f "$ready"
+    sleep 0.5
+    before=$(rss_kb "$SERVER_PID")
+    python3 "$WORK/helper.py" idle "$PORT" "$IDLE_CLIENTS" "$ready" 600 &
+    local pid=$!
+    PIDS+=("$pid")
+    local deadline=$((SECONDS + 120))
+    until [[ -s "$ready" ]]; do
+        if ((SECONDS > deadline)) || ! kill -0 "$pid" 2>/dev/null; then
+            problem "$engine: could not open $IDLE_CLIENTS idle connections"
+            kill "$pid" 2>/dev/null || true
+            return
+        fi
+        sleep 0.1
+    done
+    if ! helper wait-metric "http://$METRICS/metrics" ringcast_connected_clients eq "$IDLE_CLIENTS" 60; then
+        problem "$engine: the server did not register all $IDLE_CLIENTS idle clients"
+    fi
+    sleep 1
+    after=$(rss_kb "$SERVER_PID")
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    local per=$(((after - before) * 1024 / IDLE_CLIENTS))
+    helper row "$RAW" engine="$engine" scenario=idle clients="$IDLE_CLIENTS" \
+        rss_before_kb="$before" rss_after_kb="$after" bytes_per_conn="$per"
+    say "$engine idle: RSS $before -> $after KiB for $IDLE_CLIENTS connections = $per B each"
+    wait_disconnected "$engine"
+}
+
+# ------------------------------------------------------------ netcat swarm
+make_nc_inputs() {
+    local p
+    for ((p = 1; p <= NC_PUBLISHERS; p++)); do
+        # 64-byte lines, unique per publisher: "ncP SEQ xxx...x"
+        awk -v p="$p" -v n="$NC_LINES" 'BEGIN {
+            pad = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+            for (i = 0; i < n; i++) { s = sprintf("nc%d %08d ", p, i); print s substr(pad, 1, 63 - length(s)) }
+        }' >"$WORK/nc-pub-$p.txt"
+    done
+}
+
+nc_swarm() { # engine
+    local engine=$1 dir="$WORK/swarm-$1" i groups=()
+    mkdir -p "$dir"
+    local expected=$((NC_PUBLISHERS * NC_LINES))
+    local before_drop
+    before_drop=$(dropped)
+    for ((i = 0; i < NC_LISTENERS; i++)); do
+        # stdin stays open: a half-close reads as a disconnect. Each nc runs
+        # in its own process group, so it and its sleep are killed together.
+        # shellcheck disable=SC2016 # $1.. expand in the inner shell
+        setsid bash -c 'sleep 3600 | nc -n 127.0.0.1 "$1" >"$2" 2>>"$3"' _ \
+            "$PORT" "$dir/listener-$i.txt" "$dir/nc.err" &
+        groups+=("$!")
+        GROUPS_+=("$!")
+    done
+    if ! helper wait-metric "http://$METRICS/metrics" ringcast_connected_clients eq "$NC_LISTENERS" 30; then
+        problem "$engine swarm: not all $NC_LISTENERS nc listeners connected"
+    fi
+    local t_start seconds
+    t_start=$EPOCHREALTIME
+    for ((i = 1; i <= NC_PUBLISHERS; i++)); do
+        # shellcheck disable=SC2016 # $1.. expand in the inner shell
+        setsid bash -c '{ cat "$1"; exec sleep 3600; } | nc -n 127.0.0.1 "$2" >/dev/null 2>>"$3"' _ \
+            "$WORK/nc-pub-$i.txt" "$PORT" "$dir/nc.err" &
+        groups+=("$!")
+        GROUPS_+=("$!")
+    done
+    local deadline=$((SECONDS + SWARM_TIMEOUT)) lowest=0 timed_out=0
+    local files=("$dir"/listener-*.txt)
+    while :; do
+        lowest=$(wc -l "${files[@]}" | awk '$2 != "total" { if (m == "" || $1 < m) m = $1 } END { print m + 0 }')
+        ((lowest >= expected)) && break
+        if ((SECONDS > deadline)); then
+            timed_out=1
+            break
+        fi
+        sleep 0.05
+    done
+    seconds=$(elapsed_since "$t_start")
+    for i in "${groups[@]}"; do
+        kill -- "-$i" 2>/dev/null || true
+    done
+    for i in "${groups[@]}"; do
+        wait "$i" 2>/dev/null || true
+    done
+    local check
+    check=$(helper swarm-check "$expected" "${files[@]}")
+    read -r lmin lmax ok <<<"$check"
+    local total
+    total=$(cat "${files[@]}" | wc -l)
+    ((timed_out)) && problem "$engine swarm: listeners still missing lines after ${SWARM_TIMEOUT}s (fewest $lowest of $expected)"
+    [[ "$ok" == yes ]] || problem "$engine swarm: some listener's lines are missing, extra or out of order"
+    local rate
+    rate=$(awk -v n="$total" -v s="$seconds" 'BEGIN { printf "%.0f", n / (s > 0 ? s : 1e-9) }')
+    helper row "$RAW" engine="$engine" scenario=nc_swarm clients="$NC_LISTENERS" publishers="$NC_PUBLISHERS" \
+        size=64 published="$expected" delivered="$total" expected=$((expected * NC_LISTENERS)) \
+        loss=$((expected * NC_LISTENERS - total)) elapsed_s="$seconds" delivered_per_s="$rate" \
+        lines_expected="$expected" lines_min="$lmin" lines_max="$lmax" content_ok="$ok" \
+        server_dropped=$(($(dropped) - before_drop))
+    say "$engine swarm: $NC_LISTENERS listeners got $lmin..$lmax of $expected lines in ${seconds}s (complete and in order: $ok)"
+    rm -rf "$dir"
+    wait_disconnected "$engine"
+}
+
+# ------------------------------------------------------------ load matrix
+load_cell() { # engine scenario clients size
+    local engine=$1 scenario=$2 clients=$3 size=$4
+    local pubs=$((clients < MAX_PUBLISHERS ? clients : MAX_PUBLISHERS))
+    local rate=max
+    if [[ "$scenario" == fixed ]]; then
+        local total=$FIXED_DELIVERIES_64
+        ((size > 64)) && total=$FIXED_DELIVERIES_1024
+        rate=$((total / (pubs * clients)))
+        ((rate < 1)) && rate=1
+    fi
+    local json="$WORK/load.json" err="$WORK/load.err"
+    local ticks0 ticks1 drop0 drop1 rc=0
+    drop0=$(dropped)
+    ticks0=$(cpu_ticks "$SERVER_PID")
+    run_child timeout --kill-after=5 $((DURATION + 60)) "$BIN" load --connect "$ADDR" \
+        --clients "$clients" --publishers "$pubs" --size "$size" --rate "$rate" \
+        --duration "${DURATION}s" --threads "$LOAD_THREADS" --json >"$json" 2>"$err" || rc=$?
+    ticks1=$(cpu_ticks "$SERVER_PID")
+    drop1=$(dropped)
+    local ticks=$((ticks1 - ticks0))
+    if ((rc != 0)) || ! [[ -s "$json" ]]; then
+        problem "$engine $scenario ${clients}x${size}B: ringcast load failed (status $rc): $(tr '\n' ' ' <"$err")"
+        helper row "$RAW" engine="$engine" scenario="$scenario" clients="$clients" publishers="$pubs" \
+            size="$size" rate="$rate" ended=error server_ticks="$ticks" clk_tck="$CLK_TCK" \
+            server_dropped=$((drop1 - drop0))
+    else
+        say "$engine $scenario ${clients}x${size}B: $(helper row "$RAW" engine="$engine" \
+            scenario="$scenario" json="$json" server_ticks="$ticks" clk_tck="$CLK_TCK" \
+            server_dropped=$((drop1 - drop0)))"
+    fi
+    wait_disconnected "$engine"
+}
+
+# -------------------------------------------------------------------- main
+make_nc_inputs
+for engine in "${ENGINES[@]}"; do
+    start_server "$engine"
+    idle_memory "$engine"
+    nc_swarm "$engine"
+    for size in "${SIZES[@]}"; do
+        for clients in "${CLIENTS[@]}"; do
+            load_cell "$engine" saturation "$clients" "$size"
+            load_cell "$engine" fixed "$clients" "$size"
+        done
+    done
+    stop_server "$engine"
+done
+
+# ----------------------------------------------------------------- report
+helper summary "$RAW" "$OUT/summary.md" "$PROBLEMS"
+for size in "${SIZES[@]}"; do
+    svg="$OUT/delivered_vs_clients.svg"
+    ((size != 64)) && svg="$OUT/delivered_vs_clients_$size.svg"
+    if ! cargo run --release --quiet --example bench_chart -- "$RAW" "$svg" "$size" saturation; then
+        problem "could not draw $svg"
+    fi
+done
+ELAPSED=$(elapsed_since "$T0")
+echo "total run time: ${ELAPSED}s" >>"$OUT/setup.txt"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/setup.txt"
+cat "$OUT/summary.md"
+echo
+echo "results in $OUT (took ${ELAPSED}s)"
+if [[ -s "$PROBLEMS" ]]; then
+    echo "bench.sh: problems during the run (listed in summary.md)" >&2
+    exit 1
+fi
