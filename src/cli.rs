@@ -86,6 +86,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DUR", default_value = "2s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Most clients connected at once. Past it, a new connection is accepted
+    /// and closed at once, and counted in
+    /// ringcast_connections_rejected_total.
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_CLIENTS, value_parser = at_least::<1>)]
+    pub max_clients: usize,
+
+    /// Disconnect a client that sends nothing for this long (e.g. `5m`).
+    /// Off by default: idle clients cost no timers and no CPU.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
@@ -108,6 +119,8 @@ impl ServeArgs {
             sndbuf: self.sndbuf,
             stall_timeout: self.stall_timeout,
             drain_timeout: self.drain_timeout,
+            max_clients: self.max_clients,
+            idle_timeout: self.idle_timeout,
             metrics: self.metrics,
         }
     }

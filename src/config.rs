@@ -54,6 +54,10 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// How long shutdown may spend flushing queued output.
     pub drain_timeout: Duration,
+    /// Most clients connected at once; more are accepted and closed at once.
+    pub max_clients: usize,
+    /// Disconnect clients that send nothing for this long; `None` never does.
+    pub idle_timeout: Option<Duration>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
 }
@@ -68,6 +72,8 @@ pub const DEFAULT_MAX_LINE: usize = 65536;
 pub const DEFAULT_SNDBUF: usize = 64 * 1024;
 /// Default `--stall-timeout`.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default `--max-clients`.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// Default `--drain-timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -82,6 +88,8 @@ impl Default for Config {
             sndbuf: DEFAULT_SNDBUF,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            max_clients: DEFAULT_MAX_CLIENTS,
+            idle_timeout: None,
             metrics: None,
         }
     }

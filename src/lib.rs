@@ -5,6 +5,7 @@
 //! # Layout
 //!
 //! - [`line`]: the line splitter; pure, no I/O.
+//! - [`limits`]: the client cap, accept backoff and log throttling.
 //! - [`queue`]: the bounded per-connection queue and its drop policy.
 //! - [`fanout`]: the cross-core mesh of bounded rings with doorbells.
 //! - [`net`]: socket setup (SO_REUSEPORT, SO_SNDBUF) and the io_uring probe.
@@ -21,6 +22,7 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod fanout;
+pub mod limits;
 pub mod line;
 pub mod load;
 pub mod metrics;

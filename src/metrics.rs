@@ -30,6 +30,7 @@ pub struct Shard {
     bytes_sent: AtomicU64,
     dropped: AtomicU64,
     too_long: AtomicU64,
+    rejected: AtomicU64,
 }
 
 // Each shard has one writer, so a relaxed load and store is enough and
@@ -66,6 +67,10 @@ impl Shard {
     pub fn too_long(&self) {
         bump(&self.too_long, 1);
     }
+    /// A connection was turned away because `--max-clients` were connected.
+    pub fn rejected(&self) {
+        bump(&self.rejected, 1);
+    }
 }
 
 /// Totals across all shards at one moment.
@@ -87,6 +92,8 @@ pub struct Totals {
     pub dropped: u64,
     /// Clients disconnected for overlong lines.
     pub lines_too_long: u64,
+    /// Connections closed at once because `--max-clients` were connected.
+    pub rejected: u64,
 }
 
 /// All shards of one server.
@@ -121,6 +128,7 @@ impl Metrics {
             t.bytes_sent += s.bytes_sent.load(Relaxed);
             t.dropped += s.dropped.load(Relaxed);
             t.lines_too_long += s.too_long.load(Relaxed);
+            t.rejected += s.rejected.load(Relaxed);
         }
         t.connected = t.accepted.saturating_sub(closed);
         t
@@ -186,6 +194,11 @@ impl Collector for Collect {
                 "ringcast_lines_too_long",
                 "Clients disconnected for a line over --max-line",
                 t.lines_too_long,
+            ),
+            (
+                "ringcast_connections_rejected",
+                "Connections closed at once because --max-clients were connected",
+                t.rejected,
             ),
         ];
         for (name, help, value) in counters {
@@ -322,6 +335,7 @@ mod tests {
             "ringcast_bytes_received_total 0",
             "ringcast_bytes_sent_total 40",
             "ringcast_lines_too_long_total 0",
+            "ringcast_connections_rejected_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -38,6 +38,8 @@ pub(crate) enum CloseReason {
     WriteError,
     /// The client sent a line over `--max-line`.
     LineTooLong,
+    /// The client sent nothing for `--idle-timeout`.
+    IdleTimeout,
     /// Server shutdown, after flushing.
     Shutdown,
     /// Server shutdown, the drain timeout passed.
@@ -51,6 +53,7 @@ impl CloseReason {
             CloseReason::ReadError => "read failed",
             CloseReason::WriteError => "write failed",
             CloseReason::LineTooLong => "line too long",
+            CloseReason::IdleTimeout => "idle for --idle-timeout",
             CloseReason::Shutdown => "server shutting down",
             CloseReason::DrainTimeout => "drain timeout passed",
         }
@@ -63,5 +66,25 @@ pub(crate) fn next_read_size(current: usize, filled: bool) -> usize {
         (current * 2).min(READ_MAX)
     } else {
         current
+    }
+}
+
+/// Lines a reader publishes before it yields to the other tasks on its
+/// core, so one flooding client cannot starve the rest.
+pub(crate) const LINE_BUDGET: usize = 256;
+
+/// Logs a closed connection: who, what happened, and what the server did.
+pub(crate) fn log_close(id: u64, peer: std::net::SocketAddr, reason: CloseReason, max_line: usize) {
+    match reason {
+        CloseReason::LineTooLong => tracing::warn!(
+            conn = id,
+            %peer,
+            max_line,
+            "client sent more than --max-line bytes without a newline; disconnected it, other clients unaffected"
+        ),
+        CloseReason::IdleTimeout => {
+            tracing::info!(conn = id, %peer, "client sent nothing for --idle-timeout; disconnected it")
+        }
+        _ => tracing::debug!(conn = id, %peer, reason = reason.as_str(), "connection closed"),
     }
 }

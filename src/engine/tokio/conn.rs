@@ -3,7 +3,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::Hub;
-use crate::engine::{CloseReason, READ_MIN, WRITE_BATCH, next_read_size};
+use crate::engine::{CloseReason, LINE_BUDGET, READ_MIN, WRITE_BATCH, next_read_size};
 use crate::line::LineSplitter;
 use crate::metrics::Shard;
 use crate::queue::{Admission, OutQueue};
@@ -27,6 +27,8 @@ pub(super) struct Conn {
     id: u64,
     peer: SocketAddr,
     key: AtomicUsize,
+    /// The hub's idle tick when the client last sent something.
+    last_active: AtomicU64,
     stream: TcpStream,
     state: Mutex<State>,
     writer: Notify,
@@ -39,6 +41,7 @@ impl Conn {
             id,
             peer,
             key: AtomicUsize::new(usize::MAX),
+            last_active: AtomicU64::new(0),
             stream,
             state: Mutex::new(State {
                 queue,
@@ -83,6 +86,10 @@ impl Conn {
         self.writer.notify_one();
         self.room.notify_waiters();
         true
+    }
+
+    pub(super) fn last_active(&self) -> u64 {
+        self.last_active.load(Ordering::Relaxed)
     }
 
     pub(super) fn shutdown_read(&self) {
@@ -146,6 +153,8 @@ pub(super) async fn read_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
             Ok(0) => Some(CloseReason::PeerClosed),
             Ok(n) => {
                 window = next_read_size(window, n == spare);
+                conn.last_active
+                    .store(hub.tick.load(Ordering::Relaxed), Ordering::Relaxed);
                 None
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -160,9 +169,17 @@ pub(super) async fn read_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
             }
             break;
         }
+        let mut budget = LINE_BUDGET;
         loop {
             match splitter.next_line(&mut buf) {
-                Ok(Some(line)) => hub.publish(line).await,
+                Ok(Some(line)) => {
+                    hub.publish(line).await;
+                    budget -= 1;
+                    if budget == 0 {
+                        tokio::task::yield_now().await;
+                        budget = LINE_BUDGET;
+                    }
+                }
                 Ok(None) => break,
                 Err(_) => {
                     hub.shard().too_long();

@@ -9,7 +9,7 @@ mod conn;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -19,9 +19,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use self::conn::Conn;
-use super::{CloseReason, Control};
+use super::{CloseReason, Control, log_close};
 use crate::config::Config;
 use crate::error::Error;
+use crate::limits::{AcceptBackoff, Gate};
 use crate::metrics::{Metrics, Shard};
 use crate::queue::{Admission, OutQueue};
 
@@ -63,6 +64,9 @@ pub(crate) fn start(
         stopping: AtomicBool::new(false),
         flushing: AtomicBool::new(false),
         changed: Notify::new(),
+        gate: Gate::new(config.max_clients),
+        idle_timeout: config.idle_timeout,
+        tick: AtomicU64::new(0),
     });
     let listener = {
         let _guard = runtime.enter();
@@ -101,6 +105,10 @@ struct Hub {
     stopping: AtomicBool,
     flushing: AtomicBool,
     changed: Notify,
+    gate: Gate,
+    idle_timeout: Option<Duration>,
+    /// Advanced by the idle sweeper; readers stamp it on their connection.
+    tick: AtomicU64,
 }
 
 impl Hub {
@@ -119,17 +127,30 @@ impl Hub {
         listener: TcpListener,
         stop: &tokio_util::sync::CancellationToken,
     ) {
+        if let Some(timeout) = self.idle_timeout {
+            tokio::spawn(Arc::clone(&self).sweep_idle(timeout));
+        }
         let mut stopped = pin!(stop.cancelled());
+        let mut backoff = AcceptBackoff::default();
         loop {
-            tokio::select! {
+            let pause = tokio::select! {
                 () = &mut stopped => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.admit(stream, peer),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed; retrying in 100ms");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok((stream, peer)) => {
+                        backoff.on_success();
+                        if self.gate.admit(peer, self.shard()) {
+                            self.admit(stream, peer);
+                        }
+                        None
                     }
+                    Err(e) => self.gate.accept_failed(0, &mut backoff, &e),
                 },
+            };
+            if let Some(pause) = pause {
+                tokio::select! {
+                    () = &mut stopped => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
             }
         }
         drop(listener);
@@ -189,18 +210,28 @@ impl Hub {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .try_remove(conn.key());
+        self.gate.release();
         self.shard().closed();
         self.changed.notify_waiters();
-        match reason {
-            CloseReason::LineTooLong => tracing::warn!(
-                conn = conn.id(), peer = %conn.peer(), limit = self.max_line,
-                "client sent a line over --max-line without a newline; disconnected it"
-            ),
-            CloseReason::WriteError | CloseReason::ReadError => tracing::info!(
-                conn = conn.id(), peer = %conn.peer(), reason = reason.as_str(), "connection closed"
-            ),
-            _ => {
-                tracing::debug!(conn = conn.id(), peer = %conn.peer(), reason = reason.as_str(), "connection closed")
+        log_close(conn.id(), conn.peer(), reason, self.max_line);
+    }
+
+    /// Closes connections that have sent nothing for `timeout`, checking
+    /// four times per timeout.
+    async fn sweep_idle(self: Arc<Self>, timeout: Duration) {
+        let mut ticker = tokio::time::interval(timeout / 4);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+            let idle: Vec<Arc<Conn>> = self
+                .conns()
+                .iter()
+                .filter(|(_, c)| tick.saturating_sub(c.last_active()) > 4)
+                .map(|(_, c)| Arc::clone(c))
+                .collect();
+            for conn in idle {
+                self.close(&conn, CloseReason::IdleTimeout);
             }
         }
     }

@@ -13,7 +13,7 @@ use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
 use super::Core;
-use crate::engine::{CloseReason, READ_MIN, WRITE_BATCH, next_read_size};
+use crate::engine::{CloseReason, LINE_BUDGET, READ_MIN, WRITE_BATCH, next_read_size};
 use crate::line::LineSplitter;
 use crate::metrics::Shard;
 use crate::queue::{Admission, OutQueue};
@@ -25,6 +25,8 @@ pub(super) struct Conn {
     stream: TcpStream,
     queue: RefCell<OutQueue>,
     closed: Cell<bool>,
+    /// The core's idle tick when the client last sent something.
+    last_active: Cell<u64>,
     /// Wakes the writer (one waiter; a permit is kept if it is busy).
     writer: Notify,
     /// Wakes publishers waiting for room in the queue.
@@ -40,6 +42,7 @@ impl Conn {
             stream,
             queue: RefCell::new(queue),
             closed: Cell::new(false),
+            last_active: Cell::new(0),
             writer: Notify::new(),
             room: Notify::new(),
         }
@@ -73,6 +76,10 @@ impl Conn {
         self.writer.notify_one();
         self.room.notify_waiters();
         true
+    }
+
+    pub(super) fn last_active(&self) -> u64 {
+        self.last_active.get()
     }
 
     pub(super) fn shutdown_read(&self) {
@@ -135,6 +142,7 @@ pub(super) async fn read_loop(core: Rc<Core>, conn: Rc<Conn>) {
             Ok(0) => Some(CloseReason::PeerClosed),
             Ok(n) => {
                 window = next_read_size(window, n == end - start);
+                conn.last_active.set(core.tick.get());
                 None
             }
             Err(e) => {
@@ -153,9 +161,18 @@ pub(super) async fn read_loop(core: Rc<Core>, conn: Rc<Conn>) {
         if conn.closed.get() {
             break;
         }
+        let mut budget = LINE_BUDGET;
         loop {
             match splitter.next_line(&mut buf) {
-                Ok(Some(line)) => core.publish(line).await,
+                Ok(Some(line)) => {
+                    core.publish(line).await;
+                    budget -= 1;
+                    if budget == 0 {
+                        core.outbox.borrow_mut().ring();
+                        tokio::task::yield_now().await;
+                        budget = LINE_BUDGET;
+                    }
+                }
                 Ok(None) => break,
                 Err(_) => {
                     core.shard().too_long();

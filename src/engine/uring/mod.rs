@@ -21,10 +21,11 @@ use slab::Slab;
 use tokio_uring::net::TcpListener;
 
 use self::conn::Conn;
-use super::{CloseReason, Control};
+use super::{CloseReason, Control, log_close};
 use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::{self, Doorbell, Inbox, Outbox, SpaceWaiter};
+use crate::limits::{AcceptBackoff, Gate};
 use crate::metrics::{Metrics, Shard};
 use crate::queue::{Admission, OutQueue};
 
@@ -39,6 +40,7 @@ const URING_ENTRIES: u32 = 1024;
 #[derive(Debug)]
 struct Shared {
     cores: usize,
+    gate: Gate,
     quiet: AtomicUsize,
     quiet_bell: Doorbell,
 }
@@ -55,6 +57,7 @@ pub(crate) fn start(
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
     let shared = Arc::new(Shared {
         cores,
+        gate: Gate::new(config.max_clients),
         quiet: AtomicUsize::new(0),
         quiet_bell: Doorbell::default(),
     });
@@ -69,6 +72,7 @@ pub(crate) fn start(
             queue: config.queue,
             max_line: config.max_line,
             stall_timeout: config.stall_timeout,
+            idle_timeout: config.idle_timeout,
         };
         let (metrics, control, shared, ready_tx) = (
             Arc::clone(metrics),
@@ -109,6 +113,7 @@ pub(crate) fn start(
                     flushing: Cell::new(false),
                     readers: Cell::new(0),
                     next_id: Cell::new(0),
+                    tick: Cell::new(0),
                     changed: tokio::sync::Notify::new(),
                 });
                 runtime.block_on(core.run(listener, inbox, control));
@@ -135,6 +140,7 @@ struct Settings {
     queue: usize,
     max_line: usize,
     stall_timeout: Duration,
+    idle_timeout: Option<Duration>,
 }
 
 /// One core: its connections, its rings, its counters.
@@ -155,6 +161,8 @@ struct Core {
     /// Reader tasks still running.
     readers: Cell<usize>,
     next_id: Cell<u64>,
+    /// Advanced by the idle sweeper; readers stamp it on their connection.
+    tick: Cell<u64>,
     /// Wakes the core's main task when a reader exits or a connection closes.
     changed: tokio::sync::Notify,
 }
@@ -168,6 +176,9 @@ impl Core {
         let _alive = control.alive;
         let listener = TcpListener::from_std(listener);
         tokio_uring::spawn(Rc::clone(&self).drain_rings(inbox));
+        if let Some(timeout) = self.settings.idle_timeout {
+            tokio_uring::spawn(Rc::clone(&self).sweep_idle(timeout));
+        }
         let mut abort = pin!(control.abort.cancelled());
         tokio::select! {
             () = Rc::clone(&self).serve(listener, &control.stop) => {}
@@ -184,16 +195,26 @@ impl Core {
         stop: &tokio_util::sync::CancellationToken,
     ) {
         let mut stopped = pin!(stop.cancelled());
+        let mut backoff = AcceptBackoff::default();
         loop {
-            tokio::select! {
+            let pause = tokio::select! {
                 () = &mut stopped => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.admit(stream, peer),
-                    Err(e) => {
-                        tracing::warn!(core = self.index, error = %e, "accept failed; retrying in 100ms");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok((stream, peer)) => {
+                        backoff.on_success();
+                        if self.shared.gate.admit(peer, self.shard()) {
+                            self.admit(stream, peer);
+                        }
+                        None
                     }
+                    Err(e) => self.shared.gate.accept_failed(self.index, &mut backoff, &e),
                 },
+            };
+            if let Some(pause) = pause {
+                tokio::select! {
+                    () = &mut stopped => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
             }
         }
         drop(listener);
@@ -264,20 +285,10 @@ impl Core {
             return;
         }
         self.conns.borrow_mut().try_remove(conn.key());
+        self.shared.gate.release();
         self.shard().closed();
         self.changed.notify_waiters();
-        match reason {
-            CloseReason::LineTooLong => tracing::warn!(
-                conn = conn.id(), peer = %conn.peer(), limit = self.settings.max_line,
-                "client sent a line over --max-line without a newline; disconnected it"
-            ),
-            CloseReason::WriteError | CloseReason::ReadError => tracing::info!(
-                conn = conn.id(), peer = %conn.peer(), reason = reason.as_str(), "connection closed"
-            ),
-            _ => {
-                tracing::debug!(conn = conn.id(), peer = %conn.peer(), reason = reason.as_str(), "connection closed")
-            }
-        }
+        log_close(conn.id(), conn.peer(), reason, self.settings.max_line);
     }
 
     fn close_all(&self, reason: CloseReason) {
@@ -342,6 +353,28 @@ impl Core {
             // Let other cores start on what we pushed before we sleep.
             self.outbox.borrow_mut().ring();
             conn.wait_room(deadline).await;
+        }
+    }
+
+    /// Closes connections that have sent nothing for `timeout`. Checks four
+    /// times per timeout, so a silent client goes within 1.25 × `timeout`.
+    async fn sweep_idle(self: Rc<Self>, timeout: Duration) {
+        let mut ticker = tokio::time::interval(timeout / 4);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let tick = self.tick.get() + 1;
+            self.tick.set(tick);
+            let idle: Vec<Rc<Conn>> = self
+                .conns
+                .borrow()
+                .iter()
+                .filter(|(_, c)| tick.saturating_sub(c.last_active()) > 4)
+                .map(|(_, c)| Rc::clone(c))
+                .collect();
+            for conn in idle {
+                self.close(&conn, CloseReason::IdleTimeout);
+            }
         }
     }
 

@@ -1,0 +1,216 @@
+//! Limits and starvation: --max-clients, running out of descriptors,
+//! --idle-timeout, and a flooding publisher beside a quiet one.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Client, PATIENCE, TestServer, connect_all, wait_for};
+use ringcast::EngineChoice;
+
+on_both_engines!(
+    past_max_clients_new_connections_are_closed_and_counted,
+    running_out_of_descriptors_keeps_serving_and_recovers,
+    idle_timeout_disconnects_only_silent_clients,
+    a_flooding_publisher_does_not_starve_a_quiet_one,
+);
+
+fn past_max_clients_new_connections_are_closed_and_counted(engine: EngineChoice) {
+    let server = TestServer::start_with(engine, |c| c.max_clients = 3);
+    let mut clients = connect_all(&server, 3);
+    for _ in 0..2 {
+        let mut extra = Client::connect(server.addr);
+        assert!(
+            extra.wait_closed_by_server(),
+            "a client past --max-clients must be closed"
+        );
+    }
+    let t = server.wait_totals("two rejections", |t| t.rejected == 2);
+    assert_eq!((t.connected, t.accepted), (3, 3));
+    clients[0].send(b"still served\n");
+    for c in &mut clients {
+        assert_eq!(c.read_lines(1), vec![b"still served\n".to_vec()]);
+    }
+    // A slot frees when a client leaves.
+    drop(clients.pop());
+    server.wait_connected(2);
+    let _late = Client::connect(server.addr);
+    server.wait_connected(3);
+}
+
+fn running_out_of_descriptors_keeps_serving_and_recovers(engine: EngineChoice) {
+    let engine = match engine {
+        EngineChoice::Uring => "uring",
+        _ => "tokio",
+    };
+    // A server child with 40 descriptors: ~20 for itself, the rest for clients.
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=40:40", env!("CARGO_BIN_EXE_ringcast")])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "info",
+            "--engine",
+            engine,
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prlimit (util-linux) runs the server");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr: std::net::SocketAddr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited early"
+        );
+        if line.contains("serving") {
+            let a = line
+                .split("addr=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            break a.parse().unwrap();
+        }
+    };
+    let warnings = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
+    std::thread::spawn({
+        let warnings = Arc::clone(&warnings);
+        move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if line.contains("accept failed") {
+                    warnings.lock().unwrap().push((Instant::now(), line));
+                }
+            }
+        }
+    });
+    let mut first = Client::connect(addr);
+    first.send(b"hello\n");
+    assert_eq!(first.read_lines(1), vec![b"hello\n".to_vec()]);
+    // More clients than descriptors: the rest wait in the backlog.
+    let mut others: Vec<Client> = (0..40).map(|_| Client::connect(addr)).collect();
+    wait_for("an accept-failed warning", PATIENCE, || {
+        (!warnings.lock().unwrap().is_empty()).then_some(())
+    });
+    let started = Instant::now();
+    // Connected clients are still served while accept keeps failing.
+    for n in 0..5 {
+        let line = format!("still {n}\n");
+        first.send(line.as_bytes());
+        assert_eq!(first.read_lines(1), vec![line.into_bytes()]);
+    }
+    std::thread::sleep(Duration::from_millis(1500).saturating_sub(started.elapsed()));
+    let logged = warnings.lock().unwrap().len();
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(
+        (logged as f64) <= seconds + 2.0,
+        "{logged} warnings in {seconds:.1}s: not rate limited"
+    );
+    // Free descriptors: the server recovers by itself and serves the
+    // latecomer, which was stuck in the backlog.
+    let mut latecomer = others.pop().unwrap();
+    others.truncate(5);
+    latecomer
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    wait_for("the latecomer to be served", PATIENCE, || {
+        first.send(b"ping\n");
+        let mut buf = [0u8; 64];
+        matches!(latecomer.stream.read(&mut buf), Ok(n) if n > 0).then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn idle_timeout_disconnects_only_silent_clients(engine: EngineChoice) {
+    let timeout = Duration::from_millis(300);
+    let server = TestServer::start_with(engine, |c| c.idle_timeout = Some(timeout));
+    let started = Instant::now();
+    let mut clients = connect_all(&server, 2);
+    let mut silent = clients.pop().unwrap();
+    let mut talker = clients.pop().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let chatter = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        let mut writer = talker.try_clone();
+        move || {
+            while !stop.load(Ordering::Relaxed) {
+                writer.send(b"tick\n");
+                std::thread::sleep(timeout / 6);
+            }
+        }
+    });
+    assert!(silent.wait_closed_by_server());
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after >= timeout,
+        "closed after {closed_after:?}, before the timeout"
+    );
+    server.wait_connected(1);
+    // The talker outlives several timeouts.
+    while started.elapsed() < timeout * 4 {
+        talker.read_lines(1);
+    }
+    assert_eq!(server.totals().connected, 1);
+    stop.store(true, Ordering::Relaxed);
+    chatter.join().unwrap();
+}
+
+fn a_flooding_publisher_does_not_starve_a_quiet_one(engine: EngineChoice) {
+    let server = TestServer::start(engine);
+    let mut clients = connect_all(&server, 3);
+    let mut reader = clients.pop().unwrap();
+    let mut quiet = clients.pop().unwrap();
+    let flooder = clients.pop().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = std::thread::spawn({
+        let stop = Arc::clone(&stop);
+        let mut writer = flooder.try_clone();
+        move || {
+            let chunk: Vec<u8> = (0..1000)
+                .flat_map(|n| format!("flood {n:060}\n").into_bytes())
+                .collect();
+            while !stop.load(Ordering::Relaxed) {
+                writer.send(&chunk);
+            }
+        }
+    });
+    // The flood is flowing before the quiet client speaks.
+    assert!(
+        reader
+            .read_lines(20_000)
+            .iter()
+            .all(|l| l.starts_with(b"flood"))
+    );
+    let mut worst = Duration::ZERO;
+    for n in 0..5 {
+        let probe = format!("quiet {n}\n").into_bytes();
+        let sent = Instant::now();
+        quiet.send(&probe);
+        loop {
+            let line = reader.read_lines(1).remove(0);
+            if line == probe {
+                break;
+            }
+            assert!(line.starts_with(b"flood"), "corrupted line {line:?}");
+        }
+        worst = worst.max(sent.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(flooder);
+    drop(reader);
+    flood.join().ok();
+    assert!(
+        worst < Duration::from_millis(100),
+        "a quiet client's line took {worst:?} to arrive"
+    );
+}
