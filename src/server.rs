@@ -33,6 +33,12 @@ impl Server {
         if config.queue == 0 {
             return Err(Error::Config("--queue must be at least 1".into()));
         }
+        if config.idle_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::Config("--idle-timeout must be longer than 0".into()));
+        }
+        if config.max_clients == 0 {
+            return Err(Error::Config("--max-clients must be at least 1".into()));
+        }
         if config.max_line == 0 {
             return Err(Error::Config("--max-line must be at least 1".into()));
         }

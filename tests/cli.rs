@@ -48,6 +48,14 @@ fn bad_flags_fail_with_a_clear_message() {
     );
     assert_clean_error(&ringcast(&["serve", "--threads", "0"]), "--threads");
     assert_clean_error(
+        &ringcast(&["serve", "--idle-timeout", "0s"]),
+        "--idle-timeout must be longer than 0",
+    );
+    assert_clean_error(
+        &ringcast(&["serve", "--max-clients", "0"]),
+        "must be at least 1",
+    );
+    assert_clean_error(
         &ringcast(&["serve", "--frobnicate"]),
         "unexpected argument '--frobnicate'",
     );
@@ -84,6 +92,8 @@ fn help_explains_every_option() {
         "--sndbuf",
         "--stall-timeout",
         "--drain-timeout",
+        "--max-clients",
+        "--idle-timeout",
         "--metrics",
         "--log",
         "127.0.0.1:9000",

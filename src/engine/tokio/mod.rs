@@ -219,7 +219,7 @@ impl Hub {
     /// Closes connections that have sent nothing for `timeout`, checking
     /// four times per timeout.
     async fn sweep_idle(self: Arc<Self>, timeout: Duration) {
-        let mut ticker = tokio::time::interval(timeout / 4);
+        let mut ticker = tokio::time::interval((timeout / 4).max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;

@@ -359,7 +359,7 @@ impl Core {
     /// Closes connections that have sent nothing for `timeout`. Checks four
     /// times per timeout, so a silent client goes within 1.25 × `timeout`.
     async fn sweep_idle(self: Rc<Self>, timeout: Duration) {
-        let mut ticker = tokio::time::interval(timeout / 4);
+        let mut ticker = tokio::time::interval((timeout / 4).max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
