@@ -4,8 +4,17 @@
 pub(crate) mod tokio;
 pub(crate) mod uring;
 
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::Duration;
+
 use ::tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::limits::{AcceptBackoff, Gate};
+use crate::metrics::Shard;
 
 /// First read buffer of a connection. Small, so idle clients stay cheap.
 pub(crate) const READ_MIN: usize = 4 * 1024;
@@ -87,4 +96,69 @@ pub(crate) fn log_close(id: u64, peer: std::net::SocketAddr, reason: CloseReason
         }
         _ => tracing::debug!(conn = id, %peer, reason = reason.as_str(), "connection closed"),
     }
+}
+
+/// Accepts connections until `stop` is cancelled, for either engine.
+///
+/// Every accepted connection passes the [`Gate`] (`--max-clients`) before
+/// `admit` gets it; one over the limit is dropped, which closes it. When the
+/// process is out of descriptors, accept pauses with a bounded backoff while
+/// connected clients go on being served. `shard` gives the counters of the
+/// thread the loop is running on.
+pub(crate) async fn accept_until_stopped<'a, S, F>(
+    core: usize,
+    stop: &CancellationToken,
+    gate: &Gate,
+    shard: impl Fn() -> &'a Shard,
+    mut accept: impl FnMut() -> F,
+    mut admit: impl FnMut(S, SocketAddr),
+) where
+    F: Future<Output = io::Result<(S, SocketAddr)>>,
+{
+    let mut stopped = pin!(stop.cancelled());
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        let pause: Option<Duration> = ::tokio::select! {
+            () = &mut stopped => return,
+            accepted = accept() => match accepted {
+                Ok((stream, peer)) => {
+                    backoff.on_success();
+                    if gate.admit(peer, shard()) {
+                        admit(stream, peer);
+                    }
+                    None
+                }
+                Err(e) => gate.accept_failed(core, &mut backoff, &e),
+            },
+        };
+        if let Some(pause) = pause {
+            ::tokio::select! {
+                () = &mut stopped => return,
+                () = ::tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+/// Sweeps for idle clients four times per `timeout`, forever. Each sweep
+/// advances the tick that readers stamp on their connection when data
+/// arrives, then `sweep(tick)` closes every connection stamped more than
+/// [`IDLE_TICKS`] ticks ago; a silent client goes within 1.25 × `timeout`.
+pub(crate) async fn sweep_idle_forever(timeout: Duration, mut sweep: impl FnMut()) {
+    let mut ticker =
+        ::tokio::time::interval((timeout / IDLE_TICKS as u32).max(Duration::from_millis(1)));
+    ticker.set_missed_tick_behavior(::tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate
+    loop {
+        ticker.tick().await;
+        sweep();
+    }
+}
+
+/// Sweeps per idle timeout.
+pub(crate) const IDLE_TICKS: u64 = 4;
+
+/// True when a connection last active at `stamp` is idle at `tick`.
+pub(crate) fn is_idle(stamp: u64, tick: u64) -> bool {
+    tick.saturating_sub(stamp) > IDLE_TICKS
 }

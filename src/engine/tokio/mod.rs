@@ -19,10 +19,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use self::conn::Conn;
-use super::{CloseReason, Control, log_close};
+use super::{CloseReason, Control, accept_until_stopped, is_idle, log_close, sweep_idle_forever};
 use crate::config::Config;
 use crate::error::Error;
-use crate::limits::{AcceptBackoff, Gate};
+use crate::limits::Gate;
 use crate::metrics::{Metrics, Shard};
 use crate::queue::{Admission, OutQueue};
 
@@ -130,29 +130,15 @@ impl Hub {
         if let Some(timeout) = self.idle_timeout {
             tokio::spawn(Arc::clone(&self).sweep_idle(timeout));
         }
-        let mut stopped = pin!(stop.cancelled());
-        let mut backoff = AcceptBackoff::default();
-        loop {
-            let pause = tokio::select! {
-                () = &mut stopped => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        backoff.on_success();
-                        if self.gate.admit(peer, self.shard()) {
-                            self.admit(stream, peer);
-                        }
-                        None
-                    }
-                    Err(e) => self.gate.accept_failed(0, &mut backoff, &e),
-                },
-            };
-            if let Some(pause) = pause {
-                tokio::select! {
-                    () = &mut stopped => break,
-                    () = tokio::time::sleep(pause) => {}
-                }
-            }
-        }
+        accept_until_stopped(
+            0,
+            stop,
+            &self.gate,
+            || self.shard(),
+            || listener.accept(),
+            |stream, peer| self.admit(stream, peer),
+        )
+        .await;
         drop(listener);
         self.stopping.store(true, Ordering::SeqCst);
         for (_, conn) in self.conns().iter() {
@@ -219,21 +205,19 @@ impl Hub {
     /// Closes connections that have sent nothing for `timeout`, checking
     /// four times per timeout.
     async fn sweep_idle(self: Arc<Self>, timeout: Duration) {
-        let mut ticker = tokio::time::interval((timeout / 4).max(Duration::from_millis(1)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
+        sweep_idle_forever(timeout, || {
             let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
             let idle: Vec<Arc<Conn>> = self
                 .conns()
                 .iter()
-                .filter(|(_, c)| tick.saturating_sub(c.last_active()) > 4)
+                .filter(|(_, c)| is_idle(c.last_active(), tick))
                 .map(|(_, c)| Arc::clone(c))
                 .collect();
             for conn in idle {
                 self.close(&conn, CloseReason::IdleTimeout);
             }
-        }
+        })
+        .await;
     }
 
     fn close_all(&self, reason: CloseReason) {

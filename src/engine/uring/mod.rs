@@ -21,11 +21,11 @@ use slab::Slab;
 use tokio_uring::net::TcpListener;
 
 use self::conn::Conn;
-use super::{CloseReason, Control, log_close};
+use super::{CloseReason, Control, accept_until_stopped, is_idle, log_close, sweep_idle_forever};
 use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::{self, Doorbell, Inbox, Outbox, SpaceWaiter};
-use crate::limits::{AcceptBackoff, Gate};
+use crate::limits::Gate;
 use crate::metrics::{Metrics, Shard};
 use crate::queue::{Admission, OutQueue};
 
@@ -194,29 +194,15 @@ impl Core {
         listener: TcpListener,
         stop: &tokio_util::sync::CancellationToken,
     ) {
-        let mut stopped = pin!(stop.cancelled());
-        let mut backoff = AcceptBackoff::default();
-        loop {
-            let pause = tokio::select! {
-                () = &mut stopped => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        backoff.on_success();
-                        if self.shared.gate.admit(peer, self.shard()) {
-                            self.admit(stream, peer);
-                        }
-                        None
-                    }
-                    Err(e) => self.shared.gate.accept_failed(self.index, &mut backoff, &e),
-                },
-            };
-            if let Some(pause) = pause {
-                tokio::select! {
-                    () = &mut stopped => break,
-                    () = tokio::time::sleep(pause) => {}
-                }
-            }
-        }
+        accept_until_stopped(
+            self.index,
+            stop,
+            &self.shared.gate,
+            || self.shard(),
+            || listener.accept(),
+            |stream, peer| self.admit(stream, peer),
+        )
+        .await;
         drop(listener);
         self.stop_reading().await;
         // Once every core has stopped reading, no message can enter the rings.
@@ -356,26 +342,23 @@ impl Core {
         }
     }
 
-    /// Closes connections that have sent nothing for `timeout`. Checks four
-    /// times per timeout, so a silent client goes within 1.25 × `timeout`.
+    /// Closes connections that have sent nothing for `timeout`.
     async fn sweep_idle(self: Rc<Self>, timeout: Duration) {
-        let mut ticker = tokio::time::interval((timeout / 4).max(Duration::from_millis(1)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
+        sweep_idle_forever(timeout, || {
             let tick = self.tick.get() + 1;
             self.tick.set(tick);
             let idle: Vec<Rc<Conn>> = self
                 .conns
                 .borrow()
                 .iter()
-                .filter(|(_, c)| tick.saturating_sub(c.last_active()) > 4)
+                .filter(|(_, c)| is_idle(c.last_active(), tick))
                 .map(|(_, c)| Rc::clone(c))
                 .collect();
             for conn in idle {
                 self.close(&conn, CloseReason::IdleTimeout);
             }
-        }
+        })
+        .await;
     }
 
     /// Delivers messages other cores pushed to us.
