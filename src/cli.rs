@@ -97,6 +97,21 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
     pub idle_timeout: Option<Duration>,
 
+    /// Share lines with other ringcast nodes through this NATS server
+    /// (e.g. `nats://127.0.0.1:4222`). Lines from this node's clients are
+    /// published to --cluster-subject; lines from other nodes go to every
+    /// local client. If NATS is down, local broadcast goes on.
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+
+    /// NATS subject the nodes share.
+    #[arg(long, value_name = "SUBJECT", default_value = crate::cluster::DEFAULT_SUBJECT, requires = "cluster")]
+    pub cluster_subject: String,
+
+    /// This node's id in the cluster [default: <hostname>:<port>].
+    #[arg(long, value_name = "ID", requires = "cluster")]
+    pub node_id: Option<String>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
@@ -122,6 +137,14 @@ impl ServeArgs {
             max_clients: self.max_clients,
             idle_timeout: self.idle_timeout,
             metrics: self.metrics,
+            cluster: self
+                .cluster
+                .as_ref()
+                .map(|url| crate::cluster::ClusterConfig {
+                    url: url.clone(),
+                    subject: self.cluster_subject.clone(),
+                    node_id: self.node_id.clone().unwrap_or_default(),
+                }),
         }
     }
 }

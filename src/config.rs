@@ -60,6 +60,9 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// The NATS cluster to share lines with, if any. An empty `node_id`
+    /// means `<hostname>:<port>`.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Default `--listen`.
@@ -91,6 +94,7 @@ impl Default for Config {
             max_clients: DEFAULT_MAX_CLIENTS,
             idle_timeout: None,
             metrics: None,
+            cluster: None,
         }
     }
 }

@@ -137,11 +137,15 @@ impl Outbox {
     }
 
     /// Pushes `msg` towards core `to`, or hands it back if that ring is full.
-    /// The consumer is not woken until [`ring`](Self::ring).
+    /// The consumer is not woken until [`ring`](Self::ring). A ring whose
+    /// consumer has gone (the cluster bridge after shutdown) takes nothing.
     pub fn try_push(&mut self, to: usize, msg: Bytes) -> Result<(), Bytes> {
         let Some(ring) = self.rings.get_mut(to).and_then(Option::as_mut) else {
             return Ok(()); // no ring to ourselves
         };
+        if ring.is_abandoned() {
+            return Ok(());
+        }
         ring.push(msg).map_err(|rtrb::PushError::Full(m)| m)?;
         self.dirty[to] = true;
         Ok(())
@@ -152,7 +156,7 @@ impl Outbox {
         self.rings
             .get(to)
             .and_then(Option::as_ref)
-            .is_none_or(|r| !r.is_full())
+            .is_none_or(|r| !r.is_full() || r.is_abandoned())
     }
 
     /// Wakes every core that was sent something since the last ring and is

@@ -10,6 +10,7 @@
 //! - [`fanout`]: the cross-core mesh of bounded rings with doorbells.
 //! - [`net`]: socket setup (SO_REUSEPORT, SO_SNDBUF) and the io_uring probe.
 //! - [`metrics`]: per-core counters, summed on scrape, and `/metrics`.
+//! - [`cluster`]: the NATS bridge that shares lines between nodes.
 //! - [`server`]: binds, picks the engine, runs until shutdown, drains.
 //! - `engine/uring`: one pinned tokio-uring runtime per core (the product).
 //! - `engine/tokio`: a multi-threaded tokio runtime (the baseline).
@@ -18,6 +19,7 @@
 //! - [`config`] and [`error`]: what the server is told and what can go wrong.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 mod engine;
 pub mod error;

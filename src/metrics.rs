@@ -31,6 +31,9 @@ pub struct Shard {
     dropped: AtomicU64,
     too_long: AtomicU64,
     rejected: AtomicU64,
+    cluster_published: AtomicU64,
+    cluster_received: AtomicU64,
+    cluster_dropped: AtomicU64,
 }
 
 // Each shard has one writer, so a relaxed load and store is enough and
@@ -67,6 +70,18 @@ impl Shard {
     pub fn too_long(&self) {
         bump(&self.too_long, 1);
     }
+    /// `n` local lines were published to the cluster.
+    pub fn cluster_published(&self, n: usize) {
+        bump(&self.cluster_published, n as u64);
+    }
+    /// `n` lines from other nodes were delivered here.
+    pub fn cluster_received(&self, n: usize) {
+        bump(&self.cluster_received, n as u64);
+    }
+    /// `n` local lines could not be forwarded to the cluster.
+    pub fn cluster_dropped(&self, n: usize) {
+        bump(&self.cluster_dropped, n as u64);
+    }
     /// A connection was turned away because `--max-clients` were connected.
     pub fn rejected(&self) {
         bump(&self.rejected, 1);
@@ -94,12 +109,21 @@ pub struct Totals {
     pub lines_too_long: u64,
     /// Connections closed at once because `--max-clients` were connected.
     pub rejected: u64,
+    /// Local lines published to the cluster.
+    pub cluster_published: u64,
+    /// Lines from other nodes delivered here.
+    pub cluster_received: u64,
+    /// Local lines that could not be forwarded to the cluster.
+    pub cluster_dropped: u64,
+    /// Whether the cluster bridge is connected (`None`: no cluster).
+    pub cluster_connected: Option<bool>,
 }
 
 /// All shards of one server.
 #[derive(Debug)]
 pub struct Metrics {
     shards: Box<[CachePadded<Shard>]>,
+    cluster: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Metrics {
@@ -107,12 +131,18 @@ impl Metrics {
     pub fn new(shards: usize) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..shards.max(1)).map(|_| CachePadded::default()).collect(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
     /// The shard that thread `index` writes. Indexes wrap, so any index is valid.
     pub fn shard(&self, index: usize) -> &Shard {
         &self.shards[index % self.shards.len()]
+    }
+
+    /// Reports the cluster bridge's connection state from now on.
+    pub fn set_cluster(&self, connected: Arc<std::sync::atomic::AtomicBool>) {
+        let _ = self.cluster.set(connected);
     }
 
     /// Sums every shard.
@@ -129,8 +159,12 @@ impl Metrics {
             t.dropped += s.dropped.load(Relaxed);
             t.lines_too_long += s.too_long.load(Relaxed);
             t.rejected += s.rejected.load(Relaxed);
+            t.cluster_published += s.cluster_published.load(Relaxed);
+            t.cluster_received += s.cluster_received.load(Relaxed);
+            t.cluster_dropped += s.cluster_dropped.load(Relaxed);
         }
         t.connected = t.accepted.saturating_sub(closed);
+        t.cluster_connected = self.cluster.get().map(|c| c.load(Relaxed));
         t
     }
 
@@ -201,7 +235,37 @@ impl Collector for Collect {
                 t.rejected,
             ),
         ];
-        for (name, help, value) in counters {
+        let cluster = [
+            (
+                "ringcast_cluster_published",
+                "Local lines published to the cluster",
+                t.cluster_published,
+            ),
+            (
+                "ringcast_cluster_received",
+                "Lines from other nodes delivered here",
+                t.cluster_received,
+            ),
+            (
+                "ringcast_cluster_dropped",
+                "Local lines not forwarded to the cluster (NATS unreachable or slow)",
+                t.cluster_dropped,
+            ),
+        ];
+        if let Some(connected) = t.cluster_connected {
+            let gauge = ConstGauge::new(i64::from(connected));
+            gauge.encode(encoder.encode_descriptor(
+                "ringcast_cluster_connected",
+                "1 while the cluster bridge is connected to NATS",
+                None,
+                gauge.metric_type(),
+            )?)?;
+        }
+        let cluster_on = t.cluster_connected.is_some();
+        for (name, help, value) in counters
+            .into_iter()
+            .chain(cluster.into_iter().filter(|_| cluster_on))
+        {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(
                 name,

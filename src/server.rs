@@ -42,6 +42,12 @@ impl Server {
         if config.max_line == 0 {
             return Err(Error::Config("--max-line must be at least 1".into()));
         }
+        if let Some(cluster) = &config.cluster {
+            // The default node id is only known once the port is.
+            let mut check = cluster.clone();
+            check.node_id = "check".into();
+            check.validate()?;
+        }
         let engine = resolve_engine(config.engine)?;
         let threads = config.thread_count();
         let listener_count = match engine {
@@ -53,7 +59,16 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let metrics = Metrics::new(threads);
+        let mut config = config;
+        if let Some(cluster) = config.cluster.as_mut().filter(|c| c.node_id.is_empty()) {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "ringcast".into());
+            cluster.node_id = format!("{host}:{}", local_addr.port());
+        }
+        // One shard per thread, and one for the cluster bridge.
+        let metrics = Metrics::new(threads + 1);
         let metrics_server = config
             .metrics
             .map(|addr| MetricsServer::start(addr, Arc::clone(&metrics)))

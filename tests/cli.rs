@@ -52,6 +52,20 @@ fn bad_flags_fail_with_a_clear_message() {
         "--idle-timeout must be longer than 0",
     );
     assert_clean_error(
+        &ringcast(&["serve", "--cluster", "http://127.0.0.1:4222"]),
+        "invalid --cluster URL",
+    );
+    assert_clean_error(
+        &ringcast(&[
+            "serve",
+            "--cluster",
+            "nats://127.0.0.1:4222",
+            "--cluster-subject",
+            "a b",
+        ]),
+        "invalid --cluster-subject",
+    );
+    assert_clean_error(
         &ringcast(&["serve", "--max-clients", "0"]),
         "must be at least 1",
     );
@@ -261,4 +275,19 @@ fn http_get(addr: &str, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+#[test]
+fn an_unreachable_cluster_at_startup_is_a_warning_not_an_exit() {
+    // Nothing listens on port 1: the bridge keeps retrying while local
+    // clients are served.
+    let server = ServerProcess::start(&["--cluster", "nats://127.0.0.1:1"]);
+    let mut a = server.connect(1).remove(0);
+    a.send(b"local only\n");
+    assert_eq!(a.read_lines(1), vec![b"local only\n".to_vec()]);
+    let body = http_get(&server.metrics, "/metrics");
+    assert!(
+        body.lines().any(|l| l == "ringcast_cluster_connected 0"),
+        "{body}"
+    );
 }

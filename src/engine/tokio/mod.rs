@@ -22,9 +22,11 @@ use self::conn::Conn;
 use super::{CloseReason, Control, accept_until_stopped, is_idle, log_close, sweep_idle_forever};
 use crate::config::Config;
 use crate::error::Error;
+use crate::fanout::Doorbell;
 use crate::limits::Gate;
 use crate::metrics::{Metrics, Shard};
 use crate::queue::{Admission, OutQueue};
+use crossbeam_queue::ArrayQueue;
 
 thread_local! {
     /// Which metrics shard this worker thread writes.
@@ -67,6 +69,12 @@ pub(crate) fn start(
         gate: Gate::new(config.max_clients),
         idle_timeout: config.idle_timeout,
         tick: AtomicU64::new(0),
+        cluster_out: config.cluster.as_ref().map(|_| {
+            Arc::new(ClusterOut {
+                lines: ArrayQueue::new(CLUSTER_QUEUE),
+                bell: Doorbell::default(),
+            })
+        }),
     });
     let listener = {
         let _guard = runtime.enter();
@@ -75,6 +83,22 @@ pub(crate) fn start(
             source,
         })?
     };
+    if let (Some(cluster), Some(out)) = (config.cluster.clone(), hub.cluster_out.clone()) {
+        let alive = control.alive.clone();
+        let remote = BridgeRemote {
+            hub: Arc::clone(&hub),
+            shard: threads,
+        };
+        crate::cluster::start(
+            cluster,
+            Arc::clone(metrics),
+            threads,
+            BridgeLocal(out),
+            remote,
+            control.stop.clone(),
+            move || drop(alive),
+        )?;
+    }
     let control = control.clone();
     std::thread::Builder::new()
         .name("ringcast-tokio-main".into())
@@ -109,6 +133,52 @@ struct Hub {
     idle_timeout: Option<Duration>,
     /// Advanced by the idle sweeper; readers stamp it on their connection.
     tick: AtomicU64,
+    /// Local lines on their way to the cluster bridge.
+    cluster_out: Option<Arc<ClusterOut>>,
+}
+
+/// Lines waiting for the cluster bridge; full means dropped (counted).
+const CLUSTER_QUEUE: usize = 16 * 1024;
+
+struct ClusterOut {
+    lines: ArrayQueue<Bytes>,
+    bell: Doorbell,
+}
+
+/// The bridge's view of the local lines.
+struct BridgeLocal(Arc<ClusterOut>);
+
+impl crate::cluster::LocalLines for BridgeLocal {
+    fn pop(&mut self) -> Option<Bytes> {
+        self.0.lines.pop()
+    }
+
+    fn release(&mut self) {}
+
+    async fn wait(&self, stop: &(dyn Fn() -> bool + Sync)) {
+        self.0
+            .bell
+            .wait_until(|| stop() || !self.0.lines.is_empty())
+            .await;
+    }
+}
+
+/// The bridge delivers other nodes' lines straight into the hub.
+struct BridgeRemote {
+    hub: Arc<Hub>,
+    shard: usize,
+}
+
+impl crate::cluster::RemoteLines for BridgeRemote {
+    async fn deliver(&mut self, line: Bytes) {
+        // The bridge thread writes a metrics shard of its own.
+        SHARD.with(|s| s.set(self.shard));
+        if !self.hub.stopping.load(Ordering::Relaxed) {
+            self.hub.deliver(&line).await;
+        }
+    }
+
+    fn flush(&mut self) {}
 }
 
 impl Hub {
@@ -227,18 +297,30 @@ impl Hub {
         }
     }
 
-    /// Offers `msg` to every connection. Waits only for a connection whose
-    /// queue is full while its socket is still draining.
+    /// Delivers a line from a local client, and hands it to the cluster.
     async fn publish(&self, msg: Bytes) {
         let shard = self.shard();
         shard.received(msg.len());
+        if let Some(out) = &self.cluster_out {
+            if out.lines.push(msg.clone()).is_err() {
+                shard.cluster_dropped(1);
+            }
+            out.bell.ring();
+        }
+        self.deliver(&msg).await;
+    }
+
+    /// Offers `msg` to every connection. Waits only for a connection whose
+    /// queue is full while its client may still be draining.
+    async fn deliver(&self, msg: &Bytes) {
+        let shard = self.shard();
         let mut next_key = 0;
         loop {
             let blocked = {
                 let conns = self.conns();
                 let mut blocked = None;
                 for (key, conn) in conns.iter().skip_while(|(k, _)| *k < next_key) {
-                    if let Admission::Wait(deadline) = conn.offer(&msg, shard) {
+                    if let Admission::Wait(deadline) = conn.offer(msg, shard) {
                         blocked = Some((key, Arc::clone(conn), deadline));
                         break;
                     }

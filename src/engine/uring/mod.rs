@@ -62,11 +62,11 @@ pub(crate) fn start(
         quiet_bell: Doorbell::default(),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    for (index, (listener, (outbox, inbox))) in listeners
-        .into_iter()
-        .zip(fanout::mesh(cores, RING_CAPACITY))
-        .enumerate()
-    {
+    // With a cluster, the bridge is one more core of the mesh: it drains a
+    // ring from every core and feeds one to every core.
+    let mut links = fanout::mesh(cores + usize::from(config.cluster.is_some()), RING_CAPACITY);
+    let bridge = config.cluster.is_some().then(|| links.pop()).flatten();
+    for (index, (listener, (outbox, inbox))) in listeners.into_iter().zip(links).enumerate() {
         let pin_to = (!core_ids.is_empty()).then(|| core_ids[index % core_ids.len()]);
         let settings = Settings {
             queue: config.queue,
@@ -121,6 +121,23 @@ pub(crate) fn start(
             .map_err(Error::Thread)?;
     }
     drop(ready_tx);
+    if let (Some(cluster), Some((outbox, inbox))) = (config.cluster.clone(), bridge) {
+        let alive = control.alive.clone();
+        let remote = BridgeRemote {
+            space: outbox.space_waiter(),
+            outbox,
+            stop: control.stop.clone(),
+        };
+        crate::cluster::start(
+            cluster,
+            Arc::clone(metrics),
+            cores,
+            BridgeLocal(inbox),
+            remote,
+            control.stop.clone(),
+            move || drop(alive),
+        )?;
+    }
     for _ in 0..cores {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -392,5 +409,59 @@ impl Core {
         for (_, conn) in self.conns.borrow().iter() {
             conn.wake_writer();
         }
+    }
+}
+
+/// The bridge's view of the cores' rings towards it.
+struct BridgeLocal(Inbox);
+
+impl crate::cluster::LocalLines for BridgeLocal {
+    fn pop(&mut self) -> Option<Bytes> {
+        let peers = self.0.peers();
+        for core in peers {
+            if let Some(line) = self.0.pop_from(core) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    fn release(&mut self) {
+        for core in self.0.peers() {
+            self.0.release(core);
+        }
+    }
+
+    async fn wait(&self, stop: &(dyn Fn() -> bool + Sync)) {
+        self.0.wait_or(stop).await;
+    }
+}
+
+/// The bridge's rings towards every core.
+struct BridgeRemote {
+    outbox: Outbox,
+    space: SpaceWaiter,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl crate::cluster::RemoteLines for BridgeRemote {
+    async fn deliver(&mut self, line: Bytes) {
+        for core in self.outbox.peers() {
+            while self.outbox.try_push(core, line.clone()).is_err() {
+                if self.stop.is_cancelled() {
+                    return; // shutting down: lines from other nodes are not flushed
+                }
+                self.outbox.ring();
+                let outbox = &self.outbox;
+                let stop = &self.stop;
+                self.space
+                    .wait_until(|| outbox.has_room(core) || stop.is_cancelled())
+                    .await;
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        self.outbox.ring();
     }
 }
