@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks ringcast's two engines, uring and tokio, on this machine.
 #
-# Usage: scripts/bench.sh [--quick] [--nc-listeners N] [--out DIR]
+# Usage: scripts/bench.sh [--quick] [--cluster] [--nc-listeners N] [--out DIR]
 #
 # It starts `ringcast serve` for each engine on a free loopback port (both
 # run side by side; an idle server costs nothing), then for each engine:
@@ -26,19 +26,37 @@
 # delivered/s against clients. --quick is a smoke test for CI (under a
 # minute); the full run takes a few minutes.
 #
-# Needs: cargo, python3, nc (netcat-openbsd), setsid (util-linux).
+# --cluster runs, instead of all that, a single-node vs cross-node
+# comparison: it starts its own nats-server on a loopback port and two
+# `ringcast serve --engine uring --cluster nats://...` nodes, A and B (node
+# ids bench-a, bench-b), waits until both report ringcast_cluster_connected
+# 1, then runs clients {100,1000} x 64 B with 10 publishers, at a fixed
+# offered load (1,000,000 deliveries/s: 100 clients x 10 x 1000 lines/s,
+# 1000 clients x 10 x 100 lines/s) and at saturation (--rate max), each
+# cell twice: "cluster-single" (every client on node A) and "cluster-cross"
+# (`ringcast load --connect A,B`: client i on node i mod 2, so publishers
+# and readers are split over the nodes and half of every line's deliveries
+# cross NATS). summary.md gets a table of delivered/s, loss and p99 side by
+# side with cross/single ratios; raw.csv one row per cell (server_cpu_* and
+# server_dropped summed over both nodes, server_dropped including lines the
+# bridges could not forward). Combine with --quick for shorter cells.
+#
+# Needs: cargo, python3, nc (netcat-openbsd), setsid (util-linux); for
+# --cluster, nats-server (apt-get install -y nats-server).
 # The server and the load generator share this machine's cores, so the
 # numbers are for the pair; setup.txt records what else was running.
 
 set -euo pipefail
 
 QUICK=0
+CLUSTER=0
 NC_LISTENERS=""
 OUT=""
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; }
 while (($#)); do
     case "$1" in
     --quick) QUICK=1 ;;
+    --cluster) CLUSTER=1 ;;
     --nc-listeners)
         NC_LISTENERS="${2:?--nc-listeners needs a number}"
         shift
@@ -97,6 +115,10 @@ FIXED_DELIVERIES_64=1000000
 FIXED_DELIVERIES_1024=250000
 MAX_PUBLISHERS=10
 SERVE_FLAGS=(--log info)
+# --cluster: clients per cell, all 64-byte lines.
+CLUSTER_CLIENTS=(100 1000)
+SUMMARY=summary
+((CLUSTER)) && SUMMARY=cluster-summary
 
 if ! [[ "$NC_LISTENERS" =~ ^[1-9][0-9]*$ ]]; then
     echo "bench.sh: --nc-listeners must be a positive whole number" >&2
@@ -112,6 +134,16 @@ for tool in cargo python3 setsid timeout; do
         exit 1
     }
 done
+NATS_SERVER=""
+if ((CLUSTER)); then
+    # Debian installs it in /usr/sbin, which may not be on PATH.
+    NATS_SERVER=$(command -v nats-server || true)
+    [[ -z "$NATS_SERVER" && -x /usr/sbin/nats-server ]] && NATS_SERVER=/usr/sbin/nats-server
+    if [[ -z "$NATS_SERVER" ]]; then
+        echo "bench.sh: --cluster needs nats-server, which is not installed; install it: apt-get install -y nats-server" >&2
+        exit 1
+    fi
+fi
 if ! command -v nc >/dev/null || ! nc -h 2>&1 | grep -q OpenBSD; then
     echo "bench.sh: needs OpenBSD netcat (nc); install it: apt-get install -y netcat-openbsd" >&2
     exit 1
@@ -137,6 +169,7 @@ fi
 T0=$EPOCHREALTIME
 STAMP="$(date +%Y-%m-%d-%H%M%S)-$(hostname -s 2>/dev/null || hostname)"
 ((QUICK)) && STAMP="$STAMP-quick"
+((CLUSTER)) && STAMP="$STAMP-cluster"
 : "${OUT:=$ROOT/bench-results/$STAMP}"
 mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ringcast-bench.XXXXXX")
@@ -411,6 +444,60 @@ def cmd_summary(raw, out, problems):
         L.extend(f"- {p}" for p in probs)
     open(out, "w").write("\n".join(L) + "\n")
 
+def cmd_cluster_summary(raw, out, problems):
+    """summary.md of a --cluster run: single node vs cross-node."""
+    import csv
+    rows = list(csv.DictReader(open(raw))) if os.path.exists(raw) else []
+    def num(r, k):
+        try:
+            return float(r[k])
+        except (KeyError, TypeError, ValueError):
+            return None
+    def pick(scenario, clients, fixed):
+        for r in rows:
+            if r["scenario"] == scenario and r["clients"] == str(clients) and (r["rate"] != "max") == fixed:
+                return r
+        return None
+    def f(v, fmt="{:,.0f}"):
+        return "-" if v is None else fmt.format(v)
+    def ratio(a, b):
+        return "-" if a is None or b in (None, 0) else f"{a / b:.2f}"
+    def ms(r):
+        v = num(r, "p99_us") if r else None
+        return None if v is None else v / 1000
+    clients = sorted({int(r["clients"]) for r in rows if r["scenario"] in ("cluster-single", "cluster-cross")})
+    L = ["# ringcast benchmark summary: cluster\n"]
+    L.append("Two `ringcast serve --engine uring --cluster nats://...` nodes, A and B, sharing lines through one local nats-server, "
+             "on the same machine as the load generator; see setup.txt.\n")
+    L.append("## Cluster: single node vs cross-node\n")
+    L.append("single: every client on node A (node B receives the lines through NATS but has no clients). "
+             "cross: `--connect A,B`, client i on node i mod 2, so publishers and readers are split over the nodes and half of "
+             "every line's deliveries cross NATS. Delivered/s and loss count every client (published x clients expected), "
+             "p99 is send-to-receive latency; cross/single > 1 for delivered/s and < 1 for p99 means cross-node is better. "
+             "Server CPU and drops are summed over both nodes (drops include lines a bridge could not forward).\n")
+    L.append("| load | clients x 64 B | publishers x lines/s | offered deliveries/s | single delivered/s | cross delivered/s | cross/single | "
+             "single loss | cross loss | single p99 ms | cross p99 ms | p99 cross/single | server cores single/cross | drops single/cross |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for fixed in (True, False):
+        for c in clients:
+            a, b = pick("cluster-single", c, fixed), pick("cluster-cross", c, fixed)
+            r0 = a or b
+            if not r0:
+                continue
+            g = lambda r, k: num(r, k) if r else None
+            offered = f(int(r0["publishers"]) * float(r0["rate"]) * c) if fixed else "max"
+            rate = r0["rate"] if fixed else f"max (window {r0['window'] or '-'})"
+            L.append(f"| {'fixed' if fixed else 'saturation'} | {c} | {r0['publishers']} x {rate} | {offered} | "
+                     f"{f(g(a,'delivered_per_s'))} | {f(g(b,'delivered_per_s'))} | {ratio(g(b,'delivered_per_s'), g(a,'delivered_per_s'))} | "
+                     f"{f(g(a,'loss'))} | {f(g(b,'loss'))} | {f(ms(a), '{:,.2f}')} | {f(ms(b), '{:,.2f}')} | {ratio(ms(b), ms(a))} | "
+                     f"{f(g(a,'server_cpu_cores'), '{:.2f}')}/{f(g(b,'server_cpu_cores'), '{:.2f}')} | "
+                     f"{(a or {}).get('server_dropped') or '-'}/{(b or {}).get('server_dropped') or '-'} |")
+    probs = [p for p in open(problems).read().splitlines() if p.strip()]
+    if probs:
+        L.append("\n## Problems during the run\n")
+        L.extend(f"- {p}" for p in probs)
+    open(out, "w").write("\n".join(L) + "\n")
+
 if __name__ == "__main__":
     name, *args = sys.argv[1:]
     globals()["cmd_" + name.replace("-", "_")](*args)
@@ -476,7 +563,7 @@ BIN="$ROOT/target/release/ringcast"
 # -------------------------------------------------------------------- setup
 {
     echo "ringcast benchmark, $(date -Iseconds)"
-    echo "mode: $( ((QUICK)) && echo quick || echo full)"
+    echo "mode: $( ((QUICK)) && echo quick || echo full)$( ((CLUSTER)) && echo ', cluster (single node vs cross-node)')"
     echo "host: $(hostname)"
     echo "cpu: $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
     echo "cores: $(nproc) online ($(grep -c ^processor /proc/cpuinfo) in /proc/cpuinfo)"
@@ -513,16 +600,18 @@ use_engine() {
     METRICS=${S_METRICS[$1]}
 }
 
-start_server() { # engine
-    local engine=$1 log="$OUT/server-$1.log"
-    "$BIN" serve --engine "$engine" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 "${SERVE_FLAGS[@]}" 2>"$log" &
+start_server() { # engine [name [more serve flags...]]; name defaults to the engine
+    local engine=$1 name=${2:-$1}
+    local log="$OUT/server-$name.log"
+    local extra=("${@:3}")
+    "$BIN" serve --engine "$engine" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 "${SERVE_FLAGS[@]}" "${extra[@]}" 2>"$log" &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     local deadline=$((SECONDS + 15))
     ADDR="" METRICS=""
     while [[ -z "$ADDR" || -z "$METRICS" ]]; do
         if ((SECONDS > deadline)) || ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "bench.sh: the $engine server did not start; its log:" >&2
+            echo "bench.sh: the $name server did not start; its log:" >&2
             cat "$log" >&2
             exit 1
         fi
@@ -533,7 +622,7 @@ start_server() { # engine
     PORT=${ADDR##*:}
     until nc -z 127.0.0.1 "$PORT" 2>/dev/null; do
         ((SECONDS > deadline)) && {
-            echo "bench.sh: the $engine server does not accept on $ADDR" >&2
+            echo "bench.sh: the $name server does not accept on $ADDR" >&2
             exit 1
         }
         sleep 0.05
@@ -542,11 +631,11 @@ start_server() { # engine
     helper wait-metric "http://$METRICS/metrics" ringcast_connected_clients eq 0 10
     local threads
     threads=$(sed -n 's/.*serving.* threads=\([0-9]*\).*/\1/p' "$log" | head -n1)
-    echo "engine $engine: pid $SERVER_PID, $ADDR, metrics $METRICS, threads=$threads, log: $(sed -n 's/.*\(serving.*\)/\1/p' "$log" | head -n1)" >>"$OUT/setup.txt"
-    S_PID[$engine]=$SERVER_PID
-    S_ADDR[$engine]=$ADDR
-    S_METRICS[$engine]=$METRICS
-    say "$engine server up on $ADDR (metrics $METRICS, $threads threads)"
+    echo "$([[ "$name" == "$engine" ]] && echo "engine $engine" || echo "node $name (engine $engine${extra:+, ${extra[*]}})"): pid $SERVER_PID, $ADDR, metrics $METRICS, threads=$threads, log: $(sed -n 's/.*\(serving.*\)/\1/p' "$log" | head -n1)" >>"$OUT/setup.txt"
+    S_PID[$name]=$SERVER_PID
+    S_ADDR[$name]=$ADDR
+    S_METRICS[$name]=$METRICS
+    say "$name server up on $ADDR (metrics $METRICS, $threads threads)"
 }
 
 stop_server() { # engine
@@ -576,7 +665,7 @@ check_alive() { # engine
     local rc=0
     wait "$SERVER_PID" 2>/dev/null || rc=$?
     problem "the $1 server (pid $SERVER_PID) is gone, status $rc: it exited or another process killed it; its log ends: $(tail -n 3 "$OUT/server-$1.log" | tr '\n' ' ')"
-    helper summary "$RAW" "$OUT/summary.md" "$PROBLEMS" || true
+    helper "$SUMMARY" "$RAW" "$OUT/summary.md" "$PROBLEMS" || true
     echo "bench.sh: stopped early; partial results in $OUT" >&2
     exit 1
 }
@@ -747,6 +836,143 @@ load_cell() { # engine scenario clients size
     done
     wait_disconnected "$engine"
 }
+
+# ----------------------------------------------------------------- cluster
+# --cluster: single node vs cross-node, on two uring nodes sharing a local
+# nats-server. Runs instead of the engine comparison below, and exits.
+NATS_PID=""
+start_nats() {
+    local log="$OUT/nats-server.log" deadline=$((SECONDS + 15)) port=""
+    "$NATS_SERVER" -a 127.0.0.1 -p -1 2>"$log" &
+    NATS_PID=$!
+    PIDS+=("$NATS_PID")
+    while [[ -z "$port" ]]; do
+        if ((SECONDS > deadline)) || ! kill -0 "$NATS_PID" 2>/dev/null; then
+            echo "bench.sh: nats-server did not start; its log:" >&2
+            cat "$log" >&2
+            exit 1
+        fi
+        sleep 0.05
+        port=$(sed -n 's/.*Listening for client connections on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -n1)
+    done
+    NATS_URL="nats://127.0.0.1:$port"
+    echo "nats-server: pid $NATS_PID, $NATS_URL ($("$NATS_SERVER" --version 2>&1 | head -n1))" >>"$OUT/setup.txt"
+    say "nats-server up on $NATS_URL"
+}
+
+metric_sum() { # name, over both nodes
+    local n total=0 v
+    for n in a b; do
+        v=$(helper metric "http://${S_METRICS[$n]}/metrics" "$1")
+        total=$((total + v))
+    done
+    echo "$total"
+}
+cluster_drops() { echo $(($(metric_sum ringcast_messages_dropped_total) + $(metric_sum ringcast_cluster_dropped_total))); }
+cluster_alive() {
+    local n
+    for n in a b; do
+        use_engine "$n"
+        check_alive "$n"
+    done
+}
+
+cluster_cell() { # single|cross scenario clients
+    local mode=$1 scenario=$2 clients=$3 size=64
+    local pubs=$((clients < MAX_PUBLISHERS ? clients : MAX_PUBLISHERS))
+    local rate=max
+    if [[ "$scenario" == fixed ]]; then
+        rate=$((FIXED_DELIVERIES_64 / (pubs * clients)))
+        ((rate < 1)) && rate=1
+    fi
+    local connect=${S_ADDR[a]}
+    [[ "$mode" == cross ]] && connect="${S_ADDR[a]},${S_ADDR[b]}"
+    local json="$WORK/load.json" err="$WORK/load.err" attempt line n
+    local ticks0 ticks1 m0 m1 t0 wall drop0 drop1 rc
+    for ((attempt = 0; attempt <= RETRIES; attempt++)); do
+        ((QUIET_BUDGET > 0)) && wait_quiet
+        cluster_alive
+        rc=0
+        drop0=$(cluster_drops)
+        t0=$EPOCHREALTIME
+        m0=$(machine_ticks)
+        ticks0=0
+        for n in a b; do ticks0=$((ticks0 + $(cpu_ticks "${S_PID[$n]}"))); done
+        run_child timeout --kill-after=5 $((DURATION + 60)) "$BIN" load --connect "$connect" \
+            --clients "$clients" --publishers "$pubs" --size "$size" --rate "$rate" \
+            --duration "${DURATION}s" --threads "$LOAD_THREADS" --json >"$json" 2>"$err" || rc=$?
+        cluster_alive
+        ticks1=0
+        for n in a b; do ticks1=$((ticks1 + $(cpu_ticks "${S_PID[$n]}"))); done
+        m1=$(machine_ticks)
+        wall=$(elapsed_since "$t0")
+        drop1=$(cluster_drops)
+        local cpu=(server_ticks=$((ticks1 - ticks0)) machine_ticks=$((m1 - m0)) clk_tck="$CLK_TCK" wall_s="$wall")
+        if ((rc != 0)) || ! [[ -s "$json" ]]; then
+            problem "cluster-$mode $scenario ${clients}x${size}B: ringcast load failed (status $rc): $(tr '\n' ' ' <"$err")"
+            helper row "$RAW" engine=uring scenario="cluster-$mode" clients="$clients" publishers="$pubs" \
+                size="$size" rate="$rate" ended=error "${cpu[@]}" server_dropped=$((drop1 - drop0))
+            break
+        fi
+        local retry=()
+        ((attempt < RETRIES)) && retry=(retry_if_busy="$BUSY_CORES")
+        rc=0
+        line=$(helper row "$RAW" engine=uring scenario="cluster-$mode" json="$json" "${cpu[@]}" \
+            server_dropped=$((drop1 - drop0)) "${retry[@]}") || rc=$?
+        say "cluster-$mode $scenario ${clients}x${size}B: $line"
+        ((rc == 3)) || break
+    done
+    for n in a b; do
+        use_engine "$n"
+        wait_disconnected "$n"
+    done
+}
+
+if ((CLUSTER)); then
+    echo "cluster: 2 uring nodes (a: --node-id bench-a, b: --node-id bench-b) on one local nats-server; clients ${CLUSTER_CLIENTS[*]} x 64 B, $MAX_PUBLISHERS publishers, fixed load $FIXED_DELIVERIES_64 deliveries/s and --rate max; single = --connect A, cross = --connect A,B" >>"$OUT/setup.txt"
+    start_nats
+    start_server uring a --cluster "$NATS_URL" --node-id bench-a
+    start_server uring b --cluster "$NATS_URL" --node-id bench-b
+    for n in a b; do
+        if ! helper wait-metric "http://${S_METRICS[$n]}/metrics" ringcast_cluster_connected eq 1 30; then
+            echo "bench.sh: node $n did not join the cluster (ringcast_cluster_connected not 1 after 30 s); its log ends:" >&2
+            tail -n 5 "$OUT/server-$n.log" >&2
+            exit 1
+        fi
+    done
+    say "both nodes report ringcast_cluster_connected 1"
+    order=(single cross)
+    for scenario in fixed saturation; do
+        for clients in "${CLUSTER_CLIENTS[@]}"; do
+            for mode in "${order[@]}"; do
+                cluster_cell "$mode" "$scenario" "$clients"
+            done
+            # Take turns at going first.
+            order=("${order[@]:1}" "${order[0]}")
+        done
+    done
+    for n in a b; do
+        stop_server "$n"
+    done
+    kill -TERM "$NATS_PID" 2>/dev/null || true
+    wait "$NATS_PID" 2>/dev/null || true
+    helper cluster-summary "$RAW" "$OUT/summary.md" "$PROBLEMS"
+    ELAPSED=$(elapsed_since "$T0")
+    {
+        echo "total run time: ${ELAPSED}s"
+        echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "machine waits for quiet: ${QUIET_WAITED}s of ${QUIET_BUDGET}s allowed"
+        echo "raw.csv (cluster rows): server_cpu_cores is both nodes together, over each cell's wall time; server_dropped = ringcast_messages_dropped_total + ringcast_cluster_dropped_total, both nodes"
+    } >>"$OUT/setup.txt"
+    cat "$OUT/summary.md"
+    echo
+    echo "results in $OUT (took ${ELAPSED}s)"
+    if [[ -s "$PROBLEMS" ]]; then
+        echo "bench.sh: problems during the run (listed in summary.md)" >&2
+        exit 1
+    fi
+    exit 0
+fi
 
 # -------------------------------------------------------------------- main
 make_nc_inputs

@@ -30,7 +30,8 @@ pub enum Command {
     /// Generate fan-out load against a running server and report what
     /// arrived.
     ///
-    /// Opens `--clients` connections; the first `--publishers` of them send
+    /// Opens `--clients` connections (spread round-robin over the
+    /// `--connect` addresses, for a cluster); the first `--publishers` of them send
     /// fixed-size, numbered, timestamped lines for `--duration`, and every
     /// connection reads. Reports messages published and delivered, loss,
     /// per-publisher order violations, delivery latency and the generator's
@@ -152,9 +153,15 @@ impl ServeArgs {
 /// `ringcast load` options.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
-    /// Address of the server to load.
-    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_LISTEN)]
-    pub connect: SocketAddr,
+    /// Address of the server to load, or a comma-separated list of the
+    /// addresses of cluster nodes (`127.0.0.1:9001,127.0.0.1:9002`).
+    /// Client i connects to address i mod N, so with several addresses the
+    /// publishers (the first clients) and the readers spread over the
+    /// nodes: publisher 0 on the first, publisher 1 on the second, and so
+    /// on. Loss counts every client missing any publisher's line, whichever
+    /// node it was published on.
+    #[arg(long, value_name = "ADDR[,ADDR...]", default_value = config::DEFAULT_LISTEN)]
+    pub connect: load::Targets,
 
     /// Connections to open. Every one of them reads everything the server
     /// broadcasts; the first `--publishers` of them also send.

@@ -1,7 +1,8 @@
 //! `ringcast load`: the fan-out load generator.
 //!
-//! Opens `clients` connections to a server. The first `publishers` of them
-//! send fixed-size lines; every connection reads what the server broadcasts
+//! Opens `clients` connections to a server, or round-robin over the nodes
+//! of a cluster (client `i` to address `i % n`). The first `publishers` of
+//! them send fixed-size lines; every connection reads what the server broadcasts
 //! and checks it: how many lines arrived, whether each publisher's lines
 //! arrived in order, and how long they took.
 //!
@@ -185,6 +186,68 @@ impl Serialize for Rate {
             Rate::Max => serializer.serialize_str("max"),
             Rate::PerSecond(n) => serializer.serialize_u64(*n),
         }
+    }
+}
+
+/// The servers a run connects to (`--connect`): one address, or several
+/// nodes of a cluster. Client `i` connects to address `i % len`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Targets(Vec<SocketAddr>);
+
+impl Targets {
+    /// The given addresses; `None` if there are none.
+    pub fn new(addrs: Vec<SocketAddr>) -> Option<Self> {
+        (!addrs.is_empty()).then_some(Targets(addrs))
+    }
+
+    /// The addresses, in order.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.0
+    }
+
+    /// The address client `client` connects to.
+    pub fn for_client(&self, client: usize) -> SocketAddr {
+        self.0[client % self.0.len()]
+    }
+}
+
+impl From<SocketAddr> for Targets {
+    fn from(addr: SocketAddr) -> Self {
+        Targets(vec![addr])
+    }
+}
+
+impl FromStr for Targets {
+    type Err = String;
+
+    /// Parses `ADDR[,ADDR...]`; spaces around an address are ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let addrs = s
+            .split(',')
+            .map(|a| {
+                let a = a.trim();
+                if a.is_empty() {
+                    return Err(format!(
+                        "{s:?} has an empty address; use ADDR or ADDR,ADDR,..."
+                    ));
+                }
+                a.parse::<SocketAddr>()
+                    .map_err(|e| format!("{a:?} is not an IP:PORT address: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Targets::new(addrs).ok_or_else(|| "no address given".to_owned())
+    }
+}
+
+impl fmt::Display for Targets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, addr) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{addr}")?;
+        }
+        Ok(())
     }
 }
 
@@ -619,7 +682,7 @@ pub async fn run_with_progress(args: &LoadArgs, progress: bool) -> anyhow::Resul
         "connecting {} clients to {}",
         args.clients, args.connect
     ));
-    let streams = connect_all(args.connect, args.clients).await?;
+    let streams = connect_all(&args.connect, args.clients).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (warm_tx, mut warm_rx) = mpsc::unbounded_channel();
@@ -826,13 +889,15 @@ fn report(args: &LoadArgs, measured: &Measured, stats: Vec<ReaderStats>) -> Repo
     }
 }
 
-/// Opens `clients` connections to `addr`, [`CONNECT_BATCH`] at a time.
-async fn connect_all(addr: SocketAddr, clients: usize) -> anyhow::Result<Vec<Arc<TcpStream>>> {
+/// Opens `clients` connections, client `i` to address `i % n` of
+/// `targets`, [`CONNECT_BATCH`] at a time.
+async fn connect_all(targets: &Targets, clients: usize) -> anyhow::Result<Vec<Arc<TcpStream>>> {
     let mut streams = Vec::with_capacity(clients);
     for from in (0..clients).step_by(CONNECT_BATCH) {
         let to = (from + CONNECT_BATCH).min(clients);
         let mut batch = JoinSet::new();
         for client in from..to {
+            let addr = targets.for_client(client);
             batch.spawn(async move { (client, connect(client, addr).await) });
         }
         let mut got: Vec<Option<TcpStream>> = (from..to).map(|_| None).collect();
@@ -1303,6 +1368,58 @@ mod tests {
         assert_eq!(w(&["--clients", "1000", "--publishers", "10"]), 100);
         assert_eq!(w(&["--clients", "60000", "--publishers", "60000"]), 1);
         assert_eq!(w(&["--clients", "1000", "--window", "7"]), 7);
+    }
+
+    #[test]
+    fn connect_addresses_parse() {
+        let a: SocketAddr = "127.0.0.1:9001".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.1:9002".parse().expect("addr");
+        let c: SocketAddr = "[::1]:9003".parse().expect("addr");
+        let one: Targets = "127.0.0.1:9001".parse().expect("one address");
+        assert_eq!(one.addrs(), [a]);
+        assert_eq!(one.for_client(0), a);
+        assert_eq!(one.for_client(7), a);
+        let two: Targets = "127.0.0.1:9001,127.0.0.1:9002".parse().expect("two");
+        assert_eq!(two.addrs(), [a, b]);
+        let spread: Vec<_> = (0..5).map(|i| two.for_client(i)).collect();
+        assert_eq!(spread, [a, b, a, b, a]);
+        assert_eq!(two.to_string(), "127.0.0.1:9001,127.0.0.1:9002");
+        let three: Targets = " 127.0.0.1:9001 , 127.0.0.1:9002,[::1]:9003"
+            .parse()
+            .expect("spaces and IPv6");
+        assert_eq!(three.addrs(), [a, b, c]);
+        assert_eq!(three.for_client(5), c);
+        assert!("".parse::<Targets>().is_err());
+        assert!("127.0.0.1:9001,".parse::<Targets>().is_err());
+        assert!(",127.0.0.1:9001".parse::<Targets>().is_err());
+        assert!("127.0.0.1:9001,,127.0.0.1:9002".parse::<Targets>().is_err());
+        assert!("127.0.0.1".parse::<Targets>().is_err(), "no port");
+        assert!("localhost:9001".parse::<Targets>().is_err(), "not an IP");
+        assert_eq!(Targets::new(Vec::new()), None);
+        assert_eq!(Targets::from(a), one);
+    }
+
+    #[test]
+    fn connect_flag_takes_a_list() {
+        use clap::Parser as _;
+        let load = |argv: &[&str]| match crate::cli::Cli::try_parse_from(argv) {
+            Ok(crate::cli::Cli {
+                command: crate::cli::Command::Load(a),
+            }) => Ok(a.connect),
+            Ok(_) => unreachable!(),
+            Err(e) => Err(e),
+        };
+        let default = load(&["ringcast", "load"]).expect("default");
+        assert_eq!(default.addrs().len(), 1);
+        let two = load(&[
+            "ringcast",
+            "load",
+            "--connect",
+            "127.0.0.1:9001,127.0.0.1:9002",
+        ])
+        .expect("two addresses");
+        assert_eq!(two.addrs().len(), 2);
+        assert!(load(&["ringcast", "load", "--connect", "127.0.0.1:9001,nope"]).is_err());
     }
 
     #[test]
