@@ -18,6 +18,7 @@ on_both_engines!(
     running_out_of_descriptors_keeps_serving_and_recovers,
     idle_timeout_disconnects_only_silent_clients,
     a_flooding_publisher_does_not_starve_a_quiet_one,
+    five_thousand_idle_clients_cost_no_cpu,
 );
 
 fn past_max_clients_new_connections_are_closed_and_counted(engine: EngineChoice) {
@@ -212,5 +213,77 @@ fn a_flooding_publisher_does_not_starve_a_quiet_one(engine: EngineChoice) {
     assert!(
         worst < Duration::from_millis(100),
         "a quiet client's line took {worst:?} to arrive"
+    );
+}
+
+/// CPU time (user + system, in clock ticks) the process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn five_thousand_idle_clients_cost_no_cpu(engine: EngineChoice) {
+    const IDLE: usize = 5000;
+    let engine = match engine {
+        EngineChoice::Uring => "uring",
+        _ => "tokio",
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "info",
+            "--engine",
+            engine,
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr: std::net::SocketAddr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited early"
+        );
+        if line.contains("serving") {
+            let a = line
+                .split("addr=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            break a.parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let mut idle: Vec<Client> = (0..IDLE).map(|_| Client::connect(addr)).collect();
+    // The last one proves every earlier connection was accepted: accepts are
+    // in order per core, and a round trip needs the server's attention.
+    let mut probe = Client::connect(addr);
+    probe.send(b"ready\n");
+    assert_eq!(probe.read_lines(1), vec![b"ready\n".to_vec()]);
+    wait_for("every idle client to get the probe line", PATIENCE, || {
+        idle.iter_mut()
+            .all(|c| c.read_lines(1) == vec![b"ready\n".to_vec()])
+            .then_some(())
+    });
+    let pid = child.id();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    let _ = child.kill();
+    let _ = child.wait();
+    // No timers or polling per client: an idle server sleeps. One tick is
+    // 10 ms; allow a couple for the runtime's own housekeeping.
+    assert!(
+        used <= 2,
+        "{IDLE} idle clients cost {used} CPU ticks in one second"
     );
 }
