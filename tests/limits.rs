@@ -44,7 +44,26 @@ fn past_max_clients_new_connections_are_closed_and_counted(engine: EngineChoice)
     server.wait_connected(3);
 }
 
+/// Tests that load the machine (thousands of sockets, a flood) take turns,
+/// so one's load does not distort another's timing.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A server child process, killed however the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn running_out_of_descriptors_keeps_serving_and_recovers(engine: EngineChoice) {
+    let _turn = heavy();
     let engine = match engine {
         EngineChoice::Uring => "uring",
         _ => "tokio",
@@ -65,6 +84,7 @@ fn running_out_of_descriptors_keeps_serving_and_recovers(engine: EngineChoice) {
         .spawn()
         .expect("prlimit (util-linux) runs the server");
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let _child = Child(child);
     let addr: std::net::SocketAddr = loop {
         let mut line = String::new();
         assert!(
@@ -128,8 +148,6 @@ fn running_out_of_descriptors_keeps_serving_and_recovers(engine: EngineChoice) {
         let mut buf = [0u8; 64];
         matches!(latecomer.stream.read(&mut buf), Ok(n) if n > 0).then_some(())
     });
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn idle_timeout_disconnects_only_silent_clients(engine: EngineChoice) {
@@ -167,6 +185,7 @@ fn idle_timeout_disconnects_only_silent_clients(engine: EngineChoice) {
 }
 
 fn a_flooding_publisher_does_not_starve_a_quiet_one(engine: EngineChoice) {
+    let _turn = heavy();
     let server = TestServer::start(engine);
     let mut clients = connect_all(&server, 3);
     let mut reader = clients.pop().unwrap();
@@ -192,7 +211,7 @@ fn a_flooding_publisher_does_not_starve_a_quiet_one(engine: EngineChoice) {
             .iter()
             .all(|l| l.starts_with(b"flood"))
     );
-    let mut worst = Duration::ZERO;
+    let mut delays = Vec::new();
     for n in 0..5 {
         let probe = format!("quiet {n}\n").into_bytes();
         let sent = Instant::now();
@@ -204,15 +223,18 @@ fn a_flooding_publisher_does_not_starve_a_quiet_one(engine: EngineChoice) {
             }
             assert!(line.starts_with(b"flood"), "corrupted line {line:?}");
         }
-        worst = worst.max(sent.elapsed());
+        delays.push(sent.elapsed());
     }
     stop.store(true, Ordering::Relaxed);
     drop(flooder);
     drop(reader);
     flood.join().ok();
+    // Starvation would delay every probe; the median shrugs off one unlucky
+    // scheduling hiccup on a busy 2-core machine.
+    delays.sort();
     assert!(
-        worst < Duration::from_millis(100),
-        "a quiet client's line took {worst:?} to arrive"
+        delays[2] < Duration::from_millis(100),
+        "a quiet client's lines took {delays:?} to arrive during a flood"
     );
 }
 
@@ -226,6 +248,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 fn five_thousand_idle_clients_cost_no_cpu(engine: EngineChoice) {
+    let _turn = heavy();
     const IDLE: usize = 5000;
     let engine = match engine {
         EngineChoice::Uring => "uring",
@@ -236,22 +259,24 @@ fn five_thousand_idle_clients_cost_no_cpu(engine: EngineChoice) {
             "serve",
             "--listen",
             "127.0.0.1:0",
-            "--log",
-            "info",
-            "--engine",
-            engine,
+            "--metrics",
+            "127.0.0.1:0",
         ])
+        .args(["--log", "info", "--engine", engine])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr: std::net::SocketAddr = loop {
+    let child = Child(child);
+    // The log names the metrics address first, then the serving address.
+    let mut addrs = Vec::new();
+    while addrs.len() < 2 {
         let mut line = String::new();
         assert!(
             stderr.read_line(&mut line).unwrap() > 0,
             "server exited early"
         );
-        if line.contains("serving") {
+        if line.contains("metrics at") || line.contains("serving") {
             let a = line
                 .split("addr=")
                 .nth(1)
@@ -259,27 +284,24 @@ fn five_thousand_idle_clients_cost_no_cpu(engine: EngineChoice) {
                 .split_whitespace()
                 .next()
                 .unwrap();
-            break a.parse().unwrap();
+            addrs.push(a.parse::<std::net::SocketAddr>().unwrap());
         }
-    };
+    }
+    let (metrics, addr) = (addrs[0], addrs[1]);
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    let mut idle: Vec<Client> = (0..IDLE).map(|_| Client::connect(addr)).collect();
-    // The last one proves every earlier connection was accepted: accepts are
-    // in order per core, and a round trip needs the server's attention.
-    let mut probe = Client::connect(addr);
-    probe.send(b"ready\n");
-    assert_eq!(probe.read_lines(1), vec![b"ready\n".to_vec()]);
-    wait_for("every idle client to get the probe line", PATIENCE, || {
-        idle.iter_mut()
-            .all(|c| c.read_lines(1) == vec![b"ready\n".to_vec()])
-            .then_some(())
+    let _idle: Vec<Client> = (0..IDLE).map(|_| Client::connect(addr)).collect();
+    let want = format!("ringcast_connected_clients {IDLE}");
+    wait_for("every idle client to be registered", PATIENCE, || {
+        let mut s = std::net::TcpStream::connect(metrics).unwrap();
+        std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body.lines().any(|l| l == want).then_some(())
     });
-    let pid = child.id();
+    let pid = child.0.id();
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(pid) - before;
-    let _ = child.kill();
-    let _ = child.wait();
     // No timers or polling per client: an idle server sleeps. One tick is
     // 10 ms; allow a couple for the runtime's own housekeeping.
     assert!(
