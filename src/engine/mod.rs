@@ -162,3 +162,15 @@ pub(crate) const IDLE_TICKS: u64 = 4;
 pub(crate) fn is_idle(stamp: u64, tick: u64) -> bool {
     tick.saturating_sub(stamp) > IDLE_TICKS
 }
+
+/// Waits on `notify` until `ready()` holds. The check comes after the
+/// waiter registers, so a `notify_waiters` in between is never missed.
+pub(crate) async fn notified_until(notify: &::tokio::sync::Notify, ready: impl Fn() -> bool) {
+    loop {
+        let notified = pin!(notify.notified());
+        if ready() {
+            return;
+        }
+        notified.await;
+    }
+}

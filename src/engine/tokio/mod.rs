@@ -19,7 +19,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use self::conn::Conn;
-use super::{CloseReason, Control, accept_until_stopped, is_idle, log_close, sweep_idle_forever};
+use super::{
+    CloseReason, Control, accept_until_stopped, is_idle, log_close, notified_until,
+    sweep_idle_forever,
+};
 use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::Doorbell;
@@ -249,13 +252,7 @@ impl Hub {
     }
 
     async fn wait_changed(&self, ready: impl Fn() -> bool) {
-        loop {
-            let notified = pin!(self.changed.notified());
-            if ready() {
-                return;
-            }
-            notified.await;
-        }
+        notified_until(&self.changed, ready).await;
     }
 
     fn close(&self, conn: &Conn, reason: CloseReason) {

@@ -21,7 +21,10 @@ use slab::Slab;
 use tokio_uring::net::TcpListener;
 
 use self::conn::Conn;
-use super::{CloseReason, Control, accept_until_stopped, is_idle, log_close, sweep_idle_forever};
+use super::{
+    CloseReason, Control, accept_until_stopped, is_idle, log_close, notified_until,
+    sweep_idle_forever,
+};
 use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::{self, Doorbell, Inbox, Outbox, SpaceWaiter};
@@ -272,13 +275,7 @@ impl Core {
     }
 
     async fn wait_changed(&self, ready: impl Fn() -> bool) {
-        loop {
-            let notified = pin!(self.changed.notified());
-            if ready() {
-                return;
-            }
-            notified.await;
-        }
+        notified_until(&self.changed, ready).await;
     }
 
     /// Removes a connection: it gets no more messages, its socket is shut
