@@ -312,6 +312,7 @@ impl Hub {
     async fn deliver(&self, msg: &Bytes) {
         let shard = self.shard();
         let mut next_key = 0;
+        let mut waited = false;
         loop {
             let blocked = {
                 let conns = self.conns();
@@ -325,8 +326,15 @@ impl Hub {
                 blocked
             };
             let Some((key, conn, deadline)) = blocked else {
+                if waited {
+                    // Everyone woken with us gets a turn before we take
+                    // more room: without this, the first publisher woken
+                    // refills the queue alone, round after round.
+                    tokio::task::yield_now().await;
+                }
                 return;
             };
+            waited = true;
             next_key = key;
             conn.wait_room(deadline).await;
         }

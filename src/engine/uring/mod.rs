@@ -308,6 +308,7 @@ impl Core {
     async fn publish(&self, line: Bytes) {
         self.shard().received(line.len());
         let peers = self.outbox.borrow().peers();
+        let mut waited = false;
         for peer in peers {
             loop {
                 if self
@@ -323,9 +324,14 @@ impl Core {
                 self.space
                     .wait_until(|| self.outbox.borrow().has_room(peer))
                     .await;
+                waited = true;
             }
         }
         self.deliver_local(&line).await;
+        if waited {
+            // As in deliver_local: let the other woken publishers take turns.
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Offers `msg` to every connection on this core. Waits only for a
@@ -333,6 +339,7 @@ impl Core {
     async fn deliver_local(&self, msg: &Bytes) {
         let shard = self.shard();
         let mut next_key = 0;
+        let mut waited = false;
         loop {
             let blocked = {
                 let conns = self.conns.borrow();
@@ -346,8 +353,15 @@ impl Core {
                 blocked
             };
             let Some((key, conn, deadline)) = blocked else {
+                if waited {
+                    // Everyone woken with us gets a turn before we take
+                    // more room: without this, the first publisher woken
+                    // refills the queue alone, round after round.
+                    tokio::task::yield_now().await;
+                }
                 return;
             };
+            waited = true;
             // Resume at the blocked connection, which gets the message next.
             next_key = key;
             // Let other cores start on what we pushed before we sleep.
