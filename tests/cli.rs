@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use common::{Client, PATIENCE, wait_for};
+use common::{PATIENCE, ServerProcess, http_get, wait_for};
 
 fn ringcast(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ringcast"))
@@ -118,91 +117,6 @@ fn help_explains_every_option() {
     }
 }
 
-/// A server child process; killed if a test fails before it exits.
-struct ServerProcess {
-    child: Child,
-    addr: std::net::SocketAddr,
-    metrics: String,
-}
-
-impl ServerProcess {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics",
-                "127.0.0.1:0",
-                "--log",
-                "info",
-            ])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The log lines carry the bound addresses: metrics first, then serving.
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let mut metrics = None;
-        let addr = loop {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "server exited before serving"
-            );
-            let field = line
-                .split("addr=")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next());
-            match field {
-                Some(a) if line.contains("metrics at") => metrics = Some(a.to_string()),
-                Some(a) if line.contains("serving") => break a.parse().unwrap(),
-                _ => {}
-            }
-        };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Self {
-            child,
-            addr,
-            metrics: metrics.expect("metrics address logged"),
-        }
-    }
-
-    /// Connects `n` clients and waits until the server has accepted them all.
-    fn connect(&self, n: usize) -> Vec<Client> {
-        let clients = (0..n).map(|_| Client::connect(self.addr)).collect();
-        let want = format!("ringcast_connected_clients {n}");
-        wait_for("clients to be registered", PATIENCE, || {
-            http_get(&self.metrics, "/metrics")
-                .lines()
-                .any(|l| l == want)
-                .then_some(())
-        });
-        clients
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, signal).unwrap();
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        wait_for("the server to exit", PATIENCE, || {
-            self.child.try_wait().unwrap()
-        })
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn signal_stops_the_server_after_flushing(engine: &str, signal: nix::sys::signal::Signal) {
     let mut server = ServerProcess::start(&["--engine", engine, "--drain-timeout", "5s"]);
     let mut clients = server.connect(2);
@@ -266,15 +180,6 @@ fn metrics_endpoint_serves_the_documented_names() {
         );
     }
     assert!(http_get(&metrics, "/other").contains("only GET /metrics"));
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]

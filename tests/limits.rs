@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, TestServer, connect_all, wait_for};
+use common::{Client, PATIENCE, ServerProcess, TestServer, connect_all, wait_for};
 use ringcast::EngineChoice;
 
 on_both_engines!(
@@ -52,16 +51,6 @@ fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A server child process, killed however the test ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn running_out_of_descriptors_keeps_serving_and_recovers(engine: EngineChoice) {
     let _turn = heavy();
     let engine = match engine {
@@ -69,57 +58,21 @@ fn running_out_of_descriptors_keeps_serving_and_recovers(engine: EngineChoice) {
         _ => "tokio",
     };
     // A server child with 40 descriptors: ~20 for itself, the rest for clients.
-    let mut child = Command::new("prlimit")
-        .args(["--nofile=40:40", env!("CARGO_BIN_EXE_ringcast")])
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "info",
-            "--engine",
-            engine,
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("prlimit (util-linux) runs the server");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let _child = Child(child);
-    let addr: std::net::SocketAddr = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited early"
-        );
-        if line.contains("serving") {
-            let a = line
-                .split("addr=")
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap();
-            break a.parse().unwrap();
-        }
+    let server = ServerProcess::start_via(&["prlimit", "--nofile=40:40"], &["--engine", engine]);
+    let addr = server.addr;
+    let warnings = || {
+        let log = server.log.lock().unwrap();
+        log.iter()
+            .filter(|(_, l)| l.contains("accept failed"))
+            .count()
     };
-    let warnings = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
-    std::thread::spawn({
-        let warnings = Arc::clone(&warnings);
-        move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if line.contains("accept failed") {
-                    warnings.lock().unwrap().push((Instant::now(), line));
-                }
-            }
-        }
-    });
     let mut first = Client::connect(addr);
     first.send(b"hello\n");
     assert_eq!(first.read_lines(1), vec![b"hello\n".to_vec()]);
     // More clients than descriptors: the rest wait in the backlog.
     let mut others: Vec<Client> = (0..40).map(|_| Client::connect(addr)).collect();
     wait_for("an accept-failed warning", PATIENCE, || {
-        (!warnings.lock().unwrap().is_empty()).then_some(())
+        (warnings() > 0).then_some(())
     });
     let started = Instant::now();
     // Connected clients are still served while accept keeps failing.
@@ -129,7 +82,7 @@ fn running_out_of_descriptors_keeps_serving_and_recovers(engine: EngineChoice) {
         assert_eq!(first.read_lines(1), vec![line.into_bytes()]);
     }
     std::thread::sleep(Duration::from_millis(1500).saturating_sub(started.elapsed()));
-    let logged = warnings.lock().unwrap().len();
+    let logged = warnings();
     let seconds = started.elapsed().as_secs_f64();
     assert!(
         (logged as f64) <= seconds + 2.0,
@@ -254,51 +207,9 @@ fn five_thousand_idle_clients_cost_no_cpu(engine: EngineChoice) {
         EngineChoice::Uring => "uring",
         _ => "tokio",
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",
-        ])
-        .args(["--log", "info", "--engine", engine])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let child = Child(child);
-    // The log names the metrics address first, then the serving address.
-    let mut addrs = Vec::new();
-    while addrs.len() < 2 {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited early"
-        );
-        if line.contains("metrics at") || line.contains("serving") {
-            let a = line
-                .split("addr=")
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap();
-            addrs.push(a.parse::<std::net::SocketAddr>().unwrap());
-        }
-    }
-    let (metrics, addr) = (addrs[0], addrs[1]);
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    let _idle: Vec<Client> = (0..IDLE).map(|_| Client::connect(addr)).collect();
-    let want = format!("ringcast_connected_clients {IDLE}");
-    wait_for("every idle client to be registered", PATIENCE, || {
-        let mut s = std::net::TcpStream::connect(metrics).unwrap();
-        std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body.lines().any(|l| l == want).then_some(())
-    });
-    let pid = child.0.id();
+    let server = ServerProcess::start(&["--engine", engine]);
+    let _idle = server.connect(IDLE);
+    let pid = server.child.id();
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(pid) - before;

@@ -271,3 +271,123 @@ macro_rules! on_both_engines {
         }
     };
 }
+
+/// A `ringcast serve` child process on 127.0.0.1:0 with metrics on,
+/// killed however the test ends.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub metrics: String,
+    /// Every stderr line logged after startup, with when it arrived.
+    pub log: Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+}
+
+impl ServerProcess {
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_via(&[], args)
+    }
+
+    /// Starts the server through `wrapper` (e.g. `["prlimit", "--nofile=40:40"]`).
+    pub fn start_via(wrapper: &[&str], args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let bin = env!("CARGO_BIN_EXE_ringcast");
+        let (program, pre): (&str, Vec<&str>) = match wrapper.split_first() {
+            Some((first, rest)) => (first, rest.iter().copied().chain([bin]).collect()),
+            None => (bin, Vec::new()),
+        };
+        let mut child = std::process::Command::new(program)
+            .args(pre)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+                "--log",
+                "info",
+            ])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The log lines carry the bound addresses: metrics first, then serving.
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let mut metrics = None;
+        let addr = loop {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "server exited before serving"
+            );
+            let field = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next());
+            match field {
+                Some(a) if line.contains("metrics at") => metrics = Some(a.to_string()),
+                Some(a) if line.contains("serving") => break a.parse().unwrap(),
+                _ => {}
+            }
+        };
+        // Keep reading stderr so the child never blocks on a full pipe.
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        std::thread::spawn({
+            let log = Arc::clone(&log);
+            move || {
+                for line in stderr.lines().map_while(Result::ok) {
+                    log.lock().unwrap().push((Instant::now(), line));
+                }
+            }
+        });
+        Self {
+            child,
+            addr,
+            metrics: metrics.expect("metrics address logged"),
+            log,
+        }
+    }
+
+    /// The current `/metrics` text.
+    pub fn scrape(&self) -> String {
+        http_get(&self.metrics, "/metrics")
+    }
+
+    /// Connects `n` clients and waits until the server has accepted them all.
+    pub fn connect(&self, n: usize) -> Vec<Client> {
+        let clients = (0..n).map(|_| Client::connect(self.addr)).collect();
+        let want = format!("ringcast_connected_clients {n}");
+        wait_for("clients to be registered", PATIENCE, || {
+            self.scrape().lines().any(|l| l == want).then_some(())
+        });
+        clients
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        wait_for("the server to exit", PATIENCE, || {
+            self.child.try_wait().unwrap()
+        })
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.0 GET.
+pub fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
