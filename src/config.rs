@@ -52,6 +52,12 @@ pub struct Config {
     /// How long a client's queue may stay full before the client counts as
     /// stalled and its messages are dropped instead of waited for.
     pub stall_timeout: Duration,
+    /// Longest a write may be held back to carry more messages, while a core
+    /// is busy; zero never holds writes back. See [`crate::coalesce`].
+    pub coalesce: Duration,
+    /// Deliveries per second per core above which a core counts as busy and
+    /// coalesces writes.
+    pub coalesce_above: u64,
     /// How long shutdown may spend flushing queued output.
     pub drain_timeout: Duration,
     /// Most clients connected at once; more are accepted and closed at once.
@@ -75,6 +81,10 @@ pub const DEFAULT_MAX_LINE: usize = 65536;
 pub const DEFAULT_SNDBUF: usize = 64 * 1024;
 /// Default `--stall-timeout`.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_millis(50);
+/// Default `--coalesce`.
+pub const DEFAULT_COALESCE: Duration = Duration::from_millis(1);
+/// Default `--coalesce-above`.
+pub const DEFAULT_COALESCE_ABOVE: u64 = 200_000;
 /// Default `--max-clients`.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// Default `--drain-timeout`.
@@ -90,6 +100,8 @@ impl Default for Config {
             max_line: DEFAULT_MAX_LINE,
             sndbuf: DEFAULT_SNDBUF,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            coalesce: DEFAULT_COALESCE,
+            coalesce_above: DEFAULT_COALESCE_ABOVE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_clients: DEFAULT_MAX_CLIENTS,
             idle_timeout: None,

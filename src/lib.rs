@@ -7,6 +7,8 @@
 //! - [`line`]: the line splitter; pure, no I/O.
 //! - [`limits`]: the client cap, accept backoff and log throttling.
 //! - [`queue`]: the bounded per-connection queue and its drop policy.
+//! - [`coalesce`]: holds writes back briefly while a core is busy, so one
+//!   write carries many lines.
 //! - [`fanout`]: the cross-core mesh of bounded rings with doorbells.
 //! - [`net`]: socket setup (SO_REUSEPORT, SO_SNDBUF) and the io_uring probe.
 //! - [`metrics`]: per-core counters, summed on scrape, and `/metrics`.
@@ -20,6 +22,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod coalesce;
 pub mod config;
 mod engine;
 pub mod error;

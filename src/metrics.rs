@@ -28,6 +28,7 @@ pub struct Shard {
     bytes_received: AtomicU64,
     sent: AtomicU64,
     bytes_sent: AtomicU64,
+    batches: AtomicU64,
     dropped: AtomicU64,
     too_long: AtomicU64,
     rejected: AtomicU64,
@@ -57,10 +58,12 @@ impl Shard {
         bump(&self.received, 1);
         bump(&self.bytes_received, bytes as u64);
     }
-    /// `messages` messages totalling `bytes` were handed to one client's socket.
+    /// One batch of `messages` messages totalling `bytes` was handed to one
+    /// client's socket.
     pub fn sent(&self, messages: usize, bytes: usize) {
         bump(&self.sent, messages as u64);
         bump(&self.bytes_sent, bytes as u64);
+        bump(&self.batches, 1);
     }
     /// A message was dropped for one slow client.
     pub fn dropped(&self) {
@@ -103,6 +106,9 @@ pub struct Totals {
     pub sent: u64,
     /// Bytes handed to the kernel.
     pub bytes_sent: u64,
+    /// Write batches handed to the kernel: `sent / batches` is how many
+    /// messages a write carried on average.
+    pub batches: u64,
     /// Messages dropped for slow receivers, once per receiver.
     pub dropped: u64,
     /// Clients disconnected for overlong lines.
@@ -156,6 +162,7 @@ impl Metrics {
             t.bytes_received += s.bytes_received.load(Relaxed);
             t.sent += s.sent.load(Relaxed);
             t.bytes_sent += s.bytes_sent.load(Relaxed);
+            t.batches += s.batches.load(Relaxed);
             t.dropped += s.dropped.load(Relaxed);
             t.lines_too_long += s.too_long.load(Relaxed);
             t.rejected += s.rejected.load(Relaxed);
@@ -223,6 +230,11 @@ impl Collector for Collect {
                 "ringcast_bytes_sent",
                 "Bytes handed to the kernel",
                 t.bytes_sent,
+            ),
+            (
+                "ringcast_write_batches",
+                "Batches of messages handed to a client's socket, one write each unless the socket took part of it",
+                t.batches,
             ),
             (
                 "ringcast_lines_too_long",
@@ -374,13 +386,14 @@ mod tests {
         m.shard(1).closed();
         m.shard(0).received(10);
         m.shard(2).sent(3, 30);
+        m.shard(0).sent(1, 10);
         m.shard(1).dropped();
         m.shard(5).too_long(); // wraps to shard 2
         let t = m.totals();
         assert_eq!(t.connected, 2);
         assert_eq!(t.accepted, 3);
         assert_eq!((t.received, t.bytes_received), (1, 10));
-        assert_eq!((t.sent, t.bytes_sent), (3, 30));
+        assert_eq!((t.sent, t.bytes_sent, t.batches), (4, 40, 2));
         assert_eq!((t.dropped, t.lines_too_long), (1, 1));
     }
 
@@ -398,6 +411,7 @@ mod tests {
             "ringcast_messages_dropped_total 0",
             "ringcast_bytes_received_total 0",
             "ringcast_bytes_sent_total 40",
+            "ringcast_write_batches_total 1",
             "ringcast_lines_too_long_total 0",
             "ringcast_connections_rejected_total 0",
         ] {

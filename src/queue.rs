@@ -41,6 +41,8 @@ pub enum Admission {
 #[derive(Debug)]
 pub struct OutQueue {
     items: VecDeque<Bytes>,
+    /// Total length of `items`.
+    bytes: usize,
     capacity: usize,
     stall_timeout: Duration,
     /// When the queue last became full with no batch taken since.
@@ -55,6 +57,7 @@ impl OutQueue {
     pub fn new(capacity: usize, stall_timeout: Duration) -> Self {
         Self {
             items: VecDeque::new(),
+            bytes: 0,
             capacity: capacity.max(1),
             stall_timeout,
             full_since: None,
@@ -67,6 +70,7 @@ impl OutQueue {
     pub fn offer(&mut self, msg: &Bytes, now: impl FnOnce() -> Instant) -> Admission {
         if self.items.len() < self.capacity {
             self.items.push_back(msg.clone());
+            self.bytes += msg.len();
             if self.items.len() == self.capacity && self.full_since.is_none() {
                 self.full_since = Some(now());
             }
@@ -101,6 +105,7 @@ impl OutQueue {
                 break;
             }
             out.extend_from_slice(msg);
+            self.bytes -= msg.len();
             self.items.pop_front();
             moved += 1;
         }
@@ -128,6 +133,16 @@ impl OutQueue {
         self.items.len()
     }
 
+    /// Total bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Most messages the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
@@ -136,6 +151,7 @@ impl OutQueue {
     /// Drops everything queued (the connection is going away).
     pub fn clear(&mut self) {
         self.items.clear();
+        self.bytes = 0;
     }
 }
 
@@ -215,6 +231,7 @@ mod tests {
         for m in ["0123456789\n", "ab\n", "cd\n"] {
             q.offer(&msg(m), || t0);
         }
+        assert_eq!(q.bytes(), 17);
         let mut out = Vec::new();
         assert_eq!(
             q.take_batch(&mut out, 4),
@@ -226,6 +243,7 @@ mod tests {
         assert_eq!(q.take_batch(&mut out, 6), 2);
         assert_eq!(out, b"ab\ncd\n");
         assert!(q.is_empty());
+        assert_eq!(q.bytes(), 0);
     }
 
     #[test]

@@ -172,6 +172,7 @@ fn metrics_endpoint_serves_the_documented_names() {
         "ringcast_messages_dropped_total 0",
         "ringcast_bytes_received_total 3",
         "ringcast_bytes_sent_total 3",
+        "ringcast_write_batches_total 1",
         "ringcast_lines_too_long_total 0",
     ] {
         assert!(

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::Hub;
+use crate::coalesce::push_wakes_writer;
 use crate::engine::{CloseReason, LINE_BUDGET, READ_MIN, WRITE_BATCH, next_read_size};
 use crate::line::LineSplitter;
 use crate::metrics::Shard;
@@ -106,7 +107,9 @@ impl Conn {
             return Admission::Queued;
         }
         let admission = state.queue.offer(msg, Instant::now);
-        let wake = admission == Admission::Queued && state.queue.len() == 1;
+        let queue = &state.queue;
+        let wake = admission == Admission::Queued
+            && push_wakes_writer(queue.len(), queue.bytes(), msg.len(), queue.capacity());
         drop(state);
         match admission {
             Admission::Queued if wake => self.writer.notify_one(),
@@ -197,23 +200,45 @@ pub(super) async fn read_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
 
 pub(super) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
     let mut buf: Vec<u8> = Vec::new();
+    // A flush came while this writer waited to coalesce: write what is queued.
+    let mut flush_due = false;
     loop {
         let messages = loop {
-            {
+            let wait_for_flush = {
                 let mut state = conn.state();
                 if state.closed {
                     return;
                 }
-                if !state.queue.is_empty() {
-                    break state.queue.take_batch(&mut buf, WRITE_BATCH);
+                let queue = &state.queue;
+                if !queue.is_empty() {
+                    // While the runtime is busy, let a short queue fill up a
+                    // little more before writing it.
+                    if flush_due
+                        || !hub
+                            .coalescer
+                            .should_wait(queue.len(), queue.bytes(), queue.capacity())
+                    {
+                        break state.queue.take_batch(&mut buf, WRITE_BATCH);
+                    }
+                    true
+                } else if hub.flushing.load(Ordering::SeqCst) {
+                    drop(state);
+                    hub.close(&conn, CloseReason::Shutdown);
+                    return;
+                } else {
+                    false
                 }
+            };
+            if wait_for_flush {
+                tokio::select! {
+                    () = hub.coalescer.next_flush() => flush_due = true,
+                    () = conn.writer.notified() => {}
+                }
+            } else {
+                conn.writer.notified().await;
             }
-            if hub.flushing.load(Ordering::SeqCst) {
-                hub.close(&conn, CloseReason::Shutdown);
-                return;
-            }
-            conn.writer.notified().await;
         };
+        flush_due = false;
         conn.room.notify_waiters();
         let mut written = 0;
         while written < buf.len() {

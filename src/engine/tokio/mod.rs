@@ -23,6 +23,7 @@ use super::{
     CloseReason, Control, accept_until_stopped, is_idle, log_close, notified_until,
     sweep_idle_forever,
 };
+use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::Doorbell;
@@ -72,6 +73,12 @@ pub(crate) fn start(
         gate: Gate::new(config.max_clients),
         idle_timeout: config.idle_timeout,
         tick: AtomicU64::new(0),
+        // One pacer for the whole runtime: busy means busy for all its
+        // threads together.
+        coalescer: Coalescer::new(
+            config.coalesce,
+            config.coalesce_above.saturating_mul(threads as u64),
+        ),
         cluster_out: config.cluster.as_ref().map(|_| {
             Arc::new(ClusterOut {
                 lines: ArrayQueue::new(CLUSTER_QUEUE),
@@ -136,6 +143,8 @@ struct Hub {
     idle_timeout: Option<Duration>,
     /// Advanced by the idle sweeper; readers stamp it on their connection.
     tick: AtomicU64,
+    /// Holds writes back briefly while the runtime is busy.
+    coalescer: Coalescer,
     /// Local lines on their way to the cluster bridge.
     cluster_out: Option<Arc<ClusterOut>>,
 }
@@ -203,6 +212,8 @@ impl Hub {
         if let Some(timeout) = self.idle_timeout {
             tokio::spawn(Arc::clone(&self).sweep_idle(timeout));
         }
+        let hub = Arc::clone(&self);
+        tokio::spawn(async move { hub.coalescer.run().await });
         accept_until_stopped(
             0,
             stop,
@@ -311,6 +322,7 @@ impl Hub {
     /// queue is full while its client may still be draining.
     async fn deliver(&self, msg: &Bytes) {
         let shard = self.shard();
+        self.coalescer.delivered(self.conns().len());
         let mut next_key = 0;
         let mut waited = false;
         loop {

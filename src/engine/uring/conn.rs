@@ -13,6 +13,7 @@ use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
 use super::Core;
+use crate::coalesce::push_wakes_writer;
 use crate::engine::{CloseReason, LINE_BUDGET, READ_MIN, WRITE_BATCH, next_read_size};
 use crate::line::LineSplitter;
 use crate::metrics::Shard;
@@ -98,13 +99,24 @@ impl Conn {
         let mut queue = self.queue.borrow_mut();
         let admission = queue.offer(msg, Instant::now);
         match admission {
-            // Wake the writer only when the queue becomes non-empty: a busy
-            // writer comes back for the rest by itself.
-            Admission::Queued if queue.len() == 1 => self.writer.notify_one(),
+            // Wake the writer only when the queue becomes non-empty, or
+            // reaches a mark where a writer waiting to coalesce should go: a
+            // busy writer comes back for the rest by itself.
+            Admission::Queued
+                if push_wakes_writer(queue.len(), queue.bytes(), msg.len(), queue.capacity()) =>
+            {
+                self.writer.notify_one();
+            }
             Admission::Queued | Admission::Wait(_) => {}
             Admission::Dropped => shard.dropped(),
         }
         admission
+    }
+
+    fn should_coalesce(&self, core: &Core) -> bool {
+        let queue = self.queue.borrow();
+        core.coalescer
+            .should_wait(queue.len(), queue.bytes(), queue.capacity())
     }
 
     /// Waits until the queue has room, the client is marked stalled, the
@@ -204,6 +216,16 @@ pub(super) async fn write_loop(core: Rc<Core>, conn: Rc<Conn>) {
                 return;
             }
             conn.writer.notified().await;
+        }
+        // While the core is busy, let a short queue fill up a little more.
+        while !conn.closed.get() && conn.should_coalesce(&core) {
+            tokio::select! {
+                () = core.coalescer.next_flush() => break,
+                () = conn.writer.notified() => {}
+            }
+        }
+        if conn.closed.get() {
+            return;
         }
         let messages = conn.queue.borrow_mut().take_batch(&mut buf, WRITE_BATCH);
         conn.room.notify_waiters();

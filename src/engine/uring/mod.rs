@@ -25,6 +25,7 @@ use super::{
     CloseReason, Control, accept_until_stopped, is_idle, log_close, notified_until,
     sweep_idle_forever,
 };
+use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::{self, Doorbell, Inbox, Outbox, SpaceWaiter};
@@ -76,6 +77,8 @@ pub(crate) fn start(
             max_line: config.max_line,
             stall_timeout: config.stall_timeout,
             idle_timeout: config.idle_timeout,
+            coalesce: config.coalesce,
+            coalesce_above: config.coalesce_above,
         };
         let (metrics, control, shared, ready_tx) = (
             Arc::clone(metrics),
@@ -118,6 +121,7 @@ pub(crate) fn start(
                     next_id: Cell::new(0),
                     tick: Cell::new(0),
                     changed: tokio::sync::Notify::new(),
+                    coalescer: Coalescer::new(settings.coalesce, settings.coalesce_above),
                 });
                 runtime.block_on(core.run(listener, inbox, control));
             })
@@ -161,6 +165,8 @@ struct Settings {
     max_line: usize,
     stall_timeout: Duration,
     idle_timeout: Option<Duration>,
+    coalesce: Duration,
+    coalesce_above: u64,
 }
 
 /// One core: its connections, its rings, its counters.
@@ -185,6 +191,8 @@ struct Core {
     tick: Cell<u64>,
     /// Wakes the core's main task when a reader exits or a connection closes.
     changed: tokio::sync::Notify,
+    /// Holds this core's writes back briefly while it is busy.
+    coalescer: Coalescer,
 }
 
 impl Core {
@@ -196,6 +204,8 @@ impl Core {
         let _alive = control.alive;
         let listener = TcpListener::from_std(listener);
         tokio_uring::spawn(Rc::clone(&self).drain_rings(inbox));
+        let core = Rc::clone(&self);
+        tokio_uring::spawn(async move { core.coalescer.run().await });
         if let Some(timeout) = self.settings.idle_timeout {
             tokio_uring::spawn(Rc::clone(&self).sweep_idle(timeout));
         }
@@ -338,6 +348,7 @@ impl Core {
     /// connection whose queue is full while its socket is still draining.
     async fn deliver_local(&self, msg: &Bytes) {
         let shard = self.shard();
+        self.coalescer.delivered(self.conns.borrow().len());
         let mut next_key = 0;
         let mut waited = false;
         loop {

@@ -1,0 +1,265 @@
+//! Write coalescing under heavy fan-out.
+//!
+//! Every socket write costs the same kernel work whether it carries one
+//! message or fifty, and on a busy server that work is most of the CPU:
+//! a line to 1,000 clients is 1,000 writes. When lines arrive in quick
+//! succession, writing each one at once means many writes of one line each.
+//!
+//! A [`Coalescer`] trades a little latency for far fewer writes, but only
+//! while a runtime (a core on `uring`, the whole runtime on `tokio`) is busy:
+//!
+//! - **Busy** means more than `busy_above` deliveries (messages offered to
+//!   client queues) per second over the last [`WINDOW`]. Deliveries, not
+//!   writes, so that coalescing does not switch itself off.
+//! - While busy, a writer that wakes to a short queue waits for the next
+//!   flush, which comes `delay` after the first writer asked for one, and
+//!   then every waiting writer writes what has piled up in one write each.
+//! - A queue holding a quarter of its capacity, or [`FLUSH_BYTES`], is
+//!   written at once: coalescing never makes a queue fill up and never
+//!   holds back a client that is receiving a lot anyway.
+//! - While not busy, writes go at once: a lightly loaded server adds no
+//!   latency.
+//!
+//! `delay` zero turns coalescing off; `busy_above` zero coalesces always.
+
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// How often the busy state is re-evaluated, at most.
+pub const WINDOW: Duration = Duration::from_millis(100);
+/// A queue holding at least this many bytes is written at once.
+pub const FLUSH_BYTES: usize = 16 * 1024;
+
+/// One runtime's write pacer. See the module documentation.
+#[derive(Debug)]
+pub struct Coalescer {
+    delay: Duration,
+    /// Deliveries per [`WINDOW`] above which the runtime counts as busy.
+    busy_above: u64,
+    origin: Instant,
+    /// Start of the current window, in nanoseconds since `origin`.
+    window_start: AtomicU64,
+    /// Deliveries counted in the current window.
+    delivered: AtomicU64,
+    busy: AtomicBool,
+    /// A writer is waiting for a flush.
+    wanted: Notify,
+    /// The flush: every waiting writer may write now.
+    go: Notify,
+}
+
+impl Coalescer {
+    /// A coalescer that holds writes back by up to `delay` while the runtime
+    /// delivers more than `busy_above_per_s` messages per second.
+    pub fn new(delay: Duration, busy_above_per_s: u64) -> Self {
+        let per_window =
+            u128::from(busy_above_per_s) * WINDOW.as_nanos() / Duration::from_secs(1).as_nanos();
+        Self {
+            delay,
+            busy_above: u64::try_from(per_window).unwrap_or(u64::MAX),
+            origin: Instant::now(),
+            window_start: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            wanted: Notify::new(),
+            go: Notify::new(),
+        }
+    }
+
+    /// True when coalescing can ever happen.
+    pub fn enabled(&self) -> bool {
+        !self.delay.is_zero()
+    }
+
+    /// Counts `n` messages offered to client queues.
+    pub fn delivered(&self, n: usize) {
+        if self.enabled() {
+            self.delivered.fetch_add(n as u64, Relaxed);
+        }
+    }
+
+    /// Whether a writer whose queue holds `messages` messages and `bytes`
+    /// bytes, of at most `capacity`, should wait for the next flush.
+    pub fn should_wait(&self, messages: usize, bytes: usize, capacity: usize) -> bool {
+        self.should_wait_at(messages, bytes, capacity, self.now_ns())
+    }
+
+    fn should_wait_at(&self, messages: usize, bytes: usize, capacity: usize, now: u64) -> bool {
+        self.enabled()
+            && bytes < FLUSH_BYTES
+            && messages < flush_mark(capacity)
+            && self.is_busy(now)
+    }
+
+    /// Waits for the next flush, asking for one.
+    pub async fn next_flush(&self) {
+        let mut go = pin!(self.go.notified());
+        go.as_mut().enable();
+        self.wanted.notify_one();
+        go.await;
+    }
+
+    /// Runs the flushes: once a writer waits, lets `delay` pass, then lets
+    /// every waiting writer go. Never returns; spawn it on the runtime.
+    pub async fn run(&self) {
+        if !self.enabled() {
+            return;
+        }
+        loop {
+            self.wanted.notified().await;
+            tokio::time::sleep(self.delay).await;
+            self.go.notify_waiters();
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The busy state at `now` (nanoseconds since `origin`), first closing
+    /// the window if it is over. A window that ran long (the runtime was
+    /// idle) has a low rate, so the first write after a quiet spell goes at
+    /// once.
+    fn is_busy(&self, now: u64) -> bool {
+        if self.busy_above == 0 {
+            return true;
+        }
+        let start = self.window_start.load(Relaxed);
+        let elapsed = now.saturating_sub(start);
+        let window = u64::try_from(WINDOW.as_nanos()).unwrap_or(u64::MAX);
+        if elapsed >= window
+            && self
+                .window_start
+                .compare_exchange(start, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            let delivered = self.delivered.swap(0, Relaxed);
+            // Scale to a full window: busy if the rate is above the mark.
+            let busy = u128::from(delivered) * u128::from(window)
+                > u128::from(self.busy_above) * u128::from(elapsed);
+            self.busy.store(busy, Relaxed);
+        }
+        self.busy.load(Relaxed)
+    }
+}
+
+/// Queue length from which a queue is written without waiting: a quarter
+/// of its capacity, at least one message.
+pub fn flush_mark(capacity: usize) -> usize {
+    (capacity / 4).max(1)
+}
+
+/// Whether a push of `added` bytes, which left a queue of at most
+/// `capacity` messages holding `messages` messages and `bytes` bytes, must
+/// wake the queue's writer: the queue was empty, or has just reached a
+/// flush mark, so a writer waiting for a flush may go at once.
+pub fn push_wakes_writer(messages: usize, bytes: usize, added: usize, capacity: usize) -> bool {
+    messages == 1
+        || messages == flush_mark(capacity)
+        || (bytes >= FLUSH_BYTES && bytes - added < FLUSH_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn idle_then_busy_then_idle_again() {
+        // Busy above 1,000 deliveries/s: 100 per 100 ms window.
+        let c = Coalescer::new(Duration::from_millis(1), 1_000);
+        assert!(!c.is_busy(0));
+        c.delivered(150);
+        assert!(!c.is_busy(50 * MS), "the window is not over yet");
+        assert!(c.is_busy(100 * MS), "150 in 100 ms is over the mark");
+        c.delivered(50);
+        assert!(c.is_busy(150 * MS), "the state holds within a window");
+        assert!(!c.is_busy(200 * MS), "50 in 100 ms is under the mark");
+    }
+
+    #[test]
+    fn a_long_quiet_spell_is_not_busy() {
+        let c = Coalescer::new(Duration::from_millis(1), 1_000);
+        c.delivered(150);
+        assert!(c.is_busy(100 * MS));
+        // 150 more, but over ten windows: a low rate.
+        c.delivered(150);
+        assert!(!c.is_busy(1_100 * MS));
+    }
+
+    #[test]
+    fn full_queues_and_big_queues_never_wait() {
+        let c = Coalescer::new(Duration::from_millis(1), 1_000);
+        c.delivered(150);
+        let (capacity, now) = (100, 100 * MS);
+        assert_eq!(flush_mark(capacity), 25);
+        assert!(c.should_wait_at(1, 64, capacity, now));
+        assert!(c.should_wait_at(24, 24 * 64, capacity, now));
+        assert!(
+            !c.should_wait_at(25, 25 * 64, capacity, now),
+            "a quarter full"
+        );
+        assert!(
+            !c.should_wait_at(2, FLUSH_BYTES, capacity, now),
+            "16 KiB queued"
+        );
+    }
+
+    #[test]
+    fn pushes_wake_the_writer_on_the_first_message_and_at_the_marks() {
+        let wakes: Vec<usize> = (1..=100)
+            .filter(|&n| push_wakes_writer(n, n * 64, 64, 100))
+            .collect();
+        assert_eq!(wakes, [1, 25]);
+        // 1 KiB lines cross 16 KiB at the 16th.
+        let wakes: Vec<usize> = (1..=100)
+            .filter(|&n| push_wakes_writer(n, n * 1024, 1024, 100))
+            .collect();
+        assert_eq!(wakes, [1, 16, 25]);
+    }
+
+    #[test]
+    fn a_zero_mark_is_always_busy() {
+        let c = Coalescer::new(Duration::from_millis(1), 0);
+        assert!(c.is_busy(0));
+        assert!(c.should_wait_at(1, 1, 100, 0));
+    }
+
+    #[test]
+    fn zero_delay_turns_it_off() {
+        let c = Coalescer::new(Duration::ZERO, 0);
+        c.delivered(1_000_000);
+        assert!(!c.enabled());
+        assert!(!c.should_wait(1, 1, 100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_comes_delay_after_the_first_request() {
+        let c = std::sync::Arc::new(Coalescer::new(Duration::from_millis(5), 0));
+        let runner = tokio::spawn({
+            let c = std::sync::Arc::clone(&c);
+            async move { c.run().await }
+        });
+        let start = tokio::time::Instant::now();
+        let a = tokio::spawn({
+            let c = std::sync::Arc::clone(&c);
+            async move { c.next_flush().await }
+        });
+        let b = tokio::spawn({
+            let c = std::sync::Arc::clone(&c);
+            async move { c.next_flush().await }
+        });
+        a.await.expect("first writer");
+        b.await.expect("second writer");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(5),
+            "one flush for both"
+        );
+        runner.abort();
+    }
+}

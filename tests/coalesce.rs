@@ -1,0 +1,80 @@
+//! Write coalescing (`--coalesce`, `--coalesce-above`) on both engines: a
+//! busy server gathers lines into fewer writes, a full-ish queue never
+//! waits, and a lightly loaded server writes each line at once.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, connect_all};
+use ringcast::EngineChoice;
+
+on_both_engines!(
+    a_busy_server_gathers_lines_into_fewer_writes,
+    a_quarter_full_queue_is_written_without_waiting,
+    a_lightly_loaded_server_writes_each_line_at_once,
+);
+
+const CLIENTS: usize = 3;
+const LINES: usize = 5;
+
+fn a_busy_server_gathers_lines_into_fewer_writes(engine: EngineChoice) {
+    // Always busy, and a flush window far longer than the test takes to send.
+    let server = TestServer::start_with(engine, |c| {
+        c.coalesce = Duration::from_millis(300);
+        c.coalesce_above = 0;
+    });
+    let mut clients = connect_all(&server, CLIENTS);
+    for n in 0..LINES {
+        clients[0].send(format!("line {n}\n").as_bytes());
+        // One line at a time into the server, so each would be its own
+        // write without coalescing.
+        server.wait_totals("the line read", |t| t.received == n as u64 + 1);
+    }
+    for c in &mut clients {
+        assert_eq!(c.read_lines(LINES).len(), LINES);
+    }
+    let t = server.wait_totals("all sent", |t| t.sent == (CLIENTS * LINES) as u64);
+    // One write per client, or two if a flush fell between two lines.
+    assert!(
+        t.batches <= 2 * CLIENTS as u64,
+        "{} messages took {} writes",
+        t.sent,
+        t.batches
+    );
+}
+
+fn a_quarter_full_queue_is_written_without_waiting(engine: EngineChoice) {
+    // A flush would take a minute, far past the test's patience; a queue of
+    // 8 goes out at once from 2 messages.
+    let server = TestServer::start_with(engine, |c| {
+        c.coalesce = Duration::from_secs(60);
+        c.coalesce_above = 0;
+        c.queue = 8;
+    });
+    let mut clients = connect_all(&server, CLIENTS);
+    clients[0].send(b"one\n");
+    // The writers now wait for a flush; the second line must wake them.
+    server.wait_totals("the first line read", |t| t.received == 1);
+    clients[0].send(b"two\n");
+    for c in &mut clients {
+        assert_eq!(c.read_lines(2), vec![b"one\n".to_vec(), b"two\n".to_vec()]);
+    }
+}
+
+fn a_lightly_loaded_server_writes_each_line_at_once(engine: EngineChoice) {
+    // The default busy mark, and a flush a minute away: a line held back
+    // for a flush would outlast the test's patience. Each line is sent only
+    // once every client has the previous one.
+    let server = TestServer::start_with(engine, |c| c.coalesce = Duration::from_secs(60));
+    let mut clients = connect_all(&server, CLIENTS);
+    for n in 0..LINES {
+        clients[0].send(format!("line {n}\n").as_bytes());
+        for c in &mut clients {
+            assert_eq!(c.read_lines(1).len(), 1);
+        }
+    }
+    let t = server.wait_totals("all sent", |t| t.sent == (CLIENTS * LINES) as u64);
+    assert_eq!(t.batches, t.sent, "one write per line");
+}
