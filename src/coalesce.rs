@@ -102,15 +102,16 @@ impl Coalescer {
         go.await;
     }
 
-    /// Runs the flushes: once a writer waits, lets `delay` pass, then lets
-    /// every waiting writer go. Never returns; spawn it on the runtime.
-    pub async fn run(&self) {
+    /// Runs the flushes: once a writer waits, lets `delay` pass on `timer`,
+    /// then lets every waiting writer go. Never returns; spawn it on the
+    /// runtime.
+    pub async fn run(&self, mut timer: impl Timer) {
         if !self.enabled() {
             return;
         }
         loop {
             self.wanted.notified().await;
-            tokio::time::sleep(self.delay).await;
+            timer.sleep(self.delay).await;
             self.go.notify_waiters();
         }
     }
@@ -143,6 +144,78 @@ impl Coalescer {
             self.busy.store(busy, Relaxed);
         }
         self.busy.load(Relaxed)
+    }
+}
+
+/// What a [`Coalescer`] sleeps on between a writer's request and the flush.
+///
+/// The runtimes' own timers tick in milliseconds and fire late on a busy
+/// core; a flush delay is a fraction of a millisecond, so each engine waits
+/// on a [`FlushTimer`] (a timerfd) its own way.
+pub trait Timer {
+    /// Returns once `after` has passed.
+    fn sleep(&mut self, after: Duration) -> impl std::future::Future<Output = ()>;
+}
+
+/// Millisecond timers from the tokio runtime: the fallback when no timerfd
+/// can be had.
+#[derive(Debug, Default)]
+pub struct TokioTimer;
+
+impl Timer for TokioTimer {
+    async fn sleep(&mut self, after: Duration) {
+        tokio::time::sleep(after).await;
+    }
+}
+
+/// A one-shot timer with microsecond resolution: a timerfd on the
+/// monotonic clock, which becomes readable when it expires.
+#[derive(Debug)]
+pub struct FlushTimer(nix::sys::timerfd::TimerFd);
+
+impl FlushTimer {
+    /// A disarmed timer. `nonblocking` for readiness-based runtimes (epoll);
+    /// io_uring waits on a blocking one.
+    pub fn new(nonblocking: bool) -> std::io::Result<Self> {
+        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
+        let mut flags = TimerFlags::TFD_CLOEXEC;
+        if nonblocking {
+            flags |= TimerFlags::TFD_NONBLOCK;
+        }
+        Ok(Self(TimerFd::new(ClockId::CLOCK_MONOTONIC, flags)?))
+    }
+
+    /// Arms the timer to expire once, `after` from now (at least 1 ns, since
+    /// zero would disarm it).
+    pub fn arm(&self, after: Duration) -> std::io::Result<()> {
+        use nix::sys::time::TimeSpec;
+        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+        let after = after.max(Duration::from_nanos(1));
+        self.0.set(
+            Expiration::OneShot(TimeSpec::from_duration(after)),
+            TimerSetTimeFlags::empty(),
+        )?;
+        Ok(())
+    }
+
+    /// The timer's file descriptor, to wait on.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.0.as_fd()
+    }
+
+    /// Reads and resets the expiration count; `WouldBlock` on a
+    /// non-blocking timer that has not expired.
+    pub fn expirations(&self) -> std::io::Result<u64> {
+        let mut count = [0u8; 8];
+        nix::unistd::read(self.fd(), &mut count)?;
+        Ok(u64::from_ne_bytes(count))
+    }
+}
+
+impl std::os::fd::AsRawFd for FlushTimer {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd().as_raw_fd()
     }
 }
 
@@ -230,6 +303,25 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_flush_timer_expires_once_after_its_delay() {
+        let timer = FlushTimer::new(false).unwrap();
+        let start = Instant::now();
+        timer.arm(Duration::from_micros(300)).unwrap();
+        let mut expirations = [0u8; 8];
+        let n = nix::unistd::read(timer.fd(), &mut expirations).unwrap();
+        assert_eq!(n, 8);
+        assert_eq!(u64::from_ne_bytes(expirations), 1);
+        let timer = FlushTimer::new(true).unwrap();
+        assert_eq!(
+            timer.expirations().unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "not armed: nothing to read"
+        );
+        assert!(start.elapsed() >= Duration::from_micros(300));
+    }
+
+    #[test]
     fn zero_delay_turns_it_off() {
         let c = Coalescer::new(Duration::ZERO, 0);
         c.delivered(1_000_000);
@@ -242,7 +334,7 @@ mod tests {
         let c = std::sync::Arc::new(Coalescer::new(Duration::from_millis(5), 0));
         let runner = tokio::spawn({
             let c = std::sync::Arc::clone(&c);
-            async move { c.run().await }
+            async move { c.run(TokioTimer).await }
         });
         let start = tokio::time::Instant::now();
         let a = tokio::spawn({

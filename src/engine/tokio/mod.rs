@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slab::Slab;
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
@@ -23,7 +24,7 @@ use super::{
     CloseReason, Control, accept_until_stopped, is_idle, log_close, notified_until,
     sweep_idle_forever,
 };
-use crate::coalesce::Coalescer;
+use crate::coalesce::{Coalescer, FlushTimer, Timer, TokioTimer};
 use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::Doorbell;
@@ -127,6 +128,44 @@ pub(crate) fn start(
     Ok(())
 }
 
+/// The coalescer's timer on epoll: a timerfd, waited on for readiness.
+struct EpollTimer(AsyncFd<FlushTimer>);
+
+impl EpollTimer {
+    /// Must be called on the runtime.
+    // The one unsafe block: tokio made registering a raw fd unsafe (it
+    // cannot check the fd's lifetime), and there is no safe way to wait for
+    // a timerfd's readiness on this runtime.
+    #[allow(unsafe_code)]
+    fn new() -> std::io::Result<Self> {
+        let timer = FlushTimer::new(true)?;
+        // SAFETY: `register` needs the fd to stay open, and to be the one
+        // `as_raw_fd` returns, while the AsyncFd lives. A FlushTimer owns its
+        // timerfd, never replaces it, and closes it only when dropped, which
+        // is when the AsyncFd drops it.
+        let fd = unsafe { AsyncFd::register(timer) }.map_err(std::io::Error::from)?;
+        Ok(Self(fd))
+    }
+}
+
+impl Timer for EpollTimer {
+    async fn sleep(&mut self, after: Duration) {
+        if self.0.get_ref().arm(after).is_ok() {
+            loop {
+                let Ok(mut ready) = self.0.readable().await else {
+                    break;
+                };
+                match ready.try_io(|timer| timer.get_ref().expirations()) {
+                    Ok(Ok(_)) => return,
+                    Ok(Err(_)) => break,
+                    Err(_would_block) => {}
+                }
+            }
+        }
+        TokioTimer.sleep(after).await;
+    }
+}
+
 /// Every connection of the server, and its shutdown state.
 struct Hub {
     metrics: Arc<Metrics>,
@@ -213,7 +252,15 @@ impl Hub {
             tokio::spawn(Arc::clone(&self).sweep_idle(timeout));
         }
         let hub = Arc::clone(&self);
-        tokio::spawn(async move { hub.coalescer.run().await });
+        tokio::spawn(async move {
+            match EpollTimer::new() {
+                Ok(timer) => hub.coalescer.run(timer).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no timerfd: write coalescing uses millisecond timers");
+                    hub.coalescer.run(TokioTimer).await;
+                }
+            }
+        });
         accept_until_stopped(
             0,
             stop,
@@ -349,6 +396,23 @@ impl Hub {
             waited = true;
             next_key = key;
             conn.wait_room(deadline).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_epoll_timer_sleeps_its_delay_each_time() {
+        let mut timer = EpollTimer::new().expect("timerfd");
+        for _ in 0..3 {
+            let start = Instant::now();
+            timer.sleep(Duration::from_micros(300)).await;
+            assert!(start.elapsed() >= Duration::from_micros(300));
         }
     }
 }

@@ -25,7 +25,7 @@ use super::{
     CloseReason, Control, accept_until_stopped, is_idle, log_close, notified_until,
     sweep_idle_forever,
 };
-use crate::coalesce::Coalescer;
+use crate::coalesce::{Coalescer, FlushTimer, Timer, TokioTimer};
 use crate::config::Config;
 use crate::error::Error;
 use crate::fanout::{self, Doorbell, Inbox, Outbox, SpaceWaiter};
@@ -205,7 +205,15 @@ impl Core {
         let listener = TcpListener::from_std(listener);
         tokio_uring::spawn(Rc::clone(&self).drain_rings(inbox));
         let core = Rc::clone(&self);
-        tokio_uring::spawn(async move { core.coalescer.run().await });
+        tokio_uring::spawn(async move {
+            match UringTimer::new() {
+                Ok(timer) => core.coalescer.run(timer).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no timerfd: write coalescing uses millisecond timers");
+                    core.coalescer.run(TokioTimer).await;
+                }
+            }
+        });
         if let Some(timeout) = self.settings.idle_timeout {
             tokio_uring::spawn(Rc::clone(&self).sweep_idle(timeout));
         }
@@ -431,6 +439,40 @@ impl Core {
         for (_, conn) in self.conns.borrow().iter() {
             conn.wake_writer();
         }
+    }
+}
+
+/// The coalescer's timer on io_uring: a timerfd, read through the ring.
+struct UringTimer {
+    timer: FlushTimer,
+    file: tokio_uring::fs::File,
+    buf: Option<Vec<u8>>,
+}
+
+impl UringTimer {
+    fn new() -> std::io::Result<Self> {
+        let timer = FlushTimer::new(false)?;
+        let fd = timer.fd().try_clone_to_owned()?;
+        Ok(Self {
+            timer,
+            file: tokio_uring::fs::File::from_std(std::fs::File::from(fd)),
+            buf: Some(vec![0; 8]),
+        })
+    }
+}
+
+impl Timer for UringTimer {
+    async fn sleep(&mut self, after: Duration) {
+        let buf = self.buf.take().unwrap_or_else(|| vec![0; 8]);
+        if self.timer.arm(after).is_ok() {
+            // The read completes when the timer expires.
+            let (result, buf) = self.file.read_at(buf, 0).await;
+            self.buf = Some(buf);
+            if result.is_ok() {
+                return;
+            }
+        }
+        TokioTimer.sleep(after).await;
     }
 }
 
