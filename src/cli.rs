@@ -85,9 +85,8 @@ pub struct ServeArgs {
     /// While a core is busy (see --coalesce-above), hold a client's writes
     /// back by up to this long (e.g. `1ms`, `500us`) so that one write
     /// carries many lines: far fewer writes, so less CPU and, on a loaded
-    /// server, lower latency. Timers tick in milliseconds, so a held write
-    /// may wait up to about 1 ms more. A client with a quarter of --queue or
-    /// 16 KiB waiting is written at once. `0` turns coalescing off.
+    /// server, lower latency. A client with a quarter of --queue or 16 KiB
+    /// waiting is written at once. `0` turns coalescing off.
     #[arg(long, value_name = "DUR", default_value = "1ms", value_parser = humantime::parse_duration)]
     pub coalesce: Duration,
 

@@ -1,8 +1,11 @@
 //! The two engines. Each is the only place that knows its runtime; both use
 //! the shared line splitter, queue, metrics and socket setup.
 
+mod roster;
 pub(crate) mod tokio;
 pub(crate) mod uring;
+
+pub(crate) use roster::Roster;
 
 use std::future::Future;
 use std::io;

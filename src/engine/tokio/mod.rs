@@ -14,14 +14,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use slab::Slab;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use self::conn::Conn;
 use super::{
-    CloseReason, Control, accept_until_stopped, is_idle, log_close, notified_until,
+    CloseReason, Control, Roster, accept_until_stopped, is_idle, log_close, notified_until,
     sweep_idle_forever,
 };
 use crate::coalesce::{Coalescer, FlushTimer, Timer, TokioTimer};
@@ -65,7 +64,7 @@ pub(crate) fn start(
         queue: config.queue,
         stall_timeout: config.stall_timeout,
         max_line: config.max_line,
-        conns: RwLock::new(Slab::new()),
+        conns: RwLock::new(Roster::new()),
         next_id: AtomicUsize::new(0),
         readers: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
@@ -172,7 +171,7 @@ struct Hub {
     queue: usize,
     stall_timeout: Duration,
     max_line: usize,
-    conns: RwLock<Slab<Arc<Conn>>>,
+    conns: RwLock<Roster<Arc<Conn>>>,
     next_id: AtomicUsize,
     readers: AtomicUsize,
     stopping: AtomicBool,
@@ -237,10 +236,22 @@ impl Hub {
         self.metrics.shard(SHARD.with(|s| s.get()))
     }
 
-    fn conns(&self) -> std::sync::RwLockReadGuard<'_, Slab<Arc<Conn>>> {
+    fn conns(&self) -> std::sync::RwLockReadGuard<'_, Roster<Arc<Conn>>> {
         self.conns
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn conns_mut(&self) -> std::sync::RwLockWriteGuard<'_, Roster<Arc<Conn>>> {
+        self.conns
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Everyone connected now; see [`Roster::snapshot`].
+    fn snapshot(&self) -> Arc<[Arc<Conn>]> {
+        let cached = self.conns().cached();
+        cached.unwrap_or_else(|| self.conns_mut().snapshot())
     }
 
     async fn serve(
@@ -272,14 +283,14 @@ impl Hub {
         .await;
         drop(listener);
         self.stopping.store(true, Ordering::SeqCst);
-        for (_, conn) in self.conns().iter() {
+        for conn in self.conns().iter() {
             conn.shutdown_read();
         }
         self.wait_changed(|| self.readers.load(Ordering::SeqCst) == 0)
             .await;
         // No reader is left, so no message is in flight: flush and close.
         self.flushing.store(true, Ordering::SeqCst);
-        for (_, conn) in self.conns().iter() {
+        for conn in self.conns().iter() {
             conn.wake_writer();
         }
         self.wait_changed(|| self.conns().is_empty()).await;
@@ -293,10 +304,7 @@ impl Hub {
             stream,
             OutQueue::new(self.queue, self.stall_timeout),
         ));
-        {
-            let mut conns = self.conns.write().unwrap_or_else(|p| p.into_inner());
-            conn.set_key(conns.insert(Arc::clone(&conn)));
-        }
+        conn.set_key(self.conns_mut().insert(Arc::clone(&conn)));
         self.shard().accepted();
         self.readers.fetch_add(1, Ordering::SeqCst);
         tracing::debug!(conn = id, %peer, "connected");
@@ -317,10 +325,7 @@ impl Hub {
         if !conn.mark_closed() {
             return;
         }
-        self.conns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_remove(conn.key());
+        self.conns_mut().remove(conn.key());
         self.gate.release();
         self.shard().closed();
         self.changed.notify_waiters();
@@ -335,8 +340,8 @@ impl Hub {
             let idle: Vec<Arc<Conn>> = self
                 .conns()
                 .iter()
-                .filter(|(_, c)| is_idle(c.last_active(), tick))
-                .map(|(_, c)| Arc::clone(c))
+                .filter(|c| is_idle(c.last_active(), tick))
+                .map(Arc::clone)
                 .collect();
             for conn in idle {
                 self.close(&conn, CloseReason::IdleTimeout);
@@ -346,9 +351,8 @@ impl Hub {
     }
 
     fn close_all(&self, reason: CloseReason) {
-        let conns: Vec<Arc<Conn>> = self.conns().iter().map(|(_, c)| Arc::clone(c)).collect();
-        for conn in conns {
-            self.close(&conn, reason);
+        for conn in self.snapshot().iter() {
+            self.close(conn, reason);
         }
     }
 
@@ -369,33 +373,22 @@ impl Hub {
     /// queue is full while its client may still be draining.
     async fn deliver(&self, msg: &Bytes) {
         let shard = self.shard();
-        self.coalescer.delivered(self.conns().len());
-        let mut next_key = 0;
+        // Everyone connected when the message arrived; a client that joins
+        // while we wait below does not get it.
+        let conns = self.snapshot();
+        self.coalescer.delivered(conns.len());
         let mut waited = false;
-        loop {
-            let blocked = {
-                let conns = self.conns();
-                let mut blocked = None;
-                for (key, conn) in conns.iter().skip_while(|(k, _)| *k < next_key) {
-                    if let Admission::Wait(deadline) = conn.offer(msg, shard) {
-                        blocked = Some((key, Arc::clone(conn), deadline));
-                        break;
-                    }
-                }
-                blocked
-            };
-            let Some((key, conn, deadline)) = blocked else {
-                if waited {
-                    // Everyone woken with us gets a turn before we take
-                    // more room: without this, the first publisher woken
-                    // refills the queue alone, round after round.
-                    tokio::task::yield_now().await;
-                }
-                return;
-            };
-            waited = true;
-            next_key = key;
-            conn.wait_room(deadline).await;
+        for conn in conns.iter() {
+            while let Admission::Wait(deadline) = conn.offer(msg, shard) {
+                waited = true;
+                conn.wait_room(deadline).await;
+            }
+        }
+        if waited {
+            // Everyone woken with us gets a turn before we take more room:
+            // without this, the first publisher woken refills the queue
+            // alone, round after round.
+            tokio::task::yield_now().await;
         }
     }
 }

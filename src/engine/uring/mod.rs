@@ -17,12 +17,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use slab::Slab;
 use tokio_uring::net::TcpListener;
 
 use self::conn::Conn;
 use super::{
-    CloseReason, Control, accept_until_stopped, is_idle, log_close, notified_until,
+    CloseReason, Control, Roster, accept_until_stopped, is_idle, log_close, notified_until,
     sweep_idle_forever,
 };
 use crate::coalesce::{Coalescer, FlushTimer, Timer, TokioTimer};
@@ -110,7 +109,7 @@ pub(crate) fn start(
                     index,
                     settings,
                     metrics,
-                    conns: RefCell::new(Slab::new()),
+                    conns: RefCell::new(Roster::new()),
                     space: outbox.space_waiter(),
                     outbox: RefCell::new(outbox),
                     shared,
@@ -174,7 +173,7 @@ struct Core {
     index: usize,
     settings: Settings,
     metrics: Arc<Metrics>,
-    conns: RefCell<Slab<Rc<Conn>>>,
+    conns: RefCell<Roster<Rc<Conn>>>,
     outbox: RefCell<Outbox>,
     space: SpaceWaiter,
     shared: Arc<Shared>,
@@ -281,7 +280,7 @@ impl Core {
     /// return EOF, and `stopping` tells readers not to treat it as a disconnect.
     async fn stop_reading(&self) {
         self.stopping.set(true);
-        for (_, conn) in self.conns.borrow().iter() {
+        for conn in self.conns.borrow().iter() {
             conn.shutdown_read();
         }
         self.wait_changed(|| self.readers.get() == 0).await;
@@ -302,7 +301,7 @@ impl Core {
         if !conn.mark_closed() {
             return;
         }
-        self.conns.borrow_mut().try_remove(conn.key());
+        self.conns.borrow_mut().remove(conn.key());
         self.shared.gate.release();
         self.shard().closed();
         self.changed.notify_waiters();
@@ -310,14 +309,9 @@ impl Core {
     }
 
     fn close_all(&self, reason: CloseReason) {
-        let conns: Vec<Rc<Conn>> = self
-            .conns
-            .borrow()
-            .iter()
-            .map(|(_, c)| Rc::clone(c))
-            .collect();
-        for conn in conns {
-            self.close(&conn, reason);
+        let conns = self.conns.borrow_mut().snapshot();
+        for conn in conns.iter() {
+            self.close(conn, reason);
         }
     }
 
@@ -356,36 +350,24 @@ impl Core {
     /// connection whose queue is full while its socket is still draining.
     async fn deliver_local(&self, msg: &Bytes) {
         let shard = self.shard();
-        self.coalescer.delivered(self.conns.borrow().len());
-        let mut next_key = 0;
+        // Everyone connected when the message arrived; a client that joins
+        // while we wait below does not get it.
+        let conns = self.conns.borrow_mut().snapshot();
+        self.coalescer.delivered(conns.len());
         let mut waited = false;
-        loop {
-            let blocked = {
-                let conns = self.conns.borrow();
-                let mut blocked = None;
-                for (key, conn) in conns.iter().skip_while(|(k, _)| *k < next_key) {
-                    if let Admission::Wait(deadline) = conn.offer(msg, shard) {
-                        blocked = Some((key, Rc::clone(conn), deadline));
-                        break;
-                    }
-                }
-                blocked
-            };
-            let Some((key, conn, deadline)) = blocked else {
-                if waited {
-                    // Everyone woken with us gets a turn before we take
-                    // more room: without this, the first publisher woken
-                    // refills the queue alone, round after round.
-                    tokio::task::yield_now().await;
-                }
-                return;
-            };
-            waited = true;
-            // Resume at the blocked connection, which gets the message next.
-            next_key = key;
-            // Let other cores start on what we pushed before we sleep.
-            self.outbox.borrow_mut().ring();
-            conn.wait_room(deadline).await;
+        for conn in conns.iter() {
+            while let Admission::Wait(deadline) = conn.offer(msg, shard) {
+                waited = true;
+                // Let other cores start on what we pushed before we sleep.
+                self.outbox.borrow_mut().ring();
+                conn.wait_room(deadline).await;
+            }
+        }
+        if waited {
+            // Everyone woken with us gets a turn before we take more room:
+            // without this, the first publisher woken refills the queue
+            // alone, round after round.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -398,8 +380,8 @@ impl Core {
                 .conns
                 .borrow()
                 .iter()
-                .filter(|(_, c)| is_idle(c.last_active(), tick))
-                .map(|(_, c)| Rc::clone(c))
+                .filter(|c| is_idle(c.last_active(), tick))
+                .map(Rc::clone)
                 .collect();
             for conn in idle {
                 self.close(&conn, CloseReason::IdleTimeout);
@@ -436,7 +418,7 @@ impl Core {
             inbox.wait_or(|| self.rings_closed.get()).await;
         }
         self.flushing.set(true);
-        for (_, conn) in self.conns.borrow().iter() {
+        for conn in self.conns.borrow().iter() {
             conn.wake_writer();
         }
     }
