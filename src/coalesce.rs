@@ -102,10 +102,26 @@ impl Coalescer {
         go.await;
     }
 
+    /// Runs the flushes on the timer `make` builds, or, if that fails, on
+    /// the runtime's millisecond timers. Never returns while coalescing is
+    /// on; spawn it on the runtime.
+    pub async fn run_with<T: Timer>(&self, make: impl FnOnce() -> std::io::Result<T>) {
+        if !self.enabled() {
+            return;
+        }
+        match make() {
+            Ok(timer) => self.run(timer).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "no timerfd: write coalescing uses millisecond timers");
+                self.run(TokioTimer).await;
+            }
+        }
+    }
+
     /// Runs the flushes: once a writer waits, lets `delay` pass on `timer`,
     /// then lets every waiting writer go. Never returns; spawn it on the
     /// runtime.
-    pub async fn run(&self, mut timer: impl Timer) {
+    async fn run(&self, mut timer: impl Timer) {
         if !self.enabled() {
             return;
         }

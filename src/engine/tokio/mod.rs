@@ -263,15 +263,7 @@ impl Hub {
             tokio::spawn(Arc::clone(&self).sweep_idle(timeout));
         }
         let hub = Arc::clone(&self);
-        tokio::spawn(async move {
-            match EpollTimer::new() {
-                Ok(timer) => hub.coalescer.run(timer).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "no timerfd: write coalescing uses millisecond timers");
-                    hub.coalescer.run(TokioTimer).await;
-                }
-            }
-        });
+        tokio::spawn(async move { hub.coalescer.run_with(EpollTimer::new).await });
         accept_until_stopped(
             0,
             stop,

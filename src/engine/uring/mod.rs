@@ -204,15 +204,7 @@ impl Core {
         let listener = TcpListener::from_std(listener);
         tokio_uring::spawn(Rc::clone(&self).drain_rings(inbox));
         let core = Rc::clone(&self);
-        tokio_uring::spawn(async move {
-            match UringTimer::new() {
-                Ok(timer) => core.coalescer.run(timer).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "no timerfd: write coalescing uses millisecond timers");
-                    core.coalescer.run(TokioTimer).await;
-                }
-            }
-        });
+        tokio_uring::spawn(async move { core.coalescer.run_with(UringTimer::new).await });
         if let Some(timeout) = self.settings.idle_timeout {
             tokio_uring::spawn(Rc::clone(&self).sweep_idle(timeout));
         }
