@@ -140,6 +140,8 @@ impl Server {
             engine = self.engine.name(),
             addr = %self.local_addr,
             threads = self.config.thread_count(),
+            coalesce = ?self.config.coalesce,
+            coalesce_above = self.config.coalesce_above,
             "serving"
         );
         tokio::select! {
