@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::queue::OutQueue;
+
 /// How often the busy state is re-evaluated, at most.
 pub const WINDOW: Duration = Duration::from_millis(100);
 /// A queue holding at least this many bytes is written at once.
@@ -81,10 +83,9 @@ impl Coalescer {
         }
     }
 
-    /// Whether a writer whose queue holds `messages` messages and `bytes`
-    /// bytes, of at most `capacity`, should wait for the next flush.
-    pub fn should_wait(&self, messages: usize, bytes: usize, capacity: usize) -> bool {
-        self.should_wait_at(messages, bytes, capacity, self.now_ns())
+    /// Whether the writer of `queue` should wait for the next flush.
+    pub fn should_wait(&self, queue: &OutQueue) -> bool {
+        self.should_wait_at(queue.len(), queue.bytes(), queue.capacity(), self.now_ns())
     }
 
     fn should_wait_at(&self, messages: usize, bytes: usize, capacity: usize, now: u64) -> bool {
@@ -241,11 +242,14 @@ pub fn flush_mark(capacity: usize) -> usize {
     (capacity / 4).max(1)
 }
 
-/// Whether a push of `added` bytes, which left a queue of at most
-/// `capacity` messages holding `messages` messages and `bytes` bytes, must
-/// wake the queue's writer: the queue was empty, or has just reached a
-/// flush mark, so a writer waiting for a flush may go at once.
-pub fn push_wakes_writer(messages: usize, bytes: usize, added: usize, capacity: usize) -> bool {
+/// Whether a message of `added` bytes just queued on `queue` must wake the
+/// queue's writer: the queue was empty, or has just reached a flush mark,
+/// so a writer waiting for a flush may go at once.
+pub fn push_wakes_writer(queue: &OutQueue, added: usize) -> bool {
+    wakes_writer(queue.len(), queue.bytes(), added, queue.capacity())
+}
+
+fn wakes_writer(messages: usize, bytes: usize, added: usize, capacity: usize) -> bool {
     messages == 1
         || messages == flush_mark(capacity)
         || (bytes >= FLUSH_BYTES && bytes - added < FLUSH_BYTES)
@@ -301,12 +305,12 @@ mod tests {
     #[test]
     fn pushes_wake_the_writer_on_the_first_message_and_at_the_marks() {
         let wakes: Vec<usize> = (1..=100)
-            .filter(|&n| push_wakes_writer(n, n * 64, 64, 100))
+            .filter(|&n| wakes_writer(n, n * 64, 64, 100))
             .collect();
         assert_eq!(wakes, [1, 25]);
         // 1 KiB lines cross 16 KiB at the 16th.
         let wakes: Vec<usize> = (1..=100)
-            .filter(|&n| push_wakes_writer(n, n * 1024, 1024, 100))
+            .filter(|&n| wakes_writer(n, n * 1024, 1024, 100))
             .collect();
         assert_eq!(wakes, [1, 16, 25]);
     }
@@ -342,7 +346,7 @@ mod tests {
         let c = Coalescer::new(Duration::ZERO, 0);
         c.delivered(1_000_000);
         assert!(!c.enabled());
-        assert!(!c.should_wait(1, 1, 100));
+        assert!(!c.should_wait_at(1, 1, 100, 0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -107,9 +107,7 @@ impl Conn {
             return Admission::Queued;
         }
         let admission = state.queue.offer(msg, Instant::now);
-        let queue = &state.queue;
-        let wake = admission == Admission::Queued
-            && push_wakes_writer(queue.len(), queue.bytes(), msg.len(), queue.capacity());
+        let wake = admission == Admission::Queued && push_wakes_writer(&state.queue, msg.len());
         drop(state);
         match admission {
             Admission::Queued if wake => self.writer.notify_one(),
@@ -209,15 +207,10 @@ pub(super) async fn write_loop(hub: Arc<Hub>, conn: Arc<Conn>) {
                 if state.closed {
                     return;
                 }
-                let queue = &state.queue;
-                if !queue.is_empty() {
+                if !state.queue.is_empty() {
                     // While the runtime is busy, let a short queue fill up a
                     // little more before writing it.
-                    if flush_due
-                        || !hub
-                            .coalescer
-                            .should_wait(queue.len(), queue.bytes(), queue.capacity())
-                    {
+                    if flush_due || !hub.coalescer.should_wait(&state.queue) {
                         break state.queue.take_batch(&mut buf, WRITE_BATCH);
                     }
                     true

@@ -102,21 +102,11 @@ impl Conn {
             // Wake the writer only when the queue becomes non-empty, or
             // reaches a mark where a writer waiting to coalesce should go: a
             // busy writer comes back for the rest by itself.
-            Admission::Queued
-                if push_wakes_writer(queue.len(), queue.bytes(), msg.len(), queue.capacity()) =>
-            {
-                self.writer.notify_one();
-            }
+            Admission::Queued if push_wakes_writer(&queue, msg.len()) => self.writer.notify_one(),
             Admission::Queued | Admission::Wait(_) => {}
             Admission::Dropped => shard.dropped(),
         }
         admission
-    }
-
-    fn should_coalesce(&self, core: &Core) -> bool {
-        let queue = self.queue.borrow();
-        core.coalescer
-            .should_wait(queue.len(), queue.bytes(), queue.capacity())
     }
 
     /// Waits until the queue has room, the client is marked stalled, the
@@ -218,7 +208,7 @@ pub(super) async fn write_loop(core: Rc<Core>, conn: Rc<Conn>) {
             conn.writer.notified().await;
         }
         // While the core is busy, let a short queue fill up a little more.
-        while !conn.closed.get() && conn.should_coalesce(&core) {
+        while !conn.closed.get() && core.coalescer.should_wait(&conn.queue.borrow()) {
             tokio::select! {
                 () = core.coalescer.next_flush() => break,
                 () = conn.writer.notified() => {}
