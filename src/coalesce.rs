@@ -23,7 +23,7 @@
 //! `delay` zero turns coalescing off; `busy_above` zero coalesces always.
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -47,7 +47,9 @@ pub struct Coalescer {
     /// Deliveries counted in the current window.
     delivered: AtomicU64,
     busy: AtomicBool,
-    /// A writer is waiting for a flush.
+    /// A flush has been asked for and not yet given.
+    requested: AtomicBool,
+    /// Wakes the flusher for the first request.
     wanted: Notify,
     /// The flush: every waiting writer may write now.
     go: Notify,
@@ -66,6 +68,7 @@ impl Coalescer {
             window_start: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             busy: AtomicBool::new(false),
+            requested: AtomicBool::new(false),
             wanted: Notify::new(),
             go: Notify::new(),
         }
@@ -95,11 +98,19 @@ impl Coalescer {
             && self.is_busy(now)
     }
 
-    /// Waits for the next flush, asking for one.
+    /// Waits for the next flush, asking for one unless it is already
+    /// coming.
     pub async fn next_flush(&self) {
         let mut go = pin!(self.go.notified());
         go.as_mut().enable();
-        self.wanted.notify_one();
+        // Only the first request wakes the flusher: a wake-up stored for
+        // every later one would start another round after the flush, for
+        // nobody. SeqCst, like the `go` count `notified()` reads: a writer
+        // that finds a flush requested made its `go` future before that
+        // flush clears the flag and notifies, so the flush lets it go.
+        if !self.requested.swap(true, SeqCst) {
+            self.wanted.notify_one();
+        }
         go.await;
     }
 
@@ -129,6 +140,10 @@ impl Coalescer {
         loop {
             self.wanted.notified().await;
             timer.sleep(self.delay).await;
+            // Cleared first: a writer asking from here on waits for the next
+            // flush, or is let go by this one and asks for one too many,
+            // which is harmless.
+            self.requested.store(false, SeqCst);
             self.go.notify_waiters();
         }
     }
@@ -349,28 +364,45 @@ mod tests {
         assert!(!c.should_wait_at(1, 1, 100, 0));
     }
 
+    /// Counts the sleeps it is asked for.
+    struct CountingTimer(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Timer for CountingTimer {
+        async fn sleep(&mut self, after: Duration) {
+            self.0.fetch_add(1, Relaxed);
+            tokio::time::sleep(after).await;
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_flush_comes_delay_after_the_first_request() {
+    async fn one_flush_serves_every_writer_that_asked_and_no_more() {
         let c = std::sync::Arc::new(Coalescer::new(Duration::from_millis(5), 0));
+        let sleeps = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let runner = tokio::spawn({
-            let c = std::sync::Arc::clone(&c);
-            async move { c.run(TokioTimer).await }
+            let (c, sleeps) = (std::sync::Arc::clone(&c), std::sync::Arc::clone(&sleeps));
+            async move { c.run(CountingTimer(sleeps)).await }
         });
         let start = tokio::time::Instant::now();
-        let a = tokio::spawn({
-            let c = std::sync::Arc::clone(&c);
-            async move { c.next_flush().await }
-        });
-        let b = tokio::spawn({
-            let c = std::sync::Arc::clone(&c);
-            async move { c.next_flush().await }
-        });
-        a.await.expect("first writer");
-        b.await.expect("second writer");
+        let writers: Vec<_> = (0..3)
+            .map(|_| {
+                let c = std::sync::Arc::clone(&c);
+                tokio::spawn(async move { c.next_flush().await })
+            })
+            .collect();
+        for w in writers {
+            w.await.expect("writer");
+        }
         assert_eq!(
             start.elapsed(),
             Duration::from_millis(5),
-            "one flush for both"
+            "one flush for all"
+        );
+        // Nobody asks again: no timer should run.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            sleeps.load(Relaxed),
+            1,
+            "the flush timer ran again for nobody"
         );
         runner.abort();
     }
