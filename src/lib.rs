@@ -14,6 +14,8 @@
 //! - [`metrics`]: per-core counters, summed on scrape, and `/metrics`.
 //! - [`cluster`]: the NATS bridge that shares lines between nodes.
 //! - [`server`]: binds, picks the engine, runs until shutdown, drains.
+//! - `engine`: what both engines share (accept loop, idle sweep, and the
+//!   roster of connections that fan-out walks).
 //! - `engine/uring`: one pinned tokio-uring runtime per core (the product).
 //! - `engine/tokio`: a multi-threaded tokio runtime (the baseline).
 //! - [`cli`]: the command line, shared by the binary and its tests.
