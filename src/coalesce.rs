@@ -131,12 +131,9 @@ impl Coalescer {
     }
 
     /// Runs the flushes: once a writer waits, lets `delay` pass on `timer`,
-    /// then lets every waiting writer go. Never returns; spawn it on the
-    /// runtime.
+    /// then lets every waiting writer go. Never returns; only for an enabled
+    /// coalescer (see [`Coalescer::run_with`]).
     async fn run(&self, mut timer: impl Timer) {
-        if !self.enabled() {
-            return;
-        }
         loop {
             self.wanted.notified().await;
             timer.sleep(self.delay).await;
