@@ -33,7 +33,16 @@ use crate::metrics::{Metrics, Shard};
 use crate::queue::{Admission, OutQueue};
 
 /// Messages each cross-core ring holds before the publisher must wait.
-const RING_CAPACITY: usize = 4096;
+///
+/// This is how far one core may run ahead of another, and every line
+/// waiting in a ring is late for all of that core's clients. At 4,096, one
+/// core ran seconds ahead at saturation: at 1,000 clients x 1 KiB the p50
+/// latency was 0.95 s and the drain after publishing 2 s; at 1,000 x 64 B
+/// the p99 was 2.8 to 4.4 s. At 512 these were 0.16 to 0.22 s, 0.4 s and
+/// 0.7 to 1.0 s, with delivered/s within the run-to-run noise (about 10 %)
+/// in every saturation cell. 512 is still five client queues deep, enough
+/// to absorb a burst.
+const RING_CAPACITY: usize = 512;
 /// Messages a drainer takes from one ring before looking at the next.
 const RING_BATCH: usize = 64;
 /// Submission queue entries per runtime.
