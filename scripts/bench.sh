@@ -509,6 +509,27 @@ machine_ticks() { # busy clock ticks of the whole machine, all cores
     read -r cpu user nice system _idle _iowait irq softirq steal rest </proc/stat
     echo $((user + nice + system + irq + softirq + steal))
 }
+steal_ticks() { # clock ticks the hypervisor gave to other guests, all cores
+    local cpu user nice system _idle _iowait irq softirq steal rest
+    read -r cpu user nice system _idle _iowait irq softirq steal rest </proc/stat
+    echo "$steal"
+}
+STEAL0=$(steal_ticks)
+# Appends the end-of-run lines to setup.txt; $1 describes raw.csv.
+finish_setup() {
+    ELAPSED=$(elapsed_since "$T0")
+    local stolen
+    stolen=$(awk -v t="$(($(steal_ticks) - STEAL0))" -v hz="$CLK_TCK" -v s="$ELAPSED" -v n="$(nproc)" \
+        'BEGIN { printf "%.1f s of CPU (%.1f%% of the cores over the run)", t / hz, 100 * t / hz / (s * n) }')
+    {
+        echo "total run time: ${ELAPSED}s"
+        echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "machine waits for quiet: ${QUIET_WAITED}s of ${QUIET_BUDGET}s allowed"
+        echo "stolen by the hypervisor (steal in /proc/stat) during the run: $stolen; well above 0 means a busy host, and noisy numbers"
+        echo "$1"
+    } >>"$OUT/setup.txt"
+    say "stolen by the hypervisor during the run: $stolen"
+}
 busy_now() { # cores busy over the next $1 seconds (default 1), whatever runs
     local t0 t1 s=${1:-1}
     t0=$(machine_ticks)
@@ -957,13 +978,7 @@ if ((CLUSTER)); then
     kill -TERM "$NATS_PID" 2>/dev/null || true
     wait "$NATS_PID" 2>/dev/null || true
     helper cluster-summary "$RAW" "$OUT/summary.md" "$PROBLEMS"
-    ELAPSED=$(elapsed_since "$T0")
-    {
-        echo "total run time: ${ELAPSED}s"
-        echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-        echo "machine waits for quiet: ${QUIET_WAITED}s of ${QUIET_BUDGET}s allowed"
-        echo "raw.csv (cluster rows): server_cpu_cores is both nodes together, over each cell's wall time; server_dropped = ringcast_messages_dropped_total + ringcast_cluster_dropped_total, both nodes"
-    } >>"$OUT/setup.txt"
+    finish_setup "raw.csv (cluster rows): server_cpu_cores is both nodes together, over each cell's wall time; server_dropped = ringcast_messages_dropped_total + ringcast_cluster_dropped_total, both nodes"
     cat "$OUT/summary.md"
     echo
     echo "results in $OUT (took ${ELAPSED}s)"
@@ -1013,13 +1028,7 @@ for size in "${SIZES[@]}"; do
         problem "could not draw $svg"
     fi
 done
-ELAPSED=$(elapsed_since "$T0")
-{
-    echo "total run time: ${ELAPSED}s"
-    echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "machine waits for quiet: ${QUIET_WAITED}s of ${QUIET_BUDGET}s allowed"
-    echo "raw.csv: server_cpu_cores and machine_cpu_cores (every process) are over each cell's wall time, load_cpu_cores over the measured interval; other_cpu_cores = machine - server - generator, noise from other processes if well above 0"
-} >>"$OUT/setup.txt"
+finish_setup "raw.csv: server_cpu_cores and machine_cpu_cores (every process) are over each cell's wall time, load_cpu_cores over the measured interval; other_cpu_cores = machine - server - generator (which includes steal), noise from other processes if well above 0"
 cat "$OUT/summary.md"
 echo
 echo "results in $OUT (took ${ELAPSED}s)"
