@@ -6,13 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, wait_for};
+use common::{Client, PATIENCE, ServerProcess, wait_for};
 use nix::libc;
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
 
@@ -29,15 +27,11 @@ fn no_io_uring() -> BpfProgram {
     .unwrap()
 }
 
-/// `ringcast serve ARGS`, stderr piped; under the filter if `forbid_uring`.
+/// `ringcast serve` as the shared tests start it, then `args`; under the
+/// filter if `forbid_uring`.
 #[allow(unsafe_code)]
-fn serve(args: &[&str], forbid_uring: bool) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
-    cmd.arg("serve")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+fn serve_command(args: &[&str], forbid_uring: bool) -> Command {
+    let mut cmd = ServerProcess::command(&[], args);
     if forbid_uring {
         // Compiled here, before the fork: the child only installs it.
         let filter = no_io_uring();
@@ -56,89 +50,37 @@ fn serve(args: &[&str], forbid_uring: bool) -> Child {
             });
         }
     }
-    cmd.spawn().unwrap()
+    cmd
 }
 
-/// A server child process; killed if a test fails before it exits.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    /// Everything logged up to and including the "serving" line.
-    startup: Vec<String>,
+/// A server that got as far as serving, and what it logged on the way.
+fn start(args: &[&str], forbid_uring: bool) -> (ServerProcess, String) {
+    let server = ServerProcess::spawn(serve_command(args, forbid_uring));
+    let log = server.startup.concat();
+    (server, log)
 }
 
-impl Server {
-    fn start(args: &[&str], forbid_uring: bool) -> Self {
-        let mut child = serve(args, forbid_uring);
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut startup = Vec::new();
-        let addr = loop {
-            let mut line = String::new();
-            if stderr.read_line(&mut line).unwrap() == 0 {
-                let _ = child.kill();
-                panic!("server exited before serving:\n{}", startup.join(""));
-            }
-            startup.push(line.clone());
-            if line.contains(" serving ") {
-                let addr = line
-                    .split("addr=")
-                    .nth(1)
-                    .and_then(|r| r.split_whitespace().next())
-                    .expect("addr= in the serving line");
-                break addr.parse().unwrap();
-            }
-        };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Self {
-            child,
-            addr,
-            startup,
-        }
-    }
-
-    fn serving_line(&self) -> &str {
-        self.startup.last().unwrap()
-    }
-
-    /// One client, one line, back again: the server really serves.
-    fn echoes(&self) {
-        let mut c = Client::connect(self.addr);
-        c.send(b"through the filter\n");
-        assert_eq!(c.read_lines(1), vec![b"through the filter\n".to_vec()]);
-    }
-
-    /// SIGTERM, then waits for the exit status.
-    fn terminate(&mut self) -> ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        wait_for("the server to exit", PATIENCE, || {
-            self.child.try_wait().unwrap()
-        })
-    }
+/// The last startup line, "serving ...".
+fn serving_line(server: &ServerProcess) -> &str {
+    server.startup.last().unwrap()
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One client, one line, back again: the server really serves.
+fn echoes(server: &ServerProcess) {
+    let mut c = Client::connect(server.addr);
+    c.send(b"through the filter\n");
+    assert_eq!(c.read_lines(1), vec![b"through the filter\n".to_vec()]);
+}
+
+/// SIGTERM, then the exit status.
+fn terminate(server: &mut ServerProcess) -> ExitStatus {
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server.wait_exit()
 }
 
 #[test]
 fn auto_falls_back_to_tokio_when_seccomp_forbids_io_uring() {
-    let mut server = Server::start(
-        &[
-            "--engine",
-            "auto",
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "info",
-        ],
-        true,
-    );
-    let log = server.startup.concat();
+    let (mut server, log) = start(&["--engine", "auto"], true);
     let warnings: Vec<&String> = server
         .startup
         .iter()
@@ -150,29 +92,19 @@ fn auto_falls_back_to_tokio_when_seccomp_forbids_io_uring() {
         assert!(warning.contains(needle), "{needle:?} not in: {warning}");
     }
     assert!(
-        server.serving_line().contains(r#"engine="tokio""#),
+        serving_line(&server).contains(r#"engine="tokio""#),
         "not on tokio:\n{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
-    server.echoes();
-    let status = server.terminate();
+    echoes(&server);
+    let status = terminate(&mut server);
     assert!(status.success(), "exit status {status:?}");
 }
 
 #[test]
 fn explicit_uring_fails_fast_when_seccomp_forbids_io_uring() {
     let started = Instant::now();
-    let mut child = serve(
-        &[
-            "--engine",
-            "uring",
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "info",
-        ],
-        true,
-    );
+    let mut child = serve_command(&["--engine", "uring"], true).spawn().unwrap();
     let status = wait_for("the server to give up", PATIENCE, || {
         child.try_wait().unwrap()
     });
@@ -192,47 +124,25 @@ fn explicit_uring_fails_fast_when_seccomp_forbids_io_uring() {
 
 #[test]
 fn tokio_runs_normally_under_the_filter() {
-    let mut server = Server::start(
-        &[
-            "--engine",
-            "tokio",
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "info",
-        ],
-        true,
-    );
-    let log = server.startup.concat();
+    let (mut server, log) = start(&["--engine", "tokio"], true);
     assert!(
         !log.contains("WARN"),
         "no warning for an explicit tokio:\n{log}"
     );
-    assert!(server.serving_line().contains(r#"engine="tokio""#), "{log}");
-    server.echoes();
-    assert!(server.terminate().success());
+    assert!(serving_line(&server).contains(r#"engine="tokio""#), "{log}");
+    echoes(&server);
+    assert!(terminate(&mut server).success());
 }
 
 #[test]
 fn auto_picks_uring_without_the_filter() {
-    let mut server = Server::start(
-        &[
-            "--engine",
-            "auto",
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "info",
-        ],
-        false,
-    );
-    let log = server.startup.concat();
+    let (mut server, log) = start(&["--engine", "auto"], false);
     assert!(
-        server.serving_line().contains(r#"engine="uring""#),
+        serving_line(&server).contains(r#"engine="uring""#),
         "auto did not pick uring on this kernel:\n{log}"
     );
     assert!(!log.contains("WARN"), "unexpected warning:\n{log}");
-    server.echoes();
-    let status = server.terminate();
+    echoes(&server);
+    let status = terminate(&mut server);
     assert!(status.success(), "exit status {status:?}");
 }

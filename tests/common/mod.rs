@@ -278,6 +278,8 @@ pub struct ServerProcess {
     pub child: std::process::Child,
     pub addr: SocketAddr,
     pub metrics: String,
+    /// Every stderr line up to and including the "serving" line.
+    pub startup: Vec<String>,
     /// Every stderr line logged after startup, with when it arrived.
     pub log: Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
 }
@@ -289,14 +291,20 @@ impl ServerProcess {
 
     /// Starts the server through `wrapper` (e.g. `["prlimit", "--nofile=40:40"]`).
     pub fn start_via(wrapper: &[&str], args: &[&str]) -> Self {
-        use std::io::BufRead;
+        Self::spawn(Self::command(wrapper, args))
+    }
+
+    /// The command [`ServerProcess::start_via`] runs, to adjust before
+    /// [`ServerProcess::spawn`]: `ringcast serve` on 127.0.0.1:0 with
+    /// metrics on and info logs, then `args`, stderr piped.
+    pub fn command(wrapper: &[&str], args: &[&str]) -> std::process::Command {
         let bin = env!("CARGO_BIN_EXE_ringcast");
         let (program, pre): (&str, Vec<&str>) = match wrapper.split_first() {
             Some((first, rest)) => (first, rest.iter().copied().chain([bin]).collect()),
             None => (bin, Vec::new()),
         };
-        let mut child = std::process::Command::new(program)
-            .args(pre)
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(pre)
             .args([
                 "serve",
                 "--listen",
@@ -307,27 +315,35 @@ impl ServerProcess {
                 "info",
             ])
             .args(args)
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(std::process::Stdio::piped());
+        cmd
+    }
+
+    /// Spawns `cmd` (see [`ServerProcess::command`]) and waits until it
+    /// serves; panics with what it logged if it exits first.
+    pub fn spawn(mut cmd: std::process::Command) -> Self {
+        use std::io::BufRead;
+        let mut child = cmd.spawn().unwrap();
         // The log lines carry the bound addresses: metrics first, then serving.
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
+        let mut startup = Vec::new();
         let mut metrics = None;
         let addr = loop {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "server exited before serving"
-            );
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                let _ = child.kill();
+                panic!("server exited before serving:\n{}", startup.concat());
+            }
+            startup.push(line.clone());
             let field = line
                 .split("addr=")
                 .nth(1)
                 .and_then(|r| r.split_whitespace().next());
             match field {
                 Some(a) if line.contains("metrics at") => metrics = Some(a.to_string()),
-                Some(a) if line.contains("serving") => break a.parse().unwrap(),
+                Some(a) if line.contains(" serving ") => break a.parse().unwrap(),
                 _ => {}
             }
         };
@@ -345,6 +361,7 @@ impl ServerProcess {
             child,
             addr,
             metrics: metrics.expect("metrics address logged"),
+            startup,
             log,
         }
     }
