@@ -65,25 +65,118 @@ impl LineSplitter {
     }
 }
 
+/// A reference model of [`LineSplitter`], shared by the property tests and
+/// the fuzz target: what the splitter should make of a whole stream
+/// ([`reference`]), and what it does make of the same stream fed in reads
+/// ([`feed`]).
+pub mod model {
+    use bytes::BytesMut;
+
+    use super::LineSplitter;
+
+    /// What a stream of bytes came to.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Split {
+        /// Every line, each up to and including its `\n`.
+        pub lines: Vec<Vec<u8>>,
+        /// The bytes after the last line; empty after an error.
+        pub rest: Vec<u8>,
+        /// Some line's content, or the trailing partial line, was longer
+        /// than the limit. Nothing after it is taken.
+        pub error: bool,
+    }
+
+    /// The reference: a message is everything up to and including a `\n`;
+    /// its content (without the `\n`) may be at most `max_line` bytes, and
+    /// so may the trailing partial line, which is what a splitter holds
+    /// without a newline. Lines before the first overlong one come out.
+    pub fn reference(input: &[u8], max_line: usize) -> Split {
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (i, &b) in input.iter().enumerate() {
+            if b == b'\n' {
+                if i - start > max_line {
+                    return Split {
+                        lines,
+                        rest: Vec::new(),
+                        error: true,
+                    };
+                }
+                lines.push(input[start..=i].to_vec());
+                start = i + 1;
+            }
+        }
+        let rest = input[start..].to_vec();
+        let error = rest.len() > max_line;
+        Split {
+            lines,
+            rest: if error { Vec::new() } else { rest },
+            error,
+        }
+    }
+
+    /// Feeds `reads` to a [`LineSplitter`] one at a time, taking every line
+    /// after each read, as the engines do, and stopping at the first error.
+    ///
+    /// # Panics
+    ///
+    /// If the splitter reports an error with no more than `max_line` bytes
+    /// buffered.
+    pub fn feed<'a>(reads: impl IntoIterator<Item = &'a [u8]>, max_line: usize) -> Split {
+        let mut splitter = LineSplitter::new(max_line);
+        let mut buf = BytesMut::new();
+        let mut lines = Vec::new();
+        for read in reads {
+            buf.extend_from_slice(read);
+            loop {
+                match splitter.next_line(&mut buf) {
+                    Ok(Some(line)) => lines.push(line.to_vec()),
+                    Ok(None) => break,
+                    Err(e) => {
+                        assert!(e.buffered > max_line, "{e:?} with max_line {max_line}");
+                        return Split {
+                            lines,
+                            rest: Vec::new(),
+                            error: true,
+                        };
+                    }
+                }
+            }
+        }
+        Split {
+            lines,
+            rest: buf.to_vec(),
+            error: false,
+        }
+    }
+
+    /// `input` cut into consecutive reads of the given sizes (0 is an empty
+    /// read), until it runs out; a read past the end is cut short. Give
+    /// enough sizes to cover the input (for example a cycle that is not all
+    /// zeros), or the rest of it is never read.
+    pub fn reads(
+        input: &[u8],
+        sizes: impl IntoIterator<Item = usize>,
+    ) -> impl Iterator<Item = &[u8]> {
+        let mut at = 0;
+        sizes.into_iter().map_while(move |size| {
+            (at < input.len()).then(|| {
+                let end = (at + size).min(input.len());
+                let read = &input[at..end];
+                at = end;
+                read
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn split_all(chunks: &[&[u8]], max: usize) -> (Vec<Vec<u8>>, Vec<u8>, bool) {
-        let mut s = LineSplitter::new(max);
-        let mut buf = BytesMut::new();
-        let mut lines = Vec::new();
-        for chunk in chunks {
-            buf.extend_from_slice(chunk);
-            loop {
-                match s.next_line(&mut buf) {
-                    Ok(Some(line)) => lines.push(line.to_vec()),
-                    Ok(None) => break,
-                    Err(_) => return (lines, buf.to_vec(), true),
-                }
-            }
-        }
-        (lines, buf.to_vec(), false)
+        let split = model::feed(chunks.iter().copied(), max);
+        (split.lines, split.rest, split.error)
     }
 
     #[test]

@@ -1,93 +1,22 @@
-//! Property test of the line splitter against a one-line reference model:
-//! however a byte stream is cut into reads, `LineSplitter` yields the lines
-//! of the whole stream, leaves the bytes after the last newline, and fails
-//! exactly when some line is longer than the limit.
+//! Property test of the line splitter against the reference model in
+//! `ringcast::line::model`: however a byte stream is cut into reads,
+//! `LineSplitter` yields the lines of the whole stream, leaves the bytes
+//! after the last newline, and fails exactly when some line is longer than
+//! the limit.
 #![allow(clippy::unwrap_used)]
 
-use bytes::BytesMut;
 use proptest::prelude::*;
-use ringcast::line::LineSplitter;
+use ringcast::line::model::{Split, feed, reads, reference};
 
-/// What feeding a stream to the splitter produced.
-#[derive(Debug, PartialEq, Eq)]
-struct Outcome {
-    lines: Vec<Vec<u8>>,
-    /// The buffer's contents at the end (meaningless after an error).
-    rest: Vec<u8>,
-    error: bool,
-}
-
-/// Feeds `input` to a splitter in reads of the sizes in `chunks` (cycled;
-/// a size of 0 is an empty read, as long as some size is not 0), taking every line after each read, as the
-/// engines do, and stopping at the first error.
-fn split(input: &[u8], chunks: &[usize], max_line: usize) -> Outcome {
-    let mut splitter = LineSplitter::new(max_line);
-    let mut buf = BytesMut::new();
-    let mut lines = Vec::new();
-    let mut at = 0;
-    // All-empty reads would never finish: then read one byte at a time.
+/// Feeds `input` to a splitter in reads of the sizes in `chunks`, cycled;
+/// all-empty reads would never finish, so then one byte at a time.
+fn split(input: &[u8], chunks: &[usize], max_line: usize) -> Split {
     let chunks = if chunks.iter().all(|&c| c == 0) {
         &[1]
     } else {
         chunks
     };
-    for &size in chunks.iter().cycle() {
-        if at >= input.len() {
-            break;
-        }
-        let end = (at + size).min(input.len());
-        buf.extend_from_slice(&input[at..end]);
-        at = end;
-        loop {
-            match splitter.next_line(&mut buf) {
-                Ok(Some(line)) => lines.push(line.to_vec()),
-                Ok(None) => break,
-                Err(e) => {
-                    // The error reports at least the limit plus one byte.
-                    assert!(e.buffered > max_line, "{e:?} with max_line {max_line}");
-                    return Outcome {
-                        lines,
-                        rest: buf.to_vec(),
-                        error: true,
-                    };
-                }
-            }
-        }
-    }
-    Outcome {
-        lines,
-        rest: buf.to_vec(),
-        error: false,
-    }
-}
-
-/// The reference: a message is everything up to and including a `\n`; its
-/// content (without the `\n`) may be at most `max_line` bytes, and so may
-/// the trailing partial line, which is what the splitter has buffered
-/// without a newline. Lines before the first overlong one come out; nothing
-/// after it does.
-fn reference(input: &[u8], max_line: usize) -> Outcome {
-    let mut lines = Vec::new();
-    let mut start = 0;
-    for (i, &b) in input.iter().enumerate() {
-        if b == b'\n' {
-            if i - start > max_line {
-                return Outcome {
-                    lines,
-                    rest: Vec::new(),
-                    error: true,
-                };
-            }
-            lines.push(input[start..=i].to_vec());
-            start = i + 1;
-        }
-    }
-    let rest = input[start..].to_vec();
-    Outcome {
-        lines,
-        error: rest.len() > max_line,
-        rest,
-    }
+    feed(reads(input, chunks.iter().copied().cycle()), max_line)
 }
 
 /// Bytes with plenty of newlines, so both short and long lines occur.
