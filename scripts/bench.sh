@@ -509,15 +509,17 @@ if __name__ == "__main__":
 PY
 helper() { python3 "$WORK/helper.py" "$@"; }
 
+# The "cpu" line of /proc/stat: clock ticks of all cores, by kind.
+read_cpu_ticks() {
+    read -r _ CPU_USER CPU_NICE CPU_SYSTEM _ _ CPU_IRQ CPU_SOFTIRQ CPU_STEAL _ </proc/stat
+}
 machine_ticks() { # busy clock ticks of the whole machine, all cores
-    local cpu user nice system _idle _iowait irq softirq steal rest
-    read -r cpu user nice system _idle _iowait irq softirq steal rest </proc/stat
-    echo $((user + nice + system + irq + softirq + steal))
+    read_cpu_ticks
+    echo $((CPU_USER + CPU_NICE + CPU_SYSTEM + CPU_IRQ + CPU_SOFTIRQ + CPU_STEAL))
 }
 steal_ticks() { # clock ticks the hypervisor gave to other guests, all cores
-    local cpu user nice system _idle _iowait irq softirq steal rest
-    read -r cpu user nice system _idle _iowait irq softirq steal rest </proc/stat
-    echo "$steal"
+    read_cpu_ticks
+    echo "$CPU_STEAL"
 }
 STEAL0=$(steal_ticks)
 # Appends the end-of-run lines to setup.txt; $1 describes raw.csv.

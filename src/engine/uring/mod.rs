@@ -38,9 +38,9 @@ use crate::queue::{Admission, OutQueue};
 /// waiting in a ring is late for all of that core's clients. At 4,096, one
 /// core ran seconds ahead at saturation: at 1,000 clients x 1 KiB the p50
 /// latency was 0.95 s and the drain after publishing 2 s; at 1,000 x 64 B
-/// the p99 was 2.8 to 4.4 s. At 512 these were 0.16 to 0.22 s, 0.4 s and
-/// 0.7 to 1.0 s, with delivered/s within the run-to-run noise (about 10 %)
-/// in every saturation cell. 512 is still five client queues deep, enough
+/// the p99 was 2.8 to 4.4 s. At 512 these were 0.16 to 0.25 s, 0.4 to
+/// 0.5 s and 0.6 to 1.0 s, with delivered/s within the run-to-run noise
+/// (about 10 %) in every saturation cell. 512 is still five client queues deep, enough
 /// to absorb a burst.
 const RING_CAPACITY: usize = 512;
 /// Messages a drainer takes from one ring before looking at the next.
