@@ -19,6 +19,7 @@ on_both_engines!(
     connected_gauge_follows_churn_and_resets,
     a_partial_line_from_a_departing_client_is_discarded,
     an_overlong_line_disconnects_only_its_sender,
+    lines_just_before_an_overlong_line_reach_every_client,
     shutdown_flushes_queued_output_then_closes,
 );
 
@@ -251,6 +252,34 @@ fn an_overlong_line_disconnects_only_its_sender(engine: EngineChoice) {
         clients[1].read_lines(2),
         vec![ok_line, b"still here\n".to_vec()]
     );
+}
+
+/// The complete lines that share a read with an overlong one still reach
+/// every client, on every core. With nothing else sent afterwards, nothing
+/// but the departing reader can hand them on to the other cores.
+fn lines_just_before_an_overlong_line_reach_every_client(engine: EngineChoice) {
+    // Enough clients that some land on each core: SO_REUSEPORT spreads
+    // them by hash, so all 16 on the offender's core has odds of 2^-16.
+    const READERS: usize = 16;
+    let server = TestServer::start_with(engine, |c| c.max_line = 1024);
+    let mut readers = connect_all(&server, READERS + 1);
+    let mut offender = readers.pop().unwrap();
+    let mut last_words = b"last words 1\nlast words 2\n".to_vec();
+    last_words.extend(vec![b'x'; 2000]);
+    offender.send(&last_words);
+    assert!(
+        offender.wait_closed_by_server(),
+        "offender not disconnected"
+    );
+    for (i, reader) in readers.iter_mut().enumerate() {
+        assert_eq!(
+            reader.read_lines(2),
+            vec![b"last words 1\n".to_vec(), b"last words 2\n".to_vec()],
+            "reader {i}"
+        );
+    }
+    let t = server.wait_totals("the offender is counted", |t| t.lines_too_long == 1);
+    assert_eq!(t.received, 2);
 }
 
 fn shutdown_flushes_queued_output_then_closes(engine: EngineChoice) {

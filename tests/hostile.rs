@@ -3,7 +3,7 @@
 //! Known lines must get through intact and in order, the server must not
 //! panic, and every descriptor and client slot must be given back.
 //!
-//! The tests count this process's descriptors and measure its RSS, and the
+//! The tests count this process's connections and measure its RSS, and the
 //! server runs in this process, so they take turns (`serial`) rather than
 //! run in parallel.
 #![allow(clippy::unwrap_used)]
@@ -28,7 +28,7 @@ on_both_engines!(
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// One test at a time in this binary: descriptor counts and RSS are per process.
+/// One test at a time in this binary: RSS is per process.
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -84,10 +84,38 @@ fn start_serving(
     (server, from)
 }
 
-/// Open descriptors of this process.
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+/// This process's open TCP connections to or from `port` (listening
+/// sockets aside): the test's clients and the server's ends of them.
+///
+/// Counting these, not every descriptor, keeps the count to this test's
+/// server: runtimes start timers lazily, and an earlier test's runtime may
+/// still be closing its own descriptors in the background.
+fn connections_on(port: u16) -> usize {
+    let port = format!(":{port:04X}");
+    let tcp = std::fs::read_to_string("/proc/self/net/tcp").unwrap_or_default();
+    let on_port: std::collections::HashSet<&str> = tcp
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[3] != LISTEN)
+        .filter(|f| f[1].ends_with(&port) || f[2].ends_with(&port))
+        .map(|f| f[9])
+        .collect();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|t| {
+            let t = t.to_string_lossy();
+            t.strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .is_some_and(|inode| on_port.contains(inode))
+        })
+        .count()
 }
+
+/// The TCP state of a listening socket in `/proc/net/tcp`.
+const LISTEN: &str = "0A";
 
 /// Resident set size of this process, in KiB.
 fn rss_kib() -> u64 {
@@ -99,16 +127,16 @@ fn rss_kib() -> u64 {
         .expect("VmRSS in /proc/self/status")
 }
 
-/// Waits until this process has exactly `want` descriptors open again.
-fn wait_fds(want: usize) {
+/// Waits until this process holds exactly `want` connections on `port`.
+fn wait_connections(port: u16, want: usize) {
     let mut last = 0;
     let found = wait_for_quietly(|| {
-        last = fd_count();
+        last = connections_on(port);
         last == want
     });
     assert!(
         found,
-        "descriptor leak: {last} open, {want} before the clients:\n{}",
+        "descriptor leak: {last} connections on port {port} open, {want} before the clients:\n{}",
         describe_fds()
     );
 }
@@ -259,7 +287,7 @@ fn garbage_never_corrupts_known_lines(engine: EngineChoice) {
     // The reader stays to the end, so its descriptors count in both
     // measurements and none closes late.
     let mut reader = connect_all(&server, 1).remove(0);
-    let fds_before = fd_count();
+    let fds_before = connections_on(server.addr.port());
     let rss_before = rss_kib();
 
     let seed = 0x5eed_0000 + engine as u64;
@@ -364,7 +392,9 @@ fn garbage_never_corrupts_known_lines(engine: EngineChoice) {
         settled,
         "want {expected_lines} lines received and 2 clients left, have {t:?}"
     );
-    let reader = reading.join().unwrap();
+    let reader = reading
+        .join()
+        .unwrap_or_else(|_| panic!("the reader did not get every line; the server has {t:?}"));
     assert_eq!(t.lines_too_long, 3, "overlong clients counted: {t:?}");
     assert_eq!(t.bytes_received, expected_bytes, "{t:?}");
     assert_eq!(t.accepted, 2 + KINDS.len() as u64);
@@ -383,7 +413,7 @@ fn garbage_never_corrupts_known_lines(engine: EngineChoice) {
     echo.join().unwrap();
     drop(publisher);
     server.wait_connected(1);
-    wait_fds(fds_before);
+    wait_connections(server.addr.port(), fds_before);
     let grown_kib = rss_kib().saturating_sub(rss_before);
     assert!(
         grown_kib < 64 * 1024,
@@ -429,7 +459,7 @@ fn clients_that_vanish_mid_stream_leave_nothing_behind(engine: EngineChoice) {
     // The reader stays to the end, so its descriptors count in both
     // measurements and none closes late.
     let mut reader = connect_all(&server, 1).remove(0);
-    let fds_before = fd_count();
+    let fds_before = connections_on(server.addr.port());
     let mut talker = connect_all(&server, 1).remove(0);
 
     // Half-open: each shuts its write side. The server reads EOF and
@@ -498,7 +528,7 @@ fn clients_that_vanish_mid_stream_leave_nothing_behind(engine: EngineChoice) {
     echo.join().unwrap();
     drop(talker);
     server.wait_connected(1);
-    wait_fds(fds_before);
+    wait_connections(server.addr.port(), fds_before);
     drop(reader);
     server.wait_connected(0);
     let result = server.begin_stop().join().expect("server thread panicked");

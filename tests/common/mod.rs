@@ -156,8 +156,11 @@ impl Client {
         let deadline = Instant::now() + PATIENCE;
         self.take_lines(&mut lines, n);
         while lines.len() < n {
+            let read = self
+                .fill(deadline)
+                .unwrap_or_else(|e| panic!("read after {} of {n} lines: {e}", lines.len()));
             assert!(
-                self.fill(deadline).expect("read") > 0,
+                read > 0,
                 "connection closed after {} of {n} lines",
                 lines.len()
             );

@@ -164,7 +164,7 @@ pub(super) async fn read_loop(core: Rc<Core>, conn: Rc<Conn>) {
             break;
         }
         let mut budget = LINE_BUDGET;
-        loop {
+        let too_long = loop {
             match splitter.next_line(&mut buf) {
                 Ok(Some(line)) => {
                     core.publish(line).await;
@@ -175,16 +175,19 @@ pub(super) async fn read_loop(core: Rc<Core>, conn: Rc<Conn>) {
                         budget = LINE_BUDGET;
                     }
                 }
-                Ok(None) => break,
-                Err(_) => {
-                    core.shard().too_long();
-                    core.close(&conn, CloseReason::LineTooLong);
-                    core.reader_exited();
-                    return;
-                }
+                Ok(None) => break false,
+                Err(_) => break true,
             }
-        }
+        };
+        // Wake the other cores for this read's lines, on every way out: a
+        // client that leaves with an overlong line sends nothing more that
+        // would ring for the lines before it.
         core.outbox.borrow_mut().ring();
+        if too_long {
+            core.shard().too_long();
+            core.close(&conn, CloseReason::LineTooLong);
+            break;
+        }
     }
     core.reader_exited();
 }
