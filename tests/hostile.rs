@@ -1,15 +1,16 @@
 //! Hostile and careless clients on both engines: random binary garbage,
 //! overlong lines, resets while the server is writing, half-closed sockets.
 //! Known lines must get through intact and in order, the server must not
-//! panic, and every descriptor and client slot must be given back.
+//! panic, and every socket and client slot must be given back.
 //!
-//! The tests count this process's connections and measure its RSS, and the
+//! The tests list this process's sockets and measure its RSS, and the
 //! server runs in this process, so they take turns (`serial`) rather than
 //! run in parallel.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
@@ -84,38 +85,24 @@ fn start_serving(
     (server, from)
 }
 
-/// This process's open TCP connections to or from `port` (listening
-/// sockets aside): the test's clients and the server's ends of them.
+/// The sockets this process has open, by inode.
 ///
-/// Counting these, not every descriptor, keeps the count to this test's
-/// server: runtimes start timers lazily, and an earlier test's runtime may
-/// still be closing its own descriptors in the background.
-fn connections_on(port: u16) -> usize {
-    let port = format!(":{port:04X}");
-    let tcp = std::fs::read_to_string("/proc/self/net/tcp").unwrap_or_default();
-    let on_port: std::collections::HashSet<&str> = tcp
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.len() > 9 && f[3] != LISTEN)
-        .filter(|f| f[1].ends_with(&port) || f[2].ends_with(&port))
-        .map(|f| f[9])
-        .collect();
+/// Sockets, not every descriptor: runtimes start their timers lazily, and
+/// an earlier test's runtime may still be closing its own descriptors in
+/// the background.
+fn sockets() -> HashSet<String> {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .flatten()
         .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter(|t| {
+        .filter_map(|t| {
             let t = t.to_string_lossy();
-            t.strip_prefix("socket:[")
-                .and_then(|t| t.strip_suffix(']'))
-                .is_some_and(|inode| on_port.contains(inode))
+            t.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(String::from)
         })
-        .count()
+        .collect()
 }
-
-/// The TCP state of a listening socket in `/proc/net/tcp`.
-const LISTEN: &str = "0A";
 
 /// Resident set size of this process, in KiB.
 fn rss_kib() -> u64 {
@@ -127,16 +114,17 @@ fn rss_kib() -> u64 {
         .expect("VmRSS in /proc/self/status")
 }
 
-/// Waits until this process holds exactly `want` connections on `port`.
-fn wait_connections(port: u16, want: usize) {
-    let mut last = 0;
+/// Waits until every socket this process has open was already open in
+/// `before`: every client since, and the server's end of it, is closed.
+fn wait_sockets_closed(before: &HashSet<String>) {
+    let mut left = Vec::new();
     let found = wait_for_quietly(|| {
-        last = connections_on(port);
-        last == want
+        left = sockets().difference(before).cloned().collect();
+        left.is_empty()
     });
     assert!(
         found,
-        "descriptor leak: {last} connections on port {port} open, {want} before the clients:\n{}",
+        "descriptor leak: sockets {left:?} still open, opened after the clients came:\n{}",
         describe_fds()
     );
 }
@@ -287,7 +275,7 @@ fn garbage_never_corrupts_known_lines(engine: EngineChoice) {
     // The reader stays to the end, so its descriptors count in both
     // measurements and none closes late.
     let mut reader = connect_all(&server, 1).remove(0);
-    let fds_before = connections_on(server.addr.port());
+    let sockets_before = sockets();
     let rss_before = rss_kib();
 
     let seed = 0x5eed_0000 + engine as u64;
@@ -413,7 +401,7 @@ fn garbage_never_corrupts_known_lines(engine: EngineChoice) {
     echo.join().unwrap();
     drop(publisher);
     server.wait_connected(1);
-    wait_connections(server.addr.port(), fds_before);
+    wait_sockets_closed(&sockets_before);
     let grown_kib = rss_kib().saturating_sub(rss_before);
     assert!(
         grown_kib < 64 * 1024,
@@ -459,7 +447,7 @@ fn clients_that_vanish_mid_stream_leave_nothing_behind(engine: EngineChoice) {
     // The reader stays to the end, so its descriptors count in both
     // measurements and none closes late.
     let mut reader = connect_all(&server, 1).remove(0);
-    let fds_before = connections_on(server.addr.port());
+    let sockets_before = sockets();
     let mut talker = connect_all(&server, 1).remove(0);
 
     // Half-open: each shuts its write side. The server reads EOF and
@@ -528,7 +516,7 @@ fn clients_that_vanish_mid_stream_leave_nothing_behind(engine: EngineChoice) {
     echo.join().unwrap();
     drop(talker);
     server.wait_connected(1);
-    wait_connections(server.addr.port(), fds_before);
+    wait_sockets_closed(&sockets_before);
     drop(reader);
     server.wait_connected(0);
     let result = server.begin_stop().join().expect("server thread panicked");
