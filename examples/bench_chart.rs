@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Plots the rows of `SCENARIO` (default `saturation`) with line size
-//! `SIZE` (default 64).
+//! `SIZE` (default 64). A cell that ran several rounds is plotted at its
+//! median, as `summary.md` reports it.
 
 use std::collections::BTreeMap;
 
@@ -57,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         bail!("{csv} has no {scenario} rows with size {size}");
     }
     for points in series.values_mut() {
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        *points = medians(std::mem::take(points));
     }
     let all = || series.values().flatten();
     let x_max = all().map(|p| p.0).fold(10.0, f64::max) * 1.5;
@@ -102,4 +103,14 @@ fn main() -> anyhow::Result<()> {
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// One point per x: the median y of the points at that x (the lower one of
+/// an even count, as `summary.md` picks), sorted by x.
+fn medians(mut points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    points.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    points
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|same_x| same_x[(same_x.len() - 1) / 2])
+        .collect()
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks ringcast's two engines, uring and tokio, on this machine.
 #
-# Usage: scripts/bench.sh [--quick] [--cluster] [--nc-listeners N] [--out DIR]
+# Usage: scripts/bench.sh [--quick] [--cluster] [--rounds N] [--nc-listeners N] [--out DIR]
 #
 # It starts `ringcast serve` for each engine on a free loopback port (both
 # run side by side; an idle server costs nothing), then for each engine:
@@ -14,6 +14,9 @@
 #      and once at a fixed offered load of 1,000,000 deliveries/s for 64-byte
 #      lines (250,000/s for 1024-byte lines) that both engines should carry
 #      without loss; the engines take turns cell by cell;
+#      each saturation cell runs --rounds times (default 3, --quick 1), and
+#      the summary reports each engine's median run and the range of the
+#      per-round ratios: one run's ratio moves by 20 % or more here;
 # then stops the servers with SIGTERM and checks they exit 0.
 #
 # On a shared machine, the full run waits (2 minutes at most in all) for
@@ -22,7 +25,7 @@
 # (other_cpu_cores).
 #
 # Results go to bench-results/<date>-<host>/: setup.txt, raw.csv (one row per
-# engine x scenario), summary.md (printed at the end) and SVG charts of
+# engine x scenario x round), summary.md (printed at the end) and SVG charts of
 # delivered/s against clients. --quick is a smoke test for CI (under a
 # minute); the full run takes a few minutes.
 #
@@ -51,6 +54,7 @@ set -euo pipefail
 QUICK=0
 CLUSTER=0
 NC_LISTENERS=""
+ROUNDS=""
 OUT=""
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; }
 while (($#)); do
@@ -59,6 +63,10 @@ while (($#)); do
     --cluster) CLUSTER=1 ;;
     --nc-listeners)
         NC_LISTENERS="${2:?--nc-listeners needs a number}"
+        shift
+        ;;
+    --rounds)
+        ROUNDS="${2:?--rounds needs a number}"
         shift
         ;;
     --out)
@@ -87,6 +95,7 @@ if ((QUICK)); then
     DURATION=1
     IDLE_CLIENTS=2000
     : "${NC_LISTENERS:=20}"
+    : "${ROUNDS:=1}"
     NC_LINES=500
     SWARM_TIMEOUT=20
 else
@@ -94,6 +103,7 @@ else
     DURATION=5
     IDLE_CLIENTS=10000
     : "${NC_LISTENERS:=100}"
+    : "${ROUNDS:=3}"
     NC_LINES=2000
     SWARM_TIMEOUT=60
 fi
@@ -122,6 +132,10 @@ SUMMARY=summary
 
 if ! [[ "$NC_LISTENERS" =~ ^[1-9][0-9]*$ ]]; then
     echo "bench.sh: --nc-listeners must be a positive whole number" >&2
+    exit 2
+fi
+if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "bench.sh: --rounds must be a positive whole number" >&2
     exit 2
 fi
 
@@ -214,7 +228,7 @@ problem() {
 cat >"$WORK/helper.py" <<'PY'
 import json, os, socket, sys, time, urllib.request
 
-COLUMNS = ("engine scenario clients publishers size rate window duration_s "
+COLUMNS = ("engine scenario round clients publishers size rate window duration_s "
            "published delivered expected loss loss_ratio delivered_per_s mb_per_s "
            "publish_delivered_per_s p50_us p99_us p999_us elapsed_s drain_s ended "
            "order_violations malformed published_min published_max load_cpu_s "
@@ -336,11 +350,21 @@ def cmd_summary(raw, out, problems):
             return float(r[k])
         except (KeyError, TypeError, ValueError):
             return None
+    def runs(scenario, engine, **kv):
+        return [r for r in rows
+                if r["scenario"] == scenario and r["engine"] == engine and all(r[k] == str(v) for k, v in kv.items())]
     def pick(scenario, engine, **kv):
-        for r in rows:
-            if r["scenario"] == scenario and r["engine"] == engine and all(r[k] == str(v) for k, v in kv.items()):
-                return r
-        return None
+        """The median run by delivered/s (the lower one of an even count)."""
+        found = sorted(runs(scenario, engine, **kv), key=lambda r: num(r, "delivered_per_s") or 0)
+        return found[(len(found) - 1) // 2] if found else None
+    def round_ratios(scenario, **kv):
+        """uring/tokio delivered/s of each round, as "lowest to highest"."""
+        by_round = lambda e: {r.get("round"): num(r, "delivered_per_s") for r in runs(scenario, e, **kv)}
+        u, t = by_round("uring"), by_round("tokio")
+        ratios = sorted(u[k] / t[k] for k in u if k in t and u[k] is not None and t[k])
+        if len(ratios) < 2:
+            return "-"
+        return f"{ratios[0]:.2f} to {ratios[-1]:.2f}"
     def f(v, fmt="{:,.0f}"):
         return "-" if v is None else fmt.format(v)
     def ratio(a, b):
@@ -354,15 +378,19 @@ def cmd_summary(raw, out, problems):
     L.append("Both engines on the same machine, server and load generator sharing its cores; see setup.txt.\n")
     L.append("Delivered/s counts every line every client received, over the measured interval: from the start of publishing to the last delivery (so any drain after the publishing duration is included). Loss = published x clients - delivered. p99 is send-to-receive latency.\n")
 
+    rounds = max((int(r.get("round") or 1) for r in rows if r["scenario"] == "saturation"), default=1)
     L.append("## Saturation (`--rate max`: closed loop, each publisher keeps at most `window` of its own lines in flight)\n")
-    L.append("| clients | size B | publishers x window | uring delivered/s | tokio delivered/s | uring/tokio | uring MB/s | tokio MB/s | uring loss | tokio loss | uring p99 ms | tokio p99 ms | uring drain s | tokio drain s |")
-    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if rounds > 1:
+        L.append(f"Each cell ran {rounds} times, engines alternating. Every column is from each engine's median run by delivered/s; "
+                 "uring/tokio is the ratio of the medians, and the next column the lowest and highest ratio of single rounds.\n")
+    L.append("| clients | size B | publishers x window | uring delivered/s | tokio delivered/s | uring/tokio | uring/tokio per round | uring MB/s | tokio MB/s | uring loss | tokio loss | uring p99 ms | tokio p99 ms | uring drain s | tokio drain s |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c, s in keys:
         u, t = pick("saturation", "uring", clients=c, size=s), pick("saturation", "tokio", clients=c, size=s)
         if not (u or t):
             continue
         g = lambda r, k: num(r, k) if r else None
-        L.append(f"| {c} | {s} | {(u or t)['publishers']} x {(u or t)['window']} | {f(g(u,'delivered_per_s'))} | {f(g(t,'delivered_per_s'))} | {ratio(g(u,'delivered_per_s'), g(t,'delivered_per_s'))} | "
+        L.append(f"| {c} | {s} | {(u or t)['publishers']} x {(u or t)['window']} | {f(g(u,'delivered_per_s'))} | {f(g(t,'delivered_per_s'))} | {ratio(g(u,'delivered_per_s'), g(t,'delivered_per_s'))} | {round_ratios('saturation', clients=c, size=s)} | "
                  f"{f(g(u,'mb_per_s'), '{:,.1f}')} | {f(g(t,'mb_per_s'), '{:,.1f}')} | {f(g(u,'loss'))} | {f(g(t,'loss'))} | "
                  f"{f(ms(u), '{:,.1f}')} | {f(ms(t), '{:,.1f}')} | {f(g(u,'drain_s'), '{:.2f}')} | {f(g(t,'drain_s'), '{:.2f}')} |")
 
@@ -400,7 +428,7 @@ def cmd_summary(raw, out, problems):
         ba = lambda r: f"{r['rss_before_kb']}/{r['rss_after_kb']}" if r else "-"
         L.append(f"| {r0['clients']} | {f(g(u,'bytes_per_conn'))} | {f(g(t,'bytes_per_conn'))} | {ratio(g(u,'bytes_per_conn'), g(t,'bytes_per_conn'))} | {ba(u)} | {ba(t)} |")
 
-    L.append(f"\n## CPU (cores busy over each saturation cell, of {os.cpu_count()}; others = every other process, noise if well above 0)\n")
+    L.append(f"\n## CPU (cores busy over each saturation cell, its median run, of {os.cpu_count()}; others = every other process, noise if well above 0)\n")
     L.append("| clients | size B | uring server | uring generator | uring others | tokio server | tokio generator | tokio others |")
     L.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c, s in keys:
@@ -415,7 +443,8 @@ def cmd_summary(raw, out, problems):
     u, t = pick("saturation", "uring", clients=1000, size=64), pick("saturation", "tokio", clients=1000, size=64)
     if u and t:
         r = num(u, "delivered_per_s") / max(num(t, "delivered_per_s"), 1)
-        check(r >= 1.25, f"uring >= 1.25x tokio delivered/s at 1000 clients x 64 B saturation: {r:.2f}x")
+        of = f" (medians of {rounds} rounds; single rounds {round_ratios('saturation', clients=1000, size=64)})" if rounds > 1 else ""
+        check(r >= 1.25, f"uring >= 1.25x tokio delivered/s at 1000 clients x 64 B saturation: {r:.2f}x{of}")
     behind = []
     for sc in ("saturation", "fixed"):
         for c, s in keys:
@@ -603,6 +632,7 @@ BIN="$ROOT/target/release/ringcast"
     echo "cargo profile: release ($(awk '/^\[profile.release\]/ { p = 1; next } /^\[/ { p = 0 } p && NF' Cargo.toml | tr '\n' ' '))"
     echo "server: $BIN serve --engine ENGINE --listen 127.0.0.1:0 --metrics 127.0.0.1:0 ${SERVE_FLAGS[*]} (defaults for everything else)"
     echo "load generator: $BIN load --threads $LOAD_THREADS --json, duration ${DURATION}s per cell, publishers min(10, clients), --window default (1000, or fewer so that publishers x window x clients <= 1,000,000)"
+    echo "rounds: each saturation cell $ROUNDS time(s), engines alternating; each fixed-rate cell once"
     echo "fixed offered load: $FIXED_DELIVERIES_64 deliveries/s for 64-byte lines, $FIXED_DELIVERIES_1024 for 1024-byte lines"
     echo "netcat swarm: $NC_LISTENERS listeners, $NC_PUBLISHERS publishers x $NC_LINES lines of 64 bytes"
     echo "idle clients: $IDLE_CLIENTS"
@@ -818,8 +848,8 @@ nc_swarm() { # engine
 }
 
 # ------------------------------------------------------------ load matrix
-load_cell() { # engine scenario clients size
-    local engine=$1 scenario=$2 clients=$3 size=$4
+load_cell() { # engine scenario clients size [round]
+    local engine=$1 scenario=$2 clients=$3 size=$4 round=${5:-1}
     local pubs=$((clients < MAX_PUBLISHERS ? clients : MAX_PUBLISHERS))
     local rate=max
     if [[ "$scenario" == fixed ]]; then
@@ -849,7 +879,7 @@ load_cell() { # engine scenario clients size
         local cpu=(server_ticks=$((ticks1 - ticks0)) machine_ticks=$((m1 - m0)) clk_tck="$CLK_TCK" wall_s="$wall")
         if ((rc != 0)) || ! [[ -s "$json" ]]; then
             problem "$engine $scenario ${clients}x${size}B: ringcast load failed (status $rc): $(tr '\n' ' ' <"$err")"
-            helper row "$RAW" engine="$engine" scenario="$scenario" clients="$clients" publishers="$pubs" \
+            helper row "$RAW" engine="$engine" scenario="$scenario" round="$round" clients="$clients" publishers="$pubs" \
                 size="$size" rate="$rate" ended=error "${cpu[@]}" server_dropped=$((drop1 - drop0))
             break
         fi
@@ -857,9 +887,9 @@ load_cell() { # engine scenario clients size
         local retry=()
         ((attempt < RETRIES)) && retry=(retry_if_busy="$BUSY_CORES")
         rc=0
-        line=$(helper row "$RAW" engine="$engine" scenario="$scenario" json="$json" "${cpu[@]}" \
+        line=$(helper row "$RAW" engine="$engine" scenario="$scenario" round="$round" json="$json" "${cpu[@]}" \
             server_dropped=$((drop1 - drop0)) "${retry[@]}") || rc=$?
-        say "$engine $scenario ${clients}x${size}B: $line"
+        say "$engine $scenario ${clients}x${size}B$( ((ROUNDS > 1)) && [[ $scenario == saturation ]] && echo " round $round"): $line"
         ((rc == 3)) || break
     done
     wait_disconnected "$engine"
@@ -1013,12 +1043,16 @@ order=("${ENGINES[@]}")
 for size in "${SIZES[@]}"; do
     for clients in "${CLIENTS[@]}"; do
         for scenario in saturation fixed; do
-            for engine in "${order[@]}"; do
-                use_engine "$engine"
-                load_cell "$engine" "$scenario" "$clients" "$size"
+            rounds=1
+            [[ "$scenario" == saturation ]] && rounds=$ROUNDS
+            for ((round = 1; round <= rounds; round++)); do
+                for engine in "${order[@]}"; do
+                    use_engine "$engine"
+                    load_cell "$engine" "$scenario" "$clients" "$size" "$round"
+                done
+                # Take turns at going first.
+                order=("${order[@]:1}" "${order[0]}")
             done
-            # Take turns at going first.
-            order=("${order[@]:1}" "${order[0]}")
         done
     done
 done
