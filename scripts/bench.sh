@@ -14,7 +14,7 @@
 #      and once at a fixed offered load of 1,000,000 deliveries/s for 64-byte
 #      lines (250,000/s for 1024-byte lines) that both engines should carry
 #      without loss; the engines take turns cell by cell;
-#      each saturation cell runs --rounds times (default 3, --quick 1), and
+#      each saturation cell runs --rounds times (default 3), and
 #      the summary reports each engine's median run and the range of the
 #      per-round ratios: one run's ratio moves by 20 % or more here;
 # then stops the servers with SIGTERM and checks they exit 0.
@@ -95,7 +95,6 @@ if ((QUICK)); then
     DURATION=1
     IDLE_CLIENTS=2000
     : "${NC_LISTENERS:=20}"
-    : "${ROUNDS:=1}"
     NC_LINES=500
     SWARM_TIMEOUT=20
 else
@@ -103,11 +102,11 @@ else
     DURATION=5
     IDLE_CLIENTS=10000
     : "${NC_LISTENERS:=100}"
-    : "${ROUNDS:=3}"
     NC_LINES=2000
     SWARM_TIMEOUT=60
 fi
 NC_PUBLISHERS=3
+: "${ROUNDS:=3}"
 # A cell during which other processes used more than BUSY_CORES cores is run
 # again once (RETRIES=1); before each cell the script waits for the machine
 # to be quiet, QUIET_BUDGET seconds at most over the whole run. --quick does
