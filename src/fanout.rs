@@ -7,6 +7,10 @@
 //! publisher waits on its [`Doorbell`] for room, which stops reading from the
 //! publishing connection until the consumer catches up.
 //!
+//! The mesh also counts, per ring, the tasks waiting for room in it
+//! ([`SpaceWaiter::wait_for_room`], [`Inbox::senders_waiting`]): a consumer
+//! learns how many publishers on the other core its pace is holding back.
+//!
 //! Doorbells follow the "wake only a sleeper" rule (glommio's
 //! `should_notify`): a consumer sets `parked` before it sleeps and producers
 //! notify only if they see it, so a busy core is never interrupted and a
@@ -14,7 +18,7 @@
 
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
@@ -68,6 +72,15 @@ impl Doorbell {
 struct Bells {
     data: Box<[Doorbell]>,
     space: Box<[Doorbell]>,
+    /// `waiting[from * cores + to]`: tasks on core `from` waiting for room
+    /// in the ring `from → to`.
+    waiting: Box<[CachePadded<AtomicUsize>]>,
+}
+
+impl Bells {
+    fn waiting(&self, from: usize, to: usize) -> &AtomicUsize {
+        &self.waiting[from * self.data.len() + to]
+    }
 }
 
 /// A core's sending side: one producer per other core.
@@ -93,6 +106,7 @@ pub fn mesh(cores: usize, capacity: usize) -> Vec<(Outbox, Inbox)> {
     let bells = Arc::new(Bells {
         data: (0..cores).map(|_| Doorbell::default()).collect(),
         space: (0..cores).map(|_| Doorbell::default()).collect(),
+        waiting: (0..cores * cores).map(|_| CachePadded::default()).collect(),
     });
     let mut producers: Vec<Vec<Option<rtrb::Producer<Bytes>>>> = (0..cores)
         .map(|_| (0..cores).map(|_| None).collect())
@@ -196,6 +210,25 @@ impl SpaceWaiter {
     pub async fn wait_until(&self, ready: impl Fn() -> bool) {
         self.bells.space[self.me].wait_until(ready).await;
     }
+
+    /// Sleeps until the ring towards core `to` has room (`has_room()`),
+    /// counted meanwhile among that ring's [`Inbox::senders_waiting`].
+    pub async fn wait_for_room(&self, to: usize, has_room: impl Fn() -> bool) {
+        let waiting = self.bells.waiting(self.me, to);
+        waiting.fetch_add(1, Ordering::Relaxed);
+        // Counted down even if the wait is dropped half way.
+        let _counted = Decrement(waiting);
+        self.wait_until(has_room).await;
+    }
+}
+
+/// Takes one off a count when dropped.
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Inbox {
@@ -206,6 +239,12 @@ impl Inbox {
             .and_then(Option::as_mut)?
             .pop()
             .ok()
+    }
+
+    /// How many tasks on core `from` are waiting for room in its ring
+    /// towards us (see [`SpaceWaiter::wait_for_room`]).
+    pub fn senders_waiting(&self, from: usize) -> usize {
+        self.bells.waiting(from, self.me).load(Ordering::Relaxed)
     }
 
     /// Tells core `from` its ring towards us has room again.
@@ -235,6 +274,50 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn senders_waiting_for_room_are_counted_until_they_get_it_or_give_up() {
+        let mut links = mesh(2, 1);
+        let (_, mut inbox) = links.pop().expect("core 1");
+        let (mut outbox, _) = links.pop().expect("core 0");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            outbox
+                .try_push(1, Bytes::from_static(b"a\n"))
+                .expect("room for one");
+            assert!(outbox.try_push(1, Bytes::from_static(b"b\n")).is_err());
+            let outbox = std::sync::Arc::new(std::sync::Mutex::new(outbox));
+            let has_room = {
+                let outbox = std::sync::Arc::clone(&outbox);
+                move || outbox.lock().expect("outbox").has_room(1)
+            };
+            let waiter = outbox.lock().expect("outbox").space_waiter();
+            let blocked = {
+                let (waiter, has_room) = (waiter.clone(), has_room.clone());
+                tokio::spawn(async move { waiter.wait_for_room(1, has_room).await })
+            };
+            let gives_up = {
+                let (waiter, has_room) = (waiter.clone(), has_room.clone());
+                tokio::spawn(async move { waiter.wait_for_room(1, has_room).await })
+            };
+            tokio::task::yield_now().await;
+            assert_eq!(inbox.senders_waiting(0), 2, "both wait for room");
+            assert_eq!(inbox.senders_waiting(1), 0, "nothing waits the other way");
+            gives_up.abort();
+            assert!(gives_up.await.is_err_and(|e| e.is_cancelled()));
+            assert_eq!(
+                inbox.senders_waiting(0),
+                1,
+                "a dropped wait is counted down"
+            );
+            assert!(inbox.pop_from(0).is_some());
+            inbox.release(0);
+            blocked.await.expect("woken once there is room");
+            assert_eq!(inbox.senders_waiting(0), 0);
+        });
+    }
 
     #[test]
     fn every_core_gets_every_message_in_order_without_loss() {

@@ -335,21 +335,24 @@ impl Core {
                 // Full ring: stop reading this client until the peer catches up.
                 self.outbox.borrow_mut().ring();
                 self.space
-                    .wait_until(|| self.outbox.borrow().has_room(peer))
+                    .wait_for_room(peer, || self.outbox.borrow().has_room(peer))
                     .await;
                 waited = true;
             }
         }
-        self.deliver_local(&line).await;
-        if waited {
-            // As in deliver_local: let the other woken publishers take turns.
+        if self.deliver_local(&line).await || waited {
+            // Everyone woken with us gets a turn before we take more room:
+            // without this, the first publisher woken refills the queue
+            // alone, round after round.
             tokio::task::yield_now().await;
         }
     }
 
     /// Offers `msg` to every connection on this core. Waits only for a
     /// connection whose queue is full while its socket is still draining.
-    async fn deliver_local(&self, msg: &Bytes) {
+    /// Returns whether it waited, so that the caller lets the others woken
+    /// with it have their turn.
+    async fn deliver_local(&self, msg: &Bytes) -> bool {
         let shard = self.shard();
         // Everyone connected when the message arrived; a client that joins
         // while we wait below does not get it.
@@ -364,12 +367,7 @@ impl Core {
                 conn.wait_room(deadline).await;
             }
         }
-        if waited {
-            // Everyone woken with us gets a turn before we take more room:
-            // without this, the first publisher woken refills the queue
-            // alone, round after round.
-            tokio::task::yield_now().await;
-        }
+        waited
     }
 
     /// Closes connections that have sent nothing for `timeout`.
@@ -392,7 +390,14 @@ impl Core {
     }
 
     /// Delivers messages other cores pushed to us.
+    ///
+    /// At full queues, publishers take turns: each waits, offers one line,
+    /// and yields. This task carries the lines of every publisher on the
+    /// other cores, so it takes one turn for each of them that is held up
+    /// waiting for room in its ring to us before it yields. A congested core
+    /// then shares its queues out per publisher, wherever the publisher is.
     async fn drain_rings(self: Rc<Self>, mut inbox: Inbox) {
+        let mut turns = 0;
         loop {
             let closed = self.rings_closed.get();
             let mut any = false;
@@ -402,7 +407,13 @@ impl Core {
                     let Some(msg) = inbox.pop_from(peer) else {
                         break;
                     };
-                    self.deliver_local(&msg).await;
+                    if self.deliver_local(&msg).await {
+                        turns += 1;
+                        if turns >= inbox.senders_waiting(peer).max(1) {
+                            tokio::task::yield_now().await;
+                            turns = 0;
+                        }
+                    }
                     taken += 1;
                 }
                 if taken > 0 {
