@@ -14,9 +14,9 @@
 #      and once at a fixed offered load of 1,000,000 deliveries/s for 64-byte
 #      lines (250,000/s for 1024-byte lines) that both engines should carry
 #      without loss; the engines take turns cell by cell;
-#      each saturation cell runs --rounds times (default 3), and
-#      the summary reports each engine's median run and the range of the
-#      per-round ratios: one run's ratio moves by 20 % or more here;
+#      each saturation cell runs --rounds times (default 3; --cluster
+#      ignores it), and the summary reports each engine's median run and the
+#      range of the per-round ratios: one run's ratio moves by 20 % or more;
 # then stops the servers with SIGTERM and checks they exit 0.
 #
 # On a shared machine, the full run waits (2 minutes at most in all) for
