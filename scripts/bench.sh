@@ -10,7 +10,7 @@
 #   2. netcat swarm: N `nc` listeners and 3 `nc` publishers; the time until
 #      every listener has every line;
 #   3. load-generator matrix (`ringcast load --json`): clients {10,100,1000}
-#      x line size {64,1024}, once at saturation (--rate max, closed loop)
+#      x line size {64,1024}, at saturation (--rate max, closed loop)
 #      and once at a fixed offered load of 1,000,000 deliveries/s for 64-byte
 #      lines (250,000/s for 1024-byte lines) that both engines should carry
 #      without loss; the engines take turns cell by cell;
