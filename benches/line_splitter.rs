@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ringcast::line::LineSplitter;
+use ringcast::internals::LineSplitter;
 use std::hint::black_box;
 
 /// Bytes of input per iteration.

@@ -1,58 +1,72 @@
-//! `OutQueue`: the cost of queueing a message for one client and of the
-//! writer taking it out again, per message.
+//! `Outbound`: what offering a message to one client costs, and handing
+//! its queue to the kernel, per message. The socket is a stand-in that
+//! takes everything (or nothing), so the figures are the policy's own.
+//! Run with `cargo bench --features internals --bench queue`.
+
+use std::hint::black_box;
+use std::io::IoSlice;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ringcast::queue::{Admission, OutQueue};
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+use ringcast::internals::{Offer, Outbound, Sent};
 
 /// The server's default queue length.
 const CAPACITY: usize = 100;
-/// The writer's batch budget, in bytes.
-const BATCH_BYTES: usize = 64 * 1024;
+/// The server's default grace.
+const GRACE: Duration = Duration::from_millis(5);
 
-fn queue(c: &mut Criterion) {
+/// A socket that takes every byte offered.
+fn takes_all(bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+    Ok(bufs.iter().map(|b| b.len()).sum())
+}
+
+/// A socket whose buffer is full.
+fn refuses(_: &[IoSlice<'_>]) -> std::io::Result<usize> {
+    Err(std::io::ErrorKind::WouldBlock.into())
+}
+
+fn outbound(c: &mut Criterion) {
     let msg = Bytes::from(vec![b'x'; 64]);
     let now = Instant::now();
-    let mut group = c.benchmark_group("out_queue");
+    let mut sent = Sent::default();
+    let mut group = c.benchmark_group("outbound");
 
-    // One message in, one out: a client that keeps up.
+    // One message in, one send: a client that keeps up with a slow flow.
     group.throughput(Throughput::Elements(1));
-    group.bench_function("offer_take_1", |b| {
-        let mut q = OutQueue::new(CAPACITY, Duration::from_millis(50));
-        let mut out = Vec::with_capacity(BATCH_BYTES);
+    group.bench_function("offer_flush_1", |b| {
+        let mut q = Outbound::new(CAPACITY, GRACE);
         b.iter(|| {
-            let admitted = q.offer(black_box(&msg), || now);
-            debug_assert_eq!(admitted, Admission::Queued);
-            out.clear();
-            black_box(q.take_batch(&mut out, BATCH_BYTES));
+            let offered = q.offer(black_box(&msg), takes_all, || now, &mut sent);
+            debug_assert!(matches!(offered, Offer::Queued { .. }));
+            black_box(q.flush(takes_all, &mut sent));
         });
     });
 
-    // Fill the queue, then take it all in one batch: a burst.
+    // Fill the queue, then send it all: a burst.
     group.throughput(Throughput::Elements(CAPACITY as u64));
-    group.bench_function(format!("offer_{CAPACITY}_take_batch"), |b| {
-        let mut q = OutQueue::new(CAPACITY, Duration::from_millis(50));
-        let mut out = Vec::with_capacity(BATCH_BYTES);
+    group.bench_function(format!("offer_{CAPACITY}_flush"), |b| {
+        let mut q = Outbound::new(CAPACITY, GRACE);
         b.iter(|| {
             for _ in 0..CAPACITY {
-                black_box(q.offer(&msg, || now));
+                black_box(q.offer(&msg, takes_all, || now, &mut sent));
             }
-            out.clear();
-            black_box(q.take_batch(&mut out, BATCH_BYTES));
+            black_box(q.flush(takes_all, &mut sent));
         });
     });
 
-    // A stalled client: the queue is full and every offer is dropped.
+    // A slow client: the allowance is full and every offer is dropped.
     group.throughput(Throughput::Elements(1));
     group.bench_function("offer_dropped", |b| {
-        let mut q = OutQueue::new(CAPACITY, Duration::ZERO);
-        while q.offer(&msg, || now) == Admission::Queued {}
-        b.iter(|| black_box(q.offer(black_box(&msg), || now)));
+        let mut q = Outbound::new(CAPACITY, Duration::ZERO);
+        while matches!(
+            q.offer(&msg, refuses, || now, &mut sent),
+            Offer::Queued { .. }
+        ) {}
+        b.iter(|| black_box(q.offer(black_box(&msg), refuses, || now, &mut sent)));
     });
     group.finish();
 }
 
-criterion_group!(benches, queue);
+criterion_group!(benches, outbound);
 criterion_main!(benches);

@@ -1,18 +1,17 @@
 //! Cross-core ring throughput: messages per second from one pinned thread
-//! to another through `ringcast::fanout::mesh`, with the doorbells the
-//! uring engine uses (the consumer sleeps when its rings are empty, the
-//! producer when its ring is full).
+//! to another through the uring engine's mesh, at its ring size, with its
+//! doorbells (the consumer sleeps when its rings are empty, the producer
+//! when its ring is full). Run with
+//! `cargo bench --features internals --bench ring`.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ringcast::fanout::{Inbox, Outbox, mesh};
+use ringcast::internals::{Inbox, Outbox, RING_CAPACITY, mesh};
 
-/// Ring length, as in the uring engine.
-const RING_CAPACITY: usize = 4096;
 /// Messages the consumer pops before telling the producer there is room,
-/// as in the uring engine.
+/// as the uring engine's drainer does.
 const RING_BATCH: usize = 64;
 /// Messages per measured iteration.
 const PER_ITER: u64 = 10_000;
@@ -41,21 +40,9 @@ fn transfer(
     let start = Instant::now();
     let producer = std::thread::spawn(move || {
         pin(cores[0]);
-        let mut outbox = outbox;
         runtime().block_on(async move {
             for i in 0..n {
-                let mut m = msg.clone();
-                loop {
-                    match outbox.try_push(1, m) {
-                        Ok(()) => break,
-                        Err(back) => {
-                            m = back;
-                            outbox.ring();
-                            let waiter = outbox.space_waiter();
-                            waiter.wait_until(|| outbox.has_room(1)).await;
-                        }
-                    }
-                }
+                outbox.push(1, msg.clone()).await;
                 if i % RING_BATCH as u64 == 0 {
                     outbox.ring();
                 }

@@ -1,10 +1,13 @@
-//! Server configuration, shared by both engines.
+//! Server configuration: every default and every check, in one place. The
+//! command line only spells these out.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::error::Error;
+
 /// Which I/O engine runs the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineChoice {
     /// io_uring when the kernel allows it, tokio otherwise.
     #[default]
@@ -34,7 +37,19 @@ impl Engine {
     }
 }
 
-/// Everything the server needs to know.
+/// Where and as whom to join a cluster of nodes through NATS.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// NATS server URL, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Subject every node publishes to and subscribes to.
+    pub subject: String,
+    /// This node's id; `None` means `<hostname>:<port>`.
+    pub node_id: Option<String>,
+}
+
+/// Everything the server needs to know. [`Config::default`] holds every
+/// default; [`Config::validate`] every check.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address to accept clients on.
@@ -43,17 +58,19 @@ pub struct Config {
     pub engine: EngineChoice,
     /// Threads (cores) to run on; `None` means one per available core.
     pub threads: Option<usize>,
-    /// Per-connection outgoing queue length, in messages.
+    /// Per-connection outgoing queue, in messages not yet taken by the
+    /// kernel.
     pub queue: usize,
     /// Longest accepted line, in bytes, not counting the newline.
     pub max_line: usize,
     /// Per-connection kernel send buffer (SO_SNDBUF), in bytes.
     pub sndbuf: usize,
-    /// How long a client's queue may stay full before the client counts as
-    /// stalled and its messages are dropped instead of waited for.
+    /// The most a publisher waits, per slow episode, for a client whose
+    /// queue and socket buffer are full: it may only be behind for a
+    /// moment. Zero never waits.
     pub stall_timeout: Duration,
     /// Longest a write may be held back to carry more messages, while a core
-    /// is busy; zero never holds writes back. See [`crate::coalesce`].
+    /// is busy; zero never holds writes back.
     pub coalesce: Duration,
     /// Deliveries per second per core above which a core counts as busy and
     /// coalesces writes.
@@ -64,11 +81,13 @@ pub struct Config {
     pub max_clients: usize,
     /// Disconnect clients that send nothing for this long; `None` never does.
     pub idle_timeout: Option<Duration>,
-    /// Where to serve Prometheus metrics, if anywhere.
+    /// Disconnect a client that has been dropping messages (its queue and
+    /// socket full) for this long; `None` never does.
+    pub slow_disconnect: Option<Duration>,
+    /// Where to serve the HTTP endpoints (`/metrics`), if anywhere.
     pub metrics: Option<SocketAddr>,
-    /// The NATS cluster to share lines with, if any. An empty `node_id`
-    /// means `<hostname>:<port>`.
-    pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// The NATS cluster to share lines with, if any.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Default `--listen`.
@@ -79,8 +98,12 @@ pub const DEFAULT_QUEUE: usize = 100;
 pub const DEFAULT_MAX_LINE: usize = 65536;
 /// Default `--sndbuf`. The kernel doubles it for bookkeeping.
 pub const DEFAULT_SNDBUF: usize = 64 * 1024;
+/// Smallest `--sndbuf`: below this the kernel's own floor applies anyway.
+pub const MIN_SNDBUF: usize = 4096;
 /// Default `--stall-timeout`.
-pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_millis(50);
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_millis(5);
+/// Longest `--stall-timeout`.
+pub const MAX_STALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default `--coalesce`.
 pub const DEFAULT_COALESCE: Duration = Duration::from_millis(1);
 /// Default `--coalesce-above`.
@@ -89,6 +112,11 @@ pub const DEFAULT_COALESCE_ABOVE: u64 = 200_000;
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// Default `--drain-timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest timeout any option takes (30 days): longer ones would overflow
+/// the clock arithmetic of timers.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Default `--cluster-subject`.
+pub const DEFAULT_SUBJECT: &str = "ringcast.lines";
 
 impl Default for Config {
     fn default() -> Self {
@@ -105,6 +133,7 @@ impl Default for Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_clients: DEFAULT_MAX_CLIENTS,
             idle_timeout: None,
+            slow_disconnect: None,
             metrics: None,
             cluster: None,
         }
@@ -117,5 +146,143 @@ impl Config {
         self.threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1)
+    }
+
+    /// Checks every value, naming the option at fault.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |what: &str| Err(Error::Config(what.to_owned()));
+        if self.threads == Some(0) {
+            return bad("--threads must be at least 1");
+        }
+        if self.queue == 0 {
+            return bad("--queue must be at least 1");
+        }
+        if self.max_line == 0 {
+            return bad("--max-line must be at least 1");
+        }
+        if self.sndbuf < MIN_SNDBUF {
+            return Err(Error::Config(format!(
+                "--sndbuf must be at least {MIN_SNDBUF}"
+            )));
+        }
+        if self.max_clients == 0 {
+            return bad("--max-clients must be at least 1");
+        }
+        if self.stall_timeout > MAX_STALL_TIMEOUT {
+            return Err(Error::Config(format!(
+                "--stall-timeout must be at most {MAX_STALL_TIMEOUT:?}"
+            )));
+        }
+        let timeouts = [
+            ("--coalesce", Some(self.coalesce)),
+            ("--drain-timeout", Some(self.drain_timeout)),
+            ("--idle-timeout", self.idle_timeout),
+            ("--slow-disconnect", self.slow_disconnect),
+        ];
+        for (name, value) in timeouts {
+            if value.is_some_and(|d| d > MAX_TIMEOUT) {
+                return Err(Error::Config(format!("{name} must be at most 30 days")));
+            }
+        }
+        if self.idle_timeout.is_some_and(|t| t.is_zero()) {
+            return bad("--idle-timeout must be longer than 0");
+        }
+        if self.slow_disconnect.is_some_and(|t| t.is_zero()) {
+            return bad("--slow-disconnect must be longer than 0");
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
+        Ok(())
+    }
+
+    /// What every connection is told.
+    pub(crate) fn session_settings(&self) -> crate::engine::session::Settings {
+        crate::engine::session::Settings {
+            queue: self.queue,
+            max_line: self.max_line,
+            grace: self.stall_timeout,
+            slow_disconnect: self.slow_disconnect,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the URL, the subject and the node id, so a typo is an error
+    /// at start, not a reconnect loop.
+    pub fn validate(&self) -> Result<(), Error> {
+        use std::str::FromStr as _;
+        async_nats::ServerAddr::from_str(&self.url)
+            .map_err(|e| Error::Config(format!("invalid --cluster URL {:?}: {e}", self.url)))?;
+        let bad_subject = self.subject.is_empty()
+            || self
+                .subject
+                .chars()
+                .any(|c| c.is_whitespace() || c == '*' || c == '>')
+            || self.subject.split('.').any(str::is_empty);
+        if bad_subject {
+            return Err(Error::Config(format!(
+                "invalid --cluster-subject {:?}: use dot-separated tokens without spaces or wildcards",
+                self.subject
+            )));
+        }
+        if self.node_id.as_deref().is_some_and(str::is_empty) {
+            return Err(Error::Config("--node-id must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_each_bad_value_names_its_option() {
+        assert!(Config::default().validate().is_ok());
+        type Spoil = fn(&mut Config);
+        let cases: [(&str, Spoil); 9] = [
+            ("--stall-timeout", |c| {
+                c.stall_timeout = Duration::from_secs(2)
+            }),
+            ("--queue", |c| c.queue = 0),
+            ("--max-line", |c| c.max_line = 0),
+            ("--sndbuf", |c| c.sndbuf = 100),
+            ("--max-clients", |c| c.max_clients = 0),
+            ("--coalesce", |c| c.coalesce = Duration::MAX),
+            ("--idle-timeout", |c| c.idle_timeout = Some(Duration::MAX)),
+            ("--slow-disconnect", |c| {
+                c.slow_disconnect = Some(Duration::ZERO)
+            }),
+            ("--drain-timeout", |c| c.drain_timeout = Duration::MAX),
+        ];
+        for (name, spoil) in cases {
+            let mut c = Config::default();
+            spoil(&mut c);
+            let err = c.validate().expect_err(name).to_string();
+            assert!(err.contains(name), "{err} should name {name}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_needs_a_url_a_plain_subject_and_a_non_empty_id() {
+        let good = ClusterConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            subject: DEFAULT_SUBJECT.into(),
+            node_id: None,
+        };
+        assert!(good.validate().is_ok());
+        for subject in ["", "a..b", "a.*", "a b"] {
+            let c = ClusterConfig {
+                subject: subject.into(),
+                ..good.clone()
+            };
+            assert!(c.validate().is_err(), "{subject:?}");
+        }
+        let c = ClusterConfig {
+            node_id: Some(String::new()),
+            ..good
+        };
+        assert!(c.validate().is_err());
     }
 }

@@ -4,39 +4,53 @@
 //!
 //! # Layout
 //!
-//! - [`line`]: the line splitter; pure, no I/O.
-//! - [`limits`]: the client cap, accept backoff and log throttling.
-//! - [`queue`]: the bounded per-connection queue and its drop policy.
-//! - [`coalesce`]: holds writes back briefly while a core is busy, so one
-//!   write carries many lines.
-//! - [`fanout`]: the cross-core mesh of bounded rings with doorbells.
-//! - [`net`]: socket setup (SO_REUSEPORT, SO_SNDBUF) and the io_uring probe.
-//! - [`metrics`]: per-core counters, summed on scrape, and `/metrics`.
-//! - [`cluster`]: the NATS bridge that shares lines between nodes.
-//! - [`server`]: binds, picks the engine, runs until shutdown, drains.
-//! - `engine`: what both engines share (accept loop, idle sweep, and the
-//!   roster of connections that fan-out walks).
-//! - `engine/uring`: one pinned tokio-uring runtime per core (the product).
-//! - `engine/tokio`: a multi-threaded tokio runtime (the baseline).
-//! - [`cli`]: the command line, shared by the binary and its tests.
-//! - [`load`]: `ringcast load`, the fan-out load generator and its report.
-//! - [`config`] and [`error`]: what the server is told and what can go wrong.
+//! - [`server`], [`config`], [`error`]: the front door. Bind a
+//!   [`Server`] with a [`Config`], run it until a shutdown future resolves.
+//! - `policy/`: decisions with no I/O.
+//!   - `line`: bytes into lines.
+//!   - `inbound`: how much a connection reads next, into which buffer.
+//!   - `outbound`: a connection's queue, its sends, and what it drops.
+//!   - `coalesce`: when a busy core holds writes back.
+//!   - `limits`: the client cap, accept backoff, log throttling.
+//! - `sys/`: the operating system.
+//!   - `net`: sockets (SO_REUSEPORT, SO_SNDBUF) and the io_uring probe.
+//!   - `send`: the non-blocking send both engines use.
+//!   - `timer`: the timerfd the coalescer sleeps on.
+//! - `engine/`: the runtimes.
+//!   - `session`: one connection's whole life, from read to write,
+//!     written once for both engines.
+//!   - `mesh`: the bounded rings between `uring`'s cores.
+//!   - `roster`: a core's connections, as fan-out walks them.
+//!   - `uring/`, `tokio/`: each engine's runtime glue, and nothing else.
+//! - `ops/`: what operators see.
+//!   - [`ops::metrics`]: per-core counters, summed on scrape.
+//!   - `cluster`: the NATS bridge that shares lines between nodes.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), ringcast::Error> {
+//! let config = ringcast::Config {
+//!     listen: "127.0.0.1:9000".parse().expect("an address"),
+//!     ..ringcast::Config::default()
+//! };
+//! let server = ringcast::Server::bind(config)?;
+//! println!("clients connect to {}", server.local_addr());
+//! server.run(async { tokio::signal::ctrl_c().await.ok(); }).await
+//! # }
+//! ```
 
-pub mod cli;
-pub mod cluster;
-pub mod coalesce;
 pub mod config;
 mod engine;
 pub mod error;
-pub mod fanout;
-pub mod limits;
-pub mod line;
-pub mod load;
-pub mod metrics;
-pub mod net;
-pub mod queue;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals;
+pub mod ops;
+mod policy;
 pub mod server;
+mod sys;
 
-pub use config::{Config, Engine, EngineChoice};
+pub use config::{ClusterConfig, Config, Engine, EngineChoice};
 pub use error::Error;
 pub use server::Server;

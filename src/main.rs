@@ -1,10 +1,13 @@
 //! The `ringcast` binary: parses the command line and calls the library.
 
+mod cli;
+
 use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use ringcast::cli::{Cli, Command, LoadArgs, ServeArgs};
+use cli::{Cli, Command, ServeArgs};
+use ringcast_load::LoadArgs;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -70,7 +73,7 @@ fn load(args: &LoadArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the load generator's runtime")?;
     let progress = !args.json && std::io::stderr().is_terminal();
-    let report = runtime.block_on(ringcast::load::run_with_progress(args, progress))?;
+    let report = runtime.block_on(ringcast_load::run_with_progress(args, progress))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

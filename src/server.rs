@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Engine, EngineChoice};
 use crate::engine::{self, Control};
 use crate::error::Error;
-use crate::metrics::{Metrics, MetricsServer};
-use crate::net;
+use crate::ops::metrics::{Metrics, MetricsServer};
+use crate::sys::net;
 
 /// A bound server, ready to [`run`](Server::run).
 #[derive(Debug)]
@@ -30,24 +30,7 @@ impl Server {
     /// address, if any). Clients can connect once this returns; they are
     /// served once [`run`](Server::run) is called.
     pub fn bind(config: Config) -> Result<Self, Error> {
-        if config.queue == 0 {
-            return Err(Error::Config("--queue must be at least 1".into()));
-        }
-        if config.idle_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(Error::Config("--idle-timeout must be longer than 0".into()));
-        }
-        if config.max_clients == 0 {
-            return Err(Error::Config("--max-clients must be at least 1".into()));
-        }
-        if config.max_line == 0 {
-            return Err(Error::Config("--max-line must be at least 1".into()));
-        }
-        if let Some(cluster) = &config.cluster {
-            // The default node id is only known once the port is.
-            let mut check = cluster.clone();
-            check.node_id = "check".into();
-            check.validate()?;
-        }
+        config.validate()?;
         let engine = resolve_engine(config.engine)?;
         let threads = config.thread_count();
         let listener_count = match engine {
@@ -60,12 +43,13 @@ impl Server {
             source,
         })?;
         let mut config = config;
-        if let Some(cluster) = config.cluster.as_mut().filter(|c| c.node_id.is_empty()) {
+        if let Some(cluster) = config.cluster.as_mut().filter(|c| c.node_id.is_none()) {
+            // The default id is only known once the port is.
             let host = nix::unistd::gethostname()
                 .ok()
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "ringcast".into());
-            cluster.node_id = format!("{host}:{}", local_addr.port());
+            cluster.node_id = Some(format!("{host}:{}", local_addr.port()));
         }
         // One shard per thread, and one for the cluster bridge.
         let metrics = Metrics::new(threads + 1);

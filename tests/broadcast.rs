@@ -286,9 +286,11 @@ fn shutdown_flushes_queued_output_then_closes(engine: EngineChoice) {
     const LINES: usize = 1000;
     let mut server = TestServer::start_with(engine, |c| {
         c.sndbuf = 4096;
+        // Room for every line: the client is behind, never dropping.
+        c.queue = LINES;
         c.drain_timeout = Duration::from_secs(10);
     });
-    // One client publishes and does not read, so its own queue fills up.
+    // One client publishes and does not read, so its queue fills up.
     let mut client = Client::connect_small_rcvbuf(server.addr);
     server.wait_connected(1);
     let pad = "q".repeat(200);
@@ -297,29 +299,24 @@ fn shutdown_flushes_queued_output_then_closes(engine: EngineChoice) {
             .flat_map(|n| format!("s0 {n} {pad}\n").into_bytes())
             .collect::<Vec<u8>>(),
     );
-    let before = server.wait_totals("the queue is full and drops began", |t| {
-        t.received == LINES as u64 && t.dropped > 0
+    let before = server.wait_totals("every line read and most of them queued", |t| {
+        t.received == LINES as u64 && t.sent < LINES as u64 / 2
     });
     let stopping = server.begin_stop();
-    // Reading now, the client gets a gap-free prefix, including what sat in
-    // its queue when shutdown began, then EOF.
+    // Reading now, the client gets every line, including what sat in its
+    // queue when shutdown began, then EOF.
     let got = client.read_to_end();
     let lines: Vec<&[u8]> = got.split_inclusive(|&b| b == b'\n').collect();
-    assert!(lines.len() >= 100, "only {} lines flushed", lines.len());
+    assert_eq!(lines.len(), LINES);
     for (n, line) in lines.iter().enumerate() {
         assert_eq!(*line, format!("s0 {n} {pad}\n").as_bytes(), "line {n}");
     }
     stopping.join().unwrap().expect("server exits cleanly");
     let after = server.totals();
-    assert_eq!(
-        after.sent,
-        lines.len() as u64,
-        "every message handed to the kernel reached the client"
-    );
     assert!(
         after.sent > before.sent,
         "the queue was flushed after shutdown began"
     );
-    assert_eq!(after.sent + after.dropped, LINES as u64);
+    assert_eq!((after.sent, after.dropped), (LINES as u64, 0));
     assert_eq!(after.connected, 0);
 }

@@ -39,7 +39,15 @@ fn bad_flags_fail_with_a_clear_message() {
     assert_clean_error(&ringcast(&["serve", "--queue", "0"]), "must be at least 1");
     assert_clean_error(
         &ringcast(&["serve", "--max-line", "lots"]),
-        "not a whole number",
+        "invalid value 'lots' for '--max-line <BYTES>'",
+    );
+    assert_clean_error(
+        &ringcast(&["serve", "--sndbuf", "100"]),
+        "--sndbuf must be at least 4096",
+    );
+    assert_clean_error(
+        &ringcast(&["serve", "--idle-timeout", "100years"]),
+        "--idle-timeout must be at most 30 days",
     );
     assert_clean_error(
         &ringcast(&["serve", "--drain-timeout", "soon"]),
@@ -103,7 +111,7 @@ fn help_explains_every_option() {
         "--queue",
         "--max-line",
         "--sndbuf",
-        "--stall-timeout",
+        "--slow-disconnect",
         "--drain-timeout",
         "--max-clients",
         "--idle-timeout",

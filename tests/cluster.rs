@@ -11,8 +11,8 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::{Client, PATIENCE, TestServer, assert_per_sender_order, wait_for};
+use ringcast::ClusterConfig;
 use ringcast::EngineChoice;
-use ringcast::cluster::ClusterConfig;
 
 /// A nats-server child on 127.0.0.1, killed on drop.
 struct Nats {
@@ -67,7 +67,7 @@ fn node(engine: EngineChoice, nats: &Nats, id: &str) -> TestServer {
         c.cluster = Some(ClusterConfig {
             url,
             subject: "test.lines".into(),
-            node_id: id.into(),
+            node_id: Some(id.into()),
         });
     });
     server.wait_totals("the node to join the cluster", |t| {

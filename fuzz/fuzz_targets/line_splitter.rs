@@ -1,5 +1,5 @@
-//! Fuzzes `ringcast::line::LineSplitter` against the reference model in
-//! `ringcast::line::model` (shared with `tests/proptest_splitter.rs`):
+//! Fuzzes the line splitter against the reference model in
+//! `ringcast::internals::model` (shared with the splitter's property test):
 //! however the input is cut into reads, the splitter yields the lines of
 //! the whole stream (each up to and including its `\n`), leaves the bytes
 //! after the last newline, and fails exactly when some line's content, or
@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringcast::line::model::{feed, reads, reference};
+use ringcast::internals::model::{feed, reads, reference};
 
 /// A cheap sequence of read sizes from 0 (an empty read) to 31. The
 /// generator visits all 256 seeds, so zeros never go on forever.

@@ -1,7 +1,12 @@
-//! The two engines. Each is the only place that knows its runtime; both use
-//! the shared line splitter, queue, metrics and socket setup.
+//! The two engines, and what they share. [`session`] is one connection's
+//! whole life, written once; an engine (`uring`, `tokio`) is only the glue
+//! that runs it on its runtime. [`mesh`] carries lines between `uring`'s
+//! cores, [`roster`] holds a core's connections, and this module has the
+//! accept loop, the idle sweep and the shutdown controls both use.
 
+pub(crate) mod mesh;
 mod roster;
+pub(crate) mod session;
 pub(crate) mod tokio;
 pub(crate) mod uring;
 
@@ -16,15 +21,8 @@ use std::time::Duration;
 use ::tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::limits::{AcceptBackoff, Gate};
-use crate::metrics::Shard;
-
-/// First read buffer of a connection. Small, so idle clients stay cheap.
-pub(crate) const READ_MIN: usize = 4 * 1024;
-/// Largest read a connection grows to when reads keep filling the buffer.
-pub(crate) const READ_MAX: usize = 64 * 1024;
-/// A writer gathers queued messages up to this many bytes into one write.
-pub(crate) const WRITE_BATCH: usize = 64 * 1024;
+use crate::ops::metrics::Shard;
+use crate::policy::limits::{AcceptBackoff, Gate};
 
 /// How the coordinator steers an engine through shutdown.
 #[derive(Debug, Clone)]
@@ -37,68 +35,6 @@ pub(crate) struct Control {
     /// Each engine thread holds a clone and drops it when it exits, so the
     /// receiver closes once the whole engine has stopped.
     pub alive: mpsc::Sender<()>,
-}
-
-/// Why a connection was closed, for the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseReason {
-    /// The client closed its side (read EOF).
-    PeerClosed,
-    /// A read failed (reset, timeout).
-    ReadError,
-    /// A write failed (reset, broken pipe).
-    WriteError,
-    /// The client sent a line over `--max-line`.
-    LineTooLong,
-    /// The client sent nothing for `--idle-timeout`.
-    IdleTimeout,
-    /// Server shutdown, after flushing.
-    Shutdown,
-    /// Server shutdown, the drain timeout passed.
-    DrainTimeout,
-}
-
-impl CloseReason {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::PeerClosed => "peer closed the connection",
-            CloseReason::ReadError => "read failed",
-            CloseReason::WriteError => "write failed",
-            CloseReason::LineTooLong => "line too long",
-            CloseReason::IdleTimeout => "idle for --idle-timeout",
-            CloseReason::Shutdown => "server shutting down",
-            CloseReason::DrainTimeout => "drain timeout passed",
-        }
-    }
-}
-
-/// Read window for the next read: grows while reads fill it.
-pub(crate) fn next_read_size(current: usize, filled: bool) -> usize {
-    if filled {
-        (current * 2).min(READ_MAX)
-    } else {
-        current
-    }
-}
-
-/// Lines a reader publishes before it yields to the other tasks on its
-/// core, so one flooding client cannot starve the rest.
-pub(crate) const LINE_BUDGET: usize = 256;
-
-/// Logs a closed connection: who, what happened, and what the server did.
-pub(crate) fn log_close(id: u64, peer: std::net::SocketAddr, reason: CloseReason, max_line: usize) {
-    match reason {
-        CloseReason::LineTooLong => tracing::warn!(
-            conn = id,
-            %peer,
-            max_line,
-            "client sent more than --max-line bytes without a newline; disconnected it, other clients unaffected"
-        ),
-        CloseReason::IdleTimeout => {
-            tracing::info!(conn = id, %peer, "client sent nothing for --idle-timeout; disconnected it")
-        }
-        _ => tracing::debug!(conn = id, %peer, reason = reason.as_str(), "connection closed"),
-    }
 }
 
 /// Accepts connections until `stop` is cancelled, for either engine.
@@ -145,8 +81,8 @@ pub(crate) async fn accept_until_stopped<'a, S, F>(
 
 /// Sweeps for idle clients four times per `timeout`, forever. Each sweep
 /// advances the tick that readers stamp on their connection when data
-/// arrives, then `sweep(tick)` closes every connection stamped more than
-/// [`IDLE_TICKS`] ticks ago; a silent client goes within 1.25 × `timeout`.
+/// arrives, then closes every connection stamped more than [`IDLE_TICKS`]
+/// ticks ago; a silent client goes within 1.25 × `timeout`.
 pub(crate) async fn sweep_idle_forever(timeout: Duration, mut sweep: impl FnMut()) {
     let mut ticker =
         ::tokio::time::interval((timeout / IDLE_TICKS as u32).max(Duration::from_millis(1)));
@@ -160,11 +96,6 @@ pub(crate) async fn sweep_idle_forever(timeout: Duration, mut sweep: impl FnMut(
 
 /// Sweeps per idle timeout.
 pub(crate) const IDLE_TICKS: u64 = 4;
-
-/// True when a connection last active at `stamp` is idle at `tick`.
-pub(crate) fn is_idle(stamp: u64, tick: u64) -> bool {
-    tick.saturating_sub(stamp) > IDLE_TICKS
-}
 
 /// Waits on `notify` until `ready()` holds. The check comes after the
 /// waiter registers, so a `notify_waiters` in between is never missed.

@@ -1,6 +1,6 @@
 //! Shared helpers: a real server on 127.0.0.1:0, real TCP clients, and
 //! waiting for conditions instead of sleeping.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -8,12 +8,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringcast::metrics::{Metrics, Totals};
+use ringcast::ops::metrics::{Metrics, Totals};
 use ringcast::{Config, EngineChoice, Server};
 
 /// Generous upper bound for anything a test waits for; a correct server
 /// meets it with a wide margin, a broken one fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// `--stall-timeout` for the tests' servers; see [`TestServer::start_with`].
+pub const TEST_STALL_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// A server running in this process until dropped or stopped.
 pub struct TestServer {
@@ -33,6 +36,12 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             engine,
             threads: Some(2),
+            // The default 5 ms assumes readers that get a CPU when they need
+            // one. Here two tests at a time share two cores with their
+            // servers, and a reader thread can wait tens of milliseconds to
+            // be scheduled: it keeps reading, but late. Tests of slow
+            // clients set their own.
+            stall_timeout: TEST_STALL_TIMEOUT,
             ..Config::default()
         };
         tweak(&mut config);
@@ -207,13 +216,18 @@ impl Client {
         std::mem::take(&mut self.pending)
     }
 
+    /// Moves complete lines from `pending` to `lines`, up to `n` in all. One
+    /// pass and one shift per call, so a reader keeps up with a flood.
     fn take_lines(&mut self, lines: &mut Vec<Vec<u8>>, n: usize) {
+        let mut start = 0;
         while lines.len() < n {
-            let Some(pos) = self.pending.iter().position(|&b| b == b'\n') else {
+            let Some(pos) = self.pending[start..].iter().position(|&b| b == b'\n') else {
                 break;
             };
-            lines.push(self.pending.drain(..=pos).collect());
+            lines.push(self.pending[start..=start + pos].to_vec());
+            start += pos + 1;
         }
+        self.pending.drain(..start);
     }
 
     fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {

@@ -1,9 +1,10 @@
 //! The `tokio` engine: the honest baseline on a multi-threaded tokio (epoll)
-//! runtime. Same splitter, queue policy, config and metrics as `uring`.
+//! runtime. Everything a connection does is in [`super::session`], as on
+//! `uring`; this module only runs it on tokio.
 //!
 //! Connections live in one registry shared by every worker. A publisher
-//! walks it under a read lock and offers the message to each connection's
-//! queue; each connection's writer task drains its queue in batches.
+//! walks a snapshot of it and offers the message to each connection, whose
+//! state sits behind a mutex of its own.
 
 mod conn;
 
@@ -19,17 +20,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 use self::conn::Conn;
+use super::mesh::Doorbell;
+use super::session::{self, CloseReason, Cx, Host, Link as _, Session, Settings, SlowReport};
 use super::{
-    CloseReason, Control, Roster, accept_until_stopped, is_idle, log_close, notified_until,
-    sweep_idle_forever,
+    Control, IDLE_TICKS, Roster, accept_until_stopped, notified_until, sweep_idle_forever,
 };
-use crate::coalesce::{Coalescer, FlushTimer, Timer, TokioTimer};
 use crate::config::Config;
 use crate::error::Error;
-use crate::fanout::Doorbell;
-use crate::limits::Gate;
-use crate::metrics::{Metrics, Shard};
-use crate::queue::{Admission, OutQueue};
+use crate::ops::metrics::{Metrics, Shard};
+use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
+use crate::policy::limits::Gate;
+use crate::sys::timer::FlushTimer;
 use crossbeam_queue::ArrayQueue;
 
 thread_local! {
@@ -61,9 +62,8 @@ pub(crate) fn start(
         })?;
     let hub = Arc::new(Hub {
         metrics: Arc::clone(metrics),
-        queue: config.queue,
-        stall_timeout: config.stall_timeout,
-        max_line: config.max_line,
+        settings: config.session_settings(),
+        slow: SlowReport::default(),
         conns: RwLock::new(Roster::new()),
         next_id: AtomicUsize::new(0),
         readers: AtomicUsize::new(0),
@@ -99,7 +99,7 @@ pub(crate) fn start(
             hub: Arc::clone(&hub),
             shard: threads,
         };
-        crate::cluster::start(
+        crate::ops::cluster::start(
             cluster,
             Arc::clone(metrics),
             threads,
@@ -168,9 +168,8 @@ impl Timer for EpollTimer {
 /// Every connection of the server, and its shutdown state.
 struct Hub {
     metrics: Arc<Metrics>,
-    queue: usize,
-    stall_timeout: Duration,
-    max_line: usize,
+    settings: Settings,
+    slow: SlowReport,
     conns: RwLock<Roster<Arc<Conn>>>,
     next_id: AtomicUsize,
     readers: AtomicUsize,
@@ -198,7 +197,7 @@ struct ClusterOut {
 /// The bridge's view of the local lines.
 struct BridgeLocal(Arc<ClusterOut>);
 
-impl crate::cluster::LocalLines for BridgeLocal {
+impl crate::ops::cluster::LocalLines for BridgeLocal {
     fn pop(&mut self) -> Option<Bytes> {
         self.0.lines.pop()
     }
@@ -219,16 +218,76 @@ struct BridgeRemote {
     shard: usize,
 }
 
-impl crate::cluster::RemoteLines for BridgeRemote {
+impl crate::ops::cluster::RemoteLines for BridgeRemote {
     async fn deliver(&mut self, line: Bytes) {
         // The bridge thread writes a metrics shard of its own.
         SHARD.with(|s| s.set(self.shard));
-        if !self.hub.stopping.load(Ordering::Relaxed) {
+        if !self.hub.stopping() {
             self.hub.deliver(&line).await;
         }
     }
 
     fn flush(&mut self) {}
+}
+
+impl Host for Hub {
+    type Link = Conn;
+
+    fn cx(&self) -> Cx<'_> {
+        Cx {
+            shard: self.shard(),
+            settings: &self.settings,
+            slow: &self.slow,
+        }
+    }
+
+    /// Delivers a line from a local client, and hands it to the cluster.
+    async fn publish(&self, msg: Bytes) {
+        let shard = self.shard();
+        shard.received(msg.len());
+        if let Some(out) = &self.cluster_out
+            && out.lines.push(msg.clone()).is_err()
+        {
+            shard.cluster_dropped(1);
+        }
+        if self.deliver(&msg).await {
+            // Everyone woken with us gets a turn before we take more room.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn lines_done(&self) {
+        if let Some(out) = &self.cluster_out {
+            out.bell.ring();
+        }
+    }
+
+    fn forget(&self, link: &Conn) {
+        self.conns_mut().remove(link.with(|s| s.key()));
+        self.gate.release();
+        self.changed.notify_waiters();
+    }
+
+    fn reader_exited(&self) {
+        self.readers.fetch_sub(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    fn flushing(&self) -> bool {
+        self.flushing.load(Ordering::SeqCst)
+    }
+
+    fn coalescer(&self) -> &Coalescer {
+        &self.coalescer
+    }
+
+    fn tick(&self) -> u64 {
+        self.tick.load(Ordering::Relaxed)
+    }
 }
 
 impl Hub {
@@ -254,6 +313,12 @@ impl Hub {
         cached.unwrap_or_else(|| self.conns_mut().snapshot())
     }
 
+    /// Offers `msg` to everyone connected now. Returns whether it waited
+    /// for one of them.
+    async fn deliver(&self, msg: &Bytes) -> bool {
+        session::deliver(self, &self.snapshot(), msg).await
+    }
+
     async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -275,53 +340,36 @@ impl Hub {
         .await;
         drop(listener);
         self.stopping.store(true, Ordering::SeqCst);
-        for conn in self.conns().iter() {
-            conn.shutdown_read();
+        for link in self.conns().iter() {
+            link.shutdown(std::net::Shutdown::Read);
         }
         self.wait_changed(|| self.readers.load(Ordering::SeqCst) == 0)
             .await;
         // No reader is left, so no message is in flight: flush and close.
         self.flushing.store(true, Ordering::SeqCst);
-        for conn in self.conns().iter() {
-            conn.wake_writer();
+        for link in self.conns().iter() {
+            link.wake_writer();
         }
         self.wait_changed(|| self.conns().is_empty()).await;
     }
 
     fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
-        let conn = Arc::new(Conn::new(
-            id,
-            peer,
-            stream,
-            OutQueue::new(self.queue, self.stall_timeout),
-        ));
-        conn.set_key(self.conns_mut().insert(Arc::clone(&conn)));
+        let session = Session::new(id, peer, 0, &self.settings, self.tick());
+        let conn = Arc::new(Conn::new(session, stream));
+        let key = self.conns_mut().insert(Arc::clone(&conn));
+        conn.with(|s| s.set_key(key));
         self.shard().accepted();
         self.readers.fetch_add(1, Ordering::SeqCst);
         tracing::debug!(conn = id, %peer, "connected");
-        tokio::spawn(conn::read_loop(Arc::clone(self), Arc::clone(&conn)));
-        tokio::spawn(conn::write_loop(Arc::clone(self), conn));
-    }
-
-    fn reader_exited(&self) {
-        self.readers.fetch_sub(1, Ordering::SeqCst);
-        self.changed.notify_waiters();
+        let (hub, reader) = (Arc::clone(self), Arc::clone(&conn));
+        tokio::spawn(async move { session::read_loop(&*hub, &*reader).await });
+        let hub = Arc::clone(self);
+        tokio::spawn(async move { session::write_loop(&*hub, &*conn).await });
     }
 
     async fn wait_changed(&self, ready: impl Fn() -> bool) {
         notified_until(&self.changed, ready).await;
-    }
-
-    fn close(&self, conn: &Conn, reason: CloseReason) {
-        if !conn.mark_closed() {
-            return;
-        }
-        self.conns_mut().remove(conn.key());
-        self.gate.release();
-        self.shard().closed();
-        self.changed.notify_waiters();
-        log_close(conn.id(), conn.peer(), reason, self.max_line);
     }
 
     /// Closes connections that have sent nothing for `timeout`, checking
@@ -329,58 +377,14 @@ impl Hub {
     async fn sweep_idle(self: Arc<Self>, timeout: Duration) {
         sweep_idle_forever(timeout, || {
             let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
-            let idle: Vec<Arc<Conn>> = self
-                .conns()
-                .iter()
-                .filter(|c| is_idle(c.last_active(), tick))
-                .map(Arc::clone)
-                .collect();
-            for conn in idle {
-                self.close(&conn, CloseReason::IdleTimeout);
-            }
+            session::close_idle(&*self, &self.snapshot(), tick, IDLE_TICKS);
         })
         .await;
     }
 
     fn close_all(&self, reason: CloseReason) {
-        for conn in self.snapshot().iter() {
-            self.close(conn, reason);
-        }
-    }
-
-    /// Delivers a line from a local client, and hands it to the cluster.
-    async fn publish(&self, msg: Bytes) {
-        let shard = self.shard();
-        shard.received(msg.len());
-        if let Some(out) = &self.cluster_out {
-            if out.lines.push(msg.clone()).is_err() {
-                shard.cluster_dropped(1);
-            }
-            out.bell.ring();
-        }
-        self.deliver(&msg).await;
-    }
-
-    /// Offers `msg` to every connection. Waits only for a connection whose
-    /// queue is full while its client may still be draining.
-    async fn deliver(&self, msg: &Bytes) {
-        let shard = self.shard();
-        // Everyone connected when the message arrived; a client that joins
-        // while we wait below does not get it.
-        let conns = self.snapshot();
-        self.coalescer.delivered(conns.len());
-        let mut waited = false;
-        for conn in conns.iter() {
-            while let Admission::Wait(deadline) = conn.offer(msg, shard) {
-                waited = true;
-                conn.wait_room(deadline).await;
-            }
-        }
-        if waited {
-            // Everyone woken with us gets a turn before we take more room:
-            // without this, the first publisher woken refills the queue
-            // alone, round after round.
-            tokio::task::yield_now().await;
+        for link in self.snapshot().iter() {
+            session::close(self, link, reason);
         }
     }
 }

@@ -4,7 +4,8 @@
 //! A core owns its connections outright (`Rc`, `RefCell`, no locks). A
 //! message read on core `i` is delivered to core `i`'s connections directly
 //! and pushed onto the ring towards every other core, whose drainer task
-//! delivers it there. See [`crate::fanout`].
+//! delivers it there. See [`super::mesh`]. Everything a connection does is
+//! in [`super::session`]; this module only runs it on io_uring.
 
 mod conn;
 
@@ -20,29 +21,18 @@ use bytes::Bytes;
 use tokio_uring::net::TcpListener;
 
 use self::conn::Conn;
+use super::mesh::{self, Doorbell, Inbox, Outbox, Pushed};
+use super::session::{self, CloseReason, Cx, Host, Link as _, Session, SlowReport};
 use super::{
-    CloseReason, Control, Roster, accept_until_stopped, is_idle, log_close, notified_until,
-    sweep_idle_forever,
+    Control, IDLE_TICKS, Roster, accept_until_stopped, notified_until, sweep_idle_forever,
 };
-use crate::coalesce::{Coalescer, FlushTimer, Timer, TokioTimer};
 use crate::config::Config;
 use crate::error::Error;
-use crate::fanout::{self, Doorbell, Inbox, Outbox, SpaceWaiter};
-use crate::limits::Gate;
-use crate::metrics::{Metrics, Shard};
-use crate::queue::{Admission, OutQueue};
+use crate::ops::metrics::{Metrics, Shard};
+use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
+use crate::policy::limits::Gate;
+use crate::sys::timer::FlushTimer;
 
-/// Messages each cross-core ring holds before the publisher must wait.
-///
-/// This is how far one core may run ahead of another, and every line
-/// waiting in a ring is late for all of that core's clients. At 4,096, one
-/// core ran seconds ahead at saturation: at 1,000 clients x 1 KiB the p50
-/// latency was 0.95 s and the drain after publishing 2 s; at 1,000 x 64 B
-/// the p99 was 2.8 to 4.4 s. At 512 these were 0.16 to 0.25 s, 0.4 to
-/// 0.5 s and 0.6 to 1.0 s, with delivered/s within the run-to-run noise
-/// (about 10 %) in every saturation cell. 512 is still five client queues deep, enough
-/// to absorb a burst.
-const RING_CAPACITY: usize = 512;
 /// Messages a drainer takes from one ring before looking at the next.
 const RING_BATCH: usize = 64;
 /// Submission queue entries per runtime.
@@ -55,6 +45,7 @@ struct Shared {
     gate: Gate,
     quiet: AtomicUsize,
     quiet_bell: Doorbell,
+    slow: SlowReport,
 }
 
 /// Starts one thread per listener. Returns once every runtime is up, or the
@@ -72,18 +63,20 @@ pub(crate) fn start(
         gate: Gate::new(config.max_clients),
         quiet: AtomicUsize::new(0),
         quiet_bell: Doorbell::default(),
+        slow: SlowReport::default(),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     // With a cluster, the bridge is one more core of the mesh: it drains a
     // ring from every core and feeds one to every core.
-    let mut links = fanout::mesh(cores + usize::from(config.cluster.is_some()), RING_CAPACITY);
+    let mut links = mesh::mesh(
+        cores + usize::from(config.cluster.is_some()),
+        mesh::RING_CAPACITY,
+    );
     let bridge = config.cluster.is_some().then(|| links.pop()).flatten();
     for (index, (listener, (outbox, inbox))) in listeners.into_iter().zip(links).enumerate() {
         let pin_to = (!core_ids.is_empty()).then(|| core_ids[index % core_ids.len()]);
         let settings = Settings {
-            queue: config.queue,
-            max_line: config.max_line,
-            stall_timeout: config.stall_timeout,
+            conn: config.session_settings(),
             idle_timeout: config.idle_timeout,
             coalesce: config.coalesce,
             coalesce_above: config.coalesce_above,
@@ -119,8 +112,7 @@ pub(crate) fn start(
                     settings,
                     metrics,
                     conns: RefCell::new(Roster::new()),
-                    space: outbox.space_waiter(),
-                    outbox: RefCell::new(outbox),
+                    outbox,
                     shared,
                     stopping: Cell::new(false),
                     rings_closed: Cell::new(false),
@@ -139,11 +131,10 @@ pub(crate) fn start(
     if let (Some(cluster), Some((outbox, inbox))) = (config.cluster.clone(), bridge) {
         let alive = control.alive.clone();
         let remote = BridgeRemote {
-            space: outbox.space_waiter(),
             outbox,
             stop: control.stop.clone(),
         };
-        crate::cluster::start(
+        crate::ops::cluster::start(
             cluster,
             Arc::clone(metrics),
             cores,
@@ -167,11 +158,10 @@ pub(crate) fn start(
     Ok(())
 }
 
+/// What a core is told.
 #[derive(Debug, Clone, Copy)]
 struct Settings {
-    queue: usize,
-    max_line: usize,
-    stall_timeout: Duration,
+    conn: session::Settings,
     idle_timeout: Option<Duration>,
     coalesce: Duration,
     coalesce_above: u64,
@@ -183,10 +173,9 @@ struct Core {
     settings: Settings,
     metrics: Arc<Metrics>,
     conns: RefCell<Roster<Rc<Conn>>>,
-    outbox: RefCell<Outbox>,
-    space: SpaceWaiter,
+    outbox: Outbox,
     shared: Arc<Shared>,
-    /// Shutdown began: readers that see EOF exit quietly.
+    /// Shutdown began: readers stop after their current read.
     stopping: Cell<bool>,
     /// Every core has stopped reading: once the rings are empty, nothing more arrives.
     rings_closed: Cell<bool>,
@@ -201,6 +190,71 @@ struct Core {
     changed: tokio::sync::Notify,
     /// Holds this core's writes back briefly while it is busy.
     coalescer: Coalescer,
+}
+
+impl Host for Core {
+    type Link = Conn;
+
+    fn cx(&self) -> Cx<'_> {
+        Cx {
+            shard: self.shard(),
+            settings: &self.settings.conn,
+            slow: &self.shared.slow,
+        }
+    }
+
+    /// To every other core first, so they start writing while this core
+    /// delivers locally.
+    async fn publish(&self, line: Bytes) {
+        self.shard().received(line.len());
+        let mut waited = false;
+        for peer in self.outbox.peers() {
+            // A full ring stops reading this client until that core (or
+            // the cluster bridge) catches up.
+            let (pushed, wait) = self.outbox.push(peer, line.clone()).await;
+            waited |= wait;
+            if pushed == Pushed::Abandoned {
+                // Only the bridge leaves before the cores do.
+                self.shard().cluster_dropped(1);
+            }
+        }
+        waited |= self.deliver_local(&line).await;
+        if waited {
+            // Everyone woken with us gets a turn before we take more room.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn lines_done(&self) {
+        self.outbox.ring();
+    }
+
+    fn forget(&self, link: &Conn) {
+        self.conns.borrow_mut().remove(link.with(|s| s.key()));
+        self.shared.gate.release();
+        self.changed.notify_waiters();
+    }
+
+    fn reader_exited(&self) {
+        self.readers.set(self.readers.get() - 1);
+        self.changed.notify_waiters();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    fn flushing(&self) -> bool {
+        self.flushing.get()
+    }
+
+    fn coalescer(&self) -> &Coalescer {
+        &self.coalescer
+    }
+
+    fn tick(&self) -> u64 {
+        self.tick.get()
+    }
 }
 
 impl Core {
@@ -253,7 +307,7 @@ impl Core {
             .wait_until(|| shared.quiet.load(Ordering::SeqCst) == shared.cores)
             .await;
         self.rings_closed.set(true);
-        self.outbox.borrow().wake(self.index);
+        self.outbox.wake(self.index);
         // The drainer flushes the rings, then sets `flushing`; writers close
         // their connections as their queues empty.
         self.wait_changed(|| self.conns.borrow().is_empty()).await;
@@ -263,111 +317,45 @@ impl Core {
         let seq = self.next_id.get();
         self.next_id.set(seq + 1);
         let id = seq * self.shared.cores as u64 + self.index as u64;
-        let conn = Rc::new(Conn::new(
-            id,
-            peer,
-            stream,
-            OutQueue::new(self.settings.queue, self.settings.stall_timeout),
-        ));
-        conn.set_key(self.conns.borrow_mut().insert(Rc::clone(&conn)));
+        let session = Session::new(id, peer, self.index, &self.settings.conn, self.tick.get());
+        let conn = Rc::new(Conn::new(session, stream));
+        let key = self.conns.borrow_mut().insert(Rc::clone(&conn));
+        conn.with(|s| s.set_key(key));
         self.shard().accepted();
         self.readers.set(self.readers.get() + 1);
         tracing::debug!(conn = id, %peer, core = self.index, "connected");
-        tokio_uring::spawn(conn::read_loop(Rc::clone(self), Rc::clone(&conn)));
-        tokio_uring::spawn(conn::write_loop(Rc::clone(self), conn));
+        let (core, reader) = (Rc::clone(self), Rc::clone(&conn));
+        tokio_uring::spawn(async move { session::read_loop(&*core, &*reader).await });
+        let core = Rc::clone(self);
+        tokio_uring::spawn(async move { session::write_loop(&*core, &*conn).await });
     }
 
     /// Ends every reader: shutting down the read side makes pending reads
-    /// return EOF, and `stopping` tells readers not to treat it as a disconnect.
+    /// complete, and `stopping` tells readers not to read again.
     async fn stop_reading(&self) {
         self.stopping.set(true);
-        for conn in self.conns.borrow().iter() {
-            conn.shutdown_read();
+        for link in self.conns.borrow().iter() {
+            link.shutdown(std::net::Shutdown::Read);
         }
         self.wait_changed(|| self.readers.get() == 0).await;
-    }
-
-    fn reader_exited(&self) {
-        self.readers.set(self.readers.get() - 1);
-        self.changed.notify_waiters();
     }
 
     async fn wait_changed(&self, ready: impl Fn() -> bool) {
         notified_until(&self.changed, ready).await;
     }
 
-    /// Removes a connection: it gets no more messages, its socket is shut
-    /// down so any in-flight read or write completes, and the gauge drops.
-    fn close(&self, conn: &Conn, reason: CloseReason) {
-        if !conn.mark_closed() {
-            return;
-        }
-        self.conns.borrow_mut().remove(conn.key());
-        self.shared.gate.release();
-        self.shard().closed();
-        self.changed.notify_waiters();
-        log_close(conn.id(), conn.peer(), reason, self.settings.max_line);
-    }
-
     fn close_all(&self, reason: CloseReason) {
         let conns = self.conns.borrow_mut().snapshot();
-        for conn in conns.iter() {
-            self.close(conn, reason);
+        for link in conns.iter() {
+            session::close(self, link, reason);
         }
     }
 
-    /// Delivers one message from a local client: to every other core first,
-    /// so they start writing while this core delivers locally.
-    async fn publish(&self, line: Bytes) {
-        self.shard().received(line.len());
-        let peers = self.outbox.borrow().peers();
-        let mut waited = false;
-        for peer in peers {
-            loop {
-                if self
-                    .outbox
-                    .borrow_mut()
-                    .try_push(peer, line.clone())
-                    .is_ok()
-                {
-                    break;
-                }
-                // Full ring: stop reading this client until the peer catches up.
-                self.outbox.borrow_mut().ring();
-                self.space
-                    .wait_for_room(peer, || self.outbox.borrow().has_room(peer))
-                    .await;
-                waited = true;
-            }
-        }
-        if self.deliver_local(&line).await || waited {
-            // Everyone woken with us gets a turn before we take more room:
-            // without this, the first publisher woken refills the queue
-            // alone, round after round.
-            tokio::task::yield_now().await;
-        }
-    }
-
-    /// Offers `msg` to every connection on this core. Waits only for a
-    /// connection whose queue is full while its socket is still draining.
-    /// Returns whether it waited, so that the caller lets the others woken
-    /// with it have their turn.
+    /// Offers `msg` to everyone connected to this core now. Returns
+    /// whether it waited for one of them.
     async fn deliver_local(&self, msg: &Bytes) -> bool {
-        let shard = self.shard();
-        // Everyone connected when the message arrived; a client that joins
-        // while we wait below does not get it.
         let conns = self.conns.borrow_mut().snapshot();
-        self.coalescer.delivered(conns.len());
-        let mut waited = false;
-        for conn in conns.iter() {
-            while let Admission::Wait(deadline) = conn.offer(msg, shard) {
-                waited = true;
-                // Let other cores start on what we pushed before we sleep.
-                self.outbox.borrow_mut().ring();
-                conn.wait_room(deadline).await;
-            }
-        }
-        waited
+        session::deliver(self, &conns, msg).await
     }
 
     /// Closes connections that have sent nothing for `timeout`.
@@ -375,51 +363,42 @@ impl Core {
         sweep_idle_forever(timeout, || {
             let tick = self.tick.get() + 1;
             self.tick.set(tick);
-            let idle: Vec<Rc<Conn>> = self
-                .conns
-                .borrow()
-                .iter()
-                .filter(|c| is_idle(c.last_active(), tick))
-                .map(Rc::clone)
-                .collect();
-            for conn in idle {
-                self.close(&conn, CloseReason::IdleTimeout);
-            }
+            let conns = self.conns.borrow_mut().snapshot();
+            session::close_idle(&*self, &conns, tick, IDLE_TICKS);
         })
         .await;
     }
 
     /// Delivers messages other cores pushed to us.
     ///
-    /// At full queues, publishers take turns: each waits, offers one line,
-    /// and yields. This task carries the lines of every publisher on the
-    /// other cores, so it takes one turn for each of them that is held up
-    /// waiting for room in its ring to us before it yields. A congested core
-    /// then shares its queues out per publisher, wherever the publisher is.
+    /// It takes up to [`RING_BATCH`] lines from a ring, frees their room at
+    /// once, delivers them, and lets the core's other tasks (accept,
+    /// writers, the sweep, shutdown) run before the next batch, however hard
+    /// another core floods. Delivery waits for a client only within that
+    /// client's grace (see [`crate::policy::outbound`]), at most once per
+    /// slow episode, and every other client of the core gets the line
+    /// first.
     async fn drain_rings(self: Rc<Self>, mut inbox: Inbox) {
-        let mut turns = 0;
+        let mut batch: Vec<Bytes> = Vec::with_capacity(RING_BATCH);
         loop {
             let closed = self.rings_closed.get();
             let mut any = false;
             for peer in inbox.peers() {
-                let mut taken = 0;
-                while taken < RING_BATCH {
+                while batch.len() < RING_BATCH {
                     let Some(msg) = inbox.pop_from(peer) else {
                         break;
                     };
-                    if self.deliver_local(&msg).await {
-                        turns += 1;
-                        if turns >= inbox.senders_waiting(peer).max(1) {
-                            tokio::task::yield_now().await;
-                            turns = 0;
-                        }
-                    }
-                    taken += 1;
+                    batch.push(msg);
                 }
-                if taken > 0 {
-                    inbox.release(peer);
-                    any = true;
+                if batch.is_empty() {
+                    continue;
                 }
+                any = true;
+                inbox.release(peer);
+                for msg in batch.drain(..) {
+                    self.deliver_local(&msg).await;
+                }
+                tokio::task::yield_now().await;
             }
             if any {
                 continue;
@@ -430,8 +409,8 @@ impl Core {
             inbox.wait_or(|| self.rings_closed.get()).await;
         }
         self.flushing.set(true);
-        for conn in self.conns.borrow().iter() {
-            conn.wake_writer();
+        for link in self.conns.borrow().iter() {
+            link.wake_writer();
         }
     }
 }
@@ -473,7 +452,7 @@ impl Timer for UringTimer {
 /// The bridge's view of the cores' rings towards it.
 struct BridgeLocal(Inbox);
 
-impl crate::cluster::LocalLines for BridgeLocal {
+impl crate::ops::cluster::LocalLines for BridgeLocal {
     fn pop(&mut self) -> Option<Bytes> {
         let peers = self.0.peers();
         for core in peers {
@@ -498,23 +477,16 @@ impl crate::cluster::LocalLines for BridgeLocal {
 /// The bridge's rings towards every core.
 struct BridgeRemote {
     outbox: Outbox,
-    space: SpaceWaiter,
     stop: tokio_util::sync::CancellationToken,
 }
 
-impl crate::cluster::RemoteLines for BridgeRemote {
+impl crate::ops::cluster::RemoteLines for BridgeRemote {
     async fn deliver(&mut self, line: Bytes) {
         for core in self.outbox.peers() {
-            while self.outbox.try_push(core, line.clone()).is_err() {
-                if self.stop.is_cancelled() {
-                    return; // shutting down: lines from other nodes are not flushed
-                }
-                self.outbox.ring();
-                let outbox = &self.outbox;
-                let stop = &self.stop;
-                self.space
-                    .wait_until(|| outbox.has_room(core) || stop.is_cancelled())
-                    .await;
+            tokio::select! {
+                _ = self.outbox.push(core, line.clone()) => {}
+                // Shutting down: lines from other nodes are not flushed.
+                () = self.stop.cancelled() => return,
             }
         }
     }

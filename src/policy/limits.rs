@@ -7,18 +7,18 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::metrics::Shard;
+use crate::ops::metrics::Shard;
 
 /// Caps the number of connected clients across all cores.
 #[derive(Debug)]
-pub struct ClientLimit {
+pub(crate) struct ClientLimit {
     max: usize,
     live: AtomicUsize,
 }
 
 impl ClientLimit {
     /// At most `max` clients at once.
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self {
             max,
             live: AtomicUsize::new(0),
@@ -26,7 +26,7 @@ impl ClientLimit {
     }
 
     /// Takes a slot for a new client; false when all `max` are taken.
-    pub fn try_admit(&self) -> bool {
+    pub(crate) fn try_admit(&self) -> bool {
         if self.live.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.live.fetch_sub(1, Ordering::AcqRel);
             return false;
@@ -35,19 +35,19 @@ impl ClientLimit {
     }
 
     /// Gives a client's slot back.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         self.live.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// The configured maximum.
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max
     }
 }
 
 /// Lets one event through per second, and counts the rest.
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     origin: Instant,
     next_ms: AtomicU64,
     suppressed: AtomicU64,
@@ -67,7 +67,7 @@ impl Throttle {
     /// `Some(n)` if this event may be logged, `n` being how many were
     /// suppressed since the last one; `None` if one was logged less than a
     /// second ago.
-    pub fn allow(&self) -> Option<u64> {
+    pub(crate) fn allow(&self) -> Option<u64> {
         let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         let next = self.next_ms.load(Ordering::Relaxed);
         if now >= next
@@ -91,7 +91,7 @@ impl Throttle {
 /// Bounded exponential backoff for `accept` when the process or the system
 /// is out of descriptors or memory.
 #[derive(Debug, Default)]
-pub struct AcceptBackoff {
+pub(crate) struct AcceptBackoff {
     delay: Option<Duration>,
 }
 
@@ -103,7 +103,7 @@ impl AcceptBackoff {
     /// resource exhaustion (EMFILE, ENFILE, ENOBUFS, ENOMEM), doubling up to
     /// half a second; `None` for errors about one connection, which need no
     /// pause.
-    pub fn on_error(&mut self, error: &io::Error) -> Option<Duration> {
+    pub(crate) fn on_error(&mut self, error: &io::Error) -> Option<Duration> {
         let exhausted = matches!(
             error.raw_os_error(),
             Some(
@@ -121,7 +121,7 @@ impl AcceptBackoff {
     }
 
     /// An accept succeeded: the next failure starts from the shortest pause.
-    pub fn on_success(&mut self) {
+    pub(crate) fn on_success(&mut self) {
         self.delay = None;
     }
 }
@@ -129,7 +129,7 @@ impl AcceptBackoff {
 /// Where both engines decide whether to serve a new connection, and report
 /// what they did about the ones they could not.
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     limit: ClientLimit,
     rejections: Throttle,
     accept_errors: Throttle,
@@ -137,7 +137,7 @@ pub struct Gate {
 
 impl Gate {
     /// A gate letting in at most `max_clients` at once.
-    pub fn new(max_clients: usize) -> Self {
+    pub(crate) fn new(max_clients: usize) -> Self {
         Self {
             limit: ClientLimit::new(max_clients),
             rejections: Throttle::default(),
@@ -148,7 +148,7 @@ impl Gate {
     /// Takes a slot for a client from `peer`. When all are taken, counts the
     /// rejection, warns (at most once a second) and returns false: the
     /// caller closes the connection at once.
-    pub fn admit(&self, peer: SocketAddr, shard: &Shard) -> bool {
+    pub(crate) fn admit(&self, peer: SocketAddr, shard: &Shard) -> bool {
         if self.limit.try_admit() {
             return true;
         }
@@ -165,12 +165,12 @@ impl Gate {
     }
 
     /// Gives back the slot of a client that has gone.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         self.limit.release();
     }
 
     /// Reports a failed accept and says how long to pause before the next.
-    pub fn accept_failed(
+    pub(crate) fn accept_failed(
         &self,
         core: usize,
         backoff: &mut AcceptBackoff,
@@ -198,10 +198,10 @@ impl Gate {
 /// The errno values we classify, from nix so no `libc` dependency is needed.
 mod libc_errno {
     use nix::errno::Errno;
-    pub const EMFILE: i32 = Errno::EMFILE as i32;
-    pub const ENFILE: i32 = Errno::ENFILE as i32;
-    pub const ENOBUFS: i32 = Errno::ENOBUFS as i32;
-    pub const ENOMEM: i32 = Errno::ENOMEM as i32;
+    pub(super) const EMFILE: i32 = Errno::EMFILE as i32;
+    pub(super) const ENFILE: i32 = Errno::ENFILE as i32;
+    pub(super) const ENOBUFS: i32 = Errno::ENOBUFS as i32;
+    pub(super) const ENOMEM: i32 = Errno::ENOMEM as i32;
 }
 
 #[cfg(test)]

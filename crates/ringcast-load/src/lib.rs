@@ -75,7 +75,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::cli::LoadArgs;
+pub mod args;
+
+pub use args::LoadArgs;
 
 /// Length of the line header, in bytes.
 pub const HEADER_LEN: usize = 31;
@@ -1351,16 +1353,19 @@ mod tests {
         assert!(s.samples.windows(2).all(|w| w[0] < w[1]));
     }
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: LoadArgs,
+    }
+
     #[test]
     fn default_window_bounds_the_deliveries_in_flight() {
         use clap::Parser as _;
         let args = |extra: &[&str]| {
-            let mut argv = vec!["ringcast", "load"];
+            let mut argv = vec!["load"];
             argv.extend_from_slice(extra);
-            match crate::cli::Cli::parse_from(argv).command {
-                crate::cli::Command::Load(a) => a,
-                crate::cli::Command::Serve(_) => unreachable!(),
-            }
+            Cli::parse_from(argv).args
         };
         let w = |extra: &[&str]| window(&args(extra));
         assert_eq!(w(&["--clients", "10", "--publishers", "10"]), 1000);
@@ -1402,13 +1407,7 @@ mod tests {
     #[test]
     fn connect_flag_takes_a_list() {
         use clap::Parser as _;
-        let load = |argv: &[&str]| match crate::cli::Cli::try_parse_from(argv) {
-            Ok(crate::cli::Cli {
-                command: crate::cli::Command::Load(a),
-            }) => Ok(a.connect),
-            Ok(_) => unreachable!(),
-            Err(e) => Err(e),
-        };
+        let load = |argv: &[&str]| Cli::try_parse_from(&argv[1..]).map(|c| c.args.connect);
         let default = load(&["ringcast", "load"]).expect("default");
         assert_eq!(default.addrs().len(), 1);
         let two = load(&[

@@ -23,7 +23,7 @@ const BACKLOG: i32 = 4096;
 /// inherit: setting it on the listener keeps the accept path free of extra
 /// syscalls and stops Linux autotuning from growing a stalled client's
 /// kernel backlog to megabytes.
-pub fn bind_listeners(
+pub(crate) fn bind_listeners(
     addr: SocketAddr,
     count: usize,
     sndbuf: usize,
@@ -71,7 +71,7 @@ fn finish_listener(socket: Socket, sndbuf: usize) -> io::Result<TcpListener> {
 /// Fails where the kernel lacks io_uring, where the
 /// `kernel.io_uring_disabled` sysctl forbids it, or where a seccomp filter
 /// blocks `io_uring_setup`.
-pub fn probe_uring() -> io::Result<()> {
+pub(crate) fn probe_uring() -> io::Result<()> {
     io_uring::IoUring::new(2).map(drop)
 }
 

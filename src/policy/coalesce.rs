@@ -28,16 +28,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::queue::OutQueue;
+use crate::policy::outbound::Outbound;
 
 /// How often the busy state is re-evaluated, at most.
-pub const WINDOW: Duration = Duration::from_millis(100);
+pub(crate) const WINDOW: Duration = Duration::from_millis(100);
 /// A queue holding at least this many bytes is written at once.
-pub const FLUSH_BYTES: usize = 16 * 1024;
+pub(crate) const FLUSH_BYTES: usize = 16 * 1024;
 
 /// One runtime's write pacer. See the module documentation.
 #[derive(Debug)]
-pub struct Coalescer {
+pub(crate) struct Coalescer {
     delay: Duration,
     /// Deliveries per [`WINDOW`] above which the runtime counts as busy.
     busy_above: u64,
@@ -58,7 +58,7 @@ pub struct Coalescer {
 impl Coalescer {
     /// A coalescer that holds writes back by up to `delay` while the runtime
     /// delivers more than `busy_above_per_s` messages per second.
-    pub fn new(delay: Duration, busy_above_per_s: u64) -> Self {
+    pub(crate) fn new(delay: Duration, busy_above_per_s: u64) -> Self {
         let per_window =
             u128::from(busy_above_per_s) * WINDOW.as_nanos() / Duration::from_secs(1).as_nanos();
         Self {
@@ -75,19 +75,19 @@ impl Coalescer {
     }
 
     /// True when coalescing can ever happen.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         !self.delay.is_zero()
     }
 
     /// Counts `n` messages offered to client queues.
-    pub fn delivered(&self, n: usize) {
+    pub(crate) fn delivered(&self, n: usize) {
         if self.enabled() {
             self.delivered.fetch_add(n as u64, Relaxed);
         }
     }
 
     /// Whether the writer of `queue` should wait for the next flush.
-    pub fn should_wait(&self, queue: &OutQueue) -> bool {
+    pub(crate) fn should_wait(&self, queue: &Outbound) -> bool {
         self.should_wait_at(queue.len(), queue.bytes(), queue.capacity(), self.now_ns())
     }
 
@@ -100,7 +100,7 @@ impl Coalescer {
 
     /// Waits for the next flush, asking for one unless it is already
     /// coming.
-    pub async fn next_flush(&self) {
+    pub(crate) async fn next_flush(&self) {
         let mut go = pin!(self.go.notified());
         go.as_mut().enable();
         // Only the first request wakes the flusher: a wake-up stored for
@@ -117,7 +117,7 @@ impl Coalescer {
     /// Runs the flushes on the timer `make` builds, or, if that fails, on
     /// the runtime's millisecond timers. Never returns while coalescing is
     /// on; spawn it on the runtime.
-    pub async fn run_with<T: Timer>(&self, make: impl FnOnce() -> std::io::Result<T>) {
+    pub(crate) async fn run_with<T: Timer>(&self, make: impl FnOnce() -> std::io::Result<T>) {
         if !self.enabled() {
             return;
         }
@@ -180,8 +180,8 @@ impl Coalescer {
 ///
 /// The runtimes' own timers tick in milliseconds and fire late on a busy
 /// core; a flush delay is a fraction of a millisecond, so each engine waits
-/// on a [`FlushTimer`] (a timerfd) its own way.
-pub trait Timer {
+/// on a [`FlushTimer`](crate::sys::timer::FlushTimer) (a timerfd) its own way.
+pub(crate) trait Timer {
     /// Returns once `after` has passed.
     fn sleep(&mut self, after: Duration) -> impl std::future::Future<Output = ()>;
 }
@@ -189,7 +189,7 @@ pub trait Timer {
 /// Millisecond timers from the tokio runtime: the fallback when no timerfd
 /// can be had.
 #[derive(Debug, Default)]
-pub struct TokioTimer;
+pub(crate) struct TokioTimer;
 
 impl Timer for TokioTimer {
     async fn sleep(&mut self, after: Duration) {
@@ -197,71 +197,17 @@ impl Timer for TokioTimer {
     }
 }
 
-/// A one-shot timer with microsecond resolution: a timerfd on the
-/// monotonic clock, which becomes readable when it expires.
-#[derive(Debug)]
-pub struct FlushTimer(nix::sys::timerfd::TimerFd);
-
-impl FlushTimer {
-    /// A disarmed timer. `nonblocking` for readiness-based runtimes (epoll);
-    /// io_uring waits on a blocking one.
-    pub fn new(nonblocking: bool) -> std::io::Result<Self> {
-        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
-        let mut flags = TimerFlags::TFD_CLOEXEC;
-        if nonblocking {
-            flags |= TimerFlags::TFD_NONBLOCK;
-        }
-        Ok(Self(TimerFd::new(ClockId::CLOCK_MONOTONIC, flags)?))
-    }
-
-    /// Arms the timer to expire once, `after` from now (at least 1 ns, since
-    /// zero would disarm it).
-    pub fn arm(&self, after: Duration) -> std::io::Result<()> {
-        use nix::sys::time::TimeSpec;
-        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
-        let after = after.max(Duration::from_nanos(1));
-        self.0.set(
-            Expiration::OneShot(TimeSpec::from_duration(after)),
-            TimerSetTimeFlags::empty(),
-        )?;
-        Ok(())
-    }
-
-    /// The timer's file descriptor, to wait on.
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.0.as_fd()
-    }
-
-    /// Reads and resets the expiration count; `WouldBlock` on a
-    /// non-blocking timer that has not expired.
-    pub fn expirations(&self) -> std::io::Result<u64> {
-        let mut count = [0u8; 8];
-        nix::unistd::read(self.fd(), &mut count)?;
-        Ok(u64::from_ne_bytes(count))
-    }
-}
-
-impl std::os::fd::AsRawFd for FlushTimer {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.fd().as_raw_fd()
-    }
-}
-
 /// Queue length from which a queue is written without waiting: a quarter
 /// of its capacity, at least one message.
-pub fn flush_mark(capacity: usize) -> usize {
+pub(crate) fn flush_mark(capacity: usize) -> usize {
     (capacity / 4).max(1)
 }
 
-/// Whether a message of `added` bytes just queued on `queue` must wake the
-/// queue's writer: the queue was empty, or has just reached a flush mark,
-/// so a writer waiting for a flush may go at once.
-pub fn push_wakes_writer(queue: &OutQueue, added: usize) -> bool {
-    wakes_writer(queue.len(), queue.bytes(), added, queue.capacity())
-}
-
-fn wakes_writer(messages: usize, bytes: usize, added: usize, capacity: usize) -> bool {
+/// Whether a message of `added` bytes just queued, making `messages`
+/// queued in `bytes`, must wake the queue's writer: the queue was empty, or
+/// has just reached a flush mark, so a writer waiting for a flush may go at
+/// once.
+pub(crate) fn wakes_writer(messages: usize, bytes: usize, added: usize, capacity: usize) -> bool {
     messages == 1
         || messages == flush_mark(capacity)
         || (bytes >= FLUSH_BYTES && bytes - added < FLUSH_BYTES)
@@ -332,25 +278,6 @@ mod tests {
         let c = Coalescer::new(Duration::from_millis(1), 0);
         assert!(c.is_busy(0));
         assert!(c.should_wait_at(1, 1, 100, 0));
-    }
-
-    #[test]
-    #[allow(clippy::unwrap_used)]
-    fn a_flush_timer_expires_once_after_its_delay() {
-        let timer = FlushTimer::new(false).unwrap();
-        let start = Instant::now();
-        timer.arm(Duration::from_micros(300)).unwrap();
-        let mut expirations = [0u8; 8];
-        let n = nix::unistd::read(timer.fd(), &mut expirations).unwrap();
-        assert_eq!(n, 8);
-        assert_eq!(u64::from_ne_bytes(expirations), 1);
-        let timer = FlushTimer::new(true).unwrap();
-        assert_eq!(
-            timer.expirations().unwrap_err().kind(),
-            std::io::ErrorKind::WouldBlock,
-            "not armed: nothing to read"
-        );
-        assert!(start.elapsed() >= Duration::from_micros(300));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::error::Error;
 
 /// One core's counters.
 #[derive(Debug, Default)]
-pub struct Shard {
+pub(crate) struct Shard {
     accepted: AtomicU64,
     closed: AtomicU64,
     received: AtomicU64,
@@ -30,6 +30,9 @@ pub struct Shard {
     bytes_sent: AtomicU64,
     batches: AtomicU64,
     dropped: AtomicU64,
+    slow_started: AtomicU64,
+    slow_ended: AtomicU64,
+    slow_disconnected: AtomicU64,
     too_long: AtomicU64,
     rejected: AtomicU64,
     cluster_published: AtomicU64,
@@ -46,47 +49,59 @@ fn bump(counter: &AtomicU64, n: u64) {
 
 impl Shard {
     /// A connection was accepted.
-    pub fn accepted(&self) {
+    pub(crate) fn accepted(&self) {
         bump(&self.accepted, 1);
     }
     /// A connection was closed (for any reason).
-    pub fn closed(&self) {
+    pub(crate) fn closed(&self) {
         bump(&self.closed, 1);
     }
     /// A complete message of `bytes` bytes arrived from a client.
-    pub fn received(&self, bytes: usize) {
+    pub(crate) fn received(&self, bytes: usize) {
         bump(&self.received, 1);
         bump(&self.bytes_received, bytes as u64);
     }
-    /// One batch of `messages` messages totalling `bytes` was handed to one
-    /// client's socket.
-    pub fn sent(&self, messages: usize, bytes: usize) {
+    /// `sends` sends handed one client's socket `bytes` bytes, completing
+    /// `messages` messages.
+    pub(crate) fn sent(&self, messages: usize, bytes: usize, sends: usize) {
         bump(&self.sent, messages as u64);
         bump(&self.bytes_sent, bytes as u64);
-        bump(&self.batches, 1);
+        bump(&self.batches, sends as u64);
     }
     /// A message was dropped for one slow client.
-    pub fn dropped(&self) {
+    pub(crate) fn dropped(&self) {
         bump(&self.dropped, 1);
     }
+    /// A client started dropping messages (a slow episode began).
+    pub(crate) fn slow_started(&self) {
+        bump(&self.slow_started, 1);
+    }
+    /// A slow client caught up, or left while slow.
+    pub(crate) fn slow_ended(&self) {
+        bump(&self.slow_ended, 1);
+    }
+    /// A client was disconnected for `--slow-disconnect`.
+    pub(crate) fn slow_disconnected(&self) {
+        bump(&self.slow_disconnected, 1);
+    }
     /// A client was disconnected for an overlong line.
-    pub fn too_long(&self) {
+    pub(crate) fn too_long(&self) {
         bump(&self.too_long, 1);
     }
     /// `n` local lines were published to the cluster.
-    pub fn cluster_published(&self, n: usize) {
+    pub(crate) fn cluster_published(&self, n: usize) {
         bump(&self.cluster_published, n as u64);
     }
     /// `n` lines from other nodes were delivered here.
-    pub fn cluster_received(&self, n: usize) {
+    pub(crate) fn cluster_received(&self, n: usize) {
         bump(&self.cluster_received, n as u64);
     }
     /// `n` local lines could not be forwarded to the cluster.
-    pub fn cluster_dropped(&self, n: usize) {
+    pub(crate) fn cluster_dropped(&self, n: usize) {
         bump(&self.cluster_dropped, n as u64);
     }
     /// A connection was turned away because `--max-clients` were connected.
-    pub fn rejected(&self) {
+    pub(crate) fn rejected(&self) {
         bump(&self.rejected, 1);
     }
 }
@@ -106,11 +121,17 @@ pub struct Totals {
     pub sent: u64,
     /// Bytes handed to the kernel.
     pub bytes_sent: u64,
-    /// Write batches handed to the kernel: `sent / batches` is how many
-    /// messages a write carried on average.
+    /// Sends that handed something to the kernel: `sent / batches` is how
+    /// many messages a send carried on average.
     pub batches: u64,
     /// Messages dropped for slow receivers, once per receiver.
     pub dropped: u64,
+    /// Clients dropping messages now.
+    pub slow_clients: u64,
+    /// Times a client started dropping messages.
+    pub slow_episodes: u64,
+    /// Clients disconnected for `--slow-disconnect`.
+    pub slow_disconnects: u64,
     /// Clients disconnected for overlong lines.
     pub lines_too_long: u64,
     /// Connections closed at once because `--max-clients` were connected.
@@ -134,7 +155,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Metrics with `shards` independent shards (at least one).
-    pub fn new(shards: usize) -> Arc<Self> {
+    pub(crate) fn new(shards: usize) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..shards.max(1)).map(|_| CachePadded::default()).collect(),
             cluster: std::sync::OnceLock::new(),
@@ -142,12 +163,12 @@ impl Metrics {
     }
 
     /// The shard that thread `index` writes. Indexes wrap, so any index is valid.
-    pub fn shard(&self, index: usize) -> &Shard {
+    pub(crate) fn shard(&self, index: usize) -> &Shard {
         &self.shards[index % self.shards.len()]
     }
 
     /// Reports the cluster bridge's connection state from now on.
-    pub fn set_cluster(&self, connected: Arc<std::sync::atomic::AtomicBool>) {
+    pub(crate) fn set_cluster(&self, connected: Arc<std::sync::atomic::AtomicBool>) {
         let _ = self.cluster.set(connected);
     }
 
@@ -155,7 +176,11 @@ impl Metrics {
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
         let mut closed = 0;
+        let mut slow_ended = 0;
         for s in self.shards.iter() {
+            t.slow_episodes += s.slow_started.load(Relaxed);
+            slow_ended += s.slow_ended.load(Relaxed);
+            t.slow_disconnects += s.slow_disconnected.load(Relaxed);
             t.accepted += s.accepted.load(Relaxed);
             closed += s.closed.load(Relaxed);
             t.received += s.received.load(Relaxed);
@@ -171,6 +196,7 @@ impl Metrics {
             t.cluster_dropped += s.cluster_dropped.load(Relaxed);
         }
         t.connected = t.accepted.saturating_sub(closed);
+        t.slow_clients = t.slow_episodes.saturating_sub(slow_ended);
         t.cluster_connected = self.cluster.get().map(|c| c.load(Relaxed));
         t
     }
@@ -192,13 +218,22 @@ struct Collect(Arc<Metrics>);
 impl Collector for Collect {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let t = self.0.totals();
-        let gauge = ConstGauge::new(t.connected as i64);
-        gauge.encode(encoder.encode_descriptor(
-            "ringcast_connected_clients",
-            "Clients connected now",
-            None,
-            gauge.metric_type(),
-        )?)?;
+        let gauges = [
+            (
+                "ringcast_connected_clients",
+                "Clients connected now",
+                t.connected,
+            ),
+            (
+                "ringcast_slow_clients",
+                "Clients dropping messages now: their queue and socket buffer are full",
+                t.slow_clients,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
         // The text encoder appends `_total` to counter names.
         let counters = [
             (
@@ -222,6 +257,16 @@ impl Collector for Collect {
                 t.dropped,
             ),
             (
+                "ringcast_slow_client_episodes",
+                "Times a client started dropping messages",
+                t.slow_episodes,
+            ),
+            (
+                "ringcast_slow_disconnects",
+                "Clients disconnected for dropping messages for --slow-disconnect",
+                t.slow_disconnects,
+            ),
+            (
                 "ringcast_bytes_received",
                 "Bytes of complete messages received",
                 t.bytes_received,
@@ -233,7 +278,7 @@ impl Collector for Collect {
             ),
             (
                 "ringcast_write_batches",
-                "Batches of messages handed to a client's socket, one write each unless the socket took part of it",
+                "Sends that handed queued messages to a client's socket",
                 t.batches,
             ),
             (
@@ -291,7 +336,7 @@ impl Collector for Collect {
 }
 
 /// The running `/metrics` endpoint. Dropping it stops the listener thread.
-pub struct MetricsServer {
+pub(crate) struct MetricsServer {
     server: Arc<tiny_http::Server>,
     thread: Option<JoinHandle<()>>,
     addr: SocketAddr,
@@ -299,7 +344,7 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Serves `GET /metrics` on `addr` from a thread of its own, off the hot path.
-    pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Self, Error> {
+    pub(crate) fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Self, Error> {
         let server = tiny_http::Server::http(addr).map_err(|e| Error::Metrics {
             addr,
             reason: e.to_string(),
@@ -324,7 +369,7 @@ impl MetricsServer {
     }
 
     /// The address the endpoint listens on.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 }
@@ -385,9 +430,12 @@ mod tests {
         m.shard(2).accepted();
         m.shard(1).closed();
         m.shard(0).received(10);
-        m.shard(2).sent(3, 30);
-        m.shard(0).sent(1, 10);
+        m.shard(2).sent(3, 30, 1);
+        m.shard(0).sent(1, 10, 1);
         m.shard(1).dropped();
+        m.shard(0).slow_started();
+        m.shard(1).slow_started();
+        m.shard(1).slow_ended();
         m.shard(5).too_long(); // wraps to shard 2
         let t = m.totals();
         assert_eq!(t.connected, 2);
@@ -395,13 +443,14 @@ mod tests {
         assert_eq!((t.received, t.bytes_received), (1, 10));
         assert_eq!((t.sent, t.bytes_sent, t.batches), (4, 40, 2));
         assert_eq!((t.dropped, t.lines_too_long), (1, 1));
+        assert_eq!((t.slow_clients, t.slow_episodes), (1, 2));
     }
 
     #[test]
     fn renders_the_documented_names() {
         let m = Metrics::new(1);
         m.shard(0).accepted();
-        m.shard(0).sent(4, 40);
+        m.shard(0).sent(4, 40, 1);
         let text = m.render();
         for line in [
             "ringcast_connected_clients 1",
@@ -413,6 +462,9 @@ mod tests {
             "ringcast_bytes_sent_total 40",
             "ringcast_write_batches_total 1",
             "ringcast_lines_too_long_total 0",
+            "ringcast_slow_clients 0",
+            "ringcast_slow_client_episodes_total 0",
+            "ringcast_slow_disconnects_total 0",
             "ringcast_connections_rejected_total 0",
         ] {
             assert!(

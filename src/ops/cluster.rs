@@ -19,7 +19,6 @@
 //! ring, one NATS connection and one subscription, all FIFO.
 
 use std::future::Future;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,53 +26,16 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ClusterConfig;
 use crate::error::Error;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// The NATS header that names the node a message came from.
-pub const NODE_HEADER: &str = "Ringcast-Node";
-/// Default `--cluster-subject`.
-pub const DEFAULT_SUBJECT: &str = "ringcast.lines";
+pub(crate) const NODE_HEADER: &str = "Ringcast-Node";
 /// Largest batch of lines in one NATS message.
 const BATCH_BYTES: usize = 64 * 1024;
 /// Batches waiting for NATS; beyond this, local lines are dropped (counted).
 const PENDING_BATCHES: usize = 64;
-
-/// Where and as whom to join the cluster.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    /// NATS server URL, e.g. `nats://127.0.0.1:4222`.
-    pub url: String,
-    /// Subject every node publishes to and subscribes to.
-    pub subject: String,
-    /// This node's id; messages carrying it are not delivered again.
-    pub node_id: String,
-}
-
-impl ClusterConfig {
-    /// Checks the URL and subject, so a typo is an error at start, not a
-    /// reconnect loop.
-    pub fn validate(&self) -> Result<(), Error> {
-        async_nats::ServerAddr::from_str(&self.url)
-            .map_err(|e| Error::Config(format!("invalid --cluster URL {:?}: {e}", self.url)))?;
-        let bad_subject = self.subject.is_empty()
-            || self
-                .subject
-                .chars()
-                .any(|c| c.is_whitespace() || c == '*' || c == '>')
-            || self.subject.split('.').any(str::is_empty);
-        if bad_subject {
-            return Err(Error::Config(format!(
-                "invalid --cluster-subject {:?}: use dot-separated tokens without spaces or wildcards",
-                self.subject
-            )));
-        }
-        if self.node_id.is_empty() {
-            return Err(Error::Config("--node-id must not be empty".into()));
-        }
-        Ok(())
-    }
-}
 
 /// The engine's outbound end: complete lines this node's clients sent.
 pub(crate) trait LocalLines: Send + 'static {
@@ -115,7 +77,9 @@ pub(crate) fn start(
     std::thread::Builder::new()
         .name("ringcast-cluster".into())
         .spawn(move || {
-            runtime.block_on(run(config, metrics, shard, local, remote, stop));
+            // `Server::bind` has filled in the default id.
+            let node_id = config.node_id.clone().unwrap_or_default();
+            runtime.block_on(run(config, node_id, metrics, shard, local, remote, stop));
             on_exit();
         })
         .map_err(Error::Thread)?;
@@ -124,6 +88,7 @@ pub(crate) fn start(
 
 async fn run(
     config: ClusterConfig,
+    node_id: String,
     metrics: Arc<Metrics>,
     shard: usize,
     local: impl LocalLines,
@@ -155,7 +120,7 @@ async fn run(
         }
     };
     let options = async_nats::ConnectOptions::new()
-        .name(format!("ringcast {}", config.node_id))
+        .name(format!("ringcast {node_id}"))
         .retry_on_initial_connect()
         .max_reconnects(None)
         .event_callback(events);
@@ -180,13 +145,22 @@ async fn run(
     let collect = collect(local, batches_tx, Arc::clone(&metrics), shard, stop.clone());
     let publish = publish(
         client.clone(),
-        config.clone(),
+        config.subject.clone(),
+        node_id.clone(),
         batches_rx,
         Arc::clone(&metrics),
         shard,
         Arc::clone(&connected),
     );
-    let receive = receive(client, config, remote, metrics, shard, stop.clone());
+    let receive = receive(
+        client,
+        config.subject,
+        node_id,
+        remote,
+        metrics,
+        shard,
+        stop.clone(),
+    );
     tokio::select! {
         () = async { tokio::join!(collect, publish); } => {}
         () = receive => {}
@@ -230,21 +204,22 @@ async fn collect(
 /// Publishes batches while NATS is connected; drops (and counts) the rest.
 async fn publish(
     client: async_nats::Client,
-    config: ClusterConfig,
+    subject: String,
+    node_id: String,
     mut batches: mpsc::Receiver<(Bytes, usize)>,
     metrics: Arc<Metrics>,
     shard: usize,
     connected: Arc<AtomicBool>,
 ) {
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert(NODE_HEADER, config.node_id.as_str());
+    headers.insert(NODE_HEADER, node_id.as_str());
     while let Some((batch, lines)) = batches.recv().await {
         if !connected.load(Ordering::Relaxed) {
             metrics.shard(shard).cluster_dropped(lines);
             continue;
         }
         match client
-            .publish_with_headers(config.subject.clone(), headers.clone(), batch)
+            .publish_with_headers(subject.clone(), headers.clone(), batch)
             .await
         {
             Ok(()) => metrics.shard(shard).cluster_published(lines),
@@ -259,17 +234,18 @@ async fn publish(
 /// Delivers other nodes' lines to every local client.
 async fn receive(
     client: async_nats::Client,
-    config: ClusterConfig,
+    subject: String,
+    node_id: String,
     mut remote: impl RemoteLines,
     metrics: Arc<Metrics>,
     shard: usize,
     stop: CancellationToken,
 ) {
     use futures_util::StreamExt as _;
-    let mut subscription = match client.subscribe(config.subject.clone()).await {
+    let mut subscription = match client.subscribe(subject.clone()).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(subject = %config.subject, error = %e, "cluster: cannot subscribe; not receiving from other nodes");
+            tracing::error!(%subject, error = %e, "cluster: cannot subscribe; not receiving from other nodes");
             stop.cancelled().await;
             return;
         }
@@ -280,7 +256,7 @@ async fn receive(
             .as_ref()
             .and_then(|h| h.get(NODE_HEADER))
             .map(|v| v.as_str());
-        if from == Some(config.node_id.as_str()) {
+        if from == Some(node_id.as_str()) {
             continue; // our own lines, already delivered here
         }
         let payload = message.payload;

@@ -1,0 +1,678 @@
+//! One client connection, as both engines run it.
+//!
+//! A message's whole way through a server is in this file:
+//!
+//! 1. [`read_loop`] reads into the connection's [`Inbound`] buffer and
+//!    splits complete lines off it;
+//! 2. [`Host::publish`] (the engine) takes each line to every core;
+//! 3. [`deliver`] offers it to every connection of a core, whose
+//!    [`Outbound`] decides: queue it, hand the queue to the kernel at once,
+//!    or drop it;
+//! 4. [`write_loop`] hands what is queued to the kernel, coalescing while
+//!    the core is busy, and waits for the socket when the kernel refuses.
+//!
+//! The decisions live in [`Outbound`] and [`Inbound`], with no I/O. An
+//! engine supplies only its runtime glue: [`Link`] (how to read, send,
+//! wait and wake for one socket) and [`Host`] (where its connections live
+//! and how a line reaches the other cores).
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr};
+use std::ops::Deref;
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::ops::metrics::Shard;
+use crate::policy::coalesce::Coalescer;
+use crate::policy::inbound::Inbound;
+use crate::policy::limits::Throttle;
+use crate::policy::outbound::{Episode, Flushed, Offer, Outbound, Sent};
+
+/// Lines a reader publishes before it lets the other tasks of its core
+/// run, so one flooding client cannot starve the rest.
+pub(crate) const LINE_BUDGET: usize = 256;
+
+/// What every connection of a server is told.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// `--queue`.
+    pub(crate) queue: usize,
+    /// `--max-line`.
+    pub(crate) max_line: usize,
+    /// `--stall-timeout`: how long a deliverer may wait, per episode, for a
+    /// client whose allowance is full.
+    pub(crate) grace: Duration,
+    /// `--slow-disconnect`.
+    pub(crate) slow_disconnect: Option<Duration>,
+}
+
+/// Why a connection was closed, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The client closed its side (read EOF).
+    PeerClosed,
+    /// A read failed (reset, timeout).
+    ReadError,
+    /// A send failed (reset, broken pipe).
+    WriteError,
+    /// The client sent a line over `--max-line`.
+    LineTooLong,
+    /// The client sent nothing for `--idle-timeout`.
+    IdleTimeout,
+    /// The client dropped messages for `--slow-disconnect`.
+    SlowDisconnect,
+    /// Server shutdown, after flushing.
+    Shutdown,
+    /// Server shutdown, the drain timeout passed.
+    DrainTimeout,
+}
+
+impl CloseReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer closed the connection",
+            CloseReason::ReadError => "read failed",
+            CloseReason::WriteError => "write failed",
+            CloseReason::LineTooLong => "line too long",
+            CloseReason::IdleTimeout => "idle for --idle-timeout",
+            CloseReason::SlowDisconnect => "dropping for --slow-disconnect",
+            CloseReason::Shutdown => "server shutting down",
+            CloseReason::DrainTimeout => "drain timeout passed",
+        }
+    }
+}
+
+/// Reports slow episodes: one warn line when a client starts dropping,
+/// one info line when it catches up, each at most once a second.
+#[derive(Debug, Default)]
+pub(crate) struct SlowReport {
+    started: Throttle,
+    caught_up: Throttle,
+}
+
+/// What the shared code needs from the engine at one moment: the
+/// counters of the thread it runs on, and the server's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cx<'a> {
+    pub(crate) shard: &'a Shard,
+    pub(crate) settings: &'a Settings,
+    pub(crate) slow: &'a SlowReport,
+}
+
+impl Cx<'_> {
+    fn count_sent(&self, sent: Sent) {
+        if sent.sends > 0 {
+            self.shard.sent(sent.messages, sent.bytes, sent.sends);
+        }
+    }
+}
+
+/// The state of one connection, behind the engine's `RefCell` (uring) or
+/// `Mutex` (tokio).
+#[derive(Debug)]
+pub(crate) struct Session {
+    id: u64,
+    peer: SocketAddr,
+    core: usize,
+    /// The connection's slot in its host's roster.
+    key: usize,
+    out: Outbound,
+    closed: bool,
+    /// The host's idle tick when the client last sent something.
+    last_active: u64,
+    /// The reader is publishing: the server is not reading from the client
+    /// right now, so it cannot count as idle.
+    publishing: bool,
+}
+
+/// What the engine does for a connection after an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Nothing.
+    None,
+    /// Wake its writer.
+    Wake,
+    /// Offer it to everyone else first, then wait until this connection
+    /// has room or the instant passes, and offer it again.
+    Hold(Instant),
+    /// Close it.
+    Close(CloseReason),
+}
+
+/// What a writer's turn did, for the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Turn {
+    /// Why to close the connection, if it must be.
+    pub(crate) close: Option<CloseReason>,
+    /// Messages left the queue of a client someone may be waiting for.
+    pub(crate) room: bool,
+}
+
+/// What a writer does next.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// The connection is closed: exit.
+    Exit,
+    /// Close the connection, then exit.
+    Close(CloseReason),
+    /// Nothing is queued: sleep until woken.
+    Sleep,
+    /// Wait for the core's next flush, or to be woken.
+    Coalesce,
+    /// Hand the queue to the kernel.
+    Send,
+    /// The kernel refused: wait until the socket takes more. The engine may
+    /// hand it this rest of the front message itself.
+    Wait(Bytes),
+}
+
+impl Session {
+    /// A new connection, active at `tick`.
+    pub(crate) fn new(
+        id: u64,
+        peer: SocketAddr,
+        core: usize,
+        settings: &Settings,
+        tick: u64,
+    ) -> Self {
+        Self {
+            id,
+            peer,
+            core,
+            key: usize::MAX,
+            out: Outbound::new(settings.queue, settings.grace),
+            closed: false,
+            last_active: tick,
+            publishing: false,
+        }
+    }
+
+    pub(crate) fn key(&self) -> usize {
+        self.key
+    }
+
+    pub(crate) fn set_key(&mut self, key: usize) {
+        self.key = key;
+    }
+
+    /// True when the client has sent nothing for more than `ticks` idle
+    /// ticks, up to `tick`, and the server is not the one holding it up.
+    pub(crate) fn is_idle(&self, tick: u64, ticks: u64) -> bool {
+        !self.publishing && tick.saturating_sub(self.last_active) > ticks
+    }
+
+    /// Offers `msg`; `send` is the socket's non-blocking send.
+    pub(crate) fn offer(
+        &mut self,
+        msg: &Bytes,
+        send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+        cx: &Cx<'_>,
+    ) -> Action {
+        if self.closed {
+            return Action::None;
+        }
+        let mut sent = Sent::default();
+        let offer = self.out.offer(msg, send, Instant::now, &mut sent);
+        cx.count_sent(sent);
+        match offer {
+            Offer::Queued { wake } => {
+                if wake {
+                    Action::Wake
+                } else {
+                    Action::None
+                }
+            }
+            Offer::Dropped { started } => {
+                cx.shard.dropped();
+                if started {
+                    self.slow_started(cx);
+                }
+                if let Some(limit) = cx.settings.slow_disconnect
+                    && self
+                        .out
+                        .episode()
+                        .is_some_and(|e| e.since.elapsed() >= limit)
+                {
+                    cx.shard.slow_disconnected();
+                    return Action::Close(CloseReason::SlowDisconnect);
+                }
+                if started {
+                    // The writer learns that the socket refused.
+                    Action::Wake
+                } else {
+                    Action::None
+                }
+            }
+            Offer::Hold { until } => Action::Hold(until),
+            Offer::Failed(e) => {
+                tracing::debug!(conn = self.id, peer = %self.peer, error = %e, "send failed");
+                Action::Close(CloseReason::WriteError)
+            }
+        }
+    }
+
+    /// True when a held message can be offered again.
+    fn has_room(&self) -> bool {
+        self.closed || self.out.has_room()
+    }
+
+    /// What the writer should do next. `flushing`: the server is shutting
+    /// down and nothing more will be offered. `coalesce` says whether a
+    /// short queue should wait for the core's next flush.
+    pub(crate) fn next(&self, flushing: bool, coalesce: impl FnOnce(&Outbound) -> bool) -> Next {
+        if self.closed {
+            return Next::Exit;
+        }
+        if self.out.is_blocked() {
+            // A client that is dropping anyway does not hold up shutdown,
+            // once the kernel has the whole message it was sending.
+            if flushing && self.out.episode().is_some() && !self.out.mid_message() {
+                return Next::Close(CloseReason::Shutdown);
+            }
+            return self.out.front().map_or(Next::Send, Next::Wait);
+        }
+        if self.out.is_empty() {
+            return if flushing {
+                Next::Close(CloseReason::Shutdown)
+            } else {
+                Next::Sleep
+            };
+        }
+        if coalesce(&self.out) {
+            Next::Coalesce
+        } else {
+            Next::Send
+        }
+    }
+
+    /// Hands the queue to the kernel through `send`.
+    pub(crate) fn flush(
+        &mut self,
+        send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+        cx: &Cx<'_>,
+    ) -> Turn {
+        let behind = self.out.is_behind();
+        let mut sent = Sent::default();
+        let flushed = self.out.flush(send, &mut sent);
+        cx.count_sent(sent);
+        let close = match flushed {
+            Flushed::Drained { caught_up } => {
+                if let Some(episode) = caught_up {
+                    self.caught_up(episode, cx);
+                }
+                None
+            }
+            Flushed::Blocked => None,
+            Flushed::Failed(e) => {
+                tracing::debug!(conn = self.id, peer = %self.peer, error = %e, "send failed");
+                Some(CloseReason::WriteError)
+            }
+        };
+        Turn {
+            close,
+            room: behind && sent.messages > 0,
+        }
+    }
+
+    /// The socket is writable again; the engine's own send of the front
+    /// message, if it made one, took `result` bytes.
+    pub(crate) fn writable(&mut self, result: io::Result<usize>, cx: &Cx<'_>) -> Turn {
+        match result {
+            Ok(n) => {
+                let behind = self.out.is_behind();
+                let mut sent = Sent::default();
+                self.out.sent_async(n, &mut sent);
+                cx.count_sent(sent);
+                self.out.unblock();
+                Turn {
+                    close: None,
+                    room: behind && sent.messages > 0,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(conn = self.id, peer = %self.peer, error = %e, "send failed");
+                Turn {
+                    close: Some(CloseReason::WriteError),
+                    room: false,
+                }
+            }
+        }
+    }
+
+    /// Marks the connection closed and drops what is queued. False if it
+    /// already was closed.
+    pub(crate) fn close(&mut self, cx: &Cx<'_>) -> bool {
+        if std::mem::replace(&mut self.closed, true) {
+            return false;
+        }
+        if self.out.clear().is_some() {
+            cx.shard.slow_ended();
+        }
+        true
+    }
+
+    fn slow_started(&self, cx: &Cx<'_>) {
+        cx.shard.slow_started();
+        if let Some(suppressed) = cx.slow.started.allow() {
+            tracing::warn!(
+                conn = self.id,
+                peer = %self.peer,
+                core = self.core,
+                queue = self.out.capacity(),
+                also_started_since_last_warning = suppressed,
+                "slow client: its queue and socket buffer are full; dropping its messages until it catches up, other clients unaffected"
+            );
+        }
+    }
+
+    fn caught_up(&self, episode: Episode, cx: &Cx<'_>) {
+        cx.shard.slow_ended();
+        if let Some(suppressed) = cx.slow.caught_up.allow() {
+            tracing::info!(
+                conn = self.id,
+                peer = %self.peer,
+                core = self.core,
+                lost = episode.dropped,
+                slow_for = ?episode.since.elapsed(),
+                also_caught_up_since_last_line = suppressed,
+                "slow client caught up; it takes messages again"
+            );
+        }
+    }
+}
+
+/// An engine's glue for one connection's socket.
+pub(crate) trait Link {
+    /// Runs `f` on the connection's state.
+    fn with<R>(&self, f: impl FnOnce(&mut Session) -> R) -> R;
+    /// Sends without blocking; see [`crate::sys::send::send_now`].
+    fn try_send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Wakes the writer (a permit is kept if it is not waiting).
+    fn wake_writer(&self);
+    /// Resolves when the writer is woken.
+    fn writer_woken(&self) -> impl Future<Output = ()>;
+    /// Where deliverers holding a message for this connection wait for
+    /// room; the writer notifies it.
+    fn room(&self) -> &Notify;
+    /// Resolves once the socket takes more: the engine may hand `rest` to
+    /// the kernel itself and report how much it took, or report 0.
+    fn writable(&self, rest: Bytes) -> impl Future<Output = io::Result<usize>>;
+    /// Reads at most `max` bytes into `inbound`'s buffer.
+    fn read(&self, inbound: &mut Inbound, max: usize) -> impl Future<Output = io::Result<usize>>;
+    /// Shuts the socket down, so any read or write in flight completes.
+    fn shutdown(&self, how: Shutdown);
+}
+
+/// An engine's glue for the place its connections live: a core on
+/// `uring`, the whole runtime on `tokio`.
+pub(crate) trait Host {
+    /// The engine's connection.
+    type Link: Link;
+    /// The counters of the running thread, and the settings.
+    fn cx(&self) -> Cx<'_>;
+    /// Takes a local client's line to every connection of the server
+    /// (and to the cluster).
+    fn publish(&self, line: Bytes) -> impl Future<Output = ()>;
+    /// A reader has published a read's lines: wake whoever they were sent to.
+    fn lines_done(&self);
+    /// Removes a closed connection from the host.
+    fn forget(&self, link: &Self::Link);
+    /// A reader task ended.
+    fn reader_exited(&self);
+    /// Shutdown began: readers stop after their current read.
+    fn stopping(&self) -> bool;
+    /// Nothing more will be delivered: writers close once flushed.
+    fn flushing(&self) -> bool;
+    /// The host's write pacer.
+    fn coalescer(&self) -> &Coalescer;
+    /// The current idle tick.
+    fn tick(&self) -> u64;
+}
+
+/// Offers `msg` to every connection in `conns`. A connection whose
+/// allowance is full may hold it: it gets it last, after a wait of at most
+/// its grace, in which the deliverer's own task sleeps and every other task
+/// of the core runs. Returns whether it waited.
+pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
+    host: &H,
+    conns: &[L],
+    msg: &Bytes,
+) -> bool {
+    host.coalescer().delivered(conns.len());
+    let mut held = Vec::new();
+    {
+        let cx = host.cx();
+        for link in conns {
+            if let Some(until) = offer(host, link, msg, &cx) {
+                held.push((&**link, until));
+            }
+        }
+    }
+    let waited = !held.is_empty();
+    for (link, mut until) in held {
+        loop {
+            wait_for_room(link, until).await;
+            let cx = host.cx();
+            match offer(host, link, msg, &cx) {
+                Some(later) => until = later,
+                None => break,
+            }
+        }
+    }
+    waited
+}
+
+/// Offers `msg` to one connection; `Some(until)` if it holds it.
+fn offer<H: Host>(host: &H, link: &H::Link, msg: &Bytes, cx: &Cx<'_>) -> Option<Instant> {
+    match link.with(|s| s.offer(msg, |bufs| link.try_send(bufs), cx)) {
+        Action::None => {}
+        Action::Wake => link.wake_writer(),
+        Action::Hold(until) => return Some(until),
+        Action::Close(reason) => close(host, link, reason),
+    }
+    None
+}
+
+/// Waits until `link` has room for a held message, or `until` passes.
+async fn wait_for_room(link: &impl Link, until: Instant) {
+    let mut deadline = pin!(tokio::time::sleep_until(until.into()));
+    loop {
+        let notified = pin!(link.room().notified());
+        if link.with(|s| s.has_room()) {
+            return;
+        }
+        tokio::select! {
+            () = notified => {}
+            () = &mut deadline => return,
+        }
+    }
+}
+
+/// Closes a connection: it gets no more messages, its socket is shut down
+/// so every read and write in flight completes, and the gauge drops.
+pub(crate) fn close<H: Host>(host: &H, link: &H::Link, reason: CloseReason) {
+    let cx = host.cx();
+    let Some((id, peer)) = link.with(|s| s.close(&cx).then_some((s.id, s.peer))) else {
+        return;
+    };
+    link.shutdown(Shutdown::Both);
+    link.wake_writer();
+    link.room().notify_waiters();
+    host.forget(link);
+    cx.shard.closed();
+    match reason {
+        CloseReason::LineTooLong => tracing::warn!(
+            conn = id,
+            %peer,
+            max_line = cx.settings.max_line,
+            "client sent more than --max-line bytes without a newline; disconnected it, other clients unaffected"
+        ),
+        CloseReason::IdleTimeout => {
+            tracing::info!(conn = id, %peer, "client sent nothing for --idle-timeout; disconnected it")
+        }
+        CloseReason::SlowDisconnect => tracing::warn!(
+            conn = id,
+            %peer,
+            "client kept dropping messages for --slow-disconnect; disconnected it"
+        ),
+        _ => tracing::debug!(conn = id, %peer, reason = reason.as_str(), "connection closed"),
+    }
+}
+
+/// Reads lines from the client and publishes them, in order, until the
+/// client leaves, sends an overlong line, or shutdown begins.
+pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
+    let mut inbound = Inbound::new(host.cx().settings.max_line);
+    loop {
+        let max = inbound.prepare();
+        let result = link.read(&mut inbound, max).await;
+        // During shutdown a reader publishes the lines it already holds,
+        // then stops, however much the client still sends.
+        let stopping = host.stopping();
+        let reason = match result {
+            Ok(0) => Some(CloseReason::PeerClosed),
+            Ok(n) => {
+                inbound.filled(n);
+                None
+            }
+            Err(e) => {
+                link.with(
+                    |s| tracing::debug!(conn = s.id, peer = %s.peer, error = %e, "read failed"),
+                );
+                Some(CloseReason::ReadError)
+            }
+        };
+        if let Some(reason) = reason {
+            // An EOF during shutdown is the server's own doing: the
+            // connection stays open for its writer to flush. A partial line
+            // is discarded either way.
+            if !stopping {
+                close(host, link, reason);
+            }
+            break;
+        }
+        let tick = host.tick();
+        if link.with(|s| {
+            s.last_active = tick;
+            s.publishing = true;
+            s.closed
+        }) {
+            break;
+        }
+        let too_long = publish_lines(host, &mut inbound).await;
+        // Wake the other cores for this read's lines on every way out: a
+        // client that leaves with an overlong line sends nothing more that
+        // would wake them for the lines before it.
+        host.lines_done();
+        let tick = host.tick();
+        link.with(|s| {
+            s.last_active = tick;
+            s.publishing = false;
+        });
+        if too_long {
+            host.cx().shard.too_long();
+            close(host, link, CloseReason::LineTooLong);
+            break;
+        }
+        if stopping {
+            break;
+        }
+    }
+    host.reader_exited();
+}
+
+/// Publishes every complete line in `inbound`. True if it holds an
+/// overlong one.
+async fn publish_lines<H: Host>(host: &H, inbound: &mut Inbound) -> bool {
+    let mut budget = LINE_BUDGET;
+    loop {
+        match inbound.next_line() {
+            Ok(Some(line)) => {
+                host.publish(line).await;
+                budget -= 1;
+                if budget == 0 {
+                    host.lines_done();
+                    tokio::task::yield_now().await;
+                    budget = LINE_BUDGET;
+                }
+            }
+            Ok(None) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Hands what is queued for the client to the kernel until the connection
+/// closes.
+pub(crate) async fn write_loop<H: Host>(host: &H, link: &H::Link) {
+    // A flush came while this writer waited to coalesce.
+    let mut flush_due = false;
+    loop {
+        let coalescer = host.coalescer();
+        let next = link.with(|s| {
+            s.next(host.flushing(), |out| {
+                !flush_due && coalescer.should_wait(out)
+            })
+        });
+        let reason = match next {
+            Next::Exit => return,
+            Next::Close(reason) => Some(reason),
+            Next::Sleep => {
+                link.writer_woken().await;
+                None
+            }
+            Next::Coalesce => {
+                tokio::select! {
+                    () = coalescer.next_flush() => flush_due = true,
+                    () = link.writer_woken() => {}
+                }
+                None
+            }
+            Next::Send => {
+                flush_due = false;
+                let cx = host.cx();
+                turn(
+                    link,
+                    link.with(|s| s.flush(|bufs| link.try_send(bufs), &cx)),
+                )
+            }
+            Next::Wait(rest) => {
+                let result = link.writable(rest).await;
+                let cx = host.cx();
+                turn(link, link.with(|s| s.writable(result, &cx)))
+            }
+        };
+        if let Some(reason) = reason {
+            close(host, link, reason);
+            return;
+        }
+    }
+}
+
+/// Lets deliverers waiting for room know there is some; returns why to
+/// close, if the turn says so.
+fn turn(link: &impl Link, turn: Turn) -> Option<CloseReason> {
+    if turn.room {
+        link.room().notify_waiters();
+    }
+    turn.close
+}
+
+/// The idle sweep: closes every connection of `conns` that has sent
+/// nothing for more than `ticks` ticks up to `tick`.
+pub(crate) fn close_idle<H: Host, L: Deref<Target = H::Link>>(
+    host: &H,
+    conns: &[L],
+    tick: u64,
+    ticks: u64,
+) {
+    for link in conns {
+        if link.with(|s| s.is_idle(tick, ticks)) {
+            close(host, link, CloseReason::IdleTimeout);
+        }
+    }
+}

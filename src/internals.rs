@@ -1,0 +1,6 @@
+//! What the benches and the fuzz target reach inside the crate, behind the
+//! `internals` feature. Not a stable API.
+
+pub use crate::engine::mesh::{Inbox, Outbox, Pushed, RING_CAPACITY, mesh};
+pub use crate::policy::line::{LineSplitter, LineTooLong, model};
+pub use crate::policy::outbound::{Offer, Outbound, Sent};

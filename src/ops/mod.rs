@@ -1,0 +1,5 @@
+//! What operators see and run beside the engines: the counters and their
+//! HTTP endpoint, and the NATS bridge to other nodes.
+
+pub(crate) mod cluster;
+pub mod metrics;

@@ -1,0 +1,822 @@
+//! What a connection does with the messages it is offered: its queue, its
+//! sends, and when it drops. No I/O: the caller passes the socket's
+//! non-blocking send in, so every decision here is unit-tested without a
+//! socket.
+//!
+//! # The allowance
+//!
+//! A client may hold at most `capacity` messages (`--queue`) that the
+//! kernel has not taken, plus what its kernel send buffer holds
+//! (`--sndbuf`). A message offered while both are full is dropped for that
+//! client alone: drop-newest, so the client keeps the oldest.
+//!
+//! # The socket decides
+//!
+//! "Full" is never a guess. When a message finds the queue full and
+//! nothing is waiting on the socket, the queue is offered to the kernel at
+//! once with a non-blocking send. Only if the kernel refuses (it takes
+//! nothing, or only part) is the allowance full. So a client that keeps
+//! reading loses nothing to a burst: its queue goes to the kernel as fast
+//! as it fills.
+//!
+//! # One short wait, then drop
+//!
+//! A reader that keeps up can still be behind for a moment (its thread was
+//! not scheduled, say). So the first time its allowance is full, the
+//! message is held ([`Offer::Hold`]): the deliverer offers it to everyone
+//! else first, then waits for this client until it has room, at most the
+//! `grace` (`--stall-timeout`, a few milliseconds) for the whole episode.
+//! Progress never renews the grace; only catching up does, that is, the
+//! kernel taking everything queued.
+//!
+//! A client that uses its grace up is *slow*: every message for it is
+//! dropped until it has caught up (a *slow episode*), and it gets no grace
+//! for [`COOLDOWN`], doubling each time it uses a grace up again, up to
+//! [`MAX_COOLDOWN`]. A reader that is steadily slower than the flow so
+//! costs the others one short wait now and then, ever more rarely, and
+//! gets runs of whole messages with gaps between them, never a sprinkling
+//! of single lines. Each slow episode is one event an operator can see.
+
+// Public for the benches and the fuzz target (the `internals` feature).
+#![cfg_attr(not(feature = "internals"), allow(unreachable_pub))]
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// Most messages one send hands to the kernel (well under `IOV_MAX`).
+pub(crate) const SEND_IOVECS: usize = 64;
+/// How long a client that used its grace up gets none, the first time.
+pub(crate) const COOLDOWN: Duration = Duration::from_secs(1);
+/// The longest cooldown, for a client that keeps using its grace up.
+pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(64);
+
+/// What became of an offered message.
+#[derive(Debug)]
+pub enum Offer {
+    /// Queued. `wake`: the writer should look at the queue (it was empty,
+    /// or reached a mark where a writer waiting to coalesce should go).
+    Queued {
+        /// The writer should be woken.
+        wake: bool,
+    },
+    /// Dropped for this client. `started`: this drop began a slow episode,
+    /// and the writer should be woken to wait for the socket.
+    Dropped {
+        /// A slow episode began with this message.
+        started: bool,
+    },
+    /// The allowance is full but the client may only be behind for a
+    /// moment: offer the message to everyone else, then wait until this
+    /// client has room ([`Outbound::has_room`]) or `until` passes, and
+    /// offer it again.
+    Hold {
+        /// The end of the client's grace.
+        until: Instant,
+    },
+    /// The socket failed while the queue was being offered to it.
+    Failed(io::Error),
+}
+
+/// The outcome of offering the queue to the kernel.
+#[derive(Debug)]
+pub enum Flushed {
+    /// The kernel took everything queued. `caught_up`: the slow episode
+    /// this ends, if one was running.
+    Drained {
+        /// The episode that ended, if any.
+        caught_up: Option<Episode>,
+    },
+    /// The kernel refused the rest: wait until the socket is writable, then
+    /// call [`Outbound::unblock`].
+    Blocked,
+    /// The socket failed.
+    Failed(io::Error),
+}
+
+/// Messages and bytes the kernel took in one call, and in how many sends.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Messages whose last byte went to the kernel.
+    pub messages: usize,
+    /// Bytes that went to the kernel.
+    pub bytes: usize,
+    /// Send calls that took something.
+    pub sends: usize,
+}
+
+/// A slow episode: since when the client has been dropping, and how much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Episode {
+    /// When the first message was dropped.
+    pub since: Instant,
+    /// Messages dropped so far.
+    pub dropped: u64,
+}
+
+/// Where a client stands with its allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// Keeping up.
+    Keeping,
+    /// Its allowance was full: deliverers may wait for it until `until`.
+    Behind { until: Instant },
+    /// Dropping everything until it has caught up.
+    Slow(Episode),
+}
+
+/// One connection's outgoing side. See the module documentation.
+#[derive(Debug)]
+pub struct Outbound {
+    /// Messages the kernel has not fully taken, oldest first.
+    queue: VecDeque<Bytes>,
+    /// Bytes of the front message the kernel already took.
+    front_sent: usize,
+    /// Bytes in `queue` the kernel has not taken.
+    bytes: usize,
+    capacity: usize,
+    /// The kernel refused the last send and the engine waits for the
+    /// socket: no send until [`unblock`](Self::unblock).
+    blocked: bool,
+    pace: Pace,
+    /// How long a deliverer may wait for this client per episode.
+    grace: Duration,
+    /// Graces used up in a row, for the cooldown.
+    strikes: u32,
+    /// No grace before this.
+    no_grace_until: Option<Instant>,
+}
+
+impl Outbound {
+    /// An empty allowance of `capacity` messages (at least one), with
+    /// `grace` to catch up when it is full. Storage grows on demand, so an
+    /// idle connection costs almost nothing.
+    pub fn new(capacity: usize, grace: Duration) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            front_sent: 0,
+            bytes: 0,
+            capacity: capacity.max(1),
+            blocked: false,
+            pace: Pace::Keeping,
+            grace,
+            strikes: 0,
+            no_grace_until: None,
+        }
+    }
+
+    /// Offers `msg`. A full queue is first offered to the kernel through
+    /// `send` (a non-blocking vectored send), unless the engine is already
+    /// waiting on the socket. `now` is read only when the allowance is full.
+    pub fn offer(
+        &mut self,
+        msg: &Bytes,
+        send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+        now: impl FnOnce() -> Instant,
+        sent: &mut Sent,
+    ) -> Offer {
+        if let Pace::Slow(episode) = &mut self.pace {
+            episode.dropped += 1;
+            return Offer::Dropped { started: false };
+        }
+        if self.queue.len() >= self.capacity
+            && !self.blocked
+            && let Flushed::Failed(e) = self.send_queued(send, sent)
+        {
+            return Offer::Failed(e);
+        }
+        if self.queue.len() < self.capacity {
+            self.queue.push_back(msg.clone());
+            self.bytes += msg.len();
+            return Offer::Queued {
+                wake: !self.blocked && self.push_wakes_writer(msg.len()),
+            };
+        }
+        // Full, and the kernel refused what is queued.
+        let now = now();
+        match self.pace {
+            Pace::Behind { until } if now < until => return Offer::Hold { until },
+            Pace::Behind { .. } => {
+                // It used its grace up.
+                self.strikes += 1;
+                let cooldown = COOLDOWN
+                    .saturating_mul(1 << (self.strikes - 1).min(16))
+                    .min(MAX_COOLDOWN);
+                self.no_grace_until = Some(now + cooldown);
+            }
+            _ if !self.grace.is_zero() && self.no_grace_until.is_none_or(|t| now >= t) => {
+                let until = now + self.grace;
+                self.pace = Pace::Behind { until };
+                return Offer::Hold { until };
+            }
+            _ => {}
+        }
+        self.pace = Pace::Slow(Episode {
+            since: now,
+            dropped: 1,
+        });
+        Offer::Dropped { started: true }
+    }
+
+    /// True when a held message can be offered again: there is room in the
+    /// queue.
+    pub fn has_room(&self) -> bool {
+        self.queue.len() < self.capacity
+    }
+
+    /// True while a deliverer may be waiting for room.
+    pub fn is_behind(&self) -> bool {
+        matches!(self.pace, Pace::Behind { .. })
+    }
+
+    /// Offers everything queued to the kernel through `send`, until the
+    /// queue is empty or the kernel refuses.
+    pub fn flush(
+        &mut self,
+        send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+        sent: &mut Sent,
+    ) -> Flushed {
+        if self.blocked {
+            return Flushed::Blocked;
+        }
+        self.send_queued(send, sent)
+    }
+
+    fn send_queued(
+        &mut self,
+        mut send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+        sent: &mut Sent,
+    ) -> Flushed {
+        while !self.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); SEND_IOVECS];
+            let mut count = 0;
+            let mut offered = 0;
+            for (i, msg) in self.queue.iter().take(SEND_IOVECS).enumerate() {
+                let part = if i == 0 {
+                    &msg[self.front_sent..]
+                } else {
+                    &msg[..]
+                };
+                slices[i] = IoSlice::new(part);
+                offered += part.len();
+                count += 1;
+            }
+            let result = send(&slices[..count]);
+            match result {
+                Ok(n) => {
+                    self.advance(n, sent);
+                    if n < offered {
+                        // The kernel took only part: its buffer is full.
+                        self.blocked = true;
+                        return Flushed::Blocked;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    return Flushed::Blocked;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Flushed::Failed(e),
+            }
+        }
+        Flushed::Drained {
+            caught_up: self.caught_up(),
+        }
+    }
+
+    /// Everything queued has gone to the kernel: the client keeps up again.
+    fn caught_up(&mut self) -> Option<Episode> {
+        match std::mem::replace(&mut self.pace, Pace::Keeping) {
+            Pace::Keeping => None,
+            Pace::Behind { .. } => {
+                // It caught up within its grace: forgiven.
+                self.strikes = 0;
+                None
+            }
+            Pace::Slow(episode) => Some(episode),
+        }
+    }
+
+    /// The kernel took `n` more bytes from the front of the queue.
+    fn advance(&mut self, mut n: usize, sent: &mut Sent) {
+        if n > 0 {
+            sent.sends += 1;
+        }
+        sent.bytes += n;
+        self.bytes -= n.min(self.bytes);
+        while let Some(front) = self.queue.front() {
+            let left = front.len() - self.front_sent;
+            if n < left {
+                self.front_sent += n;
+                return;
+            }
+            n -= left;
+            self.front_sent = 0;
+            self.queue.pop_front();
+            sent.messages += 1;
+        }
+    }
+
+    /// The unsent rest of the front message, for an engine that hands it to
+    /// the kernel asynchronously while [`is_blocked`](Self::is_blocked).
+    pub fn front(&self) -> Option<Bytes> {
+        self.queue.front().map(|m| m.slice(self.front_sent..))
+    }
+
+    /// The engine's asynchronous send of [`front`](Self::front) took `n`
+    /// bytes.
+    pub fn sent_async(&mut self, n: usize, sent: &mut Sent) {
+        self.advance(n, sent);
+    }
+
+    /// The socket is writable again: sends may go.
+    pub fn unblock(&mut self) {
+        self.blocked = false;
+    }
+
+    /// True when the kernel has taken part of the front message: closing
+    /// now would cut it short.
+    pub fn mid_message(&self) -> bool {
+        self.front_sent > 0
+    }
+
+    /// True while the kernel refused the last send and nothing more may be
+    /// sent until [`unblock`](Self::unblock).
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// The running slow episode, if the client is dropping now.
+    pub fn episode(&self) -> Option<&Episode> {
+        match &self.pace {
+            Pace::Slow(episode) => Some(episode),
+            _ => None,
+        }
+    }
+
+    /// Drops everything queued (the connection is going away) and returns
+    /// the episode that was running, if any.
+    pub fn clear(&mut self) -> Option<Episode> {
+        self.queue.clear();
+        self.front_sent = 0;
+        self.bytes = 0;
+        match std::mem::replace(&mut self.pace, Pace::Keeping) {
+            Pace::Slow(episode) => Some(episode),
+            _ => None,
+        }
+    }
+
+    fn push_wakes_writer(&self, added: usize) -> bool {
+        crate::policy::coalesce::wakes_writer(self.queue.len(), self.bytes, added, self.capacity)
+    }
+
+    /// Messages the kernel has not fully taken.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// True when the kernel has taken everything.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Bytes the kernel has not taken.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Most messages the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// A socket that takes up to `room` bytes, then refuses.
+    struct Socket {
+        room: usize,
+        got: Vec<u8>,
+        calls: usize,
+    }
+
+    impl Socket {
+        fn with_room(room: usize) -> Self {
+            Self {
+                room,
+                got: Vec::new(),
+                calls: 0,
+            }
+        }
+
+        fn send(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.room - n);
+                self.got.extend_from_slice(&b[..take]);
+                n += take;
+            }
+            self.room -= n;
+            Ok(n)
+        }
+    }
+
+    fn offer(q: &mut Outbound, s: &str, sock: &mut Socket) -> Offer {
+        q.offer(
+            &msg(s),
+            |b| sock.send(b),
+            Instant::now,
+            &mut Sent::default(),
+        )
+    }
+
+    fn flush(q: &mut Outbound, sock: &mut Socket) -> Flushed {
+        q.flush(|b| sock.send(b), &mut Sent::default())
+    }
+
+    fn offer_at(q: &mut Outbound, s: &str, sock: &mut Socket, at: Instant) -> Offer {
+        q.offer(&msg(s), |b| sock.send(b), || at, &mut Sent::default())
+    }
+
+    const GRACE: Duration = Duration::from_millis(5);
+
+    /// A queue of one, full, whose socket refuses.
+    fn full(t0: Instant) -> (Outbound, Socket) {
+        let mut q = Outbound::new(1, GRACE);
+        let mut sock = Socket::with_room(0);
+        offer_at(&mut q, "a\n", &mut sock, t0);
+        (q, sock)
+    }
+
+    #[test]
+    fn a_full_allowance_holds_once_for_the_grace_and_room_ends_it() {
+        let t0 = Instant::now();
+        let (mut q, mut sock) = full(t0);
+        let until = t0 + GRACE;
+        assert!(
+            matches!(offer_at(&mut q, "b\n", &mut sock, t0), Offer::Hold { until: u } if u == until)
+        );
+        assert!(!q.has_room() && q.is_behind());
+        // The client reads: the writer drains the queue, and the held
+        // message goes in. Nothing was dropped.
+        sock.room = 100;
+        q.unblock();
+        assert!(matches!(
+            flush(&mut q, &mut sock),
+            Flushed::Drained { caught_up: None }
+        ));
+        assert!(q.has_room() && !q.is_behind());
+        assert!(matches!(
+            offer_at(&mut q, "b\n", &mut sock, t0),
+            Offer::Queued { .. }
+        ));
+        assert!(q.episode().is_none(), "nothing was dropped");
+    }
+
+    #[test]
+    fn progress_does_not_renew_the_grace() {
+        let t0 = Instant::now();
+        let mut q = Outbound::new(2, GRACE);
+        let mut sock = Socket::with_room(0);
+        offer_at(&mut q, "a\n", &mut sock, t0);
+        offer_at(&mut q, "b\n", &mut sock, t0);
+        assert!(matches!(
+            offer_at(&mut q, "c\n", &mut sock, t0),
+            Offer::Hold { .. }
+        ));
+        // It reads one message' worth: room, but not caught up.
+        sock.room = 2;
+        q.unblock();
+        assert!(matches!(flush(&mut q, &mut sock), Flushed::Blocked));
+        assert!(matches!(
+            offer_at(&mut q, "c\n", &mut sock, t0),
+            Offer::Queued { .. }
+        ));
+        let later = t0 + GRACE / 2;
+        assert!(
+            matches!(offer_at(&mut q, "d\n", &mut sock, later), Offer::Hold { until } if until == t0 + GRACE),
+            "the same deadline, not a new one"
+        );
+        assert!(matches!(
+            offer_at(&mut q, "d\n", &mut sock, t0 + GRACE),
+            Offer::Dropped { started: true }
+        ));
+        assert!(q.episode().is_some());
+    }
+
+    #[test]
+    fn a_client_that_used_its_grace_up_gets_none_for_a_cooldown_that_doubles() {
+        let t0 = Instant::now();
+        let (mut q, mut sock) = full(t0);
+        let mut now = t0;
+        for round in 0..3u32 {
+            // Full: a grace, used up.
+            assert!(
+                matches!(offer_at(&mut q, "x\n", &mut sock, now), Offer::Hold { .. }),
+                "round {round}"
+            );
+            now += GRACE;
+            assert!(matches!(
+                offer_at(&mut q, "x\n", &mut sock, now),
+                Offer::Dropped { started: true }
+            ));
+            // It catches up, and fills again within the cooldown: no wait.
+            sock.room = 2;
+            q.unblock();
+            assert!(matches!(
+                flush(&mut q, &mut sock),
+                Flushed::Drained { caught_up: Some(_) }
+            ));
+            offer_at(&mut q, "y\n", &mut sock, now);
+            let cooldown = COOLDOWN * 2u32.pow(round);
+            assert!(
+                matches!(
+                    offer_at(&mut q, "z\n", &mut sock, now + cooldown - GRACE),
+                    Offer::Dropped { started: true }
+                ),
+                "round {round}: still cooling down"
+            );
+            sock.room = 2;
+            q.unblock();
+            assert!(matches!(
+                flush(&mut q, &mut sock),
+                Flushed::Drained { caught_up: Some(_) }
+            ));
+            offer_at(&mut q, "y\n", &mut sock, now);
+            now += cooldown;
+        }
+        // A client that catches up within its grace is forgiven.
+        assert!(matches!(
+            offer_at(&mut q, "x\n", &mut sock, now),
+            Offer::Hold { .. }
+        ));
+        sock.room = 2;
+        q.unblock();
+        assert!(matches!(
+            flush(&mut q, &mut sock),
+            Flushed::Drained { caught_up: None }
+        ));
+        offer_at(&mut q, "y\n", &mut sock, now);
+        assert!(matches!(
+            offer_at(&mut q, "x\n", &mut sock, now),
+            Offer::Hold { .. }
+        ));
+        now += GRACE;
+        assert!(matches!(
+            offer_at(&mut q, "x\n", &mut sock, now),
+            Offer::Dropped { started: true }
+        ));
+        sock.room = 2;
+        q.unblock();
+        flush(&mut q, &mut sock);
+        offer_at(&mut q, "y\n", &mut sock, now);
+        assert!(
+            matches!(
+                offer_at(&mut q, "z\n", &mut sock, now + COOLDOWN),
+                Offer::Hold { .. }
+            ),
+            "back to the first cooldown"
+        );
+    }
+
+    #[test]
+    fn a_queue_with_room_takes_messages_without_touching_the_socket() {
+        let mut q = Outbound::new(3, Duration::ZERO);
+        let mut sock = Socket::with_room(0);
+        assert!(matches!(
+            offer(&mut q, "a\n", &mut sock),
+            Offer::Queued { wake: true }
+        ));
+        assert!(matches!(
+            offer(&mut q, "b\n", &mut sock),
+            Offer::Queued { wake: false }
+        ));
+        assert_eq!((q.len(), q.bytes(), sock.calls), (2, 4, 0));
+    }
+
+    #[test]
+    fn a_full_queue_goes_to_the_kernel_before_anything_is_dropped() {
+        let mut q = Outbound::new(2, Duration::ZERO);
+        let mut sock = Socket::with_room(1 << 20);
+        for s in ["a\n", "b\n", "c\n", "d\n", "e\n"] {
+            assert!(matches!(offer(&mut q, s, &mut sock), Offer::Queued { .. }));
+        }
+        assert_eq!(sock.got, b"a\nb\nc\nd\n", "full queues were sent, in order");
+        assert_eq!(q.len(), 1);
+        assert!(q.episode().is_none());
+    }
+
+    #[test]
+    fn the_allowance_is_the_queue_plus_what_the_kernel_takes_then_drop_newest() {
+        let mut q = Outbound::new(2, Duration::ZERO);
+        // The kernel has room for three 2-byte messages.
+        let mut sock = Socket::with_room(6);
+        let results: Vec<bool> = (0..8)
+            .map(|n| {
+                matches!(
+                    offer(&mut q, &format!("{n}\n"), &mut sock),
+                    Offer::Queued { .. }
+                )
+            })
+            .collect();
+        // 0 and 1 queue. 2 finds the queue full: 0 and 1 go to the kernel,
+        // and 2 queues, then 3. 4 finds it full: the kernel takes 2 but
+        // refuses 3, so there is room for 4. 5 finds it full, and the kernel
+        // has refused: 5, 6 and 7 are dropped.
+        assert_eq!(sock.got, b"0\n1\n2\n");
+        assert_eq!(results, [true, true, true, true, true, false, false, false]);
+        assert!(q.is_blocked());
+        let episode = q.episode().expect("dropping");
+        assert_eq!(episode.dropped, 3);
+        // What the allowance held comes out once the client reads.
+        sock.room = 100;
+        q.unblock();
+        let Flushed::Drained {
+            caught_up: Some(ended),
+        } = flush(&mut q, &mut sock)
+        else {
+            panic!("should drain and end the episode");
+        };
+        assert_eq!(ended.dropped, 3);
+        assert_eq!(sock.got, b"0\n1\n2\n3\n4\n", "drop-newest keeps the oldest");
+        assert!(q.episode().is_none());
+    }
+
+    #[test]
+    fn a_slow_client_drops_until_it_has_caught_up_completely() {
+        let mut q = Outbound::new(2, Duration::ZERO);
+        let mut sock = Socket::with_room(0);
+        offer(&mut q, "a\n", &mut sock);
+        offer(&mut q, "b\n", &mut sock);
+        assert!(matches!(
+            offer(&mut q, "c\n", &mut sock),
+            Offer::Dropped { started: true }
+        ));
+        // It reads one message' worth: room in the queue, but still behind.
+        sock.room = 2;
+        q.unblock();
+        assert!(matches!(flush(&mut q, &mut sock), Flushed::Blocked));
+        assert_eq!(q.len(), 1);
+        assert!(matches!(
+            offer(&mut q, "d\n", &mut sock),
+            Offer::Dropped { started: false }
+        ));
+        sock.room = 100;
+        q.unblock();
+        assert!(matches!(
+            flush(&mut q, &mut sock),
+            Flushed::Drained { caught_up: Some(_) }
+        ));
+        assert!(matches!(
+            offer(&mut q, "e\n", &mut sock),
+            Offer::Queued { wake: true }
+        ));
+        assert_eq!(sock.got, b"a\nb\n");
+    }
+
+    #[test]
+    fn no_send_while_the_engine_waits_on_the_socket() {
+        let mut q = Outbound::new(2, Duration::ZERO);
+        let mut sock = Socket::with_room(3);
+        offer(&mut q, "ab\n", &mut sock);
+        offer(&mut q, "cd\n", &mut sock);
+        assert!(matches!(flush(&mut q, &mut sock), Flushed::Blocked));
+        assert_eq!(sock.got, b"ab\n");
+        let calls = sock.calls;
+        sock.room = 100;
+        assert!(matches!(
+            offer(&mut q, "ef\n", &mut sock),
+            Offer::Queued { wake: false }
+        ));
+        assert!(matches!(flush(&mut q, &mut sock), Flushed::Blocked));
+        assert!(matches!(
+            offer(&mut q, "gh\n", &mut sock),
+            Offer::Dropped { started: true }
+        ));
+        assert_eq!(sock.calls, calls, "blocked: the socket is not touched");
+        // The engine's own asynchronous send of the front finishes it.
+        assert_eq!(q.front().as_deref(), Some(&b"cd\n"[..]));
+        let mut sent = Sent::default();
+        q.sent_async(3, &mut sent);
+        assert_eq!(sent.messages, 1);
+        q.unblock();
+        assert!(matches!(
+            flush(&mut q, &mut sock),
+            Flushed::Drained { caught_up: Some(_) }
+        ));
+        assert_eq!(sock.got, b"ab\nef\n");
+    }
+
+    #[test]
+    fn partial_sends_resume_mid_message() {
+        let mut q = Outbound::new(4, Duration::ZERO);
+        let mut sock = Socket::with_room(5);
+        for s in ["hello\n", "world\n"] {
+            offer(&mut q, s, &mut sock);
+        }
+        let mut sent = Sent::default();
+        assert!(matches!(
+            q.flush(|b| sock.send(b), &mut sent),
+            Flushed::Blocked
+        ));
+        assert_eq!(
+            sent,
+            Sent {
+                messages: 0,
+                bytes: 5,
+                sends: 1
+            }
+        );
+        assert_eq!(q.front().as_deref(), Some(&b"\n"[..]));
+        assert_eq!(q.bytes(), 7);
+        sock.room = 100;
+        q.unblock();
+        let mut sent = Sent::default();
+        assert!(matches!(
+            q.flush(|b| sock.send(b), &mut sent),
+            Flushed::Drained { caught_up: None }
+        ));
+        assert_eq!(
+            sent,
+            Sent {
+                messages: 2,
+                bytes: 7,
+                sends: 1
+            }
+        );
+        assert_eq!(sock.got, b"hello\nworld\n");
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn a_long_queue_goes_out_in_several_sends() {
+        let mut q = Outbound::new(200, Duration::ZERO);
+        let mut sock = Socket::with_room(1 << 20);
+        for n in 0..150 {
+            offer(&mut q, &format!("{n}\n"), &mut sock);
+        }
+        let mut sent = Sent::default();
+        assert!(matches!(
+            q.flush(|b| sock.send(b), &mut sent),
+            Flushed::Drained { .. }
+        ));
+        assert_eq!(sent.messages, 150);
+        assert_eq!(sent.sends, 150usize.div_ceil(SEND_IOVECS));
+        let expected: Vec<u8> = (0..150)
+            .flat_map(|n| format!("{n}\n").into_bytes())
+            .collect();
+        assert_eq!(sock.got, expected);
+    }
+
+    #[test]
+    fn a_failing_socket_is_reported() {
+        let mut q = Outbound::new(1, Duration::ZERO);
+        offer(&mut q, "a\n", &mut Socket::with_room(0));
+        let broken = |_: &[IoSlice<'_>]| Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(matches!(
+            q.offer(&msg("b\n"), broken, Instant::now, &mut Sent::default()),
+            Offer::Failed(_)
+        ));
+        assert!(matches!(
+            q.flush(broken, &mut Sent::default()),
+            Flushed::Failed(_)
+        ));
+    }
+
+    #[test]
+    fn zero_capacity_is_raised_to_one() {
+        let mut q = Outbound::new(0, Duration::ZERO);
+        let mut sock = Socket::with_room(0);
+        assert!(matches!(
+            offer(&mut q, "a\n", &mut sock),
+            Offer::Queued { .. }
+        ));
+        assert!(matches!(
+            offer(&mut q, "b\n", &mut sock),
+            Offer::Dropped { .. }
+        ));
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn clearing_hands_back_the_running_episode() {
+        let mut q = Outbound::new(1, Duration::ZERO);
+        let mut sock = Socket::with_room(0);
+        offer(&mut q, "a\n", &mut sock);
+        offer(&mut q, "b\n", &mut sock);
+        assert_eq!(q.clear().map(|e| e.dropped), Some(1));
+        assert!(q.is_empty() && q.episode().is_none());
+    }
+}
