@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Engine, EngineChoice};
 use crate::engine::{self, Control};
 use crate::error::Error;
+use crate::ops::clients::{self, Clients};
 use crate::ops::metrics::{Metrics, MetricsServer};
 use crate::sys::net;
 
@@ -23,6 +24,8 @@ pub struct Server {
     local_addr: SocketAddr,
     metrics: Arc<Metrics>,
     metrics_server: Option<MetricsServer>,
+    clients: Clients,
+    inspections: Vec<mpsc::UnboundedReceiver<clients::Request>>,
 }
 
 impl Server {
@@ -53,6 +56,7 @@ impl Server {
         }
         // One shard per thread, and one for the cluster bridge.
         let metrics = Metrics::new(threads + 1);
+        let (clients, inspections) = Clients::new(listener_count);
         let metrics_server = config
             .metrics
             .map(|addr| MetricsServer::start(addr, Arc::clone(&metrics)))
@@ -64,7 +68,14 @@ impl Server {
             local_addr,
             metrics,
             metrics_server,
+            clients,
+            inspections,
         })
+    }
+
+    /// Asks the running server which clients are connected.
+    pub fn clients(&self) -> Clients {
+        self.clients.clone()
     }
 
     /// The address clients connect to.
@@ -101,13 +112,20 @@ impl Server {
             alive,
         };
         let started = match self.engine {
-            Engine::Uring => {
-                engine::uring::start(self.listeners, &self.config, &self.metrics, &control)
-            }
+            Engine::Uring => engine::uring::start(
+                self.listeners,
+                &self.config,
+                &self.metrics,
+                &control,
+                self.inspections,
+            ),
             Engine::Tokio => {
                 let listener = self.listeners.into_iter().next();
-                match listener {
-                    Some(l) => engine::tokio::start(l, &self.config, &self.metrics, &control),
+                let inspections = self.inspections.into_iter().next();
+                match listener.zip(inspections) {
+                    Some((l, i)) => {
+                        engine::tokio::start(l, &self.config, &self.metrics, &control, i)
+                    }
                     None => Err(Error::Config("no listener".into())),
                 }
             }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::ops::clients::{ClientInfo, Transport};
 use crate::ops::metrics::Shard;
 use crate::policy::coalesce::Coalescer;
 use crate::policy::inbound::Inbound;
@@ -103,14 +104,6 @@ pub(crate) struct Cx<'a> {
     pub(crate) slow: &'a SlowReport,
 }
 
-impl Cx<'_> {
-    fn count_sent(&self, sent: Sent) {
-        if sent.sends > 0 {
-            self.shard.sent(sent.messages, sent.bytes, sent.sends);
-        }
-    }
-}
-
 /// The state of one connection, behind the engine's `RefCell` (uring) or
 /// `Mutex` (tokio).
 #[derive(Debug)]
@@ -118,6 +111,10 @@ pub(crate) struct Session {
     id: u64,
     peer: SocketAddr,
     core: usize,
+    connected: Instant,
+    /// Messages handed to the kernel and dropped, over its life.
+    sent: u64,
+    dropped: u64,
     /// The connection's slot in its host's roster.
     key: usize,
     out: Outbound,
@@ -183,6 +180,9 @@ impl Session {
             id,
             peer,
             core,
+            connected: Instant::now(),
+            sent: 0,
+            dropped: 0,
             key: usize::MAX,
             out: Outbound::new(settings.queue, settings.grace),
             closed: false,
@@ -217,7 +217,7 @@ impl Session {
         }
         let mut sent = Sent::default();
         let offer = self.out.offer(msg, send, Instant::now, &mut sent);
-        cx.count_sent(sent);
+        self.count_sent(sent, cx);
         match offer {
             Offer::Queued { wake } => {
                 if wake {
@@ -228,6 +228,7 @@ impl Session {
             }
             Offer::Dropped { started } => {
                 cx.shard.dropped();
+                self.dropped += 1;
                 if started {
                     self.slow_started(cx);
                 }
@@ -252,6 +253,28 @@ impl Session {
                 tracing::debug!(conn = self.id, peer = %self.peer, error = %e, "send failed");
                 Action::Close(CloseReason::WriteError)
             }
+        }
+    }
+
+    fn count_sent(&mut self, sent: Sent, cx: &Cx<'_>) {
+        if sent.sends > 0 {
+            self.sent += sent.messages as u64;
+            cx.shard.sent(sent.messages, sent.bytes, sent.sends);
+        }
+    }
+
+    /// How the client is doing, for `/clients`.
+    pub(crate) fn info(&self) -> ClientInfo {
+        ClientInfo {
+            id: self.id,
+            peer: self.peer,
+            core: self.core,
+            transport: Transport::Tcp,
+            connected_secs: self.connected.elapsed().as_secs_f64(),
+            queued: self.out.len(),
+            sent: self.sent,
+            dropped: self.dropped,
+            slow: self.out.episode().is_some(),
         }
     }
 
@@ -298,7 +321,7 @@ impl Session {
         let behind = self.out.is_behind();
         let mut sent = Sent::default();
         let flushed = self.out.flush(send, &mut sent);
-        cx.count_sent(sent);
+        self.count_sent(sent, cx);
         let close = match flushed {
             Flushed::Drained { caught_up } => {
                 if let Some(episode) = caught_up {
@@ -326,7 +349,7 @@ impl Session {
                 let behind = self.out.is_behind();
                 let mut sent = Sent::default();
                 self.out.sent_async(n, &mut sent);
-                cx.count_sent(sent);
+                self.count_sent(sent, cx);
                 self.out.unblock();
                 Turn {
                     close: None,

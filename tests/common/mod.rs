@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ringcast::ops::clients::{ClientInfo, Clients};
 use ringcast::ops::metrics::{Metrics, Totals};
 use ringcast::{Config, EngineChoice, Server};
 
@@ -22,6 +23,7 @@ pub const TEST_STALL_TIMEOUT: Duration = Duration::from_millis(50);
 pub struct TestServer {
     pub addr: SocketAddr,
     metrics: Arc<Metrics>,
+    clients: Clients,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), ringcast::Error>>>,
 }
@@ -48,6 +50,7 @@ impl TestServer {
         let server = Server::bind(config).expect("bind test server");
         let addr = server.local_addr();
         let metrics = server.metrics();
+        let clients = server.clients();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -61,6 +64,7 @@ impl TestServer {
         Self {
             addr,
             metrics,
+            clients,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -75,6 +79,22 @@ impl TestServer {
         wait_for(what, PATIENCE, || {
             let t = self.totals();
             check(&t).then_some(t)
+        })
+    }
+
+    /// Every connected client, as `/clients` shows it.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(self.clients.list())
+    }
+
+    /// The server's view of `client`.
+    pub fn client_info(&self, client: &Client) -> ClientInfo {
+        let me = client.stream.local_addr().unwrap();
+        wait_for("the client in the server's list", PATIENCE, || {
+            self.clients().into_iter().find(|c| c.peer == me)
         })
     }
 
@@ -143,6 +163,14 @@ impl Client {
         socket.connect(&addr.into()).expect("connect");
         Self {
             stream: socket.into(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// A client on a socket connected elsewhere (with its own options).
+    pub fn from_stream(stream: TcpStream) -> Self {
+        Self {
+            stream,
             pending: Vec::new(),
         }
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use self::conn::Conn;
 use super::mesh::Doorbell;
@@ -27,6 +27,7 @@ use super::{
 };
 use crate::config::Config;
 use crate::error::Error;
+use crate::ops::clients;
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
 use crate::policy::limits::Gate;
@@ -44,6 +45,7 @@ pub(crate) fn start(
     config: &Config,
     metrics: &Arc<Metrics>,
     control: &Control,
+    inspections: mpsc::UnboundedReceiver<clients::Request>,
 ) -> Result<(), Error> {
     let threads = config.thread_count();
     let next_shard = Arc::new(AtomicUsize::new(0));
@@ -115,6 +117,7 @@ pub(crate) fn start(
         .spawn(move || {
             let _alive = control.alive;
             runtime.block_on(async move {
+                tokio::spawn(Arc::clone(&hub).answer_inspections(inspections));
                 let mut abort = pin!(control.abort.cancelled());
                 tokio::select! {
                     () = Arc::clone(&hub).serve(listener, &control.stop) => {}
@@ -370,6 +373,21 @@ impl Hub {
 
     async fn wait_changed(&self, ready: impl Fn() -> bool) {
         notified_until(&self.changed, ready).await;
+    }
+
+    /// Tells whoever asks (`/clients`) how the clients are doing.
+    async fn answer_inspections(
+        self: Arc<Self>,
+        mut requests: mpsc::UnboundedReceiver<clients::Request>,
+    ) {
+        while let Some(reply) = requests.recv().await {
+            let clients = self
+                .snapshot()
+                .iter()
+                .map(|c| c.with(|s| s.info()))
+                .collect();
+            let _ = reply.send(clients);
+        }
     }
 
     /// Closes connections that have sent nothing for `timeout`, checking

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use tokio_uring::net::TcpListener;
 
 use self::conn::Conn;
@@ -28,6 +29,7 @@ use super::{
 };
 use crate::config::Config;
 use crate::error::Error;
+use crate::ops::clients;
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
 use crate::policy::limits::Gate;
@@ -55,6 +57,7 @@ pub(crate) fn start(
     config: &Config,
     metrics: &Arc<Metrics>,
     control: &Control,
+    inspections: Vec<mpsc::UnboundedReceiver<clients::Request>>,
 ) -> Result<(), Error> {
     let cores = listeners.len();
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
@@ -73,7 +76,8 @@ pub(crate) fn start(
         mesh::RING_CAPACITY,
     );
     let bridge = config.cluster.is_some().then(|| links.pop()).flatten();
-    for (index, (listener, (outbox, inbox))) in listeners.into_iter().zip(links).enumerate() {
+    let per_core = listeners.into_iter().zip(links).zip(inspections);
+    for (index, ((listener, (outbox, inbox)), inspections)) in per_core.enumerate() {
         let pin_to = (!core_ids.is_empty()).then(|| core_ids[index % core_ids.len()]);
         let settings = Settings {
             conn: config.session_settings(),
@@ -123,7 +127,7 @@ pub(crate) fn start(
                     changed: tokio::sync::Notify::new(),
                     coalescer: Coalescer::new(settings.coalesce, settings.coalesce_above),
                 });
-                runtime.block_on(core.run(listener, inbox, control));
+                runtime.block_on(core.run(listener, inbox, inspections, control));
             })
             .map_err(Error::Thread)?;
     }
@@ -262,10 +266,17 @@ impl Core {
         self.metrics.shard(self.index)
     }
 
-    async fn run(self: Rc<Self>, listener: StdListener, inbox: Inbox, control: Control) {
+    async fn run(
+        self: Rc<Self>,
+        listener: StdListener,
+        inbox: Inbox,
+        inspections: mpsc::UnboundedReceiver<clients::Request>,
+        control: Control,
+    ) {
         let _alive = control.alive;
         let listener = TcpListener::from_std(listener);
         tokio_uring::spawn(Rc::clone(&self).drain_rings(inbox));
+        tokio_uring::spawn(Rc::clone(&self).answer_inspections(inspections));
         let core = Rc::clone(&self);
         tokio_uring::spawn(async move { core.coalescer.run_with(UringTimer::new).await });
         if let Some(timeout) = self.settings.idle_timeout {
@@ -356,6 +367,22 @@ impl Core {
     async fn deliver_local(&self, msg: &Bytes) -> bool {
         let conns = self.conns.borrow_mut().snapshot();
         session::deliver(self, &conns, msg).await
+    }
+
+    /// Tells whoever asks (`/clients`) how this core's clients are doing.
+    async fn answer_inspections(
+        self: Rc<Self>,
+        mut requests: mpsc::UnboundedReceiver<clients::Request>,
+    ) {
+        while let Some(reply) = requests.recv().await {
+            let clients = self
+                .conns
+                .borrow()
+                .iter()
+                .map(|c| c.with(|s| s.info()))
+                .collect();
+            let _ = reply.send(clients);
+        }
     }
 
     /// Closes connections that have sent nothing for `timeout`.

@@ -1,0 +1,450 @@
+//! Slow readers never hold anyone back, on both engines: a client that
+//! reads, but slower than the flow, loses messages for itself alone and
+//! never paces the publisher or the other readers; it gets runs of whole
+//! lines in order; its episodes show in the metrics and the client list;
+//! it catches up and is a normal reader again; `--slow-disconnect` ends it.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Read as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{
+    Client, PATIENCE, ServerProcess, TestServer, assert_per_sender_order, connect_all, wait_for,
+};
+use ringcast::EngineChoice;
+
+on_both_engines!(
+    a_reader_slower_than_the_flow_never_paces_the_others,
+    a_pausing_reader_gets_whole_lines_in_order_and_the_others_get_everything,
+    a_client_that_caught_up_loses_nothing_in_the_next_burst,
+    slow_episodes_show_in_the_metrics_and_the_client_list,
+    slow_disconnect_closes_a_client_that_keeps_dropping,
+    a_flood_from_another_core_never_starves_a_core_of_stalled_clients,
+    one_line_says_a_client_started_dropping_and_one_that_it_caught_up,
+);
+
+/// A connection with an 8 KiB receive buffer, as a slow mobile client has.
+fn small_window(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(8192).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// A client that reads `chunk` bytes every `every` until told to stop and
+/// it holds at least `min_lines` lines; returns what it read.
+fn slow_reader(
+    addr: std::net::SocketAddr,
+    chunk: usize,
+    every: Duration,
+    min_lines: usize,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    let mut stream = small_window(addr);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + PATIENCE;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; chunk];
+        let lines = |got: &[u8]| got.iter().filter(|&&b| b == b'\n').count();
+        while Instant::now() < deadline
+            && !(stop.load(Ordering::Relaxed) && lines(&got) >= min_lines)
+        {
+            if let Ok(n) = stream.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            std::thread::sleep(every);
+        }
+        got
+    })
+}
+
+/// Reads and throws away what `stream` gets until `stop` is set.
+fn discard_until(
+    mut stream: std::net::TcpStream,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(0) = stream.read(&mut buf) {
+                return;
+            }
+        }
+    })
+}
+
+/// Sends `bytes` over and over until `stop` is set or the server goes.
+fn send_until(
+    mut stream: std::net::TcpStream,
+    bytes: Vec<u8>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if std::io::Write::write_all(&mut stream, &bytes).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Reads from `stream` until `needle` has arrived.
+fn read_until_seen(stream: &mut std::net::TcpStream, needle: &[u8]) {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    wait_for("the line to arrive", PATIENCE, || {
+        if let Ok(n) = stream.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let found = seen.windows(needle.len()).any(|w| w == needle);
+        // Keep only what could still hold the start of it.
+        let keep = seen.len().saturating_sub(needle.len());
+        seen.drain(..keep);
+        found.then_some(())
+    });
+}
+
+/// `lines` numbered lines of about `size` bytes from sender `s`.
+fn numbered(s: usize, lines: usize, size: usize) -> Vec<u8> {
+    let pad = "x".repeat(size.saturating_sub(16));
+    (0..lines)
+        .flat_map(|n| format!("s{s} {n} {pad}\n").into_bytes())
+        .collect()
+}
+
+/// Asserts that `got` holds whole lines of sender 0 in increasing order,
+/// gaps allowed; returns how many.
+fn assert_whole_lines_in_order(got: &[u8]) -> usize {
+    let mut last = None;
+    let mut count = 0;
+    // The last line may still be on its way.
+    let complete = got.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    for line in got[..complete].split_inclusive(|&b| b == b'\n') {
+        let text = std::str::from_utf8(line).expect("whole lines only");
+        let mut fields = text.split(' ');
+        assert_eq!(fields.next(), Some("s0"), "a cut line: {text:?}");
+        let seq: usize = fields.next().unwrap().parse().unwrap();
+        assert!(last.is_none_or(|l| seq > l), "{seq} after {last:?}");
+        last = Some(seq);
+        count += 1;
+    }
+    count
+}
+
+fn a_reader_slower_than_the_flow_never_paces_the_others(engine: EngineChoice) {
+    const LINES: usize = 4000;
+    let server = TestServer::start(engine);
+    let stop = Arc::new(AtomicBool::new(false));
+    // 4 KiB every 30 ms: about 136 KB/s. Paced by it, the 2 MB below would
+    // take some 15 s to publish.
+    let slow = slow_reader(
+        server.addr,
+        4096,
+        Duration::from_millis(30),
+        100,
+        Arc::clone(&stop),
+    );
+    server.wait_connected(1);
+    let fast = connect_all(&server, 3);
+    let mut publisher = Client::connect(server.addr);
+    server.wait_connected(5);
+    let mut echo = publisher.try_clone();
+    let readers: Vec<_> = fast
+        .into_iter()
+        .map(|mut c| std::thread::spawn(move || c.read_lines(LINES)))
+        .chain([std::thread::spawn(move || echo.read_lines(LINES))])
+        .collect();
+    let start = Instant::now();
+    publisher.send(&numbered(0, LINES, 500));
+    for r in readers {
+        assert_per_sender_order(&r.join().unwrap(), 1, LINES);
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the slow reader paced the others: {took:?} for what it would take 15 s to read"
+    );
+    let t = server.wait_totals("drops for the slow reader", |t| t.dropped > 0);
+    assert!(t.slow_episodes >= 1, "{t:?}");
+    stop.store(true, Ordering::Relaxed);
+    let got = slow.join().unwrap();
+    assert!(
+        assert_whole_lines_in_order(&got) >= 100,
+        "it got what its allowance held"
+    );
+}
+
+fn a_pausing_reader_gets_whole_lines_in_order_and_the_others_get_everything(engine: EngineChoice) {
+    // 100 lines of 200 B every 10 ms for 2 s: 2 MB/s.
+    const BATCHES: usize = 200;
+    const PER_BATCH: usize = 100;
+    const LINES: usize = BATCHES * PER_BATCH;
+    let server = TestServer::start(engine);
+    // Reads fully, but stops for 200 ms every 300 ms, through a small
+    // window: a pause outlasts its allowance.
+    let pausing = {
+        let mut c = Client::from_stream(small_window(server.addr));
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(4);
+            let mut got = Vec::new();
+            while Instant::now() < deadline {
+                let reading = Instant::now() + Duration::from_millis(100);
+                while Instant::now() < reading {
+                    got.extend(c.read_available(Duration::from_millis(5)));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            got.extend(c.read_available(Duration::from_millis(300)));
+            got
+        })
+    };
+    server.wait_connected(1);
+    let fast = connect_all(&server, 3);
+    let mut publisher = Client::connect(server.addr);
+    server.wait_connected(5);
+    let mut echo = publisher.try_clone();
+    let readers: Vec<_> = fast
+        .into_iter()
+        .map(|mut c| std::thread::spawn(move || c.read_lines(LINES)))
+        .chain([std::thread::spawn(move || echo.read_lines(LINES))])
+        .collect();
+    let all = numbered(0, LINES, 200);
+    let batch_len = all.len() / BATCHES;
+    let start = Instant::now();
+    for (i, batch) in all.chunks(batch_len).enumerate() {
+        publisher.send(batch);
+        let due = start + Duration::from_millis(10 * (i as u64 + 1));
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    }
+    for r in readers {
+        assert_per_sender_order(&r.join().unwrap(), 1, LINES);
+    }
+    let got = pausing.join().unwrap();
+    let lines = assert_whole_lines_in_order(&got);
+    let t = server.totals();
+    assert!(
+        lines < LINES && t.dropped > 0,
+        "a 200 ms pause at 2 MB/s is past its allowance: got {lines}, {t:?}"
+    );
+    assert!(lines >= 100, "it got what its allowance held: {lines}");
+}
+
+fn a_client_that_caught_up_loses_nothing_in_the_next_burst(engine: EngineChoice) {
+    const FLOOD: usize = 3000;
+    let server = TestServer::start(engine);
+    // Stalls while a flood goes by, so it starts dropping.
+    let mut late = Client::connect_small_rcvbuf(server.addr);
+    server.wait_connected(1);
+    let mut publisher = Client::connect(server.addr);
+    server.wait_connected(2);
+    let mut echo = publisher.try_clone();
+    let echo_reader = std::thread::spawn(move || echo.read_lines(FLOOD));
+    publisher.send(&numbered(0, FLOOD, 500));
+    assert_per_sender_order(&echo_reader.join().unwrap(), 1, FLOOD);
+    server.wait_totals("the late client to drop", |t| t.slow_clients == 1);
+    // It reads everything that is there: once the kernel has taken its
+    // queue, it has caught up.
+    let got = late.read_available(Duration::from_millis(300));
+    assert!(assert_whole_lines_in_order(&got) >= 100);
+    server.wait_totals("it caught up", |t| t.slow_clients == 0);
+    let dropped = server.totals().dropped;
+    // Now a burst from ten clients while it reads at full speed: a reader
+    // that keeps up loses nothing, whatever it did before.
+    let senders = connect_all(&server, 10);
+    let handles: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            std::thread::spawn(move || {
+                c.send(&numbered(i, 100, 20));
+                c.read_lines(1000)
+            })
+        })
+        .collect();
+    let burst = late.read_lines(1000);
+    assert_per_sender_order(&burst, 10, 100);
+    for h in handles {
+        assert_per_sender_order(&h.join().unwrap(), 10, 100);
+    }
+    assert_eq!(server.totals().dropped, dropped, "nothing more was dropped");
+}
+
+fn slow_episodes_show_in_the_metrics_and_the_client_list(engine: EngineChoice) {
+    const FLOOD: usize = 3000;
+    let server = TestServer::start(engine);
+    let mut stalled = Client::connect_small_rcvbuf(server.addr);
+    server.wait_connected(1);
+    let mut publisher = Client::connect(server.addr);
+    server.wait_connected(2);
+    let mut echo = publisher.try_clone();
+    let echo_reader = std::thread::spawn(move || echo.read_lines(FLOOD));
+    publisher.send(&numbered(0, FLOOD, 500));
+    echo_reader.join().unwrap();
+    let t = server.wait_totals("one slow client", |t| t.slow_clients == 1);
+    assert_eq!(t.slow_episodes, 1, "{t:?}");
+    let me = server.client_info(&stalled);
+    assert!(me.slow && me.dropped > 0 && me.queued > 0, "{me:?}");
+    let other = server.client_info(&publisher);
+    assert!(!other.slow && other.dropped == 0, "{other:?}");
+    assert_eq!(other.sent, FLOOD as u64);
+    assert_eq!(
+        me.dropped + me.sent + me.queued as u64,
+        FLOOD as u64,
+        "{me:?}"
+    );
+    // It reads: the episode ends, and it is a normal client again.
+    stalled.read_available(Duration::from_millis(300));
+    let t = server.wait_totals("it caught up", |t| t.slow_clients == 0);
+    assert_eq!(t.slow_episodes, 1);
+    let me = server.client_info(&stalled);
+    assert!(!me.slow && me.queued == 0, "{me:?}");
+}
+
+fn slow_disconnect_closes_a_client_that_keeps_dropping(engine: EngineChoice) {
+    let server = TestServer::start_with(engine, |c| {
+        c.slow_disconnect = Some(Duration::from_millis(300));
+    });
+    let mut stalled = Client::connect_small_rcvbuf(server.addr);
+    server.wait_connected(1);
+    let mut publisher = Client::connect(server.addr);
+    server.wait_connected(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo_reader = discard_until(publisher.stream.try_clone().unwrap(), Arc::clone(&stop));
+    // Keep publishing until the server gives up on the stalled client.
+    let line = numbered(0, 20, 500);
+    let t = wait_for("the slow client's disconnect", PATIENCE, || {
+        publisher.send(&line);
+        let t = server.totals();
+        (t.slow_disconnects == 1).then_some(t)
+    });
+    assert_eq!(t.connected, 1, "only the stalled client went: {t:?}");
+    // It reads what the kernel still holds for it, then EOF.
+    assert!(stalled.wait_closed_by_server(), "the server closed it");
+    stop.store(true, Ordering::Relaxed);
+    echo_reader.join().unwrap();
+}
+
+fn a_flood_from_another_core_never_starves_a_core_of_stalled_clients(engine: EngineChoice) {
+    let mut server = TestServer::start_with(engine, |c| {
+        c.drain_timeout = Duration::from_secs(2);
+    });
+    // Clients until the publisher's core has one and the other core
+    // `STALLED`, which never read, so every line the drainer delivers there
+    // is dropped. (On tokio every client counts as core 0.)
+    const STALLED: usize = 40;
+    let on_other_core = |core: usize| engine == EngineChoice::Tokio || core == 1;
+    let mut publisher = None;
+    let mut stalled = Vec::new();
+    wait_for("clients on both cores", PATIENCE, || {
+        let c = Client::connect_small_rcvbuf(server.addr);
+        let core = server.client_info(&c).core;
+        if on_other_core(core) && stalled.len() < STALLED {
+            stalled.push(c);
+        } else if core == 0 && publisher.is_none() {
+            publisher = Some(c);
+        }
+        (publisher.is_some() && stalled.len() == STALLED).then_some(())
+    });
+    let publisher: Client = publisher.unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let echo = discard_until(publisher.stream.try_clone().unwrap(), Arc::clone(&done));
+    let flood = send_until(
+        publisher.stream.try_clone().unwrap(),
+        numbered(0, 200, 500),
+        Arc::clone(&done),
+    );
+    server.wait_totals("every stalled client dropping", |t| {
+        t.slow_clients >= STALLED as u64
+    });
+    // A newcomer on the stalled clients' core is served during the flood:
+    // it is accepted, and it gets its own line back.
+    let mut newcomer = wait_for("a newcomer on the stalled core", PATIENCE, || {
+        let c = Client::connect(server.addr);
+        on_other_core(server.client_info(&c).core).then_some(c)
+    });
+    newcomer.send(b"s9 0 newcomer\n");
+    read_until_seen(&mut newcomer.stream, b"s9 0 newcomer\n");
+    // And shutdown ends within the drain timeout, flood or not.
+    let start = Instant::now();
+    server.begin_stop().join().unwrap().expect("stops cleanly");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?} with a 2 s drain timeout",
+        start.elapsed()
+    );
+    done.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    echo.join().unwrap();
+    drop((stalled, newcomer));
+}
+
+fn one_line_says_a_client_started_dropping_and_one_that_it_caught_up(engine: EngineChoice) {
+    const FLOOD: usize = 3000;
+    let engine = match engine {
+        EngineChoice::Tokio => "tokio",
+        _ => "uring",
+    };
+    let server = ServerProcess::start(&["--engine", engine, "--stall-timeout", "50ms"]);
+    let mut stalled = Client::connect_small_rcvbuf(server.addr);
+    let mut publisher = Client::connect(server.addr);
+    wait_for("both clients registered", PATIENCE, || {
+        let m = server.scrape();
+        m.lines()
+            .any(|l| l == "ringcast_connected_clients 2")
+            .then_some(())
+    });
+    let mut echo = publisher.try_clone();
+    let echo_reader = std::thread::spawn(move || echo.read_lines(FLOOD));
+    publisher.send(&numbered(0, FLOOD, 500));
+    echo_reader.join().unwrap();
+    let port = stalled.stream.local_addr().unwrap().port();
+    let logged = |what: &str| {
+        let log = server.log.lock().unwrap();
+        log.iter()
+            .filter(|(_, l)| l.contains(what) && l.contains(&format!(":{port}")))
+            .map(|(_, l)| l.clone())
+            .collect::<Vec<_>>()
+    };
+    let started = wait_for("the slow-client warning", PATIENCE, || {
+        let lines = logged("slow client: its queue and socket buffer are full");
+        (!lines.is_empty()).then_some(lines)
+    });
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert!(
+        started[0].contains("WARN") && started[0].contains("conn=") && started[0].contains("core="),
+        "{started:?}"
+    );
+    stalled.read_available(Duration::from_millis(300));
+    let caught_up = wait_for("the caught-up line", PATIENCE, || {
+        let lines = logged("slow client caught up");
+        (!lines.is_empty()).then_some(lines)
+    });
+    assert_eq!(caught_up.len(), 1, "{caught_up:?}");
+    assert!(
+        caught_up[0].contains("INFO") && caught_up[0].contains("lost="),
+        "{caught_up:?}"
+    );
+    let metrics = server.scrape();
+    for line in [
+        "ringcast_slow_clients 0",
+        "ringcast_slow_client_episodes_total 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
+}
