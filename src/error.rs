@@ -1,4 +1,8 @@
 //! The library's error type.
+//!
+//! Each error says what failed in its message and carries the cause as its
+//! [`source`](std::error::Error::source), not in the message too, so a
+//! chain printed with `{:#}` states the cause once.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,28 +12,28 @@ use std::net::SocketAddr;
 #[non_exhaustive]
 pub enum Error {
     /// The listen address could not be bound (in use, not local, no permission).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
         /// What the kernel said.
         source: io::Error,
     },
-    /// The metrics endpoint could not be started.
-    #[error("cannot serve metrics on {addr}: {reason}")]
-    Metrics {
+    /// The HTTP endpoints (`--metrics`) could not be started.
+    #[error("cannot serve the HTTP endpoints on {addr}")]
+    Http {
         /// The address asked for.
         addr: SocketAddr,
-        /// What went wrong.
-        reason: String,
+        /// What the kernel said.
+        source: io::Error,
     },
     /// `--engine uring` was asked for but io_uring cannot be set up here.
     #[error(
-        "io_uring is not available ({0}); it may be disabled by the kernel.io_uring_disabled sysctl or blocked by seccomp; use --engine tokio or --engine auto"
+        "io_uring is not available; it may be disabled by the kernel.io_uring_disabled sysctl, blocked by seccomp, or limited by RLIMIT_MEMLOCK; use --engine tokio or --engine auto"
     )]
-    UringUnavailable(io::Error),
+    UringUnavailable(#[source] io::Error),
     /// A runtime could not be built.
-    #[error("cannot start the {engine} runtime: {source}")]
+    #[error("cannot start the {engine} runtime")]
     Runtime {
         /// Which engine.
         engine: &'static str,
@@ -37,9 +41,39 @@ pub enum Error {
         source: io::Error,
     },
     /// A thread could not be spawned.
-    #[error("cannot spawn a thread: {0}")]
-    Thread(io::Error),
+    #[error("cannot spawn a thread")]
+    Thread(#[source] io::Error),
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A core (or the whole engine) stopped while the server was serving:
+    /// its clients are gone, and the process should be restarted.
+    #[error("{what} stopped unexpectedly; exiting so that a supervisor can restart ringcast")]
+    Died {
+        /// Which part: "core 1", "the tokio engine", ...
+        what: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_states_its_cause_once() {
+        let e = Error::Bind {
+            addr: "127.0.0.1:9555".parse().expect("addr"),
+            source: io::Error::from_raw_os_error(98),
+        };
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(
+            chain.matches("Address already in use").count(),
+            1,
+            "{chain}"
+        );
+        assert!(
+            chain.starts_with("cannot listen on 127.0.0.1:9555: "),
+            "{chain}"
+        );
+    }
 }

@@ -52,5 +52,9 @@ pub mod server;
 mod sys;
 
 pub use config::{ClusterConfig, Config, Engine, EngineChoice};
+
+/// The git commit this build came from (`-modified` if the tree had
+/// changes), or `unknown`.
+pub const COMMIT: &str = env!("RINGCAST_COMMIT");
 pub use error::Error;
 pub use server::Server;

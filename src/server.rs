@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +13,8 @@ use crate::config::{Config, Engine, EngineChoice};
 use crate::engine::{self, Control};
 use crate::error::Error;
 use crate::ops::clients::{self, Clients};
-use crate::ops::metrics::{Metrics, MetricsServer};
+use crate::ops::http::{Endpoints, HttpServer};
+use crate::ops::metrics::Metrics;
 use crate::sys::net;
 
 /// A bound server, ready to [`run`](Server::run).
@@ -23,15 +25,17 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     local_addr: SocketAddr,
     metrics: Arc<Metrics>,
-    metrics_server: Option<MetricsServer>,
+    http: Option<HttpServer>,
+    ready: Arc<AtomicBool>,
     clients: Clients,
     inspections: Vec<mpsc::UnboundedReceiver<clients::Request>>,
 }
 
 impl Server {
-    /// Resolves the engine, binds the listen address (and the metrics
-    /// address, if any). Clients can connect once this returns; they are
-    /// served once [`run`](Server::run) is called.
+    /// Checks the configuration, resolves the engine, binds the listen
+    /// address and starts the HTTP endpoints (if any). Clients can connect
+    /// once this returns; they are served once [`run`](Server::run) is
+    /// called.
     pub fn bind(config: Config) -> Result<Self, Error> {
         config.validate()?;
         let engine = resolve_engine(config.engine)?;
@@ -40,7 +44,7 @@ impl Server {
             Engine::Uring => threads,
             Engine::Tokio => 1,
         };
-        let listeners = net::bind_listeners(config.listen, listener_count, config.sndbuf)?;
+        let listeners = net::bind_listeners(config.listen, listener_count, config.sndbuf, engine)?;
         let local_addr = listeners[0].local_addr().map_err(|source| Error::Bind {
             addr: config.listen,
             source,
@@ -54,12 +58,22 @@ impl Server {
                 .unwrap_or_else(|| "ringcast".into());
             cluster.node_id = Some(format!("{host}:{}", local_addr.port()));
         }
-        // One shard per thread, and one for the cluster bridge.
-        let metrics = Metrics::new(threads + 1);
+        let metrics = Metrics::new(engine::shard_count(threads));
+        metrics.set_engine(engine.name());
         let (clients, inspections) = Clients::new(listener_count);
-        let metrics_server = config
+        let ready = Arc::new(AtomicBool::new(false));
+        let http = config
             .metrics
-            .map(|addr| MetricsServer::start(addr, Arc::clone(&metrics)))
+            .map(|addr| {
+                HttpServer::start(
+                    addr,
+                    Endpoints {
+                        metrics: Arc::clone(&metrics),
+                        clients: clients.clone(),
+                        ready: Arc::clone(&ready),
+                    },
+                )
+            })
             .transpose()?;
         Ok(Self {
             config,
@@ -67,15 +81,11 @@ impl Server {
             listeners,
             local_addr,
             metrics,
-            metrics_server,
+            http,
+            ready,
             clients,
             inspections,
         })
-    }
-
-    /// Asks the running server which clients are connected.
-    pub fn clients(&self) -> Clients {
-        self.clients.clone()
     }
 
     /// The address clients connect to.
@@ -83,14 +93,19 @@ impl Server {
         self.local_addr
     }
 
-    /// The address of the `/metrics` endpoint, if enabled.
+    /// The address of the HTTP endpoints (`/metrics`, ...), if enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_server.as_ref().map(MetricsServer::local_addr)
+        self.http.as_ref().map(HttpServer::local_addr)
     }
 
     /// The server's counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// Asks the running server which clients are connected.
+    pub fn clients(&self) -> Clients {
+        self.clients.clone()
     }
 
     /// The engine that will run.
@@ -103,13 +118,16 @@ impl Server {
     /// every connection.
     ///
     /// The engine runs on threads of its own; this future only waits, so any
-    /// tokio runtime can drive it.
+    /// tokio runtime can drive it. If a core stops on its own while serving,
+    /// the rest are shut down too and the error says which.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let (alive, mut engine_done) = mpsc::channel::<()>(1);
+        let (exits, mut died) = mpsc::unbounded_channel::<String>();
         let control = Control {
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             alive,
+            exits,
         };
         let started = match self.engine {
             Engine::Uring => engine::uring::start(
@@ -120,17 +138,20 @@ impl Server {
                 self.inspections,
             ),
             Engine::Tokio => {
+                // Bound for tokio: one listener and one inspector.
                 let listener = self.listeners.into_iter().next();
                 let inspections = self.inspections.into_iter().next();
                 match listener.zip(inspections) {
                     Some((l, i)) => {
                         engine::tokio::start(l, &self.config, &self.metrics, &control, i)
                     }
-                    None => Err(Error::Config("no listener".into())),
+                    None => unreachable!("bind makes one listener for tokio"),
                 }
             }
         };
-        let Control { stop, abort, alive } = control;
+        let Control {
+            stop, abort, alive, ..
+        } = control;
         drop(alive);
         if let Err(e) = started {
             abort.cancel();
@@ -138,35 +159,47 @@ impl Server {
             while engine_done.recv().await.is_some() {}
             return Err(e);
         }
+        self.ready.store(true, Ordering::SeqCst);
         tracing::info!(
             engine = self.engine.name(),
             addr = %self.local_addr,
             threads = self.config.thread_count(),
+            stall_timeout = ?self.config.stall_timeout,
             coalesce = ?self.config.coalesce,
             coalesce_above = self.config.coalesce_above,
             "serving"
         );
-        tokio::select! {
-            () = shutdown => {}
-            _ = engine_done.recv() => {}
+        let dead = tokio::select! {
+            () = shutdown => None,
+            what = died.recv() => Some(what.unwrap_or_else(|| "the engine".into())),
+        };
+        self.ready.store(false, Ordering::SeqCst);
+        if dead.is_none() {
+            tracing::info!(drain_timeout = ?self.config.drain_timeout, "shutting down: no new clients, flushing queued output");
         }
-        tracing::info!(drain_timeout = ?self.config.drain_timeout, "shutting down: no new clients, flushing queued output");
         stop.cancel();
         let drained = tokio::time::timeout(self.config.drain_timeout, async {
             while engine_done.recv().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(
-                drain_timeout = ?self.config.drain_timeout,
-                "drain timeout passed with output still queued; closing the remaining connections"
-            );
+            if dead.is_none() {
+                tracing::warn!(
+                    drain_timeout = ?self.config.drain_timeout,
+                    "drain timeout passed with output still queued; closing the remaining connections"
+                );
+            }
             abort.cancel();
             while engine_done.recv().await.is_some() {}
         }
-        drop(self.metrics_server);
-        tracing::info!("stopped");
-        Ok(())
+        drop(self.http);
+        match dead {
+            Some(what) => Err(Error::Died { what }),
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -183,7 +216,7 @@ fn resolve_engine(choice: EngineChoice) -> Result<Engine, Error> {
             Err(e) => {
                 tracing::warn!(
                     error = %e,
-                    "io_uring is not available (disabled by the kernel.io_uring_disabled sysctl, blocked by seccomp, or an old kernel); falling back to the tokio engine"
+                    "io_uring is not available (disabled by the kernel.io_uring_disabled sysctl, blocked by seccomp, limited by RLIMIT_MEMLOCK, or an old kernel); falling back to the tokio engine"
                 );
                 Ok(Engine::Tokio)
             }

@@ -188,7 +188,30 @@ fn metrics_endpoint_serves_the_documented_names() {
             "{name:?} missing from\n{body}"
         );
     }
-    assert!(http_get(&metrics, "/other").contains("only GET /metrics"));
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("ringcast_build_info{") && l.contains("engine=\"")),
+        "no build info in\n{body}"
+    );
+    let other = http_get(&metrics, "/other");
+    assert!(
+        other.starts_with("HTTP/1.0 404") && other.contains("not found"),
+        "{other}"
+    );
+    let health = http_get(&metrics, "/healthz");
+    assert!(health.starts_with("HTTP/1.0 200"), "{health}");
+    let ready = http_get(&metrics, "/readyz");
+    assert!(ready.starts_with("HTTP/1.0 200"), "{ready}");
+    let clients = http_get(&metrics, "/clients?sort=dropped&limit=5");
+    assert!(
+        clients.starts_with("HTTP/1.0 200") && clients.contains("\"transport\":\"tcp\""),
+        "{clients}"
+    );
+    let bad = http_get(&metrics, "/clients?sort=bytes");
+    assert!(
+        bad.starts_with("HTTP/1.0 400") && bad.contains("unknown sort"),
+        "{bad}"
+    );
 }
 
 #[test]

@@ -20,10 +20,8 @@
 use std::cell::{Cell, RefCell};
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
 
 use bytes::Bytes;
-use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 
 /// Messages each cross-core ring holds before the publisher must wait.
@@ -40,7 +38,7 @@ pub const RING_CAPACITY: usize = 512;
 /// Wakes a core that went to sleep waiting for something.
 #[derive(Debug, Default)]
 pub(crate) struct Doorbell {
-    parked: CachePadded<AtomicBool>,
+    parking: parking::Parking,
     notify: Notify,
 }
 
@@ -54,7 +52,7 @@ impl Doorbell {
         loop {
             // A Notified future receives notify_waiters() from creation on.
             let notified = pin!(self.notify.notified());
-            self.park();
+            self.parking.park();
             if ready() {
                 return;
             }
@@ -65,23 +63,89 @@ impl Doorbell {
         }
     }
 
-    /// Announces a sleeper. The fence orders the store before the loads of
-    /// `ready()` that follow (the rings' own loads are only Acquire): with
-    /// the fence in [`ring`](Self::ring), either the waiter sees the
-    /// ringer's change or the ringer sees `parked`. A SeqCst store alone
-    /// would let those loads move before it, and a wake-up be lost.
-    fn park(&self) {
-        self.parked.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-    }
-
     /// Wakes the waiters if any are asleep. Call after making the awaited
     /// condition true (pushing or popping); it costs one fence and a load
     /// when nobody sleeps.
     pub(crate) fn ring(&self) {
-        fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::SeqCst) {
+        if self.parking.should_wake() {
             self.notify.notify_waiters();
+        }
+    }
+}
+
+/// The "wake only a sleeper" protocol, apart from how a sleeper sleeps, so
+/// that a loom model checks this very code (`RUSTFLAGS="--cfg
+/// ringcast_loom" cargo test --lib loom`).
+mod parking {
+    #[cfg(ringcast_loom)]
+    use loom::sync::atomic::{AtomicBool, Ordering, fence};
+    #[cfg(not(ringcast_loom))]
+    use std::sync::atomic::{AtomicBool, Ordering, fence};
+
+    use crossbeam_utils::CachePadded;
+
+    #[derive(Debug, Default)]
+    pub(super) struct Parking {
+        parked: CachePadded<AtomicBool>,
+    }
+
+    impl Parking {
+        /// Announces a sleeper; the sleeper checks its condition next.
+        ///
+        /// The fence orders the store before the condition's loads, which
+        /// are only Acquire (the rings' own): with the fence in
+        /// [`should_wake`](Self::should_wake), either the sleeper sees the
+        /// waker's change or the waker sees `parked`. A SeqCst store alone
+        /// lets those loads move before it, and a wake-up be lost.
+        pub(super) fn park(&self) {
+            self.parked.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+        }
+
+        /// After making the condition true: whether a sleeper must be woken.
+        pub(super) fn should_wake(&self) -> bool {
+            fence(Ordering::SeqCst);
+            self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::SeqCst)
+        }
+
+        #[cfg(test)]
+        pub(super) fn is_parked(&self) -> bool {
+            self.parked.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A sleeper and a producer around a one-slot ring, in every order loom
+    /// can find: if the sleeper finds the ring empty and sleeps, the
+    /// producer must see it and wake it.
+    #[cfg(all(test, ringcast_loom))]
+    mod loom_model {
+        use loom::sync::Arc;
+        use loom::sync::atomic::{AtomicBool, Ordering};
+
+        use super::Parking;
+
+        #[test]
+        fn a_wake_up_is_never_lost() {
+            loom::model(|| {
+                let parking = Arc::new(Parking::default());
+                // The ring's slot: filled with Release, read with Acquire,
+                // as rtrb publishes and reads its indices.
+                let slot = Arc::new(AtomicBool::new(false));
+                let producer = {
+                    let (parking, slot) = (Arc::clone(&parking), Arc::clone(&slot));
+                    loom::thread::spawn(move || {
+                        slot.store(true, Ordering::Release);
+                        parking.should_wake()
+                    })
+                };
+                parking.park();
+                let sleeps = !slot.load(Ordering::Acquire);
+                let woken = producer.join().expect("producer");
+                assert!(
+                    !sleeps || woken,
+                    "the sleeper found the ring empty and nobody woke it"
+                );
+            });
         }
     }
 }
@@ -345,7 +409,7 @@ mod tests {
             });
         });
         // Wait until the producer sleeps on the full ring.
-        while !bells.space[0].parked.load(Ordering::SeqCst) {
+        while !bells.space[0].parking.is_parked() {
             std::thread::yield_now();
         }
         drop(inbox);

@@ -35,6 +35,52 @@ pub(crate) struct Control {
     /// Each engine thread holds a clone and drops it when it exits, so the
     /// receiver closes once the whole engine has stopped.
     pub alive: mpsc::Sender<()>,
+    /// An engine thread that exits before `stop` names itself here (see
+    /// [`ExitWatch`]).
+    pub exits: mpsc::UnboundedSender<String>,
+}
+
+/// Held by every engine thread: if the thread ends (returns or panics)
+/// before shutdown began, it reports itself, so that the process exits
+/// non-zero instead of serving on with a core missing.
+#[derive(Debug)]
+pub(crate) struct ExitWatch {
+    what: String,
+    control: Control,
+}
+
+impl ExitWatch {
+    pub(crate) fn new(what: String, control: &Control) -> Self {
+        Self {
+            what,
+            control: control.clone(),
+        }
+    }
+}
+
+impl Drop for ExitWatch {
+    fn drop(&mut self) {
+        if !self.control.stop.is_cancelled() {
+            let _ = self.control.exits.send(std::mem::take(&mut self.what));
+        }
+    }
+}
+
+/// Metrics shards for `threads` engine threads: one each, one for the
+/// cluster bridge ([`bridge_shard`]), and one for tokio's accept thread.
+pub(crate) fn shard_count(threads: usize) -> usize {
+    threads + 2
+}
+
+/// The metrics shard the cluster bridge writes.
+pub(crate) fn bridge_shard(threads: usize) -> usize {
+    threads
+}
+
+/// A test-only fault, named by the `RINGCAST_FAILPOINT` environment
+/// variable in debug builds; release builds never read it.
+pub(crate) fn failpoint(name: &str) -> bool {
+    cfg!(debug_assertions) && std::env::var("RINGCAST_FAILPOINT").is_ok_and(|v| v == name)
 }
 
 /// Accepts connections until `stop` is cancelled, for either engine.
@@ -42,14 +88,21 @@ pub(crate) struct Control {
 /// Every accepted connection passes the [`Gate`] (`--max-clients`) before
 /// `admit` gets it; one over the limit is dropped, which closes it. When the
 /// process is out of descriptors, accept pauses with a bounded backoff while
-/// connected clients go on being served. `shard` gives the counters of the
+/// connected clients go on being served, and resumes as soon as any
+/// connection of the server closes. `shard` gives the counters of the
 /// thread the loop is running on.
+///
+/// When `stop` fires, `halt` shuts the listening socket down, so that new
+/// connects are refused at once, and the accept in flight is awaited to its
+/// end: on io_uring, dropping it would leave the socket open and the
+/// descriptor it may return unclosed.
 pub(crate) async fn accept_until_stopped<'a, S, F>(
     core: usize,
     stop: &CancellationToken,
     gate: &Gate,
     shard: impl Fn() -> &'a Shard,
     mut accept: impl FnMut() -> F,
+    halt: impl FnOnce(),
     mut admit: impl FnMut(S, SocketAddr),
 ) where
     F: Future<Output = io::Result<(S, SocketAddr)>>,
@@ -57,23 +110,36 @@ pub(crate) async fn accept_until_stopped<'a, S, F>(
     let mut stopped = pin!(stop.cancelled());
     let mut backoff = AcceptBackoff::default();
     loop {
-        let pause: Option<Duration> = ::tokio::select! {
-            () = &mut stopped => return,
-            accepted = accept() => match accepted {
-                Ok((stream, peer)) => {
-                    backoff.on_success();
-                    if gate.admit(peer, shard()) {
-                        admit(stream, peer);
-                    }
-                    None
+        let mut accepting = pin!(accept());
+        let accepted = ::tokio::select! {
+            biased;
+            () = &mut stopped => {
+                halt();
+                // Whatever it returns now is closed when dropped.
+                drop(accepting.await);
+                return;
+            }
+            accepted = &mut accepting => accepted,
+        };
+        let pause: Option<Duration> = match accepted {
+            Ok((stream, peer)) => {
+                backoff.on_success();
+                if gate.admit(peer, shard()) {
+                    admit(stream, peer);
                 }
-                Err(e) => gate.accept_failed(core, &mut backoff, &e),
-            },
+                None
+            }
+            Err(e) => gate.accept_failed(core, &mut backoff, &e),
         };
         if let Some(pause) = pause {
+            let freed = gate.freed();
             ::tokio::select! {
-                () = &mut stopped => return,
+                () = &mut stopped => {
+                    halt();
+                    return;
+                }
                 () = ::tokio::time::sleep(pause) => {}
+                () = freed => {}
             }
         }
     }

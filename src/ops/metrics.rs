@@ -4,11 +4,8 @@
 //! `uring` engine, a worker thread on `tokio`), padded to its own cache line,
 //! so the per-message path never touches a line another core writes.
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::thread::JoinHandle;
 
 use crossbeam_utils::CachePadded;
 use prometheus_client::collector::Collector;
@@ -16,8 +13,6 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-
-use crate::error::Error;
 
 /// One core's counters.
 #[derive(Debug, Default)]
@@ -150,6 +145,8 @@ pub struct Totals {
 #[derive(Debug)]
 pub struct Metrics {
     shards: Box<[CachePadded<Shard>]>,
+    /// The engine running, for `ringcast_build_info`.
+    engine: std::sync::OnceLock<&'static str>,
     cluster: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
 }
 
@@ -158,13 +155,25 @@ impl Metrics {
     pub(crate) fn new(shards: usize) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..shards.max(1)).map(|_| CachePadded::default()).collect(),
+            engine: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
         })
     }
 
-    /// The shard that thread `index` writes. Indexes wrap, so any index is valid.
+    /// The shard that thread `index` writes. An index out of range is a
+    /// bug: it fails loudly in debug builds, and wraps in release ones.
     pub(crate) fn shard(&self, index: usize) -> &Shard {
+        debug_assert!(
+            index < self.shards.len(),
+            "metrics shard {index} of {}",
+            self.shards.len()
+        );
         &self.shards[index % self.shards.len()]
+    }
+
+    /// Names the engine in `ringcast_build_info`.
+    pub(crate) fn set_engine(&self, engine: &'static str) {
+        let _ = self.engine.set(engine);
     }
 
     /// Reports the cluster bridge's connection state from now on.
@@ -218,6 +227,19 @@ struct Collect(Arc<Metrics>);
 impl Collector for Collect {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let t = self.0.totals();
+        let info = ConstGauge::new(1i64);
+        let labels = [
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("commit", crate::COMMIT),
+            ("engine", self.0.engine.get().copied().unwrap_or("none")),
+        ];
+        let mut family = encoder.encode_descriptor(
+            "ringcast_build_info",
+            "The running build and engine; always 1",
+            None,
+            info.metric_type(),
+        )?;
+        info.encode(family.encode_family(&labels)?)?;
         let gauges = [
             (
                 "ringcast_connected_clients",
@@ -335,89 +357,6 @@ impl Collector for Collect {
     }
 }
 
-/// The running `/metrics` endpoint. Dropping it stops the listener thread.
-pub(crate) struct MetricsServer {
-    server: Arc<tiny_http::Server>,
-    thread: Option<JoinHandle<()>>,
-    addr: SocketAddr,
-}
-
-impl MetricsServer {
-    /// Serves `GET /metrics` on `addr` from a thread of its own, off the hot path.
-    pub(crate) fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Self, Error> {
-        let server = tiny_http::Server::http(addr).map_err(|e| Error::Metrics {
-            addr,
-            reason: e.to_string(),
-        })?;
-        let server = Arc::new(server);
-        let local = server.server_addr().to_ip().ok_or_else(|| Error::Metrics {
-            addr,
-            reason: "not an IP listener".into(),
-        })?;
-        let thread = std::thread::Builder::new()
-            .name("ringcast-metrics".into())
-            .spawn({
-                let server = Arc::clone(&server);
-                move || serve(&server, &metrics)
-            })
-            .map_err(Error::Thread)?;
-        Ok(Self {
-            server,
-            thread: Some(thread),
-            addr: local,
-        })
-    }
-
-    /// The address the endpoint listens on.
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl std::fmt::Debug for MetricsServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsServer")
-            .field("addr", &self.addr)
-            .finish()
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(server: &tiny_http::Server, metrics: &Arc<Metrics>) {
-    for request in server.incoming_requests() {
-        let ok = *request.method() == tiny_http::Method::Get && request.url() == "/metrics";
-        let response = if ok {
-            let mut body = metrics.render();
-            if !body.ends_with('\n') {
-                let _ = writeln!(body);
-            }
-            let header = tiny_http::Header::from_bytes(
-                &b"Content-Type"[..],
-                &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
-            )
-            .ok();
-            let mut r = tiny_http::Response::from_string(body);
-            if let Some(h) = header {
-                r.add_header(h);
-            }
-            r
-        } else {
-            tiny_http::Response::from_string("only GET /metrics is served\n").with_status_code(404)
-        };
-        if let Err(e) = request.respond(response) {
-            tracing::debug!(error = %e, "metrics response failed");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,7 +375,7 @@ mod tests {
         m.shard(0).slow_started();
         m.shard(1).slow_started();
         m.shard(1).slow_ended();
-        m.shard(5).too_long(); // wraps to shard 2
+        m.shard(2).too_long();
         let t = m.totals();
         assert_eq!(t.connected, 2);
         assert_eq!(t.accepted, 3);

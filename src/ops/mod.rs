@@ -3,4 +3,5 @@
 
 pub mod clients;
 pub(crate) mod cluster;
+pub(crate) mod http;
 pub mod metrics;

@@ -131,6 +131,9 @@ impl AcceptBackoff {
 #[derive(Debug)]
 pub(crate) struct Gate {
     limit: ClientLimit,
+    /// Rung when a client leaves, so that accept loops paused for want of
+    /// descriptors try again at once.
+    freed: tokio::sync::Notify,
     rejections: Throttle,
     accept_errors: Throttle,
 }
@@ -140,6 +143,7 @@ impl Gate {
     pub(crate) fn new(max_clients: usize) -> Self {
         Self {
             limit: ClientLimit::new(max_clients),
+            freed: tokio::sync::Notify::new(),
             rejections: Throttle::default(),
             accept_errors: Throttle::default(),
         }
@@ -164,9 +168,16 @@ impl Gate {
         false
     }
 
-    /// Gives back the slot of a client that has gone.
+    /// Gives back the slot of a client that has gone, and wakes accept
+    /// loops paused for want of descriptors: one is free now.
     pub(crate) fn release(&self) {
         self.limit.release();
+        self.freed.notify_waiters();
+    }
+
+    /// Resolves at the next [`release`](Self::release).
+    pub(crate) fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
     }
 
     /// Reports a failed accept and says how long to pause before the next.

@@ -5,7 +5,12 @@ use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::config::Engine;
 use crate::error::Error;
+
+/// Submission queue entries of each io_uring runtime: the probe creates a
+/// ring of the same size, so it fails where the runtimes would.
+pub(crate) const URING_ENTRIES: u32 = 1024;
 
 /// Accept backlog for every listener.
 const BACKLOG: i32 = 4096;
@@ -23,11 +28,18 @@ const BACKLOG: i32 = 4096;
 /// inherit: setting it on the listener keeps the accept path free of extra
 /// syscalls and stops Linux autotuning from growing a stalled client's
 /// kernel backlog to megabytes.
+///
+/// Listeners for tokio are non-blocking, as epoll needs. Listeners for
+/// io_uring stay blocking: on kernels before 5.19 an io_uring accept on a
+/// non-blocking socket completes with EAGAIN instead of waiting, and the
+/// accept loop would spin.
 pub(crate) fn bind_listeners(
     addr: SocketAddr,
     count: usize,
     sndbuf: usize,
+    engine: Engine,
 ) -> Result<Vec<TcpListener>, Error> {
+    let nonblocking = engine == Engine::Tokio;
     let bind_err = |source| Error::Bind { addr, source };
     let reuseport = count > 1;
     if reuseport && addr.port() != 0 {
@@ -41,11 +53,11 @@ pub(crate) fn bind_listeners(
         .ok()
         .and_then(|a| a.as_socket())
         .ok_or_else(|| bind_err(io::Error::other("bound socket has no address")))?;
-    let mut listeners = vec![finish_listener(first, sndbuf).map_err(bind_err)?];
+    let mut listeners = vec![finish_listener(first, sndbuf, nonblocking).map_err(bind_err)?];
     for _ in 1..count {
         let socket = new_socket(port_addr, true).map_err(bind_err)?;
         socket.bind(&port_addr.into()).map_err(bind_err)?;
-        listeners.push(finish_listener(socket, sndbuf).map_err(bind_err)?);
+        listeners.push(finish_listener(socket, sndbuf, nonblocking).map_err(bind_err)?);
     }
     Ok(listeners)
 }
@@ -58,21 +70,31 @@ fn new_socket(addr: SocketAddr, reuseport: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
-fn finish_listener(socket: Socket, sndbuf: usize) -> io::Result<TcpListener> {
+fn finish_listener(socket: Socket, sndbuf: usize, nonblocking: bool) -> io::Result<TcpListener> {
     socket.set_send_buffer_size(sndbuf)?;
     socket.set_tcp_nodelay(true)?;
     socket.listen(BACKLOG)?;
-    socket.set_nonblocking(true)?;
+    socket.set_nonblocking(nonblocking)?;
     Ok(socket.into())
 }
 
-/// Checks that this process may set up an io_uring instance.
+/// Stops a listening socket for good, without closing its descriptor:
+/// connects that arrive from now on are refused, those still in the backlog
+/// are reset, and an accept in flight (an io_uring op holds its own
+/// reference) completes with an error.
+pub(crate) fn stop_listening(listener: std::os::fd::RawFd) {
+    let _ = nix::sys::socket::shutdown(listener, nix::sys::socket::Shutdown::Read);
+}
+
+/// Checks that this process may set up the io_uring instances the
+/// runtimes will: one of the same size.
 ///
 /// Fails where the kernel lacks io_uring, where the
-/// `kernel.io_uring_disabled` sysctl forbids it, or where a seccomp filter
-/// blocks `io_uring_setup`.
+/// `kernel.io_uring_disabled` sysctl forbids it, where a seccomp filter
+/// blocks `io_uring_setup`, or where the ring's memory does not fit in
+/// RLIMIT_MEMLOCK (kernels before 5.12 count it there).
 pub(crate) fn probe_uring() -> io::Result<()> {
-    io_uring::IoUring::new(2).map(drop)
+    io_uring::IoUring::new(URING_ENTRIES).map(drop)
 }
 
 #[cfg(test)]
@@ -81,7 +103,13 @@ mod tests {
 
     #[test]
     fn reuseport_listeners_share_one_port() {
-        let ls = bind_listeners("127.0.0.1:0".parse().expect("addr"), 3, 65536).expect("bind");
+        let ls = bind_listeners(
+            "127.0.0.1:0".parse().expect("addr"),
+            3,
+            65536,
+            Engine::Uring,
+        )
+        .expect("bind");
         let ports: Vec<u16> = ls
             .iter()
             .map(|l| l.local_addr().expect("addr").port())
@@ -91,15 +119,34 @@ mod tests {
 
     #[test]
     fn a_port_in_use_is_an_error_even_for_reuseport() {
-        let first = bind_listeners("127.0.0.1:0".parse().expect("addr"), 2, 65536).expect("bind");
+        let first = bind_listeners(
+            "127.0.0.1:0".parse().expect("addr"),
+            2,
+            65536,
+            Engine::Uring,
+        )
+        .expect("bind");
         let addr = first[0].local_addr().expect("addr");
         assert!(matches!(
-            bind_listeners(addr, 2, 65536),
+            bind_listeners(addr, 2, 65536, Engine::Uring),
             Err(Error::Bind { .. })
         ));
         assert!(matches!(
-            bind_listeners(addr, 1, 65536),
+            bind_listeners(addr, 1, 65536, Engine::Tokio),
             Err(Error::Bind { .. })
         ));
+    }
+
+    #[test]
+    fn only_tokio_listeners_are_non_blocking() {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let nonblocking = |engine| {
+            let ls = bind_listeners("127.0.0.1:0".parse().expect("addr"), 1, 65536, engine)
+                .expect("bind");
+            let flags = fcntl(&ls[0], FcntlArg::F_GETFL).expect("flags");
+            OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK)
+        };
+        assert!(nonblocking(Engine::Tokio));
+        assert!(!nonblocking(Engine::Uring));
     }
 }

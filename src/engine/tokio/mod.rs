@@ -23,7 +23,8 @@ use self::conn::Conn;
 use super::mesh::Doorbell;
 use super::session::{self, CloseReason, Cx, Host, Link as _, Session, Settings, SlowReport};
 use super::{
-    Control, IDLE_TICKS, Roster, accept_until_stopped, notified_until, sweep_idle_forever,
+    Control, ExitWatch, IDLE_TICKS, Roster, accept_until_stopped, failpoint, notified_until,
+    sweep_idle_forever,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -31,6 +32,7 @@ use crate::ops::clients;
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
 use crate::policy::limits::Gate;
+use crate::sys::net;
 use crate::sys::timer::FlushTimer;
 use crossbeam_queue::ArrayQueue;
 
@@ -99,12 +101,12 @@ pub(crate) fn start(
         let alive = control.alive.clone();
         let remote = BridgeRemote {
             hub: Arc::clone(&hub),
-            shard: threads,
+            shard: super::bridge_shard(threads),
         };
         crate::ops::cluster::start(
             cluster,
             Arc::clone(metrics),
-            threads,
+            super::bridge_shard(threads),
             BridgeLocal(out),
             remote,
             control.stop.clone(),
@@ -115,7 +117,14 @@ pub(crate) fn start(
     std::thread::Builder::new()
         .name("ringcast-tokio-main".into())
         .spawn(move || {
+            let _watch = ExitWatch::new("the tokio engine".into(), &control);
+            // The accept loop runs on this thread, not on a worker: it
+            // writes a shard of its own.
+            SHARD.with(|s| s.set(threads + 1));
             let _alive = control.alive;
+            if failpoint("core-exit:0") {
+                return;
+            }
             runtime.block_on(async move {
                 tokio::spawn(Arc::clone(&hub).answer_inspections(inspections));
                 let mut abort = pin!(control.abort.cancelled());
@@ -332,12 +341,14 @@ impl Hub {
         }
         let hub = Arc::clone(&self);
         tokio::spawn(async move { hub.coalescer.run_with(EpollTimer::new).await });
+        let listening = std::os::fd::AsRawFd::as_raw_fd(&listener);
         accept_until_stopped(
             0,
             stop,
             &self.gate,
             || self.shard(),
             || listener.accept(),
+            || net::stop_listening(listening),
             |stream, peer| self.admit(stream, peer),
         )
         .await;

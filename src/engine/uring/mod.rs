@@ -25,7 +25,8 @@ use self::conn::Conn;
 use super::mesh::{self, Doorbell, Inbox, Outbox, Pushed};
 use super::session::{self, CloseReason, Cx, Host, Link as _, Session, SlowReport};
 use super::{
-    Control, IDLE_TICKS, Roster, accept_until_stopped, notified_until, sweep_idle_forever,
+    Control, ExitWatch, IDLE_TICKS, Roster, accept_until_stopped, failpoint, notified_until,
+    sweep_idle_forever,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -33,12 +34,11 @@ use crate::ops::clients;
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
 use crate::policy::limits::Gate;
+use crate::sys::net::{self, URING_ENTRIES};
 use crate::sys::timer::FlushTimer;
 
 /// Messages a drainer takes from one ring before looking at the next.
 const RING_BATCH: usize = 64;
-/// Submission queue entries per runtime.
-const URING_ENTRIES: u32 = 1024;
 
 /// State every core sees: how many cores have stopped reading.
 #[derive(Debug)]
@@ -94,6 +94,7 @@ pub(crate) fn start(
         std::thread::Builder::new()
             .name(format!("ringcast-uring-{index}"))
             .spawn(move || {
+                let _watch = ExitWatch::new(format!("core {index}"), &control);
                 if let Some(id) = pin_to {
                     core_affinity::set_for_current(id);
                 }
@@ -141,7 +142,7 @@ pub(crate) fn start(
         crate::ops::cluster::start(
             cluster,
             Arc::clone(metrics),
-            cores,
+            super::bridge_shard(cores),
             BridgeLocal(inbox),
             remote,
             control.stop.clone(),
@@ -274,6 +275,12 @@ impl Core {
         control: Control,
     ) {
         let _alive = control.alive;
+        if failpoint(&format!("core-exit:{}", self.index)) {
+            return;
+        }
+        // Kept to shut the socket down when accepting stops; the listener
+        // itself lives until every op on it has completed.
+        let listening = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let listener = TcpListener::from_std(listener);
         tokio_uring::spawn(Rc::clone(&self).drain_rings(inbox));
         tokio_uring::spawn(Rc::clone(&self).answer_inspections(inspections));
@@ -284,7 +291,7 @@ impl Core {
         }
         let mut abort = pin!(control.abort.cancelled());
         tokio::select! {
-            () = Rc::clone(&self).serve(listener, &control.stop) => {}
+            () = Rc::clone(&self).serve(listener, listening, &control.stop) => {}
             () = &mut abort => {
                 self.close_all(CloseReason::DrainTimeout);
             }
@@ -295,6 +302,7 @@ impl Core {
     async fn serve(
         self: Rc<Self>,
         listener: TcpListener,
+        listening: std::os::fd::RawFd,
         stop: &tokio_util::sync::CancellationToken,
     ) {
         accept_until_stopped(
@@ -303,6 +311,8 @@ impl Core {
             &self.shared.gate,
             || self.shard(),
             || listener.accept(),
+            // Refuses new connects, and ends the accept in flight.
+            || net::stop_listening(listening),
             |stream, peer| self.admit(stream, peer),
         )
         .await;
