@@ -7,9 +7,18 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ringcast::config::{self, ClusterConfig, Config, EngineChoice};
 
+/// `ringcast --version`: the package version and the commit it was built
+/// from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("RINGCAST_COMMIT"),
+    ")"
+);
+
 /// ringcast: every line any client sends goes to every connected client.
 #[derive(Debug, Parser)]
-#[command(name = "ringcast", version, about, long_about = None)]
+#[command(name = "ringcast", version = VERSION, about, long_about = None)]
 pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -203,6 +203,7 @@ impl Config {
             max_line: self.max_line,
             grace: self.stall_timeout,
             slow_disconnect: self.slow_disconnect,
+            drain_stall: self.drain_timeout / 8,
         }
     }
 }

@@ -49,6 +49,9 @@ pub(crate) struct Settings {
     pub(crate) grace: Duration,
     /// `--slow-disconnect`.
     pub(crate) slow_disconnect: Option<Duration>,
+    /// During the drain, a client whose socket takes nothing for this long
+    /// is not reading: it is closed rather than waited for.
+    pub(crate) drain_stall: Duration,
 }
 
 /// Why a connection was closed, for the log.
@@ -291,9 +294,8 @@ impl Session {
             return Next::Exit;
         }
         if self.out.is_blocked() {
-            // A client that is dropping anyway does not hold up shutdown,
-            // once the kernel has the whole message it was sending.
-            if flushing && self.out.episode().is_some() && !self.out.mid_message() {
+            // A client that is dropping anyway does not hold up shutdown.
+            if flushing && self.out.episode().is_some() {
                 return Next::Close(CloseReason::Shutdown);
             }
             return self.out.front().map_or(Next::Send, Next::Wait);
@@ -663,17 +665,46 @@ pub(crate) async fn write_loop<H: Host>(host: &H, link: &H::Link) {
                     link.with(|s| s.flush(|bufs| link.try_send(bufs), &cx)),
                 )
             }
-            Next::Wait(rest) => {
-                let result = link.writable(rest).await;
-                let cx = host.cx();
-                turn(link, link.with(|s| s.writable(result, &cx)))
-            }
+            Next::Wait(rest) => wait_writable(host, link, rest).await,
         };
         if let Some(reason) = reason {
             close(host, link, reason);
             return;
         }
     }
+}
+
+/// Waits until the socket takes more, and settles what the wait brought.
+///
+/// The wait may hold an io_uring write of `rest`, which cannot be taken
+/// back: it is never dropped to be issued again, only ended by closing the
+/// connection. Shutdown does that for a client that is dropping anyway, or
+/// whose socket takes nothing for the drain's stall time.
+async fn wait_writable<H: Host>(host: &H, link: &H::Link, rest: Bytes) -> Option<CloseReason> {
+    let mut writing = pin!(link.writable(rest));
+    let mut give_up: Option<tokio::time::Instant> = None;
+    let result = loop {
+        if give_up.is_none() && host.flushing() {
+            if link.with(|s| s.out.episode().is_some()) {
+                return Some(CloseReason::Shutdown);
+            }
+            give_up = Some(tokio::time::Instant::now() + host.cx().settings.drain_stall);
+        }
+        let deadline = async {
+            match give_up {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = &mut writing => break result,
+            // Shutdown may have begun: look again.
+            () = link.writer_woken() => {}
+            () = deadline => return Some(CloseReason::Shutdown),
+        }
+    };
+    let cx = host.cx();
+    turn(link, link.with(|s| s.writable(result, &cx)))
 }
 
 /// Lets deliverers waiting for room know there is some; returns why to

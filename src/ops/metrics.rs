@@ -17,6 +17,9 @@ use prometheus_client::registry::Registry;
 /// One core's counters.
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
+    /// The one thread that writes this shard, checked in debug builds.
+    #[cfg(debug_assertions)]
+    writer: std::sync::OnceLock<std::thread::ThreadId>,
     accepted: AtomicU64,
     closed: AtomicU64,
     received: AtomicU64,
@@ -43,60 +46,85 @@ fn bump(counter: &AtomicU64, n: u64) {
 }
 
 impl Shard {
+    /// Debug builds check the invariant `bump` relies on: a second writer
+    /// thread would lose increments.
+    #[cfg(debug_assertions)]
+    fn check_writer(&self) {
+        let me = std::thread::current().id();
+        let writer = *self.writer.get_or_init(|| me);
+        assert_eq!(writer, me, "a metrics shard written from two threads");
+    }
+
+    #[cfg(not(debug_assertions))]
+    fn check_writer(&self) {}
+
     /// A connection was accepted.
     pub(crate) fn accepted(&self) {
+        self.check_writer();
         bump(&self.accepted, 1);
     }
     /// A connection was closed (for any reason).
     pub(crate) fn closed(&self) {
+        self.check_writer();
         bump(&self.closed, 1);
     }
     /// A complete message of `bytes` bytes arrived from a client.
     pub(crate) fn received(&self, bytes: usize) {
+        self.check_writer();
         bump(&self.received, 1);
         bump(&self.bytes_received, bytes as u64);
     }
     /// `sends` sends handed one client's socket `bytes` bytes, completing
     /// `messages` messages.
     pub(crate) fn sent(&self, messages: usize, bytes: usize, sends: usize) {
+        self.check_writer();
         bump(&self.sent, messages as u64);
         bump(&self.bytes_sent, bytes as u64);
         bump(&self.batches, sends as u64);
     }
     /// A message was dropped for one slow client.
     pub(crate) fn dropped(&self) {
+        self.check_writer();
         bump(&self.dropped, 1);
     }
     /// A client started dropping messages (a slow episode began).
     pub(crate) fn slow_started(&self) {
+        self.check_writer();
         bump(&self.slow_started, 1);
     }
     /// A slow client caught up, or left while slow.
     pub(crate) fn slow_ended(&self) {
+        self.check_writer();
         bump(&self.slow_ended, 1);
     }
     /// A client was disconnected for `--slow-disconnect`.
     pub(crate) fn slow_disconnected(&self) {
+        self.check_writer();
         bump(&self.slow_disconnected, 1);
     }
     /// A client was disconnected for an overlong line.
     pub(crate) fn too_long(&self) {
+        self.check_writer();
         bump(&self.too_long, 1);
     }
     /// `n` local lines were published to the cluster.
     pub(crate) fn cluster_published(&self, n: usize) {
+        self.check_writer();
         bump(&self.cluster_published, n as u64);
     }
     /// `n` lines from other nodes were delivered here.
     pub(crate) fn cluster_received(&self, n: usize) {
+        self.check_writer();
         bump(&self.cluster_received, n as u64);
     }
     /// `n` local lines could not be forwarded to the cluster.
     pub(crate) fn cluster_dropped(&self, n: usize) {
+        self.check_writer();
         bump(&self.cluster_dropped, n as u64);
     }
     /// A connection was turned away because `--max-clients` were connected.
     pub(crate) fn rejected(&self) {
+        self.check_writer();
         bump(&self.rejected, 1);
     }
 }

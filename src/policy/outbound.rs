@@ -336,12 +336,6 @@ impl Outbound {
         self.blocked = false;
     }
 
-    /// True when the kernel has taken part of the front message: closing
-    /// now would cut it short.
-    pub fn mid_message(&self) -> bool {
-        self.front_sent > 0
-    }
-
     /// True while the kernel refused the last send and nothing more may be
     /// sent until [`unblock`](Self::unblock).
     pub fn is_blocked(&self) -> bool {
