@@ -8,7 +8,7 @@ use std::net::Shutdown;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer, assert_per_sender_order, connect_all};
+use common::{Client, PATIENCE, TestServer, assert_per_sender_order, connect_all, wait_for};
 use ringcast::EngineChoice;
 
 on_both_engines!(
@@ -42,8 +42,27 @@ fn per_sender_order_holds_with_concurrent_senders(engine: EngineChoice) {
     const SENDERS: usize = 4;
     const LINES: usize = 500;
     let server = TestServer::start(engine);
-    // With two cores and SO_REUSEPORT, eight clients land on both cores.
-    let clients = connect_all(&server, 8);
+    // Senders on both cores, so that lines cross between them: connect
+    // until each core has two of the four (tokio has no cores to tell apart).
+    let mut by_core: [Vec<Client>; 2] = [Vec::new(), Vec::new()];
+    let mut spare = Vec::new();
+    wait_for("two senders on each core", PATIENCE, || {
+        let c = Client::connect(server.addr);
+        let core = match (engine, server.client_info(&c).core) {
+            (EngineChoice::Tokio, _) => by_core[0].len() / 2,
+            (_, core) => core,
+        };
+        if by_core[core].len() < 2 {
+            by_core[core].push(c);
+        } else {
+            spare.push(c);
+        }
+        by_core.iter().all(|c| c.len() == 2).then_some(())
+    });
+    let [a, b] = by_core;
+    let mut clients: Vec<Client> = a.into_iter().chain(b).collect();
+    clients.extend(spare.into_iter().take(4));
+    clients.extend(connect_all(&server, 8 - clients.len()));
     let barrier = Arc::new(Barrier::new(clients.len()));
     let handles: Vec<_> = clients
         .into_iter()

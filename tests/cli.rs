@@ -96,7 +96,53 @@ fn a_port_in_use_is_one_line_and_a_nonzero_exit() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let error_lines: Vec<_> = stderr.lines().filter(|l| l.contains("error")).collect();
         assert_eq!(error_lines.len(), 1, "one error line: {stderr}");
+        assert_eq!(
+            error_lines[0].matches("Address already in use").count(),
+            1,
+            "the cause once: {stderr}"
+        );
     }
+}
+
+#[test]
+fn a_core_that_dies_ends_the_process_with_one_error_line() {
+    for (engine, failpoint, what) in [
+        ("uring", "core-exit:1", "core 1"),
+        ("tokio", "core-exit:0", "the tokio engine"),
+    ] {
+        let mut cmd = ServerProcess::command(&[], &["--engine", engine, "--threads", "2"]);
+        cmd.env("RINGCAST_FAILPOINT", failpoint);
+        let mut server = ServerProcess::spawn(cmd);
+        let status = server.wait_exit();
+        assert_eq!(status.code(), Some(1), "{engine}: {status:?}");
+        // The reader thread may still be taking the last lines in.
+        let errors = wait_for("the error line", PATIENCE, || {
+            let log = server.log.lock().unwrap();
+            let errors: Vec<String> = log
+                .iter()
+                .map(|(_, l)| l.clone())
+                .filter(|l| l.to_lowercase().contains("error"))
+                .collect();
+            (!errors.is_empty()).then_some(errors)
+        });
+        assert_eq!(errors.len(), 1, "{engine}: {errors:?}");
+        assert!(
+            errors[0].contains(&format!("{what} stopped unexpectedly")),
+            "{engine}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn version_names_the_commit() {
+    let out = ringcast(&["--version"]);
+    assert!(out.status.success());
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.starts_with(&format!("ringcast {} (", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    assert!(!version.contains("()"), "{version}");
 }
 
 #[test]

@@ -125,6 +125,30 @@ fn a_line_reaches_every_client_on_both_nodes_exactly_once() {
 }
 
 #[test]
+fn two_nodes_given_one_id_still_hear_each_other_exactly_once() {
+    // Cloned machines share a hostname, so the default ids can clash.
+    let nats = Nats::start(0);
+    let a = node(EngineChoice::Uring, &nats, "twin");
+    let b = node(EngineChoice::Tokio, &nats, "twin");
+    let mut a1 = Client::connect(a.addr);
+    let mut b1 = Client::connect(b.addr);
+    a.wait_connected(1);
+    b.wait_connected(1);
+    link(&mut a1, &mut b1, &mut []);
+    a1.send(b"from a\n");
+    b1.send(b"from b\n");
+    for c in [&mut a1, &mut b1] {
+        let mut got = c.read_lines(2);
+        got.sort();
+        assert_eq!(got, vec![b"from a\n".to_vec(), b"from b\n".to_vec()]);
+        assert!(
+            c.read_available(Duration::from_millis(300)).is_empty(),
+            "a line arrived twice"
+        );
+    }
+}
+
+#[test]
 fn every_client_on_both_nodes_gets_every_line_in_order() {
     const LINES: usize = 2000;
     let nats = Nats::start(0);

@@ -16,6 +16,8 @@ on_both_engines!(
     past_max_clients_new_connections_are_closed_and_counted,
     running_out_of_descriptors_keeps_serving_and_recovers,
     idle_timeout_disconnects_only_silent_clients,
+    a_newcomer_gets_the_whole_idle_timeout,
+    the_http_endpoints_answer_again_after_descriptors_run_out,
     a_flooding_publisher_does_not_starve_a_quiet_one,
     five_thousand_idle_clients_cost_no_cpu,
 );
@@ -135,6 +137,70 @@ fn idle_timeout_disconnects_only_silent_clients(engine: EngineChoice) {
     assert_eq!(server.totals().connected, 1);
     stop.store(true, Ordering::Relaxed);
     chatter.join().unwrap();
+}
+
+fn a_newcomer_gets_the_whole_idle_timeout(engine: EngineChoice) {
+    let timeout = Duration::from_millis(300);
+    let server = TestServer::start_with(engine, |c| c.idle_timeout = Some(timeout));
+    // A first silent client is closed: the sweeps have been running for
+    // more than a timeout, their tick well past zero.
+    let mut first = Client::connect(server.addr);
+    assert!(first.wait_closed_by_server());
+    let connected = Instant::now();
+    let mut newcomer = Client::connect(server.addr);
+    assert!(newcomer.wait_closed_by_server());
+    let after = connected.elapsed();
+    assert!(
+        after >= timeout,
+        "a newcomer was closed after {after:?}, before --idle-timeout {timeout:?}"
+    );
+}
+
+/// A GET that gives up after `limit` instead of waiting on a server that
+/// cannot accept.
+fn try_http_get(addr: &str, path: &str, limit: Duration) -> Option<String> {
+    use std::io::Write as _;
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    (!out.is_empty()).then_some(out)
+}
+
+fn the_http_endpoints_answer_again_after_descriptors_run_out(engine: EngineChoice) {
+    let _turn = heavy();
+    let engine = match engine {
+        EngineChoice::Uring => "uring",
+        _ => "tokio",
+    };
+    let server = ServerProcess::start_via(&["prlimit", "--nofile=40:40"], &["--engine", engine]);
+    let ok = |body: &Option<String>| {
+        body.as_deref()
+            .is_some_and(|b| b.starts_with("HTTP/1.0 200"))
+    };
+    assert!(ok(&try_http_get(&server.metrics, "/healthz", PATIENCE)));
+    // Every descriptor taken, and then some: clients wait in the backlog,
+    // and so may the endpoints' own accepts.
+    let clients: Vec<Client> = (0..60).map(|_| Client::connect(server.addr)).collect();
+    wait_for("an accept-failed warning", PATIENCE, || {
+        let log = server.log.lock().unwrap();
+        log.iter()
+            .any(|(_, l)| l.contains("accept failed"))
+            .then_some(())
+    });
+    drop(try_http_get(
+        &server.metrics,
+        "/metrics",
+        Duration::from_millis(300),
+    ));
+    drop(clients);
+    // Descriptors free again: the endpoints come back by themselves.
+    wait_for("/metrics to answer again", PATIENCE, || {
+        let body = try_http_get(&server.metrics, "/metrics", Duration::from_secs(2));
+        (ok(&body) && body.is_some_and(|b| b.contains("ringcast_connected_clients"))).then_some(())
+    });
 }
 
 fn a_flooding_publisher_does_not_starve_a_quiet_one(engine: EngineChoice) {

@@ -174,3 +174,65 @@ pub(crate) async fn notified_until(notify: &::tokio::sync::Notify, ready: impl F
         notified.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::io;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::accept_until_stopped;
+    use crate::ops::metrics::Metrics;
+    use crate::policy::limits::Gate;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_accept_paused_for_want_of_descriptors_resumes_when_a_client_leaves() {
+        let metrics = Metrics::new(1);
+        let gate = Gate::new(10);
+        let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        assert!(gate.admit(peer, metrics.shard(0)), "a client holds a slot");
+        let stop = CancellationToken::new();
+        let start = ::tokio::time::Instant::now();
+        // The process has no descriptor to spare until a client leaves at 10 s.
+        let leaves_at = Duration::from_secs(10);
+        let left = Cell::new(false);
+        let admitted = Cell::new(None);
+        let accepting = accept_until_stopped(
+            0,
+            &stop,
+            &gate,
+            || metrics.shard(0),
+            || {
+                let result = if left.get() {
+                    Ok(((), peer))
+                } else {
+                    Err(io::Error::from_raw_os_error(
+                        nix::errno::Errno::EMFILE as i32,
+                    ))
+                };
+                std::future::ready(result)
+            },
+            || {},
+            |(), _| {
+                admitted.set(Some(start.elapsed()));
+                stop.cancel();
+            },
+        );
+        let leaving = async {
+            ::tokio::time::sleep(leaves_at).await;
+            left.set(true);
+            gate.release();
+        };
+        ::tokio::join!(accepting, leaving);
+        let at = admitted.get().expect("accepted once a descriptor was free");
+        // The backoff had grown to 500 ms: without the wake-up, the accept
+        // would come up to that much later.
+        assert!(
+            at < leaves_at + Duration::from_millis(1),
+            "accepted at {at:?}"
+        );
+    }
+}

@@ -7,9 +7,14 @@
 //! of the ordinary cross-core mesh, with the bridge as one more core.
 //!
 //! - Outbound, the bridge batches local lines into NATS messages on the
-//!   subject, each with a `Ringcast-Node` header naming this node.
+//!   subject, each with a `Ringcast-Node` header naming this node and a
+//!   `Ringcast-Instance` nonce naming this process.
 //! - Inbound, it subscribes to the subject, skips messages carrying its own
-//!   node id, and splits the rest back into lines (without copying).
+//!   nonce (two nodes given one id still hear each other, and are warned),
+//!   and splits the rest back into lines (without copying). Messages move
+//!   off the subscription at once into a bounded queue of the bridge's own:
+//!   while local delivery is behind and it is full, their lines are
+//!   dropped and counted (`ringcast_cluster_inbound_dropped_total`).
 //! - While NATS is unreachable, local lines go into a bounded buffer; what
 //!   does not fit, or is still there when a publish fails, is dropped and
 //!   counted. The client reconnects with backoff by itself and
@@ -20,7 +25,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
@@ -29,9 +33,16 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClusterConfig;
 use crate::error::Error;
 use crate::ops::metrics::Metrics;
+use crate::policy::limits::Throttle;
 
 /// The NATS header that names the node a message came from.
 pub(crate) const NODE_HEADER: &str = "Ringcast-Node";
+/// The NATS header with the publishing process's nonce.
+pub(crate) const NONCE_HEADER: &str = "Ringcast-Instance";
+/// NATS messages a subscription may hold before async-nats drops them.
+const SUBSCRIPTION_CAPACITY: usize = 1024;
+/// Batches from other nodes (up to 64 KiB each) waiting for local delivery.
+const INBOUND_BATCHES: usize = 64;
 /// Largest batch of lines in one NATS message.
 const BATCH_BYTES: usize = 64 * 1024;
 /// Batches waiting for NATS; beyond this, local lines are dropped (counted).
@@ -95,34 +106,20 @@ async fn run(
     remote: impl RemoteLines,
     stop: CancellationToken,
 ) {
-    let connected = Arc::new(AtomicBool::new(false));
-    metrics.set_cluster(Arc::clone(&connected));
-    let events = {
-        let (connected, url) = (Arc::clone(&connected), config.url.clone());
-        move |event: async_nats::Event| {
-            let (connected, url) = (Arc::clone(&connected), url.clone());
-            async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        connected.store(true, Ordering::Relaxed);
-                        tracing::info!(%url, "cluster: connected to NATS");
-                    }
-                    async_nats::Event::Disconnected => {
-                        connected.store(false, Ordering::Relaxed);
-                        tracing::warn!(
-                            %url,
-                            "cluster: lost NATS; local broadcast goes on, lines for other nodes are dropped (counted) until it is back; reconnecting with backoff"
-                        );
-                    }
-                    other => tracing::info!(%url, event = %other, "cluster: NATS event"),
-                }
-            }
-        }
+    let url = config.url.clone();
+    let throttles = Arc::new(EventThrottles::default());
+    let events = move |event: async_nats::Event| {
+        let (url, throttles) = (url.clone(), Arc::clone(&throttles));
+        async move { log_event(&event, &url, &throttles) }
     };
     let options = async_nats::ConnectOptions::new()
         .name(format!("ringcast {node_id}"))
         .retry_on_initial_connect()
         .max_reconnects(None)
+        // The bridge moves messages off the subscription at once into its
+        // own bounded queue, where drops are counted; this only has to
+        // cover a moment.
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
         .event_callback(events);
     let client = match options.connect(config.url.as_str()).await {
         Ok(client) => client,
@@ -131,31 +128,35 @@ async fn run(
             return;
         }
     };
+    metrics.set_cluster({
+        let client = client.clone();
+        move || connected(&client)
+    });
     let unreachable = {
-        let (connected, url) = (Arc::clone(&connected), config.url.clone());
+        let (client, url) = (client.clone(), config.url.clone());
         async move {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            if !connected.load(Ordering::Relaxed) {
+            if !connected(&client) {
                 tracing::warn!(%url, "cluster: NATS not reachable yet; serving local clients and retrying in the background");
             }
             std::future::pending::<()>().await;
         }
     };
+    let me = Origin::new(node_id);
     let (batches_tx, batches_rx) = mpsc::channel::<(Bytes, usize)>(PENDING_BATCHES);
     let collect = collect(local, batches_tx, Arc::clone(&metrics), shard, stop.clone());
     let publish = publish(
         client.clone(),
         config.subject.clone(),
-        node_id.clone(),
+        me.clone(),
         batches_rx,
         Arc::clone(&metrics),
         shard,
-        Arc::clone(&connected),
     );
     let receive = receive(
         client,
         config.subject,
-        node_id,
+        me,
         remote,
         metrics,
         shard,
@@ -166,6 +167,105 @@ async fn run(
         () = receive => {}
         () = unreachable => {}
         () = stop.cancelled() => {}
+    }
+}
+
+/// True while the client is connected to a NATS server.
+fn connected(client: &async_nats::Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
+}
+
+/// One throttle per kind of NATS event, so a reconnect storm or a flood of
+/// slow-consumer events costs a line a second each.
+#[derive(Debug, Default)]
+struct EventThrottles {
+    connected: Throttle,
+    disconnected: Throttle,
+    slow: Throttle,
+    other: Throttle,
+}
+
+fn log_event(event: &async_nats::Event, url: &str, throttles: &EventThrottles) {
+    use async_nats::Event;
+    match event {
+        Event::Connected => {
+            if let Some(suppressed) = throttles.connected.allow() {
+                tracing::info!(%url, also_since_last_line = suppressed, "cluster: connected to NATS");
+            }
+        }
+        Event::Disconnected => {
+            if let Some(suppressed) = throttles.disconnected.allow() {
+                tracing::warn!(
+                    %url,
+                    also_since_last_line = suppressed,
+                    "cluster: lost NATS; local broadcast goes on, lines for other nodes are dropped (counted) until it is back; reconnecting with backoff"
+                );
+            }
+        }
+        Event::SlowConsumer(_) => {
+            if let Some(suppressed) = throttles.slow.allow() {
+                tracing::warn!(
+                    %url,
+                    also_since_last_line = suppressed,
+                    "cluster: NATS dropped messages for this node: it could not take them off the connection fast enough"
+                );
+            }
+        }
+        other => {
+            if let Some(suppressed) = throttles.other.allow() {
+                tracing::info!(%url, event = %other, also_since_last_line = suppressed, "cluster: NATS event");
+            }
+        }
+    }
+}
+
+/// Who published a NATS message: a node id, and the nonce of the process,
+/// so that two nodes given the same id (cloned VMs share a hostname) still
+/// tell their own messages from each other's.
+#[derive(Debug, Clone)]
+struct Origin {
+    node_id: String,
+    nonce: String,
+}
+
+/// What a received message is to this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Published here: its lines were delivered already.
+    Own,
+    /// Another node's.
+    Other,
+    /// Another process with this node's id: delivered, and worth a warning.
+    SameId,
+}
+
+impl Origin {
+    fn new(node_id: String) -> Self {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        // A per-process value no other process shares: std seeds it from
+        // the OS's randomness.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        Self {
+            node_id,
+            nonce: format!("{:016x}", hasher.finish()),
+        }
+    }
+
+    fn headers(&self) -> async_nats::HeaderMap {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(NODE_HEADER, self.node_id.as_str());
+        headers.insert(NONCE_HEADER, self.nonce.as_str());
+        headers
+    }
+
+    fn judge(&self, headers: Option<&async_nats::HeaderMap>) -> Seen {
+        let get = |name| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+        match (get(NODE_HEADER), get(NONCE_HEADER)) {
+            (_, Some(nonce)) if nonce == self.nonce => Seen::Own,
+            (Some(id), _) if id == self.node_id => Seen::SameId,
+            _ => Seen::Other,
+        }
     }
 }
 
@@ -205,16 +305,14 @@ async fn collect(
 async fn publish(
     client: async_nats::Client,
     subject: String,
-    node_id: String,
+    me: Origin,
     mut batches: mpsc::Receiver<(Bytes, usize)>,
     metrics: Arc<Metrics>,
     shard: usize,
-    connected: Arc<AtomicBool>,
 ) {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(NODE_HEADER, node_id.as_str());
+    let headers = me.headers();
     while let Some((batch, lines)) = batches.recv().await {
-        if !connected.load(Ordering::Relaxed) {
+        if !connected(&client) {
             metrics.shard(shard).cluster_dropped(lines);
             continue;
         }
@@ -231,11 +329,14 @@ async fn publish(
     }
 }
 
-/// Delivers other nodes' lines to every local client.
+/// Delivers other nodes' lines to every local client. Messages move off
+/// the subscription at once into a queue of [`INBOUND_BATCHES`]; while
+/// local delivery is behind and that queue is full, the lines are dropped
+/// and counted.
 async fn receive(
     client: async_nats::Client,
     subject: String,
-    node_id: String,
+    me: Origin,
     mut remote: impl RemoteLines,
     metrics: Arc<Metrics>,
     shard: usize,
@@ -250,25 +351,78 @@ async fn receive(
             return;
         }
     };
-    while let Some(message) = subscription.next().await {
-        let from = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(NODE_HEADER))
-            .map(|v| v.as_str());
-        if from == Some(node_id.as_str()) {
-            continue; // our own lines, already delivered here
+    let (inbound, mut queued) = mpsc::channel::<Bytes>(INBOUND_BATCHES);
+    let same_id = Throttle::default();
+    let take = async {
+        while let Some(message) = subscription.next().await {
+            match me.judge(message.headers.as_ref()) {
+                Seen::Own => continue,
+                Seen::SameId => {
+                    if let Some(suppressed) = same_id.allow() {
+                        tracing::warn!(
+                            node_id = %me.node_id,
+                            also_since_last_warning = suppressed,
+                            "cluster: another node uses this node's --node-id; its lines are delivered, but give every node its own id"
+                        );
+                    }
+                }
+                Seen::Other => {}
+            }
+            if let Err(dropped) = hand_over(&inbound, message.payload) {
+                metrics.shard(shard).cluster_inbound_dropped(dropped);
+            }
         }
-        let payload = message.payload;
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', &payload) {
-            remote.deliver(payload.slice(start..=end)).await;
-            metrics.shard(shard).cluster_received(1);
-            start = end + 1;
+    };
+    let deliver = async {
+        while let Some(payload) = queued.recv().await {
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', &payload) {
+                remote.deliver(payload.slice(start..=end)).await;
+                metrics.shard(shard).cluster_received(1);
+                start = end + 1;
+            }
+            remote.flush();
+            if stop.is_cancelled() {
+                return;
+            }
         }
-        remote.flush();
-        if stop.is_cancelled() {
-            return;
+    };
+    tokio::select! {
+        () = take => {}
+        () = deliver => {}
+    }
+}
+
+/// Queues a batch from another node for delivery, or says how many lines
+/// it held if the queue is full.
+fn hand_over(inbound: &mpsc::Sender<Bytes>, payload: Bytes) -> Result<(), usize> {
+    inbound.try_send(payload).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p) => {
+            memchr::memchr_iter(b'\n', &p).count()
         }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_skips_only_its_own_messages_and_spots_its_id_elsewhere() {
+        let me = Origin::new("host:9000".into());
+        let twin = Origin::new("host:9000".into());
+        let other = Origin::new("other:9000".into());
+        assert_ne!(me.nonce, twin.nonce, "one nonce per process start");
+        assert_eq!(me.judge(Some(&me.headers())), Seen::Own);
+        assert_eq!(me.judge(Some(&twin.headers())), Seen::SameId);
+        assert_eq!(me.judge(Some(&other.headers())), Seen::Other);
+        assert_eq!(me.judge(None), Seen::Other);
+    }
+
+    #[test]
+    fn a_full_inbound_queue_counts_the_lines_it_drops() {
+        let (tx, _rx) = mpsc::channel(1);
+        assert_eq!(hand_over(&tx, Bytes::from_static(b"a\nb\n")), Ok(()));
+        assert_eq!(hand_over(&tx, Bytes::from_static(b"c\nd\ne\n")), Err(3));
     }
 }

@@ -36,6 +36,7 @@ pub(crate) struct Shard {
     cluster_published: AtomicU64,
     cluster_received: AtomicU64,
     cluster_dropped: AtomicU64,
+    cluster_inbound_dropped: AtomicU64,
 }
 
 // Each shard has one writer, so a relaxed load and store is enough and
@@ -117,6 +118,12 @@ impl Shard {
         self.check_writer();
         bump(&self.cluster_received, n as u64);
     }
+    /// `n` lines from other nodes were dropped: local delivery was slower
+    /// than the cluster.
+    pub(crate) fn cluster_inbound_dropped(&self, n: usize) {
+        self.check_writer();
+        bump(&self.cluster_inbound_dropped, n as u64);
+    }
     /// `n` local lines could not be forwarded to the cluster.
     pub(crate) fn cluster_dropped(&self, n: usize) {
         self.check_writer();
@@ -165,17 +172,26 @@ pub struct Totals {
     pub cluster_received: u64,
     /// Local lines that could not be forwarded to the cluster.
     pub cluster_dropped: u64,
+    /// Lines from other nodes dropped because local delivery was slower.
+    pub cluster_inbound_dropped: u64,
     /// Whether the cluster bridge is connected (`None`: no cluster).
     pub cluster_connected: Option<bool>,
 }
 
 /// All shards of one server.
-#[derive(Debug)]
 pub struct Metrics {
     shards: Box<[CachePadded<Shard>]>,
     /// The engine running, for `ringcast_build_info`.
     engine: std::sync::OnceLock<&'static str>,
-    cluster: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
+    cluster: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("totals", &self.totals())
+            .finish()
+    }
 }
 
 impl Metrics {
@@ -204,9 +220,10 @@ impl Metrics {
         let _ = self.engine.set(engine);
     }
 
-    /// Reports the cluster bridge's connection state from now on.
-    pub(crate) fn set_cluster(&self, connected: Arc<std::sync::atomic::AtomicBool>) {
-        let _ = self.cluster.set(connected);
+    /// Reports the cluster bridge's connection state, as `connected` reads
+    /// it, from now on.
+    pub(crate) fn set_cluster(&self, connected: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.cluster.set(Box::new(connected));
     }
 
     /// Sums every shard.
@@ -231,10 +248,11 @@ impl Metrics {
             t.cluster_published += s.cluster_published.load(Relaxed);
             t.cluster_received += s.cluster_received.load(Relaxed);
             t.cluster_dropped += s.cluster_dropped.load(Relaxed);
+            t.cluster_inbound_dropped += s.cluster_inbound_dropped.load(Relaxed);
         }
         t.connected = t.accepted.saturating_sub(closed);
         t.slow_clients = t.slow_episodes.saturating_sub(slow_ended);
-        t.cluster_connected = self.cluster.get().map(|c| c.load(Relaxed));
+        t.cluster_connected = self.cluster.get().map(|connected| connected());
         t
     }
 
@@ -357,6 +375,11 @@ impl Collector for Collect {
                 "ringcast_cluster_dropped",
                 "Local lines not forwarded to the cluster (NATS unreachable or slow)",
                 t.cluster_dropped,
+            ),
+            (
+                "ringcast_cluster_inbound_dropped",
+                "Lines from other nodes dropped because local delivery was slower than the cluster",
+                t.cluster_inbound_dropped,
             ),
         ];
         if let Some(connected) = t.cluster_connected {
