@@ -33,7 +33,7 @@ pub(crate) enum Command {
     /// Each newline-terminated message from any client is written to every
     /// connected client, the sender included. Try it: run the server, then
     /// `nc 127.0.0.1 9000` in two terminals and type.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 
     /// Generate fan-out load against a running server and report what
     /// arrived.
@@ -65,42 +65,56 @@ pub(crate) enum EngineArg {
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Address to accept clients on.
-    #[arg(long, default_value = config::DEFAULT_LISTEN, value_name = "ADDR")]
+    #[arg(long, env = "RINGCAST_LISTEN", default_value = config::DEFAULT_LISTEN, value_name = "ADDR")]
     listen: SocketAddr,
 
     /// I/O engine: `uring` (one io_uring runtime per core), `tokio` (epoll
     /// baseline), or `auto` (uring if the kernel allows it, else tokio).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, env = "RINGCAST_ENGINE", value_enum, default_value = "auto")]
     engine: EngineArg,
 
     /// Worker threads, one per core [default: number of available cores].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "RINGCAST_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
 
     /// Per-client outgoing queue, in messages the kernel has not taken yet.
     /// A message for a client whose queue and kernel send buffer are both
     /// full is dropped for that client alone, and counted (after one short
     /// wait, see --stall-timeout); it drops until it has caught up.
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_QUEUE)]
+    #[arg(long, env = "RINGCAST_QUEUE", value_name = "N", default_value_t = config::DEFAULT_QUEUE)]
     queue: usize,
 
     /// Longest line a client may send, in bytes, not counting the newline.
     /// A client that sends more without a newline is disconnected.
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_MAX_LINE)]
+    #[arg(long, env = "RINGCAST_MAX_LINE", value_name = "BYTES", default_value_t = config::DEFAULT_MAX_LINE)]
     max_line: usize,
 
     /// Kernel send buffer per client (SO_SNDBUF; Linux doubles it), at
     /// least 4096. With --queue, it is all a slow client may hold before
     /// its messages are dropped.
-    #[arg(long, value_name = "BYTES", default_value_t = config::DEFAULT_SNDBUF)]
+    #[arg(long, env = "RINGCAST_SNDBUF", value_name = "BYTES", default_value_t = config::DEFAULT_SNDBUF)]
     sndbuf: usize,
 
     /// Disconnect a client that has been dropping messages for this long
     /// (e.g. `30s`), the policy of NATS and Redis for slow consumers.
     /// Counted in ringcast_slow_disconnects_total. Off by default: a slow
     /// client stays connected and gets what it can read.
-    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RINGCAST_SLOW_DISCONNECT", value_name = "DUR", value_parser = humantime::parse_duration)]
     slow_disconnect: Option<Duration>,
+
+    /// TCP keepalive on every client socket: after this long without
+    /// traffic the kernel probes the peer, every quarter of it (at least
+    /// 1 s), and drops the connection after four unanswered probes; so a
+    /// peer that vanished without a FIN or RST (a NAT timeout, a pulled
+    /// cable) goes within about twice this. `0` turns it off.
+    #[arg(long, env = "RINGCAST_TCP_KEEPALIVE", value_name = "DUR", default_value = "60s", value_parser = humantime::parse_duration)]
+    tcp_keepalive: Duration,
+
+    /// TCP_USER_TIMEOUT on every client socket: drop a connection whose
+    /// sent data stays unacknowledged this long. `0` leaves the kernel's
+    /// default, about 15 minutes of retransmits.
+    #[arg(long, env = "RINGCAST_TCP_USER_TIMEOUT", value_name = "DUR", default_value = "60s", value_parser = humantime::parse_duration)]
+    tcp_user_timeout: Duration,
 
     /// The most a publisher waits, once per slow episode, for a client
     /// whose queue and socket buffer are full (e.g. `5ms`; at most `1s`):
@@ -108,7 +122,7 @@ pub(crate) struct ServeArgs {
     /// slow: its messages are dropped until it has caught up, and it gets
     /// no wait again for 1 s, doubling each time it uses one up, up to 64 s.
     /// `0` never waits. Progress never renews the wait.
-    #[arg(long, value_name = "DUR", default_value = "5ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RINGCAST_STALL_TIMEOUT", value_name = "DUR", default_value = "5ms", value_parser = humantime::parse_duration)]
     stall_timeout: Duration,
 
     /// While a core is busy (see --coalesce-above), hold a client's writes
@@ -116,55 +130,89 @@ pub(crate) struct ServeArgs {
     /// one write carries many lines: far fewer writes, so less CPU and, on a
     /// loaded server, lower latency. A client with a quarter of --queue or
     /// 16 KiB waiting is written at once. `0` turns coalescing off.
-    #[arg(long, value_name = "DUR", default_value = "1ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RINGCAST_COALESCE", value_name = "DUR", default_value = "1ms", value_parser = humantime::parse_duration)]
     coalesce: Duration,
 
     /// Messages per second per core, counted once per receiving client,
     /// above which a core counts as busy and coalesces writes (see
     /// --coalesce). Re-evaluated every 100 ms. Below it every write goes
     /// out at once; `0` coalesces always.
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_COALESCE_ABOVE)]
+    #[arg(long, env = "RINGCAST_COALESCE_ABOVE", value_name = "N", default_value_t = config::DEFAULT_COALESCE_ABOVE)]
     coalesce_above: u64,
+
+    /// On SIGTERM or SIGINT, first stop accepting, report not ready on
+    /// /readyz, and close the clients spread over this long, so that behind
+    /// a load balancer they do not all reconnect to the other nodes at once
+    /// (NATS lame duck mode); then the usual drain. Off by default.
+    #[arg(long, env = "RINGCAST_LAME_DUCK", value_name = "DUR", value_parser = humantime::parse_duration)]
+    lame_duck: Option<Duration>,
 
     /// On SIGINT/SIGTERM, how long to keep flushing queued output before
     /// closing (e.g. `2s`, `500ms`).
-    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RINGCAST_DRAIN_TIMEOUT", value_name = "DUR", default_value = "2s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
 
     /// Most clients connected at once. Past it, a new connection is accepted
     /// and closed at once, and counted in
     /// ringcast_connections_rejected_total.
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_MAX_CLIENTS)]
+    #[arg(long, env = "RINGCAST_MAX_CLIENTS", value_name = "N", default_value_t = config::DEFAULT_MAX_CLIENTS)]
     max_clients: usize,
 
     /// Disconnect a client that sends nothing for this long (e.g. `5m`).
     /// Off by default: idle clients cost no timers and no CPU.
-    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RINGCAST_IDLE_TIMEOUT", value_name = "DUR", value_parser = humantime::parse_duration)]
     idle_timeout: Option<Duration>,
 
     /// Share lines with other ringcast nodes through this NATS server
     /// (e.g. `nats://127.0.0.1:4222`). Lines from this node's clients are
     /// published to --cluster-subject; lines from other nodes go to every
     /// local client. If NATS is down, local broadcast goes on.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, env = "RINGCAST_CLUSTER", value_name = "URL")]
     cluster: Option<String>,
 
     /// NATS subject the nodes share.
-    #[arg(long, value_name = "SUBJECT", default_value = config::DEFAULT_SUBJECT, requires = "cluster")]
+    #[arg(long, env = "RINGCAST_CLUSTER_SUBJECT", value_name = "SUBJECT", default_value = config::DEFAULT_SUBJECT, requires = "cluster")]
     cluster_subject: String,
 
     /// This node's id in the cluster [default: <hostname>:<port>].
-    #[arg(long, value_name = "ID", requires = "cluster")]
+    #[arg(
+        long,
+        env = "RINGCAST_NODE_ID",
+        value_name = "ID",
+        requires = "cluster"
+    )]
     node_id: Option<String>,
 
     /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, env = "RINGCAST_METRICS", value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
     /// Log level or filter (e.g. `info`, `debug`, `ringcast=trace`).
     /// Overrides RUST_LOG [default: RUST_LOG, else `info`].
-    #[arg(long, value_name = "LEVEL")]
+    #[arg(long, env = "RINGCAST_LOG", value_name = "LEVEL")]
     pub(crate) log: Option<String>,
+
+    /// Log lines as `text` for people or `json` (one object per line) for
+    /// log pipelines. Either way they go to stderr through a non-blocking
+    /// writer: a full pipe drops lines (counted in
+    /// ringcast_log_lines_dropped_total) rather than stalling a core.
+    #[arg(long, env = "RINGCAST_LOG_FORMAT", value_enum, default_value = "text")]
+    pub(crate) log_format: LogFormat,
+
+    /// Once listening, write the bound addresses as JSON to this file
+    /// (`{"listen": ..., "metrics": ..., "engine": ..., "pid": ...}`), for
+    /// scripts that start the server on port 0.
+    #[arg(long, env = "RINGCAST_READY_FILE", value_name = "PATH")]
+    pub(crate) ready_file: Option<std::path::PathBuf>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl ServeArgs {
@@ -181,10 +229,13 @@ impl ServeArgs {
             queue: self.queue,
             max_line: self.max_line,
             sndbuf: self.sndbuf,
+            keepalive: Some(self.tcp_keepalive).filter(|d| !d.is_zero()),
+            user_timeout: Some(self.tcp_user_timeout).filter(|d| !d.is_zero()),
             stall_timeout: self.stall_timeout,
             coalesce: self.coalesce,
             coalesce_above: self.coalesce_above,
             drain_timeout: self.drain_timeout,
+            lame_duck: self.lame_duck,
             max_clients: self.max_clients,
             idle_timeout: self.idle_timeout,
             slow_disconnect: self.slow_disconnect,

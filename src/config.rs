@@ -65,6 +65,13 @@ pub struct Config {
     pub max_line: usize,
     /// Per-connection kernel send buffer (SO_SNDBUF), in bytes.
     pub sndbuf: usize,
+    /// TCP keepalive on every client socket: after this long idle, probe
+    /// the peer, and drop it if four probes go unanswered. `None` is off.
+    pub keepalive: Option<Duration>,
+    /// TCP_USER_TIMEOUT on every client socket: drop the connection when
+    /// sent data stays unacknowledged this long. `None` is the kernel's
+    /// default (about 15 minutes of retransmits).
+    pub user_timeout: Option<Duration>,
     /// The most a publisher waits, per slow episode, for a client whose
     /// queue and socket buffer are full: it may only be behind for a
     /// moment. Zero never waits.
@@ -77,6 +84,9 @@ pub struct Config {
     pub coalesce_above: u64,
     /// How long shutdown may spend flushing queued output.
     pub drain_timeout: Duration,
+    /// On shutdown, stop accepting and close the clients spread over this
+    /// long before the drain (lame duck mode); `None` skips it.
+    pub lame_duck: Option<Duration>,
     /// Most clients connected at once; more are accepted and closed at once.
     pub max_clients: usize,
     /// Disconnect clients that send nothing for this long; `None` never does.
@@ -100,6 +110,11 @@ pub const DEFAULT_MAX_LINE: usize = 65536;
 pub const DEFAULT_SNDBUF: usize = 64 * 1024;
 /// Smallest `--sndbuf`: below this the kernel's own floor applies anyway.
 pub const MIN_SNDBUF: usize = 4096;
+/// Default `--tcp-keepalive`: a silent dead peer goes within about two
+/// minutes.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Default `--tcp-user-timeout`.
+pub const DEFAULT_USER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `--stall-timeout`.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_millis(5);
 /// Longest `--stall-timeout`.
@@ -127,10 +142,13 @@ impl Default for Config {
             queue: DEFAULT_QUEUE,
             max_line: DEFAULT_MAX_LINE,
             sndbuf: DEFAULT_SNDBUF,
+            keepalive: Some(DEFAULT_KEEPALIVE),
+            user_timeout: Some(DEFAULT_USER_TIMEOUT),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             coalesce: DEFAULT_COALESCE,
             coalesce_above: DEFAULT_COALESCE_ABOVE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            lame_duck: None,
             max_clients: DEFAULT_MAX_CLIENTS,
             idle_timeout: None,
             slow_disconnect: None,
@@ -178,6 +196,9 @@ impl Config {
             ("--drain-timeout", Some(self.drain_timeout)),
             ("--idle-timeout", self.idle_timeout),
             ("--slow-disconnect", self.slow_disconnect),
+            ("--tcp-keepalive", self.keepalive),
+            ("--lame-duck", self.lame_duck),
+            ("--tcp-user-timeout", self.user_timeout),
         ];
         for (name, value) in timeouts {
             if value.is_some_and(|d| d > MAX_TIMEOUT) {
@@ -190,10 +211,28 @@ impl Config {
         if self.slow_disconnect.is_some_and(|t| t.is_zero()) {
             return bad("--slow-disconnect must be longer than 0");
         }
+        if self.keepalive.is_some_and(|t| t < Duration::from_secs(1)) {
+            return bad("--tcp-keepalive must be at least 1s (or 0 for off)");
+        }
+        if self
+            .user_timeout
+            .is_some_and(|t| t < Duration::from_millis(1))
+        {
+            return bad("--tcp-user-timeout must be at least 1ms (or 0 for the kernel's default)");
+        }
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
         Ok(())
+    }
+
+    /// What every client socket is set to.
+    pub(crate) fn sockets(&self) -> crate::sys::net::Sockets {
+        crate::sys::net::Sockets {
+            sndbuf: self.sndbuf,
+            keepalive: self.keepalive,
+            user_timeout: self.user_timeout,
+        }
     }
 
     /// What every connection is told.

@@ -44,7 +44,8 @@ impl Server {
             Engine::Uring => threads,
             Engine::Tokio => 1,
         };
-        let listeners = net::bind_listeners(config.listen, listener_count, config.sndbuf, engine)?;
+        let listeners =
+            net::bind_listeners(config.listen, listener_count, &config.sockets(), engine)?;
         let local_addr = listeners[0].local_addr().map_err(|source| Error::Bind {
             addr: config.listen,
             source,
@@ -124,6 +125,7 @@ impl Server {
         let (alive, mut engine_done) = mpsc::channel::<()>(1);
         let (exits, mut died) = mpsc::unbounded_channel::<String>();
         let control = Control {
+            accepting_ends: CancellationToken::new(),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             alive,
@@ -150,11 +152,16 @@ impl Server {
             }
         };
         let Control {
-            stop, abort, alive, ..
+            accepting_ends,
+            stop,
+            abort,
+            alive,
+            ..
         } = control;
         drop(alive);
         if let Err(e) = started {
             abort.cancel();
+            accepting_ends.cancel();
             stop.cancel();
             while engine_done.recv().await.is_some() {}
             return Err(e);
@@ -169,11 +176,20 @@ impl Server {
             coalesce_above = self.config.coalesce_above,
             "serving"
         );
-        let dead = tokio::select! {
+        let died_with = |what: Option<String>| what.unwrap_or_else(|| "the engine".into());
+        let mut dead = tokio::select! {
             () = shutdown => None,
-            what = died.recv() => Some(what.unwrap_or_else(|| "the engine".into())),
+            what = died.recv() => Some(died_with(what)),
         };
         self.ready.store(false, Ordering::SeqCst);
+        accepting_ends.cancel();
+        if let (None, Some(over)) = (&dead, self.config.lame_duck) {
+            tracing::info!(lame_duck = ?over, "lame duck: not accepting, closing clients spread over the lame duck time");
+            tokio::select! {
+                () = tokio::time::sleep(over) => {}
+                what = died.recv() => dead = Some(died_with(what)),
+            }
+        }
         if dead.is_none() {
             tracing::info!(drain_timeout = ?self.config.drain_timeout, "shutting down: no new clients, flushing queued output");
         }

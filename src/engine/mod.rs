@@ -27,8 +27,9 @@ use crate::policy::limits::{AcceptBackoff, Gate};
 /// How the coordinator steers an engine through shutdown.
 #[derive(Debug, Clone)]
 pub(crate) struct Control {
-    /// Stop accepting and reading, deliver what is in flight, flush queues,
-    /// then close.
+    /// Stop accepting: shutdown (or lame duck) has begun.
+    pub accepting_ends: CancellationToken,
+    /// Stop reading, deliver what is in flight, flush queues, then close.
     pub stop: CancellationToken,
     /// The drain timeout passed: close every connection now.
     pub abort: CancellationToken,
@@ -141,6 +142,33 @@ pub(crate) async fn accept_until_stopped<'a, S, F>(
                 () = ::tokio::time::sleep(pause) => {}
                 () = freed => {}
             }
+        }
+    }
+}
+
+/// Lame duck mode: closes the host's clients one by one, spread evenly over
+/// `over`, until none is left or `stop` fires. `count` says how many are
+/// connected, `close_one` closes one (false if none was left).
+pub(crate) async fn close_spread_out(
+    over: Duration,
+    stop: &CancellationToken,
+    count: impl Fn() -> usize,
+    mut close_one: impl FnMut() -> bool,
+) {
+    let n = count();
+    if n == 0 {
+        return;
+    }
+    let every = over / u32::try_from(n).unwrap_or(u32::MAX);
+    let mut next = ::tokio::time::Instant::now();
+    loop {
+        next += every;
+        ::tokio::select! {
+            () = stop.cancelled() => return,
+            () = ::tokio::time::sleep_until(next) => {}
+        }
+        if !close_one() {
+            return;
         }
     }
 }

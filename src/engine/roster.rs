@@ -41,6 +41,10 @@ impl<T: Clone> Roster<T> {
         removed
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.slab.is_empty()
     }

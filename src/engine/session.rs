@@ -69,6 +69,8 @@ pub(crate) enum CloseReason {
     IdleTimeout,
     /// The client dropped messages for `--slow-disconnect`.
     SlowDisconnect,
+    /// Lame duck mode: clients are moved off before shutdown.
+    LameDuck,
     /// Server shutdown, after flushing.
     Shutdown,
     /// Server shutdown, the drain timeout passed.
@@ -84,6 +86,7 @@ impl CloseReason {
             CloseReason::LineTooLong => "line too long",
             CloseReason::IdleTimeout => "idle for --idle-timeout",
             CloseReason::SlowDisconnect => "dropping for --slow-disconnect",
+            CloseReason::LameDuck => "lame duck: server leaving",
             CloseReason::Shutdown => "server shutting down",
             CloseReason::DrainTimeout => "drain timeout passed",
         }

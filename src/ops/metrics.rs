@@ -183,6 +183,8 @@ pub struct Metrics {
     shards: Box<[CachePadded<Shard>]>,
     /// The engine running, for `ringcast_build_info`.
     engine: std::sync::OnceLock<&'static str>,
+    /// Log lines the non-blocking writer dropped, if the binary says.
+    log_drops: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
     cluster: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
@@ -200,6 +202,7 @@ impl Metrics {
         Arc::new(Self {
             shards: (0..shards.max(1)).map(|_| CachePadded::default()).collect(),
             engine: std::sync::OnceLock::new(),
+            log_drops: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
         })
     }
@@ -213,6 +216,12 @@ impl Metrics {
             self.shards.len()
         );
         &self.shards[index % self.shards.len()]
+    }
+
+    /// Reports, as `ringcast_log_lines_dropped_total`, the log lines that
+    /// `dropped` says were lost because the log could not keep up.
+    pub fn count_log_drops(&self, dropped: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.log_drops.set(Box::new(dropped));
     }
 
     /// Names the engine in `ringcast_build_info`.
@@ -353,6 +362,11 @@ impl Collector for Collect {
                 "ringcast_lines_too_long",
                 "Clients disconnected for a line over --max-line",
                 t.lines_too_long,
+            ),
+            (
+                "ringcast_log_lines_dropped",
+                "Log lines dropped because the log could not keep up (a full stderr pipe)",
+                self.0.log_drops.get().map_or(0, |dropped| dropped()),
             ),
             (
                 "ringcast_connections_rejected",

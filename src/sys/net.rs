@@ -24,10 +24,8 @@ const BACKLOG: i32 = 4096;
 /// SO_REUSEPORT checks first; for port 0 the kernel never hands out a port
 /// that another SO_REUSEPORT group uses.
 ///
-/// Every listener carries `sndbuf` as SO_SNDBUF, which accepted sockets
-/// inherit: setting it on the listener keeps the accept path free of extra
-/// syscalls and stops Linux autotuning from growing a stalled client's
-/// kernel backlog to megabytes.
+/// Every listener carries the [`Sockets`] options, which accepted sockets
+/// inherit, so the accept path makes no extra syscalls.
 ///
 /// Listeners for tokio are non-blocking, as epoll needs. Listeners for
 /// io_uring stay blocking: on kernels before 5.19 an io_uring accept on a
@@ -36,7 +34,7 @@ const BACKLOG: i32 = 4096;
 pub(crate) fn bind_listeners(
     addr: SocketAddr,
     count: usize,
-    sndbuf: usize,
+    sockets: &Sockets,
     engine: Engine,
 ) -> Result<Vec<TcpListener>, Error> {
     let nonblocking = engine == Engine::Tokio;
@@ -53,11 +51,11 @@ pub(crate) fn bind_listeners(
         .ok()
         .and_then(|a| a.as_socket())
         .ok_or_else(|| bind_err(io::Error::other("bound socket has no address")))?;
-    let mut listeners = vec![finish_listener(first, sndbuf, nonblocking).map_err(bind_err)?];
+    let mut listeners = vec![finish_listener(first, sockets, nonblocking).map_err(bind_err)?];
     for _ in 1..count {
         let socket = new_socket(port_addr, true).map_err(bind_err)?;
         socket.bind(&port_addr.into()).map_err(bind_err)?;
-        listeners.push(finish_listener(socket, sndbuf, nonblocking).map_err(bind_err)?);
+        listeners.push(finish_listener(socket, sockets, nonblocking).map_err(bind_err)?);
     }
     Ok(listeners)
 }
@@ -70,8 +68,35 @@ fn new_socket(addr: SocketAddr, reuseport: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
-fn finish_listener(socket: Socket, sndbuf: usize, nonblocking: bool) -> io::Result<TcpListener> {
-    socket.set_send_buffer_size(sndbuf)?;
+/// What every client socket is set to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sockets {
+    /// SO_SNDBUF: bounds what a slow client holds in the kernel, and stops
+    /// Linux autotuning from growing it to megabytes.
+    pub(crate) sndbuf: usize,
+    /// TCP keepalive: after this long idle, probe the peer every quarter of
+    /// it (at least a second), and give up after four unanswered probes.
+    pub(crate) keepalive: Option<std::time::Duration>,
+    /// TCP_USER_TIMEOUT: drop the connection when sent data stays
+    /// unacknowledged this long (a pulled cable, a vanished NAT entry).
+    pub(crate) user_timeout: Option<std::time::Duration>,
+}
+
+fn finish_listener(
+    socket: Socket,
+    sockets: &Sockets,
+    nonblocking: bool,
+) -> io::Result<TcpListener> {
+    socket.set_send_buffer_size(sockets.sndbuf)?;
+    if let Some(idle) = sockets.keepalive {
+        let every = (idle / 4).max(std::time::Duration::from_secs(1));
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(every)
+            .with_retries(4);
+        socket.set_tcp_keepalive(&keepalive)?;
+    }
+    socket.set_tcp_user_timeout(sockets.user_timeout)?;
     socket.set_tcp_nodelay(true)?;
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(nonblocking)?;
@@ -101,12 +126,47 @@ pub(crate) fn probe_uring() -> io::Result<()> {
 mod tests {
     use super::*;
 
+    const SOCKETS: Sockets = Sockets {
+        sndbuf: 65536,
+        keepalive: Some(std::time::Duration::from_secs(7)),
+        user_timeout: Some(std::time::Duration::from_secs(9)),
+    };
+
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_options() {
+        let ls = bind_listeners(
+            "127.0.0.1:0".parse().expect("addr"),
+            1,
+            &SOCKETS,
+            Engine::Uring,
+        )
+        .expect("bind");
+        let _client =
+            std::net::TcpStream::connect(ls[0].local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = ls[0].accept().expect("accept");
+        let s = socket2::SockRef::from(&accepted);
+        assert!(s.keepalive().expect("keepalive"));
+        assert_eq!(
+            s.tcp_keepalive_time().expect("idle"),
+            std::time::Duration::from_secs(7)
+        );
+        assert_eq!(
+            s.tcp_keepalive_interval().expect("interval"),
+            std::time::Duration::from_secs(1)
+        );
+        assert_eq!(s.tcp_keepalive_retries().expect("retries"), 4);
+        assert_eq!(
+            s.tcp_user_timeout().expect("user timeout"),
+            Some(std::time::Duration::from_secs(9))
+        );
+    }
+
     #[test]
     fn reuseport_listeners_share_one_port() {
         let ls = bind_listeners(
             "127.0.0.1:0".parse().expect("addr"),
             3,
-            65536,
+            &SOCKETS,
             Engine::Uring,
         )
         .expect("bind");
@@ -122,17 +182,17 @@ mod tests {
         let first = bind_listeners(
             "127.0.0.1:0".parse().expect("addr"),
             2,
-            65536,
+            &SOCKETS,
             Engine::Uring,
         )
         .expect("bind");
         let addr = first[0].local_addr().expect("addr");
         assert!(matches!(
-            bind_listeners(addr, 2, 65536, Engine::Uring),
+            bind_listeners(addr, 2, &SOCKETS, Engine::Uring),
             Err(Error::Bind { .. })
         ));
         assert!(matches!(
-            bind_listeners(addr, 1, 65536, Engine::Tokio),
+            bind_listeners(addr, 1, &SOCKETS, Engine::Tokio),
             Err(Error::Bind { .. })
         ));
     }
@@ -141,7 +201,7 @@ mod tests {
     fn only_tokio_listeners_are_non_blocking() {
         use nix::fcntl::{FcntlArg, OFlag, fcntl};
         let nonblocking = |engine| {
-            let ls = bind_listeners("127.0.0.1:0".parse().expect("addr"), 1, 65536, engine)
+            let ls = bind_listeners("127.0.0.1:0".parse().expect("addr"), 1, &SOCKETS, engine)
                 .expect("bind");
             let flags = fcntl(&ls[0], FcntlArg::F_GETFL).expect("flags");
             OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK)

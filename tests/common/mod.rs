@@ -328,6 +328,19 @@ pub struct ServerProcess {
     pub startup: Vec<String>,
     /// Every stderr line logged after startup, with when it arrived.
     pub log: Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    /// Where the server wrote its addresses (`--ready-file`).
+    pub ready_file: std::path::PathBuf,
+}
+
+/// A path for a test's file that no other test (or run) uses.
+pub fn scratch_path(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "ringcast-test-{}-{}-{name}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 impl ServerProcess {
@@ -342,7 +355,7 @@ impl ServerProcess {
 
     /// The command [`ServerProcess::start_via`] runs, to adjust before
     /// [`ServerProcess::spawn`]: `ringcast serve` on 127.0.0.1:0 with
-    /// metrics on and info logs, then `args`, stderr piped.
+    /// metrics on, info logs and a ready file, then `args`, stderr piped.
     pub fn command(wrapper: &[&str], args: &[&str]) -> std::process::Command {
         let bin = env!("CARGO_BIN_EXE_ringcast");
         let (program, pre): (&str, Vec<&str>) = match wrapper.split_first() {
@@ -359,7 +372,9 @@ impl ServerProcess {
                 "127.0.0.1:0",
                 "--log",
                 "info",
+                "--ready-file",
             ])
+            .arg(scratch_path("ready.json"))
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -367,32 +382,39 @@ impl ServerProcess {
         cmd
     }
 
+    /// Where a [`ServerProcess::command`] has the server write its addresses.
+    pub fn ready_file(cmd: &std::process::Command) -> std::path::PathBuf {
+        cmd.get_args()
+            .skip_while(|a| *a != "--ready-file")
+            .nth(1)
+            .expect("a --ready-file")
+            .into()
+    }
+
     /// Spawns `cmd` (see [`ServerProcess::command`]) and waits until it
     /// serves; panics with what it logged if it exits first.
     pub fn spawn(mut cmd: std::process::Command) -> Self {
         use std::io::BufRead;
+        let ready_file = Self::ready_file(&cmd);
         let mut child = cmd.spawn().unwrap();
-        // The log lines carry the bound addresses: metrics first, then serving.
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
         let mut startup = Vec::new();
-        let mut metrics = None;
-        let addr = loop {
+        loop {
             let mut line = String::new();
             if stderr.read_line(&mut line).unwrap() == 0 {
                 let _ = child.kill();
                 panic!("server exited before serving:\n{}", startup.concat());
             }
             startup.push(line.clone());
-            let field = line
-                .split("addr=")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next());
-            match field {
-                Some(a) if line.contains("metrics at") => metrics = Some(a.to_string()),
-                Some(a) if line.contains(" serving ") => break a.parse().unwrap(),
-                _ => {}
+            if line.contains("serving") {
+                break;
             }
-        };
+        }
+        // The addresses, as the server reports them to scripts.
+        let ready: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&ready_file).unwrap()).unwrap();
+        let addr = ready["listen"].as_str().unwrap().parse().unwrap();
+        let metrics = ready["metrics"].as_str().map(String::from);
         // Keep reading stderr so the child never blocks on a full pipe.
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         std::thread::spawn({
@@ -406,9 +428,10 @@ impl ServerProcess {
         Self {
             child,
             addr,
-            metrics: metrics.expect("metrics address logged"),
+            metrics: metrics.expect("a metrics address"),
             startup,
             log,
+            ready_file,
         }
     }
 
@@ -443,6 +466,7 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.ready_file);
     }
 }
 

@@ -23,8 +23,8 @@ use self::conn::Conn;
 use super::mesh::Doorbell;
 use super::session::{self, CloseReason, Cx, Host, Link as _, Session, Settings, SlowReport};
 use super::{
-    Control, ExitWatch, IDLE_TICKS, Roster, accept_until_stopped, failpoint, notified_until,
-    sweep_idle_forever,
+    Control, ExitWatch, IDLE_TICKS, Roster, accept_until_stopped, close_spread_out, failpoint,
+    notified_until, sweep_idle_forever,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -76,6 +76,7 @@ pub(crate) fn start(
         changed: Notify::new(),
         gate: Gate::new(config.max_clients),
         idle_timeout: config.idle_timeout,
+        lame_duck: config.lame_duck,
         tick: AtomicU64::new(0),
         // One pacer for the whole runtime: busy means busy for all its
         // threads together.
@@ -121,7 +122,7 @@ pub(crate) fn start(
             // The accept loop runs on this thread, not on a worker: it
             // writes a shard of its own.
             SHARD.with(|s| s.set(threads + 1));
-            let _alive = control.alive;
+            let _alive = control.alive.clone();
             if failpoint("core-exit:0") {
                 return;
             }
@@ -129,7 +130,7 @@ pub(crate) fn start(
                 tokio::spawn(Arc::clone(&hub).answer_inspections(inspections));
                 let mut abort = pin!(control.abort.cancelled());
                 tokio::select! {
-                    () = Arc::clone(&hub).serve(listener, &control.stop) => {}
+                    () = Arc::clone(&hub).serve(listener, &control) => {}
                     () = &mut abort => hub.close_all(CloseReason::DrainTimeout),
                 }
             });
@@ -190,6 +191,7 @@ struct Hub {
     changed: Notify,
     gate: Gate,
     idle_timeout: Option<Duration>,
+    lame_duck: Option<Duration>,
     /// Advanced by the idle sweeper; readers stamp it on their connection.
     tick: AtomicU64,
     /// Holds writes back briefly while the runtime is busy.
@@ -331,11 +333,7 @@ impl Hub {
         session::deliver(self, &self.snapshot(), msg).await
     }
 
-    async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        stop: &tokio_util::sync::CancellationToken,
-    ) {
+    async fn serve(self: Arc<Self>, listener: TcpListener, control: &Control) {
         if let Some(timeout) = self.idle_timeout {
             tokio::spawn(Arc::clone(&self).sweep_idle(timeout));
         }
@@ -344,7 +342,7 @@ impl Hub {
         let listening = std::os::fd::AsRawFd::as_raw_fd(&listener);
         accept_until_stopped(
             0,
-            stop,
+            &control.accepting_ends,
             &self.gate,
             || self.shard(),
             || listener.accept(),
@@ -353,6 +351,16 @@ impl Hub {
         )
         .await;
         drop(listener);
+        if let Some(over) = self.lame_duck {
+            close_spread_out(
+                over,
+                &control.stop,
+                || self.conns().len(),
+                || self.close_one(CloseReason::LameDuck),
+            )
+            .await;
+        }
+        control.stop.cancelled().await;
         self.stopping.store(true, Ordering::SeqCst);
         for link in self.conns().iter() {
             link.shutdown(std::net::Shutdown::Read);
@@ -409,6 +417,15 @@ impl Hub {
             session::close_idle(&*self, &self.snapshot(), tick, IDLE_TICKS);
         })
         .await;
+    }
+
+    /// Closes the longest-connected client; false if there is none.
+    fn close_one(&self, reason: CloseReason) -> bool {
+        let oldest = self.conns().iter().next().map(Arc::clone);
+        oldest.is_some_and(|link| {
+            session::close(self, &link, reason);
+            true
+        })
     }
 
     fn close_all(&self, reason: CloseReason) {

@@ -25,8 +25,8 @@ use self::conn::Conn;
 use super::mesh::{self, Doorbell, Inbox, Outbox, Pushed};
 use super::session::{self, CloseReason, Cx, Host, Link as _, Session, SlowReport};
 use super::{
-    Control, ExitWatch, IDLE_TICKS, Roster, accept_until_stopped, failpoint, notified_until,
-    sweep_idle_forever,
+    Control, ExitWatch, IDLE_TICKS, Roster, accept_until_stopped, close_spread_out, failpoint,
+    notified_until, sweep_idle_forever,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -82,6 +82,7 @@ pub(crate) fn start(
         let settings = Settings {
             conn: config.session_settings(),
             idle_timeout: config.idle_timeout,
+            lame_duck: config.lame_duck,
             coalesce: config.coalesce,
             coalesce_above: config.coalesce_above,
         };
@@ -168,6 +169,7 @@ pub(crate) fn start(
 struct Settings {
     conn: session::Settings,
     idle_timeout: Option<Duration>,
+    lame_duck: Option<Duration>,
     coalesce: Duration,
     coalesce_above: u64,
 }
@@ -274,7 +276,7 @@ impl Core {
         inspections: mpsc::UnboundedReceiver<clients::Request>,
         control: Control,
     ) {
-        let _alive = control.alive;
+        let _alive = control.alive.clone();
         if failpoint(&format!("core-exit:{}", self.index)) {
             return;
         }
@@ -291,23 +293,23 @@ impl Core {
         }
         let mut abort = pin!(control.abort.cancelled());
         tokio::select! {
-            () = Rc::clone(&self).serve(listener, listening, &control.stop) => {}
+            () = Rc::clone(&self).serve(listener, listening, &control) => {}
             () = &mut abort => {
                 self.close_all(CloseReason::DrainTimeout);
             }
         }
     }
 
-    /// Accepts until stopped, then shuts down gracefully.
+    /// Accepts until shutdown begins, then shuts down gracefully.
     async fn serve(
         self: Rc<Self>,
         listener: TcpListener,
         listening: std::os::fd::RawFd,
-        stop: &tokio_util::sync::CancellationToken,
+        control: &Control,
     ) {
         accept_until_stopped(
             self.index,
-            stop,
+            &control.accepting_ends,
             &self.shared.gate,
             || self.shard(),
             || listener.accept(),
@@ -317,6 +319,16 @@ impl Core {
         )
         .await;
         drop(listener);
+        if let Some(over) = self.settings.lame_duck {
+            close_spread_out(
+                over,
+                &control.stop,
+                || self.conns.borrow().len(),
+                || self.close_one(CloseReason::LameDuck),
+            )
+            .await;
+        }
+        control.stop.cancelled().await;
         self.stop_reading().await;
         // Once every core has stopped reading, no message can enter the rings.
         let shared = Arc::clone(&self.shared);
@@ -363,6 +375,15 @@ impl Core {
 
     async fn wait_changed(&self, ready: impl Fn() -> bool) {
         notified_until(&self.changed, ready).await;
+    }
+
+    /// Closes the longest-connected client; false if there is none.
+    fn close_one(&self, reason: CloseReason) -> bool {
+        let oldest = self.conns.borrow().iter().next().map(Rc::clone);
+        oldest.is_some_and(|link| {
+            session::close(self, &link, reason);
+            true
+        })
     }
 
     fn close_all(&self, reason: CloseReason) {

@@ -1,0 +1,164 @@
+//! What an operator meets, on the binary: signals, lame duck, readiness,
+//! JSON logs, configuration from the environment and systemd's readiness
+//! protocol.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead as _, Read as _};
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use common::{Client, PATIENCE, ServerProcess, http_get, scratch_path, wait_for};
+use nix::sys::signal::Signal;
+
+#[test]
+fn sighup_is_logged_and_the_server_carries_on() {
+    let server = ServerProcess::start(&[]);
+    let mut clients = server.connect(2);
+    server.signal(Signal::SIGHUP);
+    wait_for("the SIGHUP line", PATIENCE, || {
+        let log = server.log.lock().unwrap();
+        log.iter()
+            .any(|(_, l)| l.contains("SIGHUP received") && l.contains("still serving"))
+            .then_some(())
+    });
+    clients[0].send(b"after hup\n");
+    for c in &mut clients {
+        assert_eq!(c.read_lines(1), vec![b"after hup\n".to_vec()]);
+    }
+    assert!(http_get(&server.metrics, "/readyz").starts_with("HTTP/1.0 200"));
+}
+
+#[test]
+fn lame_duck_turns_unready_stops_accepting_and_spreads_the_closes() {
+    const CLIENTS: usize = 8;
+    let lame_duck = Duration::from_millis(1600);
+    for engine in ["uring", "tokio"] {
+        let mut server = ServerProcess::start(&["--engine", engine, "--lame-duck", "1600ms"]);
+        let clients = server.connect(CLIENTS);
+        let waiting: Vec<_> = clients
+            .into_iter()
+            .map(|mut c| std::thread::spawn(move || c.wait_closed_by_server().then(Instant::now)))
+            .collect();
+        let signalled = Instant::now();
+        server.signal(Signal::SIGTERM);
+        wait_for("/readyz to turn 503", PATIENCE, || {
+            http_get(&server.metrics, "/readyz")
+                .starts_with("HTTP/1.0 503")
+                .then_some(())
+        });
+        // Not accepting: a connect now is refused.
+        wait_for("connects refused", PATIENCE, || {
+            std::net::TcpStream::connect(server.addr)
+                .is_err()
+                .then_some(())
+        });
+        let closed: Vec<Duration> = waiting
+            .into_iter()
+            .map(|w| w.join().unwrap().expect("closed by the server") - signalled)
+            .collect();
+        assert!(server.wait_exit().success());
+        let (first, last) = (*closed.iter().min().unwrap(), *closed.iter().max().unwrap());
+        // Spread over the lame duck time, not all at once: one close every
+        // 200 ms, the first after 200 ms, the last by 1.6 s.
+        assert!(
+            first >= lame_duck / CLIENTS as u32 / 2 && last - first >= lame_duck / 2,
+            "{engine}: closed from {first:?} to {last:?} after SIGTERM"
+        );
+        assert!(
+            last < lame_duck + Duration::from_secs(1),
+            "{engine}: {last:?}"
+        );
+    }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_the_log_counts_its_drops() {
+    let mut cmd = ServerProcess::command(&[], &["--log-format", "json"]);
+    let ready = ServerProcess::ready_file(&cmd);
+    let mut child = cmd.spawn().unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut serving = None;
+    for line in stderr.lines().map_while(Result::ok) {
+        let object: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            object["level"].is_string() && object["timestamp"].is_string(),
+            "{line}"
+        );
+        if object["message"] == "serving" {
+            serving = Some(object);
+            break;
+        }
+    }
+    let serving = serving.expect("a serving line");
+    assert!(
+        serving["engine"].is_string() && serving["addr"].is_string(),
+        "{serving}"
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    let scrape = http_get(metrics["metrics"].as_str().unwrap(), "/metrics");
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l == "ringcast_log_lines_dropped_total 0"),
+        "{scrape}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(ready);
+}
+
+#[test]
+fn every_option_can_come_from_the_environment() {
+    let mut cmd = ServerProcess::command(&[], &[]);
+    cmd.env("RINGCAST_QUEUE", "7")
+        .env("RINGCAST_MAX_CLIENTS", "1");
+    let server = ServerProcess::spawn(cmd);
+    let _first = server.connect(1);
+    let mut second = Client::connect(server.addr);
+    assert!(
+        second.wait_closed_by_server(),
+        "RINGCAST_MAX_CLIENTS=1 closes the second client"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["serve"])
+        .env("RINGCAST_QUEUE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--queue must be at least 1"), "{stderr}");
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("[env: RINGCAST_LISTEN=]"), "{help}");
+}
+
+#[test]
+fn systemd_is_told_when_the_server_is_ready_and_when_it_stops() {
+    let path = scratch_path("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut cmd = ServerProcess::command(&[], &[]);
+    cmd.env("NOTIFY_SOCKET", &path);
+    let mut server = ServerProcess::spawn(cmd);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("a notification");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    // Ready means served: a client is answered.
+    let mut c = server.connect(1).pop().unwrap();
+    c.send(b"up\n");
+    assert_eq!(c.read_lines(1), vec![b"up\n".to_vec()]);
+    server.signal(Signal::SIGTERM);
+    let n = socket.recv(&mut buf).expect("a notification");
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+    assert!(server.wait_exit().success());
+    let mut rest = Vec::new();
+    c.stream.read_to_end(&mut rest).unwrap();
+    let _ = std::fs::remove_file(path);
+}
