@@ -183,6 +183,12 @@ pub(crate) struct ServeArgs {
     )]
     node_id: Option<String>,
 
+    /// Accept WebSocket clients on ADDR, in the same broadcast: each line
+    /// reaches them as one message, and each message they send reaches
+    /// everyone as a line. `http://ADDR/` serves a small chat page.
+    #[arg(long, env = "RINGCAST_WS", value_name = "ADDR")]
+    ws: Option<SocketAddr>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "RINGCAST_METRICS", value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -239,6 +245,7 @@ impl ServeArgs {
             max_clients: self.max_clients,
             idle_timeout: self.idle_timeout,
             slow_disconnect: self.slow_disconnect,
+            ws: self.ws,
             metrics: self.metrics,
             cluster: self.cluster.as_ref().map(|url| ClusterConfig {
                 url: url.clone(),

@@ -94,6 +94,9 @@ pub struct Config {
     /// Disconnect a client that has been dropping messages (its queue and
     /// socket full) for this long; `None` never does.
     pub slow_disconnect: Option<Duration>,
+    /// Where to accept WebSocket clients (and serve the demo page), if
+    /// anywhere.
+    pub ws: Option<SocketAddr>,
     /// Where to serve the HTTP endpoints (`/metrics`), if anywhere.
     pub metrics: Option<SocketAddr>,
     /// The NATS cluster to share lines with, if any.
@@ -152,6 +155,7 @@ impl Default for Config {
             max_clients: DEFAULT_MAX_CLIENTS,
             idle_timeout: None,
             slow_disconnect: None,
+            ws: None,
             metrics: None,
             cluster: None,
         }

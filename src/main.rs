@@ -75,6 +75,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         if let Some(addr) = server.metrics_addr() {
             tracing::info!(%addr, "metrics at http://{addr}/metrics");
         }
+        if let Some(addr) = server.ws_addr() {
+            tracing::info!(%addr, "websocket clients at ws://{addr}/, the chat page at http://{addr}/");
+        }
         if let Some(path) = &args.ready_file {
             write_ready_file(path, &server)?;
         }
@@ -110,6 +113,7 @@ fn write_ready_file(path: &std::path::Path, server: &ringcast::Server) -> anyhow
     let ready = serde_json::json!({
         "listen": server.local_addr().to_string(),
         "metrics": server.metrics_addr().map(|a| a.to_string()),
+        "ws": server.ws_addr().map(|a| a.to_string()),
         "engine": server.engine().name(),
         "pid": std::process::id(),
     });

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Engine, EngineChoice};
-use crate::engine::{self, Control};
+use crate::engine::{self, Control, Listening};
 use crate::error::Error;
 use crate::ops::clients::{self, Clients};
 use crate::ops::http::{Endpoints, HttpServer};
@@ -23,7 +23,9 @@ pub struct Server {
     config: Config,
     engine: Engine,
     listeners: Vec<TcpListener>,
+    ws_listeners: Vec<TcpListener>,
     local_addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
     http: Option<HttpServer>,
     ready: Arc<AtomicBool>,
@@ -50,6 +52,11 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let ws_listeners = match config.ws {
+            Some(addr) => net::bind_listeners(addr, listener_count, &config.sockets(), engine)?,
+            None => Vec::new(),
+        };
+        let ws_addr = ws_listeners.first().and_then(|l| l.local_addr().ok());
         let mut config = config;
         if let Some(cluster) = config.cluster.as_mut().filter(|c| c.node_id.is_none()) {
             // The default id is only known once the port is.
@@ -80,7 +87,9 @@ impl Server {
             config,
             engine,
             listeners,
+            ws_listeners,
             local_addr,
+            ws_addr,
             metrics,
             http,
             ready,
@@ -92,6 +101,11 @@ impl Server {
     /// The address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address WebSocket clients connect to (`--ws`), if enabled.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
     }
 
     /// The address of the HTTP endpoints (`/metrics`, ...), if enabled.
@@ -131,9 +145,15 @@ impl Server {
             alive,
             exits,
         };
+        let mut ws = self.ws_listeners.into_iter();
+        let listening: Vec<Listening> = self
+            .listeners
+            .into_iter()
+            .map(|tcp| Listening { tcp, ws: ws.next() })
+            .collect();
         let started = match self.engine {
             Engine::Uring => engine::uring::start(
-                self.listeners,
+                listening,
                 &self.config,
                 &self.metrics,
                 &control,
@@ -141,7 +161,7 @@ impl Server {
             ),
             Engine::Tokio => {
                 // Bound for tokio: one listener and one inspector.
-                let listener = self.listeners.into_iter().next();
+                let listener = listening.into_iter().next();
                 let inspections = self.inspections.into_iter().next();
                 match listener.zip(inspections) {
                     Some((l, i)) => {

@@ -41,6 +41,15 @@ pub(crate) struct Control {
     pub exits: mpsc::UnboundedSender<String>,
 }
 
+/// What one core (or the tokio runtime) accepts clients on.
+#[derive(Debug)]
+pub(crate) struct Listening {
+    /// Line clients.
+    pub(crate) tcp: std::net::TcpListener,
+    /// WebSocket clients (`--ws`), if any.
+    pub(crate) ws: Option<std::net::TcpListener>,
+}
+
 /// Held by every engine thread: if the thread ends (returns or panics)
 /// before shutdown began, it reports itself, so that the process exits
 /// non-zero instead of serving on with a core missing.

@@ -7,3 +7,4 @@ pub(crate) mod inbound;
 pub(crate) mod limits;
 pub(crate) mod line;
 pub(crate) mod outbound;
+pub(crate) mod websocket;

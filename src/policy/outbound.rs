@@ -220,6 +220,13 @@ impl Outbound {
         Offer::Dropped { started: true }
     }
 
+    /// Queues bytes the server sends of its own (a handshake answer, a
+    /// pong, a close): beyond the allowance, never dropped.
+    pub fn push_own(&mut self, bytes: Bytes) {
+        self.bytes += bytes.len();
+        self.queue.push_back(bytes);
+    }
+
     /// True when a held message can be offered again: there is room in the
     /// queue.
     pub fn has_room(&self) -> bool {

@@ -23,6 +23,8 @@ pub const TEST_STALL_TIMEOUT: Duration = Duration::from_millis(50);
 /// A server running in this process until dropped or stopped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where WebSocket clients connect, with `--ws`.
+    pub ws_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
     clients: Clients,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -50,6 +52,7 @@ impl TestServer {
         tweak(&mut config);
         let server = Server::bind(config).expect("bind test server");
         let addr = server.local_addr();
+        let ws_addr = server.ws_addr();
         let metrics = server.metrics();
         let clients = server.clients();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -64,6 +67,7 @@ impl TestServer {
         });
         Self {
             addr,
+            ws_addr,
             metrics,
             clients,
             stop: Some(stop),

@@ -23,12 +23,12 @@ use self::conn::Conn;
 use super::mesh::Doorbell;
 use super::session::{self, CloseReason, Cx, Host, Link as _, Session, Settings, SlowReport};
 use super::{
-    Control, ExitWatch, IDLE_TICKS, Roster, accept_until_stopped, close_spread_out, failpoint,
-    notified_until, sweep_idle_forever,
+    Control, ExitWatch, IDLE_TICKS, Listening, Roster, accept_until_stopped, close_spread_out,
+    failpoint, notified_until, sweep_idle_forever,
 };
 use crate::config::Config;
 use crate::error::Error;
-use crate::ops::clients;
+use crate::ops::clients::{self, Transport};
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
 use crate::policy::limits::Gate;
@@ -43,7 +43,7 @@ thread_local! {
 
 /// Starts the runtime on a thread of its own. Returns once it is up.
 pub(crate) fn start(
-    listener: StdListener,
+    listening: Listening,
     config: &Config,
     metrics: &Arc<Metrics>,
     control: &Control,
@@ -91,12 +91,16 @@ pub(crate) fn start(
             })
         }),
     });
-    let listener = {
+    let listeners = {
         let _guard = runtime.enter();
-        TcpListener::from_std(listener).map_err(|source| Error::Runtime {
-            engine: "tokio",
-            source,
-        })?
+        let tokio_listener = |l: StdListener| {
+            TcpListener::from_std(l).map_err(|source| Error::Runtime {
+                engine: "tokio",
+                source,
+            })
+        };
+        let ws = listening.ws.map(tokio_listener).transpose()?;
+        (tokio_listener(listening.tcp)?, ws)
     };
     if let (Some(cluster), Some(out)) = (config.cluster.clone(), hub.cluster_out.clone()) {
         let alive = control.alive.clone();
@@ -130,7 +134,7 @@ pub(crate) fn start(
                 tokio::spawn(Arc::clone(&hub).answer_inspections(inspections));
                 let mut abort = pin!(control.abort.cancelled());
                 tokio::select! {
-                    () = Arc::clone(&hub).serve(listener, &control) => {}
+                    () = Arc::clone(&hub).serve(listeners, &control) => {}
                     () = &mut abort => hub.close_all(CloseReason::DrainTimeout),
                 }
             });
@@ -333,24 +337,22 @@ impl Hub {
         session::deliver(self, &self.snapshot(), msg).await
     }
 
-    async fn serve(self: Arc<Self>, listener: TcpListener, control: &Control) {
+    async fn serve(
+        self: Arc<Self>,
+        (tcp, ws): (TcpListener, Option<TcpListener>),
+        control: &Control,
+    ) {
         if let Some(timeout) = self.idle_timeout {
             tokio::spawn(Arc::clone(&self).sweep_idle(timeout));
         }
         let hub = Arc::clone(&self);
         tokio::spawn(async move { hub.coalescer.run_with(EpollTimer::new).await });
-        let listening = std::os::fd::AsRawFd::as_raw_fd(&listener);
-        accept_until_stopped(
-            0,
-            &control.accepting_ends,
-            &self.gate,
-            || self.shard(),
-            || listener.accept(),
-            || net::stop_listening(listening),
-            |stream, peer| self.admit(stream, peer),
-        )
-        .await;
-        drop(listener);
+        let ws = async {
+            if let Some(ws) = ws {
+                self.accept(ws, Transport::Websocket, control).await;
+            }
+        };
+        tokio::join!(self.accept(tcp, Transport::Tcp, control), ws);
         if let Some(over) = self.lame_duck {
             close_spread_out(
                 over,
@@ -375,9 +377,29 @@ impl Hub {
         self.wait_changed(|| self.conns().is_empty()).await;
     }
 
-    fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+    /// Accepts `transport` clients on `listener` until accepting ends.
+    async fn accept(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        transport: Transport,
+        control: &Control,
+    ) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        accept_until_stopped(
+            0,
+            &control.accepting_ends,
+            &self.gate,
+            || self.shard(),
+            || listener.accept(),
+            || net::stop_listening(fd),
+            |stream, peer| self.admit(stream, peer, transport),
+        )
+        .await;
+    }
+
+    fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, transport: Transport) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
-        let session = Session::new(id, peer, 0, &self.settings, self.tick());
+        let session = Session::new(id, peer, 0, transport, &self.settings, self.tick());
         let conn = Arc::new(Conn::new(session, stream));
         let key = self.conns_mut().insert(Arc::clone(&conn));
         conn.with(|s| s.set_key(key));

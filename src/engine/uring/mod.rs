@@ -25,12 +25,12 @@ use self::conn::Conn;
 use super::mesh::{self, Doorbell, Inbox, Outbox, Pushed};
 use super::session::{self, CloseReason, Cx, Host, Link as _, Session, SlowReport};
 use super::{
-    Control, ExitWatch, IDLE_TICKS, Roster, accept_until_stopped, close_spread_out, failpoint,
-    notified_until, sweep_idle_forever,
+    Control, ExitWatch, IDLE_TICKS, Listening, Roster, accept_until_stopped, close_spread_out,
+    failpoint, notified_until, sweep_idle_forever,
 };
 use crate::config::Config;
 use crate::error::Error;
-use crate::ops::clients;
+use crate::ops::clients::{self, Transport};
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
 use crate::policy::limits::Gate;
@@ -53,7 +53,7 @@ struct Shared {
 /// Starts one thread per listener. Returns once every runtime is up, or the
 /// first error.
 pub(crate) fn start(
-    listeners: Vec<StdListener>,
+    listeners: Vec<Listening>,
     config: &Config,
     metrics: &Arc<Metrics>,
     control: &Control,
@@ -271,7 +271,7 @@ impl Core {
 
     async fn run(
         self: Rc<Self>,
-        listener: StdListener,
+        listening: Listening,
         inbox: Inbox,
         inspections: mpsc::UnboundedReceiver<clients::Request>,
         control: Control,
@@ -280,10 +280,6 @@ impl Core {
         if failpoint(&format!("core-exit:{}", self.index)) {
             return;
         }
-        // Kept to shut the socket down when accepting stops; the listener
-        // itself lives until every op on it has completed.
-        let listening = std::os::fd::AsRawFd::as_raw_fd(&listener);
-        let listener = TcpListener::from_std(listener);
         tokio_uring::spawn(Rc::clone(&self).drain_rings(inbox));
         tokio_uring::spawn(Rc::clone(&self).answer_inspections(inspections));
         let core = Rc::clone(&self);
@@ -293,7 +289,7 @@ impl Core {
         }
         let mut abort = pin!(control.abort.cancelled());
         tokio::select! {
-            () = Rc::clone(&self).serve(listener, listening, &control) => {}
+            () = Rc::clone(&self).serve(listening, &control) => {}
             () = &mut abort => {
                 self.close_all(CloseReason::DrainTimeout);
             }
@@ -301,24 +297,13 @@ impl Core {
     }
 
     /// Accepts until shutdown begins, then shuts down gracefully.
-    async fn serve(
-        self: Rc<Self>,
-        listener: TcpListener,
-        listening: std::os::fd::RawFd,
-        control: &Control,
-    ) {
-        accept_until_stopped(
-            self.index,
-            &control.accepting_ends,
-            &self.shared.gate,
-            || self.shard(),
-            || listener.accept(),
-            // Refuses new connects, and ends the accept in flight.
-            || net::stop_listening(listening),
-            |stream, peer| self.admit(stream, peer),
-        )
-        .await;
-        drop(listener);
+    async fn serve(self: Rc<Self>, listening: Listening, control: &Control) {
+        let ws = async {
+            if let Some(ws) = listening.ws {
+                self.accept(ws, Transport::Websocket, control).await;
+            }
+        };
+        tokio::join!(self.accept(listening.tcp, Transport::Tcp, control), ws);
         if let Some(over) = self.settings.lame_duck {
             close_spread_out(
                 over,
@@ -346,11 +331,47 @@ impl Core {
         self.wait_changed(|| self.conns.borrow().is_empty()).await;
     }
 
-    fn admit(self: &Rc<Self>, stream: tokio_uring::net::TcpStream, peer: std::net::SocketAddr) {
+    /// Accepts `transport` clients on `listener` until accepting ends.
+    async fn accept(
+        self: &Rc<Self>,
+        listener: StdListener,
+        transport: Transport,
+        control: &Control,
+    ) {
+        // Kept to shut the socket down when accepting stops; the listener
+        // itself lives until every op on it has completed.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        let listener = TcpListener::from_std(listener);
+        accept_until_stopped(
+            self.index,
+            &control.accepting_ends,
+            &self.shared.gate,
+            || self.shard(),
+            || listener.accept(),
+            // Refuses new connects, and ends the accept in flight.
+            || net::stop_listening(fd),
+            |stream, peer| self.admit(stream, peer, transport),
+        )
+        .await;
+    }
+
+    fn admit(
+        self: &Rc<Self>,
+        stream: tokio_uring::net::TcpStream,
+        peer: std::net::SocketAddr,
+        transport: Transport,
+    ) {
         let seq = self.next_id.get();
         self.next_id.set(seq + 1);
         let id = seq * self.shared.cores as u64 + self.index as u64;
-        let session = Session::new(id, peer, self.index, &self.settings.conn, self.tick.get());
+        let session = Session::new(
+            id,
+            peer,
+            self.index,
+            transport,
+            &self.settings.conn,
+            self.tick.get(),
+        );
         let conn = Rc::new(Conn::new(session, stream));
         let key = self.conns.borrow_mut().insert(Rc::clone(&conn));
         conn.with(|s| s.set_key(key));

@@ -1,15 +1,17 @@
 //! One client connection, as both engines run it.
 //!
-//! A message's whole way through a server is in this file:
+//! A message's whole way through a server is in this folder:
 //!
-//! 1. [`read_loop`] reads into the connection's [`Inbound`] buffer and
-//!    splits complete lines off it;
+//! 1. [`read_loop`] (`read.rs`) reads into the connection's [`Inbound`]
+//!    buffer and splits complete lines off it (a WebSocket client's frames
+//!    first become lines);
 //! 2. [`Host::publish`] (the engine) takes each line to every core;
-//! 3. [`deliver`] offers it to every connection of a core, whose
-//!    [`Outbound`] decides: queue it, hand the queue to the kernel at once,
-//!    or drop it;
-//! 4. [`write_loop`] hands what is queued to the kernel, coalescing while
-//!    the core is busy, and waits for the socket when the kernel refuses.
+//! 3. [`deliver`] (`deliver.rs`) offers it to every connection of a core,
+//!    whose [`Session`] and [`Outbound`] (here) decide: queue it, hand the
+//!    queue to the kernel at once, hold it a moment, or drop it;
+//! 4. [`write_loop`] (`write.rs`) hands what is queued to the kernel,
+//!    coalescing while the core is busy, and waits for the socket when the
+//!    kernel refuses.
 //!
 //! The decisions live in [`Outbound`] and [`Inbound`], with no I/O. An
 //! engine supplies only its runtime glue: [`Link`] (how to read, send,
@@ -19,8 +21,6 @@
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
-use std::ops::Deref;
-use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,10 +32,7 @@ use crate::policy::coalesce::Coalescer;
 use crate::policy::inbound::Inbound;
 use crate::policy::limits::Throttle;
 use crate::policy::outbound::{Episode, Flushed, Offer, Outbound, Sent};
-
-/// Lines a reader publishes before it lets the other tasks of its core
-/// run, so one flooding client cannot starve the rest.
-pub(crate) const LINE_BUDGET: usize = 256;
+use crate::policy::websocket;
 
 /// What every connection of a server is told.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +62,10 @@ pub(crate) enum CloseReason {
     WriteError,
     /// The client sent a line over `--max-line`.
     LineTooLong,
+    /// A WebSocket client broke the protocol (closed with its code).
+    ProtocolError,
+    /// A plain HTTP request on the `--ws` address was answered.
+    Answered,
     /// The client sent nothing for `--idle-timeout`.
     IdleTimeout,
     /// The client dropped messages for `--slow-disconnect`.
@@ -84,6 +85,8 @@ impl CloseReason {
             CloseReason::ReadError => "read failed",
             CloseReason::WriteError => "write failed",
             CloseReason::LineTooLong => "line too long",
+            CloseReason::ProtocolError => "websocket protocol error",
+            CloseReason::Answered => "http request answered",
             CloseReason::IdleTimeout => "idle for --idle-timeout",
             CloseReason::SlowDisconnect => "dropping for --slow-disconnect",
             CloseReason::LameDuck => "lame duck: server leaving",
@@ -117,6 +120,13 @@ pub(crate) struct Session {
     id: u64,
     peer: SocketAddr,
     core: usize,
+    transport: Transport,
+    /// Takes broadcast messages: a WebSocket client only once its
+    /// handshake is done.
+    open: bool,
+    /// Close once everything queued has gone out (an HTTP answer, a
+    /// WebSocket close); takes no more messages meanwhile.
+    closing: Option<CloseReason>,
     connected: Instant,
     /// Messages handed to the kernel and dropped, over its life.
     sent: u64,
@@ -179,6 +189,7 @@ impl Session {
         id: u64,
         peer: SocketAddr,
         core: usize,
+        transport: Transport,
         settings: &Settings,
         tick: u64,
     ) -> Self {
@@ -186,6 +197,9 @@ impl Session {
             id,
             peer,
             core,
+            transport,
+            open: transport == Transport::Tcp,
+            closing: None,
             connected: Instant::now(),
             sent: 0,
             dropped: 0,
@@ -211,16 +225,23 @@ impl Session {
         !self.publishing && tick.saturating_sub(self.last_active) > ticks
     }
 
-    /// Offers `msg`; `send` is the socket's non-blocking send.
+    /// Offers the line `msg`, or its WebSocket frame (built into `frame`
+    /// by the first WebSocket client to need it); `send` is the socket's
+    /// non-blocking send.
     pub(crate) fn offer(
         &mut self,
         msg: &Bytes,
+        frame: &mut Option<Bytes>,
         send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
         cx: &Cx<'_>,
     ) -> Action {
-        if self.closed {
+        if self.closed || !self.open || self.closing.is_some() {
             return Action::None;
         }
+        let msg = match self.transport {
+            Transport::Tcp => msg,
+            Transport::Websocket => frame.get_or_insert_with(|| websocket::frame_line(msg)),
+        };
         let mut sent = Sent::default();
         let offer = self.out.offer(msg, send, Instant::now, &mut sent);
         self.count_sent(sent, cx);
@@ -275,13 +296,35 @@ impl Session {
             id: self.id,
             peer: self.peer,
             core: self.core,
-            transport: Transport::Tcp,
+            transport: self.transport,
             connected_secs: self.connected.elapsed().as_secs_f64(),
             queued: self.out.len(),
             sent: self.sent,
             dropped: self.dropped,
             slow: self.out.episode().is_some(),
         }
+    }
+
+    /// Queues `bytes` the server itself sends (a handshake answer, a pong,
+    /// a close), whatever the allowance: they are never dropped.
+    pub(crate) fn send_own(&mut self, bytes: Bytes) -> Action {
+        self.out.push_own(bytes);
+        Action::Wake
+    }
+
+    /// The WebSocket handshake is done: the client takes messages now.
+    pub(crate) fn open(&mut self) {
+        self.open = true;
+    }
+
+    /// Closes once what is queued has gone out, taking no more messages.
+    pub(crate) fn close_when_sent(&mut self, reason: CloseReason) {
+        self.closing.get_or_insert(reason);
+    }
+
+    /// How the client speaks.
+    pub(crate) fn transport(&self) -> Transport {
+        self.transport
     }
 
     /// True when a held message can be offered again.
@@ -304,10 +347,10 @@ impl Session {
             return self.out.front().map_or(Next::Send, Next::Wait);
         }
         if self.out.is_empty() {
-            return if flushing {
-                Next::Close(CloseReason::Shutdown)
-            } else {
-                Next::Sleep
+            return match (self.closing, flushing) {
+                (Some(reason), _) => Next::Close(reason),
+                (None, true) => Next::Close(CloseReason::Shutdown),
+                (None, false) => Next::Sleep,
             };
         }
         if coalesce(&self.out) {
@@ -460,276 +503,10 @@ pub(crate) trait Host {
     /// The current idle tick.
     fn tick(&self) -> u64;
 }
+mod deliver;
+mod read;
+mod write;
 
-/// Offers `msg` to every connection in `conns`. A connection whose
-/// allowance is full may hold it: it gets it last, after a wait of at most
-/// its grace, in which the deliverer's own task sleeps and every other task
-/// of the core runs. Returns whether it waited.
-pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
-    host: &H,
-    conns: &[L],
-    msg: &Bytes,
-) -> bool {
-    host.coalescer().delivered(conns.len());
-    let mut held = Vec::new();
-    {
-        let cx = host.cx();
-        for link in conns {
-            if let Some(until) = offer(host, link, msg, &cx) {
-                held.push((&**link, until));
-            }
-        }
-    }
-    let waited = !held.is_empty();
-    for (link, mut until) in held {
-        loop {
-            wait_for_room(link, until).await;
-            let cx = host.cx();
-            match offer(host, link, msg, &cx) {
-                Some(later) => until = later,
-                None => break,
-            }
-        }
-    }
-    waited
-}
-
-/// Offers `msg` to one connection; `Some(until)` if it holds it.
-fn offer<H: Host>(host: &H, link: &H::Link, msg: &Bytes, cx: &Cx<'_>) -> Option<Instant> {
-    match link.with(|s| s.offer(msg, |bufs| link.try_send(bufs), cx)) {
-        Action::None => {}
-        Action::Wake => link.wake_writer(),
-        Action::Hold(until) => return Some(until),
-        Action::Close(reason) => close(host, link, reason),
-    }
-    None
-}
-
-/// Waits until `link` has room for a held message, or `until` passes.
-async fn wait_for_room(link: &impl Link, until: Instant) {
-    let mut deadline = pin!(tokio::time::sleep_until(until.into()));
-    loop {
-        let notified = pin!(link.room().notified());
-        if link.with(|s| s.has_room()) {
-            return;
-        }
-        tokio::select! {
-            () = notified => {}
-            () = &mut deadline => return,
-        }
-    }
-}
-
-/// Closes a connection: it gets no more messages, its socket is shut down
-/// so every read and write in flight completes, and the gauge drops.
-pub(crate) fn close<H: Host>(host: &H, link: &H::Link, reason: CloseReason) {
-    let cx = host.cx();
-    let Some((id, peer)) = link.with(|s| s.close(&cx).then_some((s.id, s.peer))) else {
-        return;
-    };
-    link.shutdown(Shutdown::Both);
-    link.wake_writer();
-    link.room().notify_waiters();
-    host.forget(link);
-    cx.shard.closed();
-    match reason {
-        CloseReason::LineTooLong => tracing::warn!(
-            conn = id,
-            %peer,
-            max_line = cx.settings.max_line,
-            "client sent more than --max-line bytes without a newline; disconnected it, other clients unaffected"
-        ),
-        CloseReason::IdleTimeout => {
-            tracing::info!(conn = id, %peer, "client sent nothing for --idle-timeout; disconnected it")
-        }
-        CloseReason::SlowDisconnect => tracing::warn!(
-            conn = id,
-            %peer,
-            "client kept dropping messages for --slow-disconnect; disconnected it"
-        ),
-        _ => tracing::debug!(conn = id, %peer, reason = reason.as_str(), "connection closed"),
-    }
-}
-
-/// Reads lines from the client and publishes them, in order, until the
-/// client leaves, sends an overlong line, or shutdown begins.
-pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
-    let mut inbound = Inbound::new(host.cx().settings.max_line);
-    loop {
-        let max = inbound.prepare();
-        let result = link.read(&mut inbound, max).await;
-        // During shutdown a reader publishes the lines it already holds,
-        // then stops, however much the client still sends.
-        let stopping = host.stopping();
-        let reason = match result {
-            Ok(0) => Some(CloseReason::PeerClosed),
-            Ok(n) => {
-                inbound.filled(n);
-                None
-            }
-            Err(e) => {
-                link.with(
-                    |s| tracing::debug!(conn = s.id, peer = %s.peer, error = %e, "read failed"),
-                );
-                Some(CloseReason::ReadError)
-            }
-        };
-        if let Some(reason) = reason {
-            // An EOF during shutdown is the server's own doing: the
-            // connection stays open for its writer to flush. A partial line
-            // is discarded either way.
-            if !stopping {
-                close(host, link, reason);
-            }
-            break;
-        }
-        let tick = host.tick();
-        if link.with(|s| {
-            s.last_active = tick;
-            s.publishing = true;
-            s.closed
-        }) {
-            break;
-        }
-        let too_long = publish_lines(host, &mut inbound).await;
-        // Wake the other cores for this read's lines on every way out: a
-        // client that leaves with an overlong line sends nothing more that
-        // would wake them for the lines before it.
-        host.lines_done();
-        let tick = host.tick();
-        link.with(|s| {
-            s.last_active = tick;
-            s.publishing = false;
-        });
-        if too_long {
-            host.cx().shard.too_long();
-            close(host, link, CloseReason::LineTooLong);
-            break;
-        }
-        if stopping {
-            break;
-        }
-    }
-    host.reader_exited();
-}
-
-/// Publishes every complete line in `inbound`. True if it holds an
-/// overlong one.
-async fn publish_lines<H: Host>(host: &H, inbound: &mut Inbound) -> bool {
-    let mut budget = LINE_BUDGET;
-    loop {
-        match inbound.next_line() {
-            Ok(Some(line)) => {
-                host.publish(line).await;
-                budget -= 1;
-                if budget == 0 {
-                    host.lines_done();
-                    tokio::task::yield_now().await;
-                    budget = LINE_BUDGET;
-                }
-            }
-            Ok(None) => return false,
-            Err(_) => return true,
-        }
-    }
-}
-
-/// Hands what is queued for the client to the kernel until the connection
-/// closes.
-pub(crate) async fn write_loop<H: Host>(host: &H, link: &H::Link) {
-    // A flush came while this writer waited to coalesce.
-    let mut flush_due = false;
-    loop {
-        let coalescer = host.coalescer();
-        let next = link.with(|s| {
-            s.next(host.flushing(), |out| {
-                !flush_due && coalescer.should_wait(out)
-            })
-        });
-        let reason = match next {
-            Next::Exit => return,
-            Next::Close(reason) => Some(reason),
-            Next::Sleep => {
-                link.writer_woken().await;
-                None
-            }
-            Next::Coalesce => {
-                tokio::select! {
-                    () = coalescer.next_flush() => flush_due = true,
-                    () = link.writer_woken() => {}
-                }
-                None
-            }
-            Next::Send => {
-                flush_due = false;
-                let cx = host.cx();
-                turn(
-                    link,
-                    link.with(|s| s.flush(|bufs| link.try_send(bufs), &cx)),
-                )
-            }
-            Next::Wait(rest) => wait_writable(host, link, rest).await,
-        };
-        if let Some(reason) = reason {
-            close(host, link, reason);
-            return;
-        }
-    }
-}
-
-/// Waits until the socket takes more, and settles what the wait brought.
-///
-/// The wait may hold an io_uring write of `rest`, which cannot be taken
-/// back: it is never dropped to be issued again, only ended by closing the
-/// connection. Shutdown does that for a client that is dropping anyway, or
-/// whose socket takes nothing for the drain's stall time.
-async fn wait_writable<H: Host>(host: &H, link: &H::Link, rest: Bytes) -> Option<CloseReason> {
-    let mut writing = pin!(link.writable(rest));
-    let mut give_up: Option<tokio::time::Instant> = None;
-    let result = loop {
-        if give_up.is_none() && host.flushing() {
-            if link.with(|s| s.out.episode().is_some()) {
-                return Some(CloseReason::Shutdown);
-            }
-            give_up = Some(tokio::time::Instant::now() + host.cx().settings.drain_stall);
-        }
-        let deadline = async {
-            match give_up {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            result = &mut writing => break result,
-            // Shutdown may have begun: look again.
-            () = link.writer_woken() => {}
-            () = deadline => return Some(CloseReason::Shutdown),
-        }
-    };
-    let cx = host.cx();
-    turn(link, link.with(|s| s.writable(result, &cx)))
-}
-
-/// Lets deliverers waiting for room know there is some; returns why to
-/// close, if the turn says so.
-fn turn(link: &impl Link, turn: Turn) -> Option<CloseReason> {
-    if turn.room {
-        link.room().notify_waiters();
-    }
-    turn.close
-}
-
-/// The idle sweep: closes every connection of `conns` that has sent
-/// nothing for more than `ticks` ticks up to `tick`.
-pub(crate) fn close_idle<H: Host, L: Deref<Target = H::Link>>(
-    host: &H,
-    conns: &[L],
-    tick: u64,
-    ticks: u64,
-) {
-    for link in conns {
-        if link.with(|s| s.is_idle(tick, ticks)) {
-            close(host, link, CloseReason::IdleTimeout);
-        }
-    }
-}
+pub(crate) use deliver::{close, close_idle, deliver};
+pub(crate) use read::read_loop;
+pub(crate) use write::write_loop;

@@ -1,0 +1,123 @@
+//! How a line reaches the connections of a core: offered to each, held
+//! for a moment for one that is behind, and how a connection is closed.
+
+use std::net::Shutdown;
+use std::ops::Deref;
+use std::pin::pin;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Action, CloseReason, Cx, Host, Link};
+
+/// Offers `msg` to every connection in `conns`. A connection whose
+/// allowance is full may hold it: it gets it last, after a wait of at most
+/// its grace, in which the deliverer's own task sleeps and every other task
+/// of the core runs. Returns whether it waited.
+pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
+    host: &H,
+    conns: &[L],
+    msg: &Bytes,
+) -> bool {
+    host.coalescer().delivered(conns.len());
+    let mut held = Vec::new();
+    let mut frame = None;
+    {
+        let cx = host.cx();
+        for link in conns {
+            if let Some(until) = offer(host, link, msg, &mut frame, &cx) {
+                held.push((&**link, until));
+            }
+        }
+    }
+    let waited = !held.is_empty();
+    for (link, mut until) in held {
+        loop {
+            wait_for_room(link, until).await;
+            let cx = host.cx();
+            match offer(host, link, msg, &mut frame, &cx) {
+                Some(later) => until = later,
+                None => break,
+            }
+        }
+    }
+    waited
+}
+
+/// Offers `msg` to one connection; `Some(until)` if it holds it.
+fn offer<H: Host>(
+    host: &H,
+    link: &H::Link,
+    msg: &Bytes,
+    frame: &mut Option<Bytes>,
+    cx: &Cx<'_>,
+) -> Option<Instant> {
+    match link.with(|s| s.offer(msg, frame, |bufs| link.try_send(bufs), cx)) {
+        Action::None => {}
+        Action::Wake => link.wake_writer(),
+        Action::Hold(until) => return Some(until),
+        Action::Close(reason) => close(host, link, reason),
+    }
+    None
+}
+
+/// Waits until `link` has room for a held message, or `until` passes.
+async fn wait_for_room(link: &impl Link, until: Instant) {
+    let mut deadline = pin!(tokio::time::sleep_until(until.into()));
+    loop {
+        let notified = pin!(link.room().notified());
+        if link.with(|s| s.has_room()) {
+            return;
+        }
+        tokio::select! {
+            () = notified => {}
+            () = &mut deadline => return,
+        }
+    }
+}
+
+/// Closes a connection: it gets no more messages, its socket is shut down
+/// so every read and write in flight completes, and the gauge drops.
+pub(crate) fn close<H: Host>(host: &H, link: &H::Link, reason: CloseReason) {
+    let cx = host.cx();
+    let Some((id, peer)) = link.with(|s| s.close(&cx).then_some((s.id, s.peer))) else {
+        return;
+    };
+    link.shutdown(Shutdown::Both);
+    link.wake_writer();
+    link.room().notify_waiters();
+    host.forget(link);
+    cx.shard.closed();
+    match reason {
+        CloseReason::LineTooLong => tracing::warn!(
+            conn = id,
+            %peer,
+            max_line = cx.settings.max_line,
+            "client sent more than --max-line bytes without a newline; disconnected it, other clients unaffected"
+        ),
+        CloseReason::IdleTimeout => {
+            tracing::info!(conn = id, %peer, "client sent nothing for --idle-timeout; disconnected it")
+        }
+        CloseReason::SlowDisconnect => tracing::warn!(
+            conn = id,
+            %peer,
+            "client kept dropping messages for --slow-disconnect; disconnected it"
+        ),
+        _ => tracing::debug!(conn = id, %peer, reason = reason.as_str(), "connection closed"),
+    }
+}
+
+/// The idle sweep: closes every connection of `conns` that has sent
+/// nothing for more than `ticks` ticks up to `tick`.
+pub(crate) fn close_idle<H: Host, L: Deref<Target = H::Link>>(
+    host: &H,
+    conns: &[L],
+    tick: u64,
+    ticks: u64,
+) {
+    for link in conns {
+        if link.with(|s| s.is_idle(tick, ticks)) {
+            close(host, link, CloseReason::IdleTimeout);
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! WebSocket clients (`--ws`), with no I/O: the opening handshake, the
+//! frames a client sends, and the frames the server sends. Frame headers
+//! are parsed and written by tungstenite; the engines only move bytes.
+//!
+//! - **Lines to WebSocket.** Each line reaches a WebSocket client as one
+//!   message without its newline: a text message when the line is valid
+//!   UTF-8, a binary one otherwise. A line is framed once per core and the
+//!   frame shared by every WebSocket client there: server frames are not
+//!   masked, so one frame fits all.
+//! - **WebSocket to lines.** A text or binary message from a client is what
+//!   a TCP client would send followed by a newline: `hi` is the line
+//!   `hi\n`, and a message with newlines inside is several lines (`a\nb`
+//!   is `a\n` and `b\n`), so every receiver sees the same lines.
+//! - **Control.** Ping gets pong, a close is answered with a close, and a
+//!   protocol error closes with its code: 1002 (protocol), 1007 (invalid
+//!   UTF-8 in a text message), 1009 (a message over `--max-line`).
+//! - `GET /` without an upgrade gets the demo chat page.
+
+use std::io::Cursor;
+
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+/// The longest opening handshake a client may send.
+pub(crate) const MAX_HANDSHAKE: usize = 8 * 1024;
+
+/// The demo chat page, served at `/` of the `--ws` address.
+const CHAT_PAGE: &str = include_str!("../../web/chat.html");
+
+/// What the first bytes of a connection on the `--ws` address came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// Not a whole request yet: read more.
+    Incomplete,
+    /// A WebSocket upgrade: send `response`, drop `consumed` bytes, and
+    /// speak WebSocket from then on.
+    Upgrade {
+        /// The 101 response.
+        response: Bytes,
+        /// Bytes of the request.
+        consumed: usize,
+    },
+    /// Plain HTTP (the page, or an error): send `response`, then close.
+    Http {
+        /// The whole response.
+        response: Bytes,
+    },
+}
+
+/// Reads the opening handshake at the start of `buf`.
+pub(crate) fn opening(buf: &[u8]) -> Opening {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    let consumed = match request.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HANDSHAKE => return Opening::Incomplete,
+        Ok(httparse::Status::Partial) => {
+            return http(
+                431,
+                "Request Header Fields Too Large",
+                "request too large\n",
+            );
+        }
+        Err(_) => return http(400, "Bad Request", "not an HTTP request\n"),
+    };
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    if request.method != Some("GET") {
+        return http(405, "Method Not Allowed", "only GET\n");
+    }
+    if !has_token("Upgrade", "websocket") {
+        return match request.path {
+            Some("/") | Some("/index.html") => Opening::Http {
+                response: response(200, "OK", "text/html; charset=utf-8", CHAT_PAGE),
+            },
+            _ => http(
+                404,
+                "Not Found",
+                "not found: / is the chat page, and WebSocket clients connect here\n",
+            ),
+        };
+    }
+    let key = match header("Sec-WebSocket-Key") {
+        Some(key) if has_token("Connection", "upgrade") => key,
+        _ => return http(400, "Bad Request", "not a WebSocket upgrade\n"),
+    };
+    if header("Sec-WebSocket-Version") != Some(b"13") {
+        let mut r = BytesMut::new();
+        r.put_slice(
+            b"HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return Opening::Http {
+            response: r.freeze(),
+        };
+    }
+    let accept = tungstenite::handshake::derive_accept_key(key);
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    Opening::Upgrade {
+        response: Bytes::from(response),
+        consumed,
+    }
+}
+
+fn http(code: u16, reason: &str, body: &str) -> Opening {
+    Opening::Http {
+        response: response(code, reason, "text/plain; charset=utf-8", body),
+    }
+}
+
+fn response(code: u16, reason: &str, content_type: &str, body: &str) -> Bytes {
+    Bytes::from(format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// A line (with its newline) as one unmasked server frame: text if it is
+/// valid UTF-8, binary otherwise.
+pub(crate) fn frame_line(line: &[u8]) -> Bytes {
+    let payload = line.strip_suffix(b"\n").unwrap_or(line);
+    let opcode = if std::str::from_utf8(payload).is_ok() {
+        Data::Text
+    } else {
+        Data::Binary
+    };
+    frame(OpCode::Data(opcode), payload)
+}
+
+/// A close frame with `code`.
+pub(crate) fn close_frame(code: u16) -> Bytes {
+    frame(OpCode::Control(Control::Close), &code.to_be_bytes())
+}
+
+fn frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let header = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    let mut out = Vec::with_capacity(header.len(payload.len() as u64) + payload.len());
+    // Writing into a Vec cannot fail.
+    let _ = header.format(payload.len() as u64, &mut out);
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+/// What a client's frames came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// A whole text or binary message, as lines: the payload plus `\n`.
+    Lines(Bytes),
+    /// Send this frame back (the pong for a ping).
+    Reply(Bytes),
+    /// The client closes: send this close frame, then close.
+    Closed(Bytes),
+    /// A protocol error: send this close frame, then close.
+    Failed {
+        /// The close frame, with the code.
+        close: Bytes,
+        /// What went wrong, for the log.
+        why: &'static str,
+    },
+}
+
+/// Close codes, from RFC 6455.
+pub(crate) const NORMAL: u16 = 1000;
+const PROTOCOL_ERROR: u16 = 1002;
+const INVALID_DATA: u16 = 1007;
+const TOO_BIG: u16 = 1009;
+
+/// Takes a client's frames apart and puts its messages together.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    max_message: usize,
+    /// The message being received, unmasked, and whether it is text.
+    partial: Option<(BytesMut, bool)>,
+}
+
+impl Decoder {
+    /// For messages of at most `max_message` bytes (`--max-line`).
+    pub(crate) fn new(max_message: usize) -> Self {
+        Self {
+            max_message,
+            partial: None,
+        }
+    }
+
+    /// The next event from the frames at the start of `buf`, consuming
+    /// them; `None` if no whole frame is there yet.
+    pub(crate) fn next(&mut self, buf: &mut BytesMut) -> Option<Event> {
+        loop {
+            let mut cursor = Cursor::new(&buf[..]);
+            let (header, length) = match FrameHeader::parse(&mut cursor) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => return None,
+                Err(_) => return Some(fail(PROTOCOL_ERROR, "a malformed frame header")),
+            };
+            let header_len = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
+            let Some(mask) = header.mask else {
+                return Some(fail(PROTOCOL_ERROR, "an unmasked client frame"));
+            };
+            if header.rsv1 || header.rsv2 || header.rsv3 {
+                return Some(fail(PROTOCOL_ERROR, "reserved bits set"));
+            }
+            let limit = match header.opcode {
+                OpCode::Control(_) => 125,
+                OpCode::Data(_) => self.max_message,
+            };
+            let length = match usize::try_from(length) {
+                Ok(l) if l <= limit => l,
+                _ if matches!(header.opcode, OpCode::Control(_)) => {
+                    return Some(fail(PROTOCOL_ERROR, "a control frame over 125 bytes"));
+                }
+                _ => return Some(fail(TOO_BIG, "a message over --max-line")),
+            };
+            if buf.len() < header_len + length {
+                // Wait for the rest; the read buffer grows to hold it.
+                return None;
+            }
+            buf.advance(header_len);
+            let mut payload = buf.split_to(length);
+            unmask(&mut payload, mask);
+            if let Some(event) = self.frame(header.opcode, header.is_final, payload) {
+                return Some(event);
+            }
+        }
+    }
+
+    fn frame(&mut self, opcode: OpCode, last: bool, payload: BytesMut) -> Option<Event> {
+        match opcode {
+            OpCode::Control(Control::Ping) if last => Some(Event::Reply(frame(
+                OpCode::Control(Control::Pong),
+                &payload,
+            ))),
+            OpCode::Control(Control::Pong) if last => None,
+            OpCode::Control(Control::Close) if last => {
+                let code = match payload.len() {
+                    0 => NORMAL,
+                    1 => return Some(fail(PROTOCOL_ERROR, "a one-byte close payload")),
+                    _ => u16::from_be_bytes([payload[0], payload[1]]),
+                };
+                let valid = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+                if !valid || std::str::from_utf8(&payload[2.min(payload.len())..]).is_err() {
+                    return Some(fail(PROTOCOL_ERROR, "an invalid close frame"));
+                }
+                Some(Event::Closed(close_frame(code)))
+            }
+            OpCode::Control(_) => Some(fail(
+                PROTOCOL_ERROR,
+                "a fragmented or unknown control frame",
+            )),
+            OpCode::Data(Data::Text | Data::Binary) if self.partial.is_some() => Some(fail(
+                PROTOCOL_ERROR,
+                "a new message inside a fragmented one",
+            )),
+            OpCode::Data(Data::Text) => self.data(payload, true, last),
+            OpCode::Data(Data::Binary) => self.data(payload, false, last),
+            OpCode::Data(Data::Continue) => match self.partial.take() {
+                Some((mut so_far, text)) => {
+                    if so_far.len() + payload.len() > self.max_message {
+                        return Some(fail(TOO_BIG, "a message over --max-line"));
+                    }
+                    so_far.extend_from_slice(&payload);
+                    self.data(so_far, text, last)
+                }
+                None => Some(fail(
+                    PROTOCOL_ERROR,
+                    "a continuation with nothing to continue",
+                )),
+            },
+            OpCode::Data(Data::Reserved(_)) => Some(fail(PROTOCOL_ERROR, "a reserved opcode")),
+        }
+    }
+
+    fn data(&mut self, payload: BytesMut, text: bool, last: bool) -> Option<Event> {
+        if !last {
+            self.partial = Some((payload, text));
+            return None;
+        }
+        if text && std::str::from_utf8(&payload).is_err() {
+            return Some(fail(INVALID_DATA, "a text message that is not UTF-8"));
+        }
+        let mut lines = BytesMut::with_capacity(payload.len() + 1);
+        lines.extend_from_slice(&payload);
+        lines.put_u8(b'\n');
+        Some(Event::Lines(lines.freeze()))
+    }
+}
+
+fn fail(code: u16, why: &'static str) -> Event {
+    Event::Failed {
+        close: close_frame(code),
+        why,
+    }
+}
+
+/// Clients mask every frame with a 4-byte key (RFC 6455, 5.3).
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame: masked, as browsers send them.
+    fn client_frame(opcode: u8, last: bool, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut out = vec![opcode | if last { 0x80 } else { 0 }];
+        match payload.len() {
+            n @ 0..=125 => out.push(0x80 | n as u8),
+            n @ 126..=65535 => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    fn decode(max: usize, bytes: &[u8]) -> Vec<Event> {
+        let mut d = Decoder::new(max);
+        let mut buf = BytesMut::from(bytes);
+        std::iter::from_fn(|| d.next(&mut buf)).collect()
+    }
+
+    fn close_code(event: &Event) -> u16 {
+        let frame = match event {
+            Event::Closed(f) | Event::Failed { close: f, .. } => f,
+            other => panic!("not a close: {other:?}"),
+        };
+        u16::from_be_bytes([frame[2], frame[3]])
+    }
+
+    #[test]
+    fn the_handshake_answers_with_the_accept_key() {
+        // The example of RFC 6455, 1.3.
+        let request = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nrest";
+        let Opening::Upgrade { response, consumed } = opening(request) else {
+            panic!("an upgrade");
+        };
+        assert_eq!(consumed, request.len() - 4);
+        let response = std::str::from_utf8(&response).expect("text");
+        assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
+        assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert_eq!(opening(&request[..40]), Opening::Incomplete);
+    }
+
+    #[test]
+    fn other_requests_get_the_page_or_an_error() {
+        let status = |r: &[u8]| match opening(r) {
+            Opening::Http { response } => String::from_utf8_lossy(&response[9..12]).into_owned(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "200");
+        assert_eq!(status(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"), "404");
+        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n"), "405");
+        assert_eq!(status(b"\x16\x03\x01 not http\r\n\r\n"), "400");
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
+            "400",
+            "no key"
+        );
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: x\r\nSec-WebSocket-Version: 8\r\n\r\n"),
+            "426"
+        );
+        let huge = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; MAX_HANDSHAKE]].concat();
+        assert_eq!(status(&huge), "431");
+    }
+
+    #[test]
+    fn lines_become_text_or_binary_frames_without_their_newline() {
+        assert_eq!(&frame_line(b"hi\n")[..], b"\x81\x02hi");
+        assert_eq!(&frame_line(b"\xff\n")[..], b"\x82\x01\xff");
+        let long = frame_line(&[b'x'; 300]);
+        assert_eq!(&long[..4], b"\x81\x7e\x01\x2c");
+        assert_eq!(long.len(), 4 + 300);
+    }
+
+    #[test]
+    fn messages_become_lines_and_fragments_join() {
+        let mut bytes = client_frame(0x1, true, b"hello");
+        bytes.extend(client_frame(0x2, false, b"a\nb"));
+        bytes.extend(client_frame(0x0, true, b"c"));
+        assert_eq!(
+            decode(100, &bytes),
+            [
+                Event::Lines(Bytes::from_static(b"hello\n")),
+                Event::Lines(Bytes::from_static(b"a\nbc\n"))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_frame_split_over_reads_waits_for_the_rest() {
+        let bytes = client_frame(0x1, true, &[b'z'; 1000]);
+        let mut d = Decoder::new(2000);
+        let mut buf = BytesMut::from(&bytes[..500]);
+        assert_eq!(d.next(&mut buf), None);
+        buf.extend_from_slice(&bytes[500..]);
+        assert!(matches!(d.next(&mut buf), Some(Event::Lines(l)) if l.len() == 1001));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn ping_gets_pong_and_close_gets_close() {
+        let mut bytes = client_frame(0x9, true, b"hb");
+        bytes.extend(client_frame(0xA, true, b"ignored"));
+        bytes.extend(client_frame(0x8, true, &[0x03, 0xe8]));
+        let events = decode(100, &bytes);
+        assert_eq!(events[0], Event::Reply(Bytes::from_static(b"\x8a\x02hb")));
+        assert_eq!(events.len(), 2);
+        assert_eq!(close_code(&events[1]), 1000);
+    }
+
+    #[test]
+    fn protocol_errors_close_with_their_code() {
+        let unmasked = vec![0x81, 0x02, b'h', b'i'];
+        assert_eq!(close_code(&decode(100, &unmasked)[0]), 1002);
+        assert_eq!(
+            close_code(&decode(4, &client_frame(0x1, true, b"hello"))[0]),
+            1009
+        );
+        assert_eq!(
+            close_code(&decode(100, &client_frame(0x1, true, b"\xff"))[0]),
+            1007
+        );
+        assert_eq!(
+            close_code(&decode(100, &client_frame(0x0, true, b"x"))[0]),
+            1002
+        );
+        assert_eq!(
+            close_code(&decode(100, &client_frame(0x3, true, b"x"))[0]),
+            1002
+        );
+        assert_eq!(
+            close_code(&decode(100, &client_frame(0x9, false, b"x"))[0]),
+            1002
+        );
+        assert_eq!(
+            close_code(&decode(100, &client_frame(0x9, true, &[0; 126]))[0]),
+            1002
+        );
+        let mut two = client_frame(0x1, false, b"a");
+        two.extend(client_frame(0x1, true, b"b"));
+        assert_eq!(close_code(&decode(100, &two)[0]), 1002);
+        let mut over = client_frame(0x1, false, b"abc");
+        over.extend(client_frame(0x0, true, b"de"));
+        assert_eq!(close_code(&decode(4, &over)[0]), 1009, "fragments add up");
+        assert_eq!(
+            close_code(&decode(100, &client_frame(0x8, true, &[0x03, 0xed]))[0]),
+            1002
+        );
+    }
+}
