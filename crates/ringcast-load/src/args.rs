@@ -1,10 +1,15 @@
-//! `ringcast load`'s command line.
+//! `ringcast load`'s command line. It only spells the options out and
+//! parses each value's syntax; [`Plan`](crate::Plan) holds the defaults'
+//! meaning and does every range and consistency check, once, for the
+//! command line and library callers alike.
 
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::{self as load, Rate};
+use crate::plan::{
+    self, DEFAULT_CLIENTS, DEFAULT_PUBLISHERS, DEFAULT_SIZE, DEFAULT_THREADS, Rate, Targets,
+};
 
 /// `ringcast load` options.
 #[derive(Debug, Clone, Args)]
@@ -16,36 +21,36 @@ pub struct LoadArgs {
     /// nodes: publisher 0 on the first, publisher 1 on the second, and so
     /// on. Loss counts every client missing any publisher's line, whichever
     /// node it was published on.
-    #[arg(long, value_name = "ADDR[,ADDR...]", default_value = DEFAULT_CONNECT)]
-    pub connect: load::Targets,
+    #[arg(long, value_name = "ADDR[,ADDR...]", default_value = plan::DEFAULT_CONNECT)]
+    pub connect: Targets,
 
     /// Connections to open. Every one of them reads everything the server
     /// broadcasts; the first `--publishers` of them also send.
-    #[arg(long, value_name = "C", default_value_t = 100, value_parser = at_least::<1>)]
+    #[arg(long, value_name = "C", default_value_t = DEFAULT_CLIENTS)]
     pub clients: usize,
 
     /// How many of the clients publish lines (at least 1, at most
     /// `--clients`).
-    #[arg(long, value_name = "P", default_value_t = 1, value_parser = publishers)]
+    #[arg(long, value_name = "P", default_value_t = DEFAULT_PUBLISHERS)]
     pub publishers: usize,
 
     /// Size of each published line in bytes, the trailing newline included.
     /// At least 32, which is the fixed header (publisher, sequence number,
     /// send timestamp) plus the newline; the rest is filler. Keep it within
     /// the server's `--max-line`.
-    #[arg(long, value_name = "BYTES", default_value_t = 64, value_parser = line_size)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SIZE)]
     pub size: usize,
 
     /// How long the publishers publish (e.g. `10s`, `500ms`, `1m`). Readers
     /// then keep reading until everything arrived, or nothing has for 2 s,
     /// or 10 s more have passed.
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
+    #[arg(long, value_name = "DUR", default_value = DEFAULT_DURATION, value_parser = humantime::parse_duration)]
     pub duration: Duration,
 
     /// Lines per second per publisher (open loop: sent on schedule whatever
     /// the server does), or `max` for saturation (closed loop: each
     /// publisher keeps at most `--window` of its own lines in flight).
-    #[arg(long, value_name = "MSGS_PER_S", default_value = "max", value_parser = parse_rate)]
+    #[arg(long, value_name = "MSGS_PER_S", default_value = "max")]
     pub rate: Rate,
 
     /// With `--rate max`: the most lines each publisher may have in flight,
@@ -56,12 +61,12 @@ pub struct LoadArgs {
     /// `--duration` is short. Ignored at a fixed rate. [default: 1000, or
     /// fewer so that publishers × window × clients, the deliveries in
     /// flight, stays within 1,000,000]
-    #[arg(long, value_name = "LINES", value_parser = at_least::<1>)]
+    #[arg(long, value_name = "LINES")]
     pub window: Option<usize>,
 
     /// Worker threads of the generator's own runtime. Connections are
     /// tasks, not threads, so a few threads drive thousands of them.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least::<1>)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_THREADS)]
     pub threads: usize,
 
     /// Print the result as one JSON object on stdout, and no progress.
@@ -69,56 +74,6 @@ pub struct LoadArgs {
     pub json: bool,
 }
 
-/// Default `--connect`: where `ringcast serve` listens by default.
-pub const DEFAULT_CONNECT: &str = "127.0.0.1:9000";
-
-/// Parses `--publishers`: a whole number from 1 to [`load::MAX_PUBLISHERS`].
-fn publishers(s: &str) -> Result<usize, String> {
-    let n = at_least::<1>(s)?;
-    if n > load::MAX_PUBLISHERS {
-        return Err(format!("must be at most {}", load::MAX_PUBLISHERS));
-    }
-    Ok(n)
-}
-
-/// Parses `--size`: from [`load::MIN_SIZE`] to [`load::MAX_SIZE`] bytes.
-fn line_size(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a whole number: {e}"))?;
-    if n < load::MIN_SIZE {
-        return Err(format!(
-            "must be at least {} (the line header and its newline)",
-            load::MIN_SIZE
-        ));
-    }
-    if n > load::MAX_SIZE {
-        return Err(format!("must be at most {}", load::MAX_SIZE));
-    }
-    Ok(n)
-}
-
-/// Parses `--rate`: `max` or a whole number of lines per second, at least 1.
-fn parse_rate(s: &str) -> Result<Rate, String> {
-    s.parse()
-}
-
-/// Parses a duration longer than zero.
-fn positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e}"))?;
-    if d.is_zero() {
-        return Err("must be longer than zero".to_owned());
-    }
-    Ok(d)
-}
-
-/// Parses a whole number no smaller than `MIN`.
-fn at_least<const MIN: usize>(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a whole number: {e}"))?;
-    if n < MIN {
-        return Err(format!("must be at least {MIN}"));
-    }
-    Ok(n)
-}
+/// Default `--duration`, as the command line spells
+/// [`plan::DEFAULT_DURATION`].
+const DEFAULT_DURATION: &str = "10s";

@@ -36,7 +36,7 @@
 //! One module per job:
 //!
 //! - [`args`]: the clap options of `ringcast load`, nothing more.
-//! - [`plan`]: what a run is asked to do: targets, rate, window.
+//! - [`plan`]: what a run is asked to do, every default and every check.
 //! - [`wire`]: the line format: encoding and parsing the header.
 //! - `stats`: what one reader counts, and latency percentiles.
 //! - [`report`]: the report, as text for people and JSON for scripts.
@@ -58,7 +58,7 @@ mod stats;
 pub mod wire;
 
 pub use args::LoadArgs;
-pub use plan::{DEFAULT_WINDOW, DEFAULT_WINDOW_DELIVERIES, Rate, Targets, window};
+pub use plan::{Plan, PlanBuilder, PlanError, Rate, Targets};
 pub use report::{Ended, Latency, Report};
 pub use run::{run, run_with_progress};
 pub use stats::percentile;

@@ -1,13 +1,32 @@
-//! What a run is asked to do: the servers, the rate, and the window.
+//! What a run is asked to do, checked once: [`Plan`], built from the
+//! command line's [`LoadArgs`] or by [`Plan::builder`] for callers without
+//! one.
+//!
+//! Every default and every check lives here; the command line only spells
+//! the options out, so a bench harness calling the library gets the same
+//! checks and the same defaults as `ringcast load`.
 
-use std::fmt;
-use std::net::SocketAddr;
-use std::str::FromStr;
-
-use serde::{Serialize, Serializer};
+use std::time::Duration;
 
 use crate::LoadArgs;
+use crate::wire::{MAX_PUBLISHERS, MAX_SIZE, MIN_SIZE};
 
+mod values;
+
+pub use values::{Rate, Targets};
+
+/// Default `--connect`: where `ringcast serve` listens by default.
+pub const DEFAULT_CONNECT: &str = "127.0.0.1:9000";
+/// Default `--clients`.
+pub const DEFAULT_CLIENTS: usize = 100;
+/// Default `--publishers`.
+pub const DEFAULT_PUBLISHERS: usize = 1;
+/// Default `--size`, in bytes.
+pub const DEFAULT_SIZE: usize = 64;
+/// Default `--duration`.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+/// Default `--threads`.
+pub const DEFAULT_THREADS: usize = 2;
 /// Default `--window`, at most: lines each publisher may have in flight at
 /// `max`.
 pub const DEFAULT_WINDOW: usize = 1000;
@@ -16,202 +35,252 @@ pub const DEFAULT_WINDOW: usize = 1000;
 /// with many clients.
 pub const DEFAULT_WINDOW_DELIVERIES: usize = 1_000_000;
 
-/// The `--window` a run uses: the one given, or the default for its
-/// publishers and clients.
-pub fn window(args: &LoadArgs) -> usize {
-    args.window.unwrap_or_else(|| {
-        let fan_out = args.publishers.max(1).saturating_mul(args.clients.max(1));
-        (DEFAULT_WINDOW_DELIVERIES / fan_out).clamp(1, DEFAULT_WINDOW)
-    })
+/// A value a plan cannot run with. Names the `ringcast load` flag whose
+/// value it is; a [`PlanBuilder`] method has the same name, with `_` for
+/// `-`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--{flag} {reason}")]
+pub struct PlanError {
+    flag: &'static str,
+    reason: String,
 }
 
-/// How fast each publisher sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rate {
-    /// As fast as the server takes the lines.
-    Max,
-    /// This many lines per second per publisher.
-    PerSecond(u64),
-}
-
-impl FromStr for Rate {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("max") {
-            return Ok(Rate::Max);
-        }
-        match s.parse::<u64>() {
-            Ok(0) => Err("must be at least 1 line per second, or `max`".to_owned()),
-            Ok(n) => Ok(Rate::PerSecond(n)),
-            Err(_) => Err(format!(
-                "{s:?} is neither `max` nor a whole number of lines per second"
-            )),
+impl PlanError {
+    fn new(flag: &'static str, reason: impl Into<String>) -> Self {
+        PlanError {
+            flag,
+            reason: reason.into(),
         }
     }
+
+    /// The flag at fault, without its dashes (`clients`, `slow-pause`).
+    pub fn flag(&self) -> &'static str {
+        self.flag
+    }
 }
 
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Rate::Max => f.write_str("max"),
-            Rate::PerSecond(n) => write!(f, "{n}/s"),
+/// A checked description of a run: every value in range and consistent
+/// with the others. Build one with [`Plan::builder`] or from [`LoadArgs`]
+/// with [`Plan::from_args`]; either checks everything once, so the run
+/// itself checks nothing again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    targets: Targets,
+    clients: usize,
+    publishers: usize,
+    size: usize,
+    duration: Duration,
+    rate: Rate,
+    window: usize,
+    threads: usize,
+}
+
+impl Plan {
+    /// A builder for a plan against `targets`, with every other value at
+    /// the same default as `ringcast load`.
+    pub fn builder(targets: impl Into<Targets>) -> PlanBuilder {
+        PlanBuilder {
+            targets: targets.into(),
+            clients: DEFAULT_CLIENTS,
+            publishers: DEFAULT_PUBLISHERS,
+            size: DEFAULT_SIZE,
+            duration: DEFAULT_DURATION,
+            rate: Rate::Max,
+            window: None,
+            threads: DEFAULT_THREADS,
         }
     }
+
+    /// The plan the command line describes.
+    pub fn from_args(args: &LoadArgs) -> Result<Plan, PlanError> {
+        Plan::try_from(args)
+    }
+
+    /// The servers to connect to.
+    pub fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
+    /// Connections that read everything; the first
+    /// [`publishers`](Plan::publishers) of them also publish.
+    pub fn clients(&self) -> usize {
+        self.clients
+    }
+
+    /// Clients that publish, from 1 to [`clients`](Plan::clients).
+    pub fn publishers(&self) -> usize {
+        self.publishers
+    }
+
+    /// Bytes per line, the newline included.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// How long the publishers publish.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Lines per second per publisher, or `max`.
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    /// At `max`, the most lines each publisher keeps in flight: the one
+    /// asked for, or the default for these clients and publishers. Not
+    /// used at a fixed rate.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Worker threads the runtime driving the run should have. The run
+    /// itself uses whatever runtime it is awaited on; `ringcast load`
+    /// builds one with this many.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
 }
 
-impl Serialize for Rate {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Rate::Max => serializer.serialize_str("max"),
-            Rate::PerSecond(n) => serializer.serialize_u64(*n),
+impl TryFrom<&LoadArgs> for Plan {
+    type Error = PlanError;
+
+    fn try_from(args: &LoadArgs) -> Result<Self, Self::Error> {
+        let mut builder = Plan::builder(args.connect.clone())
+            .clients(args.clients)
+            .publishers(args.publishers)
+            .size(args.size)
+            .duration(args.duration)
+            .rate(args.rate)
+            .threads(args.threads);
+        if let Some(window) = args.window {
+            builder = builder.window(window);
         }
+        builder.build()
     }
 }
 
-/// The servers a run connects to (`--connect`): one address, or several
-/// nodes of a cluster. Client `i` connects to address `i % len`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Targets(Vec<SocketAddr>);
-
-impl Targets {
-    /// The given addresses; `None` if there are none.
-    pub fn new(addrs: Vec<SocketAddr>) -> Option<Self> {
-        (!addrs.is_empty()).then_some(Targets(addrs))
-    }
-
-    /// The addresses, in order.
-    pub fn addrs(&self) -> &[SocketAddr] {
-        &self.0
-    }
-
-    /// The address client `client` connects to.
-    pub fn for_client(&self, client: usize) -> SocketAddr {
-        self.0[client % self.0.len()]
-    }
+/// Collects a plan's values; [`build`](PlanBuilder::build) checks them.
+/// Every value not set keeps `ringcast load`'s default.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PlanBuilder {
+    targets: Targets,
+    clients: usize,
+    publishers: usize,
+    size: usize,
+    duration: Duration,
+    rate: Rate,
+    window: Option<usize>,
+    threads: usize,
 }
 
-impl From<SocketAddr> for Targets {
-    fn from(addr: SocketAddr) -> Self {
-        Targets(vec![addr])
+impl PlanBuilder {
+    /// Connections to open, publishers included (`--clients`).
+    pub fn clients(mut self, clients: usize) -> Self {
+        self.clients = clients;
+        self
     }
-}
 
-impl FromStr for Targets {
-    type Err = String;
-
-    /// Parses `ADDR[,ADDR...]`; spaces around an address are ignored.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let addrs = s
-            .split(',')
-            .map(|a| {
-                let a = a.trim();
-                if a.is_empty() {
-                    return Err(format!(
-                        "{s:?} has an empty address; use ADDR or ADDR,ADDR,..."
-                    ));
-                }
-                a.parse::<SocketAddr>()
-                    .map_err(|e| format!("{a:?} is not an IP:PORT address: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Targets::new(addrs).ok_or_else(|| "no address given".to_owned())
+    /// How many of the clients publish (`--publishers`).
+    pub fn publishers(mut self, publishers: usize) -> Self {
+        self.publishers = publishers;
+        self
     }
-}
 
-impl fmt::Display for Targets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, addr) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
+    /// Bytes per line, the newline included (`--size`).
+    pub fn size(mut self, size: usize) -> Self {
+        self.size = size;
+        self
+    }
+
+    /// How long to publish (`--duration`).
+    pub fn duration(mut self, duration: Duration) -> Self {
+        self.duration = duration;
+        self
+    }
+
+    /// Lines per second per publisher, or `max` (`--rate`).
+    pub fn rate(mut self, rate: Rate) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// Lines in flight per publisher at `max` (`--window`), instead of the
+    /// default for the clients and publishers.
+    pub fn window(mut self, window: usize) -> Self {
+        self.window = Some(window);
+        self
+    }
+
+    /// Worker threads for the runtime (`--threads`).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Checks every value, alone and against the others.
+    pub fn build(self) -> Result<Plan, PlanError> {
+        let at_least_1 = |flag, n: usize| {
+            if n == 0 {
+                Err(PlanError::new(flag, "must be at least 1"))
+            } else {
+                Ok(n)
             }
-            write!(f, "{addr}")?;
+        };
+        let clients = at_least_1("clients", self.clients)?;
+        let publishers = at_least_1("publishers", self.publishers)?;
+        if publishers > MAX_PUBLISHERS {
+            return Err(PlanError::new(
+                "publishers",
+                format!("must be at most {MAX_PUBLISHERS} (the header's 4 hex digits)"),
+            ));
         }
-        Ok(())
+        if publishers > clients {
+            return Err(PlanError::new(
+                "publishers",
+                format!("({publishers}) must not exceed --clients ({clients})"),
+            ));
+        }
+        if self.size < MIN_SIZE {
+            return Err(PlanError::new(
+                "size",
+                format!("must be at least {MIN_SIZE} (the line header and its newline)"),
+            ));
+        }
+        if self.size > MAX_SIZE {
+            return Err(PlanError::new(
+                "size",
+                format!("must be at most {MAX_SIZE}"),
+            ));
+        }
+        if self.duration.is_zero() {
+            return Err(PlanError::new("duration", "must be longer than zero"));
+        }
+        let window = match self.window {
+            Some(window) => at_least_1("window", window)?,
+            None => default_window(publishers, clients),
+        };
+        Ok(Plan {
+            targets: self.targets,
+            clients,
+            publishers,
+            size: self.size,
+            duration: self.duration,
+            rate: self.rate,
+            window,
+            threads: at_least_1("threads", self.threads)?,
+        })
     }
+}
+
+/// The default `--window`: [`DEFAULT_WINDOW`], or fewer so that
+/// publishers × window × clients stays within
+/// [`DEFAULT_WINDOW_DELIVERIES`].
+pub fn default_window(publishers: usize, clients: usize) -> usize {
+    let fan_out = publishers.max(1).saturating_mul(clients.max(1));
+    (DEFAULT_WINDOW_DELIVERIES / fan_out).clamp(1, DEFAULT_WINDOW)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: LoadArgs,
-    }
-
-    #[test]
-    fn default_window_bounds_the_deliveries_in_flight() {
-        use clap::Parser as _;
-        let args = |extra: &[&str]| {
-            let mut argv = vec!["load"];
-            argv.extend_from_slice(extra);
-            Cli::parse_from(argv).args
-        };
-        let w = |extra: &[&str]| window(&args(extra));
-        assert_eq!(w(&["--clients", "10", "--publishers", "10"]), 1000);
-        assert_eq!(w(&["--clients", "100", "--publishers", "10"]), 1000);
-        assert_eq!(w(&["--clients", "1000", "--publishers", "10"]), 100);
-        assert_eq!(w(&["--clients", "60000", "--publishers", "60000"]), 1);
-        assert_eq!(w(&["--clients", "1000", "--window", "7"]), 7);
-    }
-
-    #[test]
-    fn connect_addresses_parse() {
-        let a: SocketAddr = "127.0.0.1:9001".parse().expect("addr");
-        let b: SocketAddr = "127.0.0.1:9002".parse().expect("addr");
-        let c: SocketAddr = "[::1]:9003".parse().expect("addr");
-        let one: Targets = "127.0.0.1:9001".parse().expect("one address");
-        assert_eq!(one.addrs(), [a]);
-        assert_eq!(one.for_client(0), a);
-        assert_eq!(one.for_client(7), a);
-        let two: Targets = "127.0.0.1:9001,127.0.0.1:9002".parse().expect("two");
-        assert_eq!(two.addrs(), [a, b]);
-        let spread: Vec<_> = (0..5).map(|i| two.for_client(i)).collect();
-        assert_eq!(spread, [a, b, a, b, a]);
-        assert_eq!(two.to_string(), "127.0.0.1:9001,127.0.0.1:9002");
-        let three: Targets = " 127.0.0.1:9001 , 127.0.0.1:9002,[::1]:9003"
-            .parse()
-            .expect("spaces and IPv6");
-        assert_eq!(three.addrs(), [a, b, c]);
-        assert_eq!(three.for_client(5), c);
-        assert!("".parse::<Targets>().is_err());
-        assert!("127.0.0.1:9001,".parse::<Targets>().is_err());
-        assert!(",127.0.0.1:9001".parse::<Targets>().is_err());
-        assert!("127.0.0.1:9001,,127.0.0.1:9002".parse::<Targets>().is_err());
-        assert!("127.0.0.1".parse::<Targets>().is_err(), "no port");
-        assert!("localhost:9001".parse::<Targets>().is_err(), "not an IP");
-        assert_eq!(Targets::new(Vec::new()), None);
-        assert_eq!(Targets::from(a), one);
-    }
-
-    #[test]
-    fn connect_flag_takes_a_list() {
-        use clap::Parser as _;
-        let load = |argv: &[&str]| Cli::try_parse_from(&argv[1..]).map(|c| c.args.connect);
-        let default = load(&["ringcast", "load"]).expect("default");
-        assert_eq!(default.addrs().len(), 1);
-        let two = load(&[
-            "ringcast",
-            "load",
-            "--connect",
-            "127.0.0.1:9001,127.0.0.1:9002",
-        ])
-        .expect("two addresses");
-        assert_eq!(two.addrs().len(), 2);
-        assert!(load(&["ringcast", "load", "--connect", "127.0.0.1:9001,nope"]).is_err());
-    }
-
-    #[test]
-    fn rate_parses() {
-        assert_eq!("max".parse(), Ok(Rate::Max));
-        assert_eq!("1000".parse(), Ok(Rate::PerSecond(1000)));
-        assert!("0".parse::<Rate>().is_err());
-        assert!("fast".parse::<Rate>().is_err());
-        assert_eq!(
-            serde_json::to_string(&[Rate::Max, Rate::PerSecond(5)]).expect("serializes"),
-            r#"["max",5]"#
-        );
-    }
-}
+mod tests;

@@ -95,6 +95,7 @@ pub(crate) async fn publish(
             }
         }
         Rate::PerSecond(per_s) => {
+            let per_s = per_s.get();
             // Wake often enough to send in small batches, at most every 1 ms.
             let period = Duration::from_secs(1)
                 .checked_div(u32::try_from(per_s).unwrap_or(u32::MAX))

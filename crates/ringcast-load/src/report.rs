@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::LoadArgs;
-use crate::plan::{Rate, window};
+use crate::plan::{Plan, Rate};
 use crate::stats::{ReaderStats, percentile};
 
 /// Latency percentiles, in microseconds.
@@ -203,7 +202,7 @@ pub(crate) struct Measured {
 }
 
 /// Sums what the readers saw into a report.
-pub(crate) fn report(args: &LoadArgs, measured: &Measured, stats: Vec<ReaderStats>) -> Report {
+pub(crate) fn report(plan: &Plan, measured: &Measured, stats: Vec<ReaderStats>) -> Report {
     let Measured {
         published,
         elapsed_s,
@@ -221,15 +220,15 @@ pub(crate) fn report(args: &LoadArgs, measured: &Measured, stats: Vec<ReaderStat
     }
     samples.sort_unstable();
     let us = |q| percentile(&samples, q).map(|ns| ns as f64 / 1000.0);
-    let expected = published.saturating_mul(args.clients as u64);
+    let expected = published.saturating_mul(plan.clients() as u64);
     let loss = expected.saturating_sub(delivered);
     let elapsed = elapsed_s.max(f64::MIN_POSITIVE);
     Report {
-        clients: args.clients,
-        publishers: args.publishers,
-        size: args.size,
-        rate: args.rate,
-        duration_s: args.duration.as_secs_f64(),
+        clients: plan.clients(),
+        publishers: plan.publishers(),
+        size: plan.size(),
+        rate: plan.rate(),
+        duration_s: plan.duration().as_secs_f64(),
         published,
         delivered,
         expected,
@@ -240,7 +239,7 @@ pub(crate) fn report(args: &LoadArgs, measured: &Measured, stats: Vec<ReaderStat
             loss as f64 / expected as f64
         },
         delivered_per_s: delivered as f64 / elapsed,
-        mb_per_s: delivered as f64 * args.size as f64 / elapsed / 1e6,
+        mb_per_s: delivered as f64 * plan.size() as f64 / elapsed / 1e6,
         order_violations,
         malformed,
         latency_us: Latency {
@@ -251,11 +250,11 @@ pub(crate) fn report(args: &LoadArgs, measured: &Measured, stats: Vec<ReaderStat
         },
         elapsed_s,
         ended,
-        window: (args.rate == Rate::Max).then(|| window(args)),
+        window: (plan.rate() == Rate::Max).then(|| plan.window()),
         published_min: per_publisher.iter().copied().min().unwrap_or(0),
         published_max: per_publisher.iter().copied().max().unwrap_or(0),
-        drain_s: (elapsed_s - args.duration.as_secs_f64()).max(0.0),
-        publish_delivered_per_s: delivered_by_deadline as f64 / args.duration.as_secs_f64(),
+        drain_s: (elapsed_s - plan.duration().as_secs_f64()).max(0.0),
+        publish_delivered_per_s: delivered_by_deadline as f64 / plan.duration().as_secs_f64(),
         load_cpu_s: cpu_s,
         load_cpu_cores: cpu_s / elapsed,
     }

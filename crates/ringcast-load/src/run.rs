@@ -12,15 +12,14 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::LoadArgs;
 use crate::conn::{closed, connect_all, write_until};
-use crate::plan::window;
+use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::publish::publish;
 use crate::read::read_client;
 use crate::report::{Ended, Measured, Report, report};
 use crate::stats::ReaderStats;
-use crate::wire::{Header, Kind, MAX_PUBLISHERS, MAX_SIZE, MIN_SIZE};
+use crate::wire::{Header, Kind};
 
 /// How long every client has to receive a warm-up marker.
 const WARMUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,33 +39,6 @@ const SAMPLES_PER_READER: (usize, usize) = (1_000, 100_000);
 const TICK: Duration = Duration::from_millis(20);
 /// How often the progress line is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-
-/// Checks what clap cannot check flag by flag.
-fn validate(args: &LoadArgs) -> anyhow::Result<()> {
-    if args.clients < 1 {
-        bail!("--clients must be at least 1");
-    }
-    if args.publishers < 1 || args.publishers > MAX_PUBLISHERS {
-        bail!("--publishers must be from 1 to {MAX_PUBLISHERS}");
-    }
-    if args.publishers > args.clients {
-        bail!(
-            "--publishers ({}) must not exceed --clients ({})",
-            args.publishers,
-            args.clients
-        );
-    }
-    if !(MIN_SIZE..=MAX_SIZE).contains(&args.size) {
-        bail!("--size must be from {MIN_SIZE} to {MAX_SIZE} bytes");
-    }
-    if args.duration.is_zero() {
-        bail!("--duration must be longer than zero");
-    }
-    if args.window == Some(0) {
-        bail!("--window must be at least 1");
-    }
-    Ok(())
-}
 
 /// State every task of a run shares.
 pub(crate) struct Shared {
@@ -114,36 +86,41 @@ fn cpu_seconds() -> f64 {
     })
 }
 
-/// Runs a load test as `args` describe, without a progress display.
-pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
-    run_with_progress(args, false).await
+/// Runs the load test `plan` describes, without a progress display.
+///
+/// Connections are tasks on the runtime this is awaited on, which must be
+/// tokio's, with timers and I/O enabled.
+pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
+    run_with_progress(plan, false).await
 }
 
-/// Runs a load test as `args` describe; with `progress`, draws a progress
+/// Runs the load test `plan` describes; with `progress`, draws a progress
 /// line on stderr while it runs.
-pub async fn run_with_progress(args: &LoadArgs, progress: bool) -> anyhow::Result<Report> {
-    validate(args)?;
+pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Report> {
     let progress = Progress::new(progress);
     let shared = Arc::new(Shared {
         origin: Instant::now(),
-        size: args.size,
-        publishers: args.publishers,
+        size: plan.size(),
+        publishers: plan.publishers(),
         published: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         last_rx_ns: AtomicU64::new(0),
-        pubs: (0..args.publishers).map(|_| PubState::default()).collect(),
+        pubs: (0..plan.publishers())
+            .map(|_| PubState::default())
+            .collect(),
     });
 
     progress.say(format!(
         "connecting {} clients to {}",
-        args.clients, args.connect
+        plan.clients(),
+        plan.targets()
     ));
-    let streams = connect_all(&args.connect, args.clients).await?;
+    let streams = connect_all(plan.targets(), plan.clients()).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (warm_tx, mut warm_rx) = mpsc::unbounded_channel();
     let sample_cap =
-        (SAMPLE_BUDGET / args.clients).clamp(SAMPLES_PER_READER.0, SAMPLES_PER_READER.1);
+        (SAMPLE_BUDGET / plan.clients()).clamp(SAMPLES_PER_READER.0, SAMPLES_PER_READER.1);
     let mut readers = JoinSet::new();
     for (client, stream) in streams.iter().enumerate() {
         readers.spawn(read_client(
@@ -159,19 +136,19 @@ pub async fn run_with_progress(args: &LoadArgs, progress: bool) -> anyhow::Resul
 
     progress.say("warming up".to_owned());
     let first = streams.first().context("no client connected")?;
-    warm_up(first, &shared, &mut warm_rx, &mut readers, args.clients).await?;
+    warm_up(first, &shared, &mut warm_rx, &mut readers, plan.clients()).await?;
 
     let cpu_at_start = cpu_seconds();
     let start = Instant::now();
-    let deadline = start + args.duration;
+    let deadline = start + plan.duration();
     let mut publishers = JoinSet::new();
-    for (client, stream) in streams.iter().take(args.publishers).enumerate() {
+    for (client, stream) in streams.iter().take(plan.publishers()).enumerate() {
         publishers.spawn(publish(
             client,
             Arc::clone(stream),
             Arc::clone(&shared),
-            args.rate,
-            window(args),
+            plan.rate(),
+            plan.window(),
             deadline,
         ));
     }
@@ -181,7 +158,7 @@ pub async fn run_with_progress(args: &LoadArgs, progress: bool) -> anyhow::Resul
 
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut publishing = args.publishers;
+    let mut publishing = plan.publishers();
     let mut published_at: Option<Instant> = None;
     let mut last_delivered = 0;
     let mut last_change = start;
@@ -216,12 +193,12 @@ pub async fn run_with_progress(args: &LoadArgs, progress: bool) -> anyhow::Resul
                     let phase = if published_at.is_some() { "draining" } else { "publishing" };
                     progress.say(format!(
                         "{phase}: published {published}, delivered {delivered} of {} ({:.0}/s)",
-                        published.saturating_mul(args.clients as u64),
+                        published.saturating_mul(plan.clients() as u64),
                         rate_window.2,
                     ));
                 }
                 if let Some(published_at) = published_at {
-                    if delivered >= published.saturating_mul(args.clients as u64) {
+                    if delivered >= published.saturating_mul(plan.clients() as u64) {
                         break Ended::Complete;
                     }
                     if now.duration_since(last_change.max(published_at)) >= QUIET {
@@ -240,7 +217,7 @@ pub async fn run_with_progress(args: &LoadArgs, progress: bool) -> anyhow::Resul
     let _ = stop_tx.send(true);
     progress.finish();
 
-    let mut stats = Vec::with_capacity(args.clients);
+    let mut stats = Vec::with_capacity(plan.clients());
     tokio::time::timeout(STOP_TIMEOUT, async {
         while let Some(done) = readers.join_next().await {
             stats.push(done.map_err(|e| anyhow!("a reader failed: {e}"))??);
@@ -267,7 +244,7 @@ pub async fn run_with_progress(args: &LoadArgs, progress: bool) -> anyhow::Resul
             .map(|a| a.written.load(Ordering::Relaxed))
             .collect(),
     };
-    Ok(report(args, &measured, stats))
+    Ok(report(plan, &measured, stats))
 }
 
 /// Sends warm-up markers on `first` until every client has received one.
