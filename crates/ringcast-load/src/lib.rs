@@ -38,7 +38,7 @@
 //! - [`args`]: the clap options of `ringcast load`, nothing more.
 //! - [`plan`]: what a run is asked to do, every default and every check.
 //! - [`wire`]: the line format: encoding and parsing the header.
-//! - `stats`: what one reader counts, and latency percentiles.
+//! - `stats`: what one reader counts, and the latency histograms.
 //! - [`report`]: the report, as text for people and JSON for scripts.
 //! - `run`: orchestration: connect, warm up, publish, drain, sum up.
 //! - `conn`: opening connections, writing against a deadline.
@@ -61,5 +61,4 @@ pub use args::LoadArgs;
 pub use plan::{Plan, PlanBuilder, PlanError, Rate, Targets};
 pub use report::{Ended, Latency, Report};
 pub use run::{run, run_with_progress};
-pub use stats::percentile;
 pub use wire::{FILLER, HEADER_LEN, Header, Kind, MAX_PUBLISHERS, MAX_SIZE, MIN_SIZE};

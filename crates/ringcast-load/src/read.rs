@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::conn::closed;
 use crate::run::Shared;
-use crate::stats::{ReaderStats, Sampler};
+use crate::stats::{ReaderStats, Recorder};
 use crate::wire::{Header, Kind, WIDE_MASK};
 
 /// Bytes a reader asks the kernel for per read.
@@ -23,7 +23,6 @@ pub(crate) async fn read_client(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     warmed: mpsc::UnboundedSender<usize>,
-    sample_cap: usize,
 ) -> anyhow::Result<ReaderStats> {
     let size = shared.size;
     // An unfinished line is kept at the front: shorter than `size`, or it
@@ -35,12 +34,11 @@ pub(crate) async fn read_client(
     let mut next_seq = vec![0u64; shared.publishers];
     // A publisher's own reader tells it how far its lines have come back.
     let own = shared.pubs.get(client);
-    let mut sampler = Sampler::new(sample_cap);
     let mut stats = ReaderStats {
         delivered: 0,
         order_violations: 0,
         malformed: 0,
-        samples: Vec::new(),
+        latency: Recorder::new()?,
     };
     loop {
         tokio::select! {
@@ -84,7 +82,9 @@ pub(crate) async fn read_client(
                         *next = h.seq + 1;
                     }
                     delivered += 1;
-                    sampler.offer(now.wrapping_sub(h.sent_ns) & WIDE_MASK);
+                    stats
+                        .latency
+                        .record_ns(now.wrapping_sub(h.sent_ns) & WIDE_MASK);
                 }
                 Some(h) if h.kind == Kind::Warmup => {
                     if !warm {
@@ -118,6 +118,5 @@ pub(crate) async fn read_client(
             }
         }
     }
-    stats.samples = sampler.samples;
     Ok(stats)
 }

@@ -31,10 +31,6 @@ const QUIET: Duration = Duration::from_secs(2);
 const DRAIN_CAP: Duration = Duration::from_secs(10);
 /// How long readers have to hand in their results once told to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-/// Latency samples kept over all readers, roughly.
-const SAMPLE_BUDGET: usize = 1_000_000;
-/// Latency samples kept per reader, at least and at most.
-const SAMPLES_PER_READER: (usize, usize) = (1_000, 100_000);
 /// How often the run checks whether it is done.
 const TICK: Duration = Duration::from_millis(20);
 /// How often the progress line is redrawn.
@@ -119,8 +115,6 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (warm_tx, mut warm_rx) = mpsc::unbounded_channel();
-    let sample_cap =
-        (SAMPLE_BUDGET / plan.clients()).clamp(SAMPLES_PER_READER.0, SAMPLES_PER_READER.1);
     let mut readers = JoinSet::new();
     for (client, stream) in streams.iter().enumerate() {
         readers.spawn(read_client(
@@ -129,7 +123,6 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
             Arc::clone(&shared),
             stop_rx.clone(),
             warm_tx.clone(),
-            sample_cap,
         ));
     }
     drop(warm_tx);
@@ -244,7 +237,7 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
             .map(|a| a.written.load(Ordering::Relaxed))
             .collect(),
     };
-    Ok(report(plan, &measured, stats))
+    report(plan, &measured, &stats)
 }
 
 /// Sends warm-up markers on `first` until every client has received one.
