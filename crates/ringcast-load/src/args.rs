@@ -49,7 +49,11 @@ pub struct LoadArgs {
 
     /// Lines per second per publisher (open loop: sent on schedule whatever
     /// the server does), or `max` for saturation (closed loop: each
-    /// publisher keeps at most `--window` of its own lines in flight).
+    /// publisher keeps at most `--window` of its own lines in flight). At a
+    /// fixed rate a line's latency counts from its scheduled send time, so
+    /// a publisher held up by the server still counts the wait (no
+    /// coordinated omission; the generator's 1 ms timer resolution is in it
+    /// too); at `max` it counts from the actual send time.
     #[arg(long, value_name = "MSGS_PER_S", default_value = "max")]
     pub rate: Rate,
 

@@ -22,7 +22,10 @@
 //!      throughput sets the pace, so nothing piles up in socket buffers and
 //!      any loss is the server's.
 //!    - a fixed rate per publisher (open loop), paced in small batches
-//!      whatever the server does.
+//!      whatever the server does. Each line carries its scheduled send
+//!      time, not the time it was written, so latency includes any time a
+//!      line waited to be sent (no coordinated omission; see `publish`).
+//!      At `max` lines carry their actual send time.
 //! 4. Drain: keep reading until every published line has reached every
 //!    client, or nothing has arrived for 2 s, or 10 s have passed since
 //!    publishing stopped.
@@ -59,6 +62,6 @@ pub mod wire;
 
 pub use args::LoadArgs;
 pub use plan::{Plan, PlanBuilder, PlanError, Rate, Targets};
-pub use report::{Ended, Latency, Report};
+pub use report::{Ended, Latency, LatencyFrom, Report};
 pub use run::{run, run_with_progress};
 pub use wire::{FILLER, HEADER_LEN, Header, Kind, MAX_PUBLISHERS, MAX_SIZE, MIN_SIZE};

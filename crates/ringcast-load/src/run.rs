@@ -142,6 +142,7 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
             Arc::clone(&shared),
             plan.rate(),
             plan.window(),
+            start,
             deadline,
         ));
     }
@@ -152,6 +153,7 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut publishing = plan.publishers();
+    let mut unsent = 0u64;
     let mut published_at: Option<Instant> = None;
     let mut last_delivered = 0;
     let mut last_change = start;
@@ -159,7 +161,7 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
     let ended = loop {
         tokio::select! {
             Some(done) = publishers.join_next(), if publishing > 0 => {
-                done.map_err(|e| anyhow!("a publisher failed: {e}"))??;
+                unsent += done.map_err(|e| anyhow!("a publisher failed: {e}"))??;
                 publishing -= 1;
                 if publishing == 0 {
                     published_at = Some(Instant::now());
@@ -231,6 +233,7 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
             .unwrap_or_else(|| shared.delivered.load(Ordering::Relaxed)),
         cpu_s: cpu,
         ended,
+        unsent,
         per_publisher: shared
             .pubs
             .iter()
