@@ -76,7 +76,53 @@ pub struct LoadArgs {
     /// Print the result as one JSON object on stdout, and no progress.
     #[arg(long)]
     pub json: bool,
+
+    /// Slow readers to open on top of `--clients`, to measure how the
+    /// server treats clients that cannot keep up. They never publish, do
+    /// not count towards "every line reached every client" (the run ends
+    /// when the fast readers are done, whatever the slow ones still lack),
+    /// and are reported apart: lines received in total and per client,
+    /// their loss, and whether each publisher's lines stayed in order
+    /// (gaps are expected; reordering is not). By default each reads
+    /// `--slow-read` bytes every `--slow-every`; `--slow-pause` makes them
+    /// pause instead.
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = SLOW)]
+    pub slow_clients: usize,
+
+    /// Bytes a slow reader asks for per read: with `--slow-every`, it
+    /// drains at most this many bytes per pause. Not with `--slow-pause`.
+    /// [default: 4096]
+    #[arg(long, value_name = "BYTES", help_heading = SLOW)]
+    pub slow_read: Option<usize>,
+
+    /// How long a slow reader waits after each read (e.g. `10ms`, `1s`).
+    /// Not with `--slow-pause`. [default: 10ms]
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, help_heading = SLOW)]
+    pub slow_every: Option<Duration>,
+
+    /// Receive buffer (SO_RCVBUF) each slow reader sets before it
+    /// connects, so the server sees a small TCP window from the start;
+    /// Linux doubles it. `0` keeps the kernel's default. [default: 8192]
+    #[arg(long, value_name = "BYTES", help_heading = SLOW)]
+    pub slow_rcvbuf: Option<usize>,
+
+    /// Instead of pacing their reads, slow readers read everything as it
+    /// comes but stop reading for this long (e.g. `200ms`) at the end of
+    /// every `--slow-pause-every`, which must be given too and be longer.
+    /// With `--slow-pause 200ms --slow-pause-every 300ms` a slow reader
+    /// reads for 100 ms, then pauses 200 ms, and so on. Cannot be combined
+    /// with `--slow-read` or `--slow-every`. [default: off]
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, help_heading = SLOW)]
+    pub slow_pause: Option<Duration>,
+
+    /// The period of `--slow-pause`: a pause ends each one (e.g. `300ms`).
+    /// [default: off]
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, help_heading = SLOW)]
+    pub slow_pause_every: Option<Duration>,
 }
+
+/// The help heading of the slow-reader options.
+const SLOW: &str = "Slow readers";
 
 /// Default `--duration`, as the command line spells
 /// [`plan::DEFAULT_DURATION`].

@@ -3,11 +3,13 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use tokio::net::TcpStream;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -18,19 +20,21 @@ const CONNECT_BATCH: usize = 128;
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens `clients` connections, client `i` to address `i % n` of
-/// `targets`, [`CONNECT_BATCH`] at a time.
+/// Opens a connection for each client in `clients`, client `i` to address
+/// `i % n` of `targets`, [`CONNECT_BATCH`] at a time. With `rcvbuf`, each
+/// asks for that receive buffer before it connects.
 pub(crate) async fn connect_all(
     targets: &Targets,
-    clients: usize,
+    clients: Range<usize>,
+    rcvbuf: Option<usize>,
 ) -> anyhow::Result<Vec<Arc<TcpStream>>> {
-    let mut streams = Vec::with_capacity(clients);
-    for from in (0..clients).step_by(CONNECT_BATCH) {
-        let to = (from + CONNECT_BATCH).min(clients);
+    let mut streams = Vec::with_capacity(clients.len());
+    for from in clients.clone().step_by(CONNECT_BATCH) {
+        let to = (from + CONNECT_BATCH).min(clients.end);
         let mut batch = JoinSet::new();
         for client in from..to {
             let addr = targets.for_client(client);
-            batch.spawn(async move { (client, connect(client, addr).await) });
+            batch.spawn(async move { (client, connect(client, addr, rcvbuf).await) });
         }
         let mut got: Vec<Option<TcpStream>> = (from..to).map(|_| None).collect();
         let mut failed: Option<(usize, anyhow::Error)> = None;
@@ -55,9 +59,15 @@ pub(crate) async fn connect_all(
     Ok(streams)
 }
 
-/// Opens one connection.
-async fn connect(client: usize, addr: SocketAddr) -> anyhow::Result<TcpStream> {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+/// Opens one connection, with a receive buffer of `rcvbuf` bytes if given.
+async fn connect(
+    client: usize,
+    addr: SocketAddr,
+    rcvbuf: Option<usize>,
+) -> anyhow::Result<TcpStream> {
+    let socket = socket(addr, rcvbuf)
+        .with_context(|| format!("cannot open a socket for client {client}"))?;
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
         Err(_) => bail!(
             "cannot connect client {client} to {addr}: timed out after {}",
             humantime::format_duration(CONNECT_TIMEOUT)
@@ -76,6 +86,24 @@ async fn connect(client: usize, addr: SocketAddr) -> anyhow::Result<TcpStream> {
         .set_nodelay(true)
         .with_context(|| format!("cannot set TCP_NODELAY on client {client}"))?;
     Ok(stream)
+}
+
+/// A socket for `addr`, not yet connected. The receive buffer has to be
+/// set before connecting: the window scale is agreed in the handshake, so
+/// a buffer shrunk afterwards would not shrink the window the server sees.
+fn socket(addr: SocketAddr, rcvbuf: Option<usize>) -> io::Result<TcpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(bytes) = rcvbuf {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(TcpSocket::from_std_stream(socket.into()))
+}
+
+/// The receive buffer the kernel gave `stream` (on Linux twice what was
+/// asked for, and at least its minimum).
+pub(crate) fn rcvbuf(stream: &TcpStream) -> io::Result<usize> {
+    SockRef::from(stream).recv_buffer_size()
 }
 
 /// The error for a connection the server closed, or that failed, mid-run.

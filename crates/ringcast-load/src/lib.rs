@@ -46,7 +46,8 @@
 //! - `run`: orchestration: connect, warm up, publish, drain, sum up.
 //! - `conn`: opening connections, writing against a deadline.
 //! - `publish`: the publisher tasks and their pacing.
-//! - `read`: the reader tasks and their checks.
+//! - `read`: the fast reader tasks, and the line checks all readers share.
+//! - `slow`: the slow reader tasks and the pacing of their reads.
 //! - `progress`: the progress line on stderr.
 
 pub mod args;
@@ -57,11 +58,12 @@ mod publish;
 mod read;
 pub mod report;
 mod run;
+mod slow;
 mod stats;
 pub mod wire;
 
 pub use args::LoadArgs;
-pub use plan::{Plan, PlanBuilder, PlanError, Rate, Targets};
-pub use report::{Ended, Latency, LatencyFrom, Report};
+pub use plan::{Plan, PlanBuilder, PlanError, Rate, SlowMode, SlowReaders, Targets};
+pub use report::{Ended, Latency, LatencyFrom, Report, SlowModeName, SlowReport};
 pub use run::{run, run_with_progress};
 pub use wire::{FILLER, HEADER_LEN, Header, Kind, MAX_PUBLISHERS, MAX_SIZE, MIN_SIZE};

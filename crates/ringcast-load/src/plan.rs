@@ -11,8 +11,13 @@ use std::time::Duration;
 use crate::LoadArgs;
 use crate::wire::{MAX_PUBLISHERS, MAX_SIZE, MIN_SIZE};
 
+mod slow;
 mod values;
 
+pub use slow::{
+    DEFAULT_SLOW_EVERY, DEFAULT_SLOW_RCVBUF, DEFAULT_SLOW_READ, MAX_SLOW_RCVBUF, MAX_SLOW_READ,
+    SlowMode, SlowReaders,
+};
 pub use values::{Rate, Targets};
 
 /// Default `--connect`: where `ringcast serve` listens by default.
@@ -73,6 +78,7 @@ pub struct Plan {
     rate: Rate,
     window: usize,
     threads: usize,
+    slow: Option<SlowReaders>,
 }
 
 impl Plan {
@@ -88,6 +94,7 @@ impl Plan {
             rate: Rate::Max,
             window: None,
             threads: DEFAULT_THREADS,
+            slow: SlowReaders::default(),
         }
     }
 
@@ -140,6 +147,16 @@ impl Plan {
     pub fn threads(&self) -> usize {
         self.threads
     }
+
+    /// The slow readers on top of [`clients`](Plan::clients), if any.
+    pub fn slow(&self) -> Option<&SlowReaders> {
+        self.slow.as_ref()
+    }
+
+    /// How many slow readers: 0 without any.
+    pub fn slow_clients(&self) -> usize {
+        self.slow.map_or(0, |s| s.count)
+    }
 }
 
 impl TryFrom<&LoadArgs> for Plan {
@@ -156,8 +173,65 @@ impl TryFrom<&LoadArgs> for Plan {
         if let Some(window) = args.window {
             builder = builder.window(window);
         }
-        builder.build()
+        builder.slow_readers(slow_from_args(args)?).build()
     }
+}
+
+/// The slow readers the `--slow-*` flags describe. Which flags were given
+/// matters here, so these checks are the command line's own; the values'
+/// ranges are checked with the rest of the plan.
+fn slow_from_args(args: &LoadArgs) -> Result<SlowReaders, PlanError> {
+    let paced = [
+        ("slow-read", args.slow_read.is_some()),
+        ("slow-every", args.slow_every.is_some()),
+    ];
+    let pausing = [
+        ("slow-pause", args.slow_pause.is_some()),
+        ("slow-pause-every", args.slow_pause_every.is_some()),
+    ];
+    let given = |flags: &[(&'static str, bool)]| flags.iter().find(|f| f.1).map(|f| f.0);
+    if args.slow_clients == 0 {
+        let rcvbuf = [("slow-rcvbuf", args.slow_rcvbuf.is_some())];
+        if let Some(flag) = given(&paced).or(given(&pausing)).or(given(&rcvbuf)) {
+            return Err(PlanError::new(flag, "only applies with --slow-clients"));
+        }
+    }
+    let mode = match (args.slow_pause, args.slow_pause_every) {
+        (None, None) => SlowMode::Paced {
+            read: args.slow_read.unwrap_or(DEFAULT_SLOW_READ),
+            every: args.slow_every.unwrap_or(DEFAULT_SLOW_EVERY),
+        },
+        (Some(pause), Some(every)) => {
+            if let Some(flag) = given(&paced) {
+                return Err(PlanError::new(
+                    flag,
+                    "cannot be combined with --slow-pause: a slow reader either paces its \
+                     reads or pauses",
+                ));
+            }
+            SlowMode::Pausing { pause, every }
+        }
+        (Some(_), None) => {
+            return Err(PlanError::new(
+                "slow-pause-every",
+                "is needed with --slow-pause",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(PlanError::new(
+                "slow-pause",
+                "is needed with --slow-pause-every",
+            ));
+        }
+    };
+    Ok(SlowReaders {
+        count: args.slow_clients,
+        mode,
+        rcvbuf: match args.slow_rcvbuf.unwrap_or(DEFAULT_SLOW_RCVBUF) {
+            0 => None,
+            n => Some(n),
+        },
+    })
 }
 
 /// Collects a plan's values; [`build`](PlanBuilder::build) checks them.
@@ -173,6 +247,7 @@ pub struct PlanBuilder {
     rate: Rate,
     window: Option<usize>,
     threads: usize,
+    slow: SlowReaders,
 }
 
 impl PlanBuilder {
@@ -216,6 +291,13 @@ impl PlanBuilder {
     /// Worker threads for the runtime (`--threads`).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads;
+        self
+    }
+
+    /// Slow readers to add on top of the clients (`--slow-*`); none by
+    /// default.
+    pub fn slow_readers(mut self, slow: SlowReaders) -> Self {
+        self.slow = slow;
         self
     }
 
@@ -270,6 +352,7 @@ impl PlanBuilder {
             rate: self.rate,
             window,
             threads: at_least_1("threads", self.threads)?,
+            slow: self.slow.check()?,
         })
     }
 }

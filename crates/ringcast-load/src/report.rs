@@ -16,13 +16,19 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::plan::{Plan, Rate};
+use crate::slow::SlowStats;
 pub use crate::stats::Latency;
 use crate::stats::{Latencies, ReaderStats};
+
+mod slow;
+
+pub use slow::{SlowModeName, SlowReport};
 
 /// What a load run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Connections opened.
+    /// Connections opened, publishers included; the fast readers. Slow
+    /// readers are not among them (see `slow`).
     pub clients: usize,
     /// Connections that published.
     pub publishers: usize,
@@ -81,6 +87,9 @@ pub struct Report {
     pub published_max: u64,
     /// Deliveries per second counted during the publishing duration alone.
     pub publish_delivered_per_s: f64,
+    /// The slow readers, reported apart; `null` without any. Everything
+    /// above is about the fast readers alone.
+    pub slow: Option<SlowReport>,
     /// CPU seconds (user + system) the generator used over `elapsed_s`.
     pub load_cpu_s: f64,
     /// `load_cpu_s / elapsed_s`: cores the generator kept busy.
@@ -121,9 +130,13 @@ impl fmt::Display for Ended {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slow = match &self.slow {
+            Some(s) => format!(" + {} slow readers", s.clients),
+            None => String::new(),
+        };
         writeln!(
             f,
-            "ringcast load: {} clients, {} publishers, {}-byte lines, rate {}, {}",
+            "ringcast load: {} clients{slow}, {} publishers, {}-byte lines, rate {}, {}",
             self.clients,
             self.publishers,
             self.size,
@@ -173,6 +186,9 @@ impl fmt::Display for Report {
                 "  unsent            {} lines due by the end were never written (behind schedule)",
                 self.unsent
             )?;
+        }
+        if let Some(slow) = &self.slow {
+            slow.fmt(f)?;
         }
         writeln!(
             f,
@@ -228,6 +244,7 @@ pub(crate) fn report(
     plan: &Plan,
     measured: &Measured,
     stats: &[ReaderStats],
+    slow: &[SlowStats],
 ) -> anyhow::Result<Report> {
     let Measured {
         published,
@@ -280,6 +297,7 @@ pub(crate) fn report(
         published_max: per_publisher.iter().copied().max().unwrap_or(0),
         drain_s: (elapsed_s - plan.duration().as_secs_f64()).max(0.0),
         publish_delivered_per_s: delivered_by_deadline as f64 / plan.duration().as_secs_f64(),
+        slow: plan.slow().map(|s| SlowReport::new(s, published, slow)),
         load_cpu_s: cpu_s,
         load_cpu_cores: cpu_s / elapsed,
     })

@@ -18,6 +18,7 @@ use crate::progress::Progress;
 use crate::publish::publish;
 use crate::read::read_client;
 use crate::report::{Ended, Measured, Report, report};
+use crate::slow::{SlowRead, read_slowly};
 use crate::stats::ReaderStats;
 use crate::wire::{Header, Kind};
 
@@ -111,7 +112,21 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
         plan.clients(),
         plan.targets()
     ));
-    let streams = connect_all(plan.targets(), plan.clients()).await?;
+    let streams = connect_all(plan.targets(), 0..plan.clients(), None).await?;
+    // Slow readers come after the fast ones, so the round-robin over the
+    // targets goes on where the fast readers left it.
+    let slow_streams = match plan.slow() {
+        None => Vec::new(),
+        Some(slow) => {
+            progress.say(format!(
+                "connecting {} slow readers to {}",
+                slow.count,
+                plan.targets()
+            ));
+            let ids = plan.clients()..plan.clients() + slow.count;
+            connect_all(plan.targets(), ids, slow.rcvbuf).await?
+        }
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (warm_tx, mut warm_rx) = mpsc::unbounded_channel();
@@ -125,11 +140,29 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
             warm_tx.clone(),
         ));
     }
+    let mut slow_readers = JoinSet::new();
+    if let Some(slow) = plan.slow() {
+        let how = SlowRead {
+            size: plan.size(),
+            publishers: plan.publishers(),
+            mode: slow.mode,
+        };
+        for (i, stream) in slow_streams.into_iter().enumerate() {
+            slow_readers.spawn(read_slowly(
+                plan.clients() + i,
+                stream,
+                how,
+                stop_rx.clone(),
+                warm_tx.clone(),
+            ));
+        }
+    }
     drop(warm_tx);
 
     progress.say("warming up".to_owned());
     let first = streams.first().context("no client connected")?;
-    warm_up(first, &shared, &mut warm_rx, &mut readers, plan.clients()).await?;
+    let everyone = plan.clients() + plan.slow_clients();
+    warm_up(first, &shared, &mut warm_rx, &mut readers, everyone).await?;
 
     let cpu_at_start = cpu_seconds();
     let start = Instant::now();
@@ -221,6 +254,15 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
     })
     .await
     .map_err(|_| anyhow!("readers did not stop within {STOP_TIMEOUT:?}"))??;
+    let mut slow = Vec::with_capacity(plan.slow_clients());
+    tokio::time::timeout(STOP_TIMEOUT, async {
+        while let Some(done) = slow_readers.join_next().await {
+            slow.push(done.map_err(|e| anyhow!("a slow reader failed: {e}"))?);
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .map_err(|_| anyhow!("slow readers did not stop within {STOP_TIMEOUT:?}"))??;
 
     let cpu = cpu_seconds() - cpu_at_start;
     let last_rx = shared.origin + Duration::from_nanos(shared.last_rx_ns.load(Ordering::Relaxed));
@@ -240,7 +282,7 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
             .map(|a| a.written.load(Ordering::Relaxed))
             .collect(),
     };
-    report(plan, &measured, &stats)
+    report(plan, &measured, &stats, &slow)
 }
 
 /// Sends warm-up markers on `first` until every client has received one.

@@ -105,9 +105,26 @@ pub(crate) struct ReaderStats {
     pub(crate) latency: Recorder,
 }
 
+/// The fewest, the median and the most of some counts; the median of an
+/// even number of them is the lower middle one, so it is always one of
+/// the counts. `None` for no counts.
+pub(crate) fn spread(mut counts: Vec<u64>) -> Option<(u64, u64, u64)> {
+    counts.sort_unstable();
+    let median = *counts.get(counts.len().checked_sub(1)? / 2)?;
+    Some((*counts.first()?, median, *counts.last()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_takes_min_median_max() {
+        assert_eq!(spread(Vec::new()), None);
+        assert_eq!(spread(vec![5]), Some((5, 5, 5)));
+        assert_eq!(spread(vec![9, 1, 4]), Some((1, 4, 9)));
+        assert_eq!(spread(vec![9, 1, 4, 7]), Some((1, 4, 9)), "lower middle");
+    }
 
     /// The summary of these latencies, given in µs, recorded by `readers`
     /// readers in turn.

@@ -197,3 +197,116 @@ fn rate_parses() {
         r#"["max",5]"#
     );
 }
+
+#[test]
+fn slow_readers_default_to_paced_reads_and_a_small_buffer() {
+    assert_eq!(plan(&[]).expect("valid").slow(), None);
+    let p = plan(&["--slow-clients", "3"]).expect("valid");
+    assert_eq!(p.slow_clients(), 3);
+    assert_eq!(p.clients(), DEFAULT_CLIENTS, "slow readers come on top");
+    assert_eq!(
+        p.slow().copied(),
+        Some(SlowReaders {
+            count: 3,
+            mode: SlowMode::Paced {
+                read: 4096,
+                every: Duration::from_millis(10),
+            },
+            rcvbuf: Some(8192),
+        })
+    );
+    let p = plan(&["--slow-clients", "1", "--slow-rcvbuf", "0"]).expect("valid");
+    assert_eq!(p.slow().and_then(|s| s.rcvbuf), None, "0: the kernel's own");
+    let p = plan(&[
+        "--slow-clients",
+        "1",
+        "--slow-read",
+        "100",
+        "--slow-every",
+        "1s",
+    ])
+    .expect("valid");
+    assert_eq!(
+        p.slow().map(|s| s.mode),
+        Some(SlowMode::Paced {
+            read: 100,
+            every: Duration::from_secs(1)
+        })
+    );
+}
+
+#[test]
+fn slow_readers_pause_when_asked() {
+    let p = plan(&[
+        "--slow-clients",
+        "2",
+        "--slow-pause",
+        "200ms",
+        "--slow-pause-every",
+        "300ms",
+    ])
+    .expect("valid");
+    assert_eq!(
+        p.slow().map(|s| s.mode),
+        Some(SlowMode::Pausing {
+            pause: Duration::from_millis(200),
+            every: Duration::from_millis(300),
+        })
+    );
+}
+
+#[test]
+fn slow_flags_are_checked() {
+    let slow = |extra: &[&str]| {
+        let mut argv = vec!["--slow-clients", "1"];
+        argv.extend_from_slice(extra);
+        refused(&argv)
+    };
+    // Without --slow-clients, a slow flag is a mistake, not a no-op.
+    assert_eq!(refused(&["--slow-read", "100"]), "slow-read");
+    assert_eq!(refused(&["--slow-rcvbuf", "100"]), "slow-rcvbuf");
+    assert_eq!(refused(&["--slow-pause", "1s"]), "slow-pause");
+    // The two modes do not mix, and a pause needs its period.
+    let pausing = ["--slow-pause", "200ms", "--slow-pause-every", "300ms"];
+    assert_eq!(
+        slow(&[&pausing[..], &["--slow-read", "10"]].concat()),
+        "slow-read"
+    );
+    assert_eq!(
+        slow(&[&pausing[..], &["--slow-every", "1s"]].concat()),
+        "slow-every"
+    );
+    assert_eq!(slow(&["--slow-pause", "200ms"]), "slow-pause-every");
+    assert_eq!(slow(&["--slow-pause-every", "300ms"]), "slow-pause");
+    assert_eq!(
+        slow(&["--slow-pause", "300ms", "--slow-pause-every", "300ms"]),
+        "slow-pause-every"
+    );
+    assert_eq!(
+        slow(&["--slow-pause", "0s", "--slow-pause-every", "300ms"]),
+        "slow-pause"
+    );
+    assert_eq!(slow(&["--slow-read", "0"]), "slow-read");
+    assert_eq!(slow(&["--slow-read", "1048577"]), "slow-read");
+    assert_eq!(slow(&["--slow-every", "0s"]), "slow-every");
+    assert_eq!(slow(&["--slow-rcvbuf", "4294967296"]), "slow-rcvbuf");
+}
+
+#[test]
+fn builder_takes_slow_readers() {
+    let target: SocketAddr = "127.0.0.1:9001".parse().expect("addr");
+    let none = Plan::builder(target)
+        .slow_readers(SlowReaders::default())
+        .build()
+        .expect("valid");
+    assert_eq!(none.slow(), None, "a count of 0 adds none");
+    let refused = Plan::builder(target)
+        .slow_readers(SlowReaders {
+            count: 1,
+            rcvbuf: Some(0),
+            ..SlowReaders::default()
+        })
+        .build()
+        .expect_err("refused");
+    assert_eq!(refused.flag(), "slow-rcvbuf");
+}
