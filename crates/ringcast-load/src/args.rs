@@ -25,7 +25,8 @@ pub struct LoadArgs {
     pub connect: Targets,
 
     /// Connections to open. Every one of them reads everything the server
-    /// broadcasts; the first `--publishers` of them also send.
+    /// broadcasts; the first `--publishers` of them also send. The slow
+    /// readers of `--slow-clients` come on top of these.
     #[arg(long, value_name = "C", default_value_t = DEFAULT_CLIENTS)]
     pub clients: usize,
 
@@ -36,8 +37,8 @@ pub struct LoadArgs {
 
     /// Size of each published line in bytes, the trailing newline included.
     /// At least 32, which is the fixed header (publisher, sequence number,
-    /// send timestamp) plus the newline; the rest is filler. Keep it within
-    /// the server's `--max-line`.
+    /// send timestamp) plus the newline, and at most 1048576; the rest is
+    /// filler. Keep it within the server's `--max-line`.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SIZE)]
     pub size: usize,
 

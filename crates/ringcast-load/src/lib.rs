@@ -30,6 +30,62 @@
 //!    client, or nothing has arrived for 2 s, or 10 s have passed since
 //!    publishing stopped.
 //!
+//! # Latency
+//!
+//! Every delivery's latency, receive time minus the line's timestamp, goes
+//! into a histogram (3 significant digits), reported as p50, p90, p99,
+//! p99.9 and max. At a fixed rate the timestamp is the line's slot on the
+//! open-loop schedule, `start + i / rate`, not the moment it was written:
+//! a publisher held up by the server sends what it owes as soon as it
+//! can, and the time those lines waited to be sent is in their latency, as
+//! it would be for a client with its own clock. Stamping the actual send
+//! time would hide such stalls (coordinated omission). Lines due before
+//! the end that were never written are counted apart (`unsent`). The
+//! generator's own timer resolution (1 ms) is in these latencies too. At
+//! `max` there is no schedule, and lines carry their actual send time.
+//!
+//! # Slow readers
+//!
+//! A plan may add slow readers on top of its clients ([`SlowReaders`]):
+//! connections with a small receive buffer that read a little at a time,
+//! or pause, to see what the server does with them and whether they hold
+//! up the others. They are tasks of their own that share nothing with the
+//! publishers or the fast readers; they take part in the warm-up, but not
+//! in "every line reached every client": the run ends when the fast
+//! readers are done, and the slow readers are reported apart
+//! ([`SlowReport`]). A slow reader the server disconnects is counted, not
+//! an error.
+//!
+//! # As a library
+//!
+//! A bench harness builds a [`Plan`], which checks everything once, and
+//! awaits [`run`] on a tokio runtime:
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use std::time::Duration;
+//!
+//! use ringcast_load::{Plan, Rate, SlowReaders};
+//!
+//! # async fn bench() -> anyhow::Result<()> {
+//! let server: SocketAddr = "127.0.0.1:9000".parse()?;
+//! let plan = Plan::builder(server)
+//!     .clients(100)
+//!     .publishers(10)
+//!     .duration(Duration::from_secs(5))
+//!     .rate(Rate::Max)
+//!     .slow_readers(SlowReaders {
+//!         count: 2,
+//!         ..SlowReaders::default()
+//!     })
+//!     .build()?;
+//! let report = ringcast_load::run(&plan).await?;
+//! println!("{report}");
+//! assert_eq!(report.loss, 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! No socket is ever half-closed (the server takes a half-close for a
 //! disconnect); they are all dropped at the end. If the server closes a
 //! connection before the end, the run fails with an error naming the client.
