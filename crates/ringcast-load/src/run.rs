@@ -47,7 +47,8 @@ pub(crate) struct Shared {
     pub(crate) publishers: usize,
     /// Lines written in full, over all publishers.
     pub(crate) published: AtomicU64,
-    /// Lines received, over all readers.
+    /// Lines received, over all fast readers: what the drain waits for.
+    /// Slow readers never add to it.
     pub(crate) delivered: AtomicU64,
     /// When the latest counted line was received, in ns since `origin`.
     pub(crate) last_rx_ns: AtomicU64,
