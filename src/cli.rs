@@ -43,10 +43,13 @@ pub(crate) enum Command {
     /// them send fixed-size, numbered, timestamped lines for `--duration`,
     /// and every connection reads. Reports messages published and
     /// delivered, loss, per-publisher order violations, delivery latency
-    /// and the generator's own CPU use. Rates (delivered/s, MB/s) are over
-    /// the measured interval: from the start of publishing to the last
-    /// delivery, so the drain after `--duration` is included. Try it:
-    /// `ringcast serve` in one terminal, `ringcast load` in another.
+    /// (p50 to max; at a fixed `--rate` counted from each line's scheduled
+    /// send time, so a stalled publisher's wait counts) and the
+    /// generator's own CPU use. Rates (delivered/s, MB/s) are over the
+    /// measured interval: from the start of publishing to the last
+    /// delivery, so the drain after `--duration` is included. With
+    /// `--slow-clients`, slow readers are added and reported apart. Try
+    /// it: `ringcast serve` in one terminal, `ringcast load` in another.
     Load(ringcast_load::LoadArgs),
 }
 

@@ -7,7 +7,7 @@ use std::io::IsTerminal as _;
 use anyhow::Context as _;
 use clap::Parser as _;
 use cli::{Cli, Command, LogFormat, ServeArgs};
-use ringcast_load::LoadArgs;
+use ringcast_load::{LoadArgs, Plan};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -125,13 +125,14 @@ fn write_ready_file(path: &std::path::Path, server: &ringcast::Server) -> anyhow
 }
 
 fn load(args: &LoadArgs) -> anyhow::Result<()> {
+    let plan = Plan::from_args(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
+        .worker_threads(plan.threads())
         .enable_all()
         .build()
         .context("cannot start the load generator's runtime")?;
     let progress = !args.json && std::io::stderr().is_terminal();
-    let report = runtime.block_on(ringcast_load::run_with_progress(args, progress))?;
+    let report = runtime.block_on(ringcast_load::run_with_progress(&plan, progress))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -1,10 +1,15 @@
-//! `ringcast load`'s command line.
+//! `ringcast load`'s command line. It only spells the options out and
+//! parses each value's syntax; [`Plan`](crate::Plan) holds the defaults'
+//! meaning and does every range and consistency check, once, for the
+//! command line and library callers alike.
 
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::{self as load, Rate};
+use crate::plan::{
+    self, DEFAULT_CLIENTS, DEFAULT_PUBLISHERS, DEFAULT_SIZE, DEFAULT_THREADS, Rate, Targets,
+};
 
 /// `ringcast load` options.
 #[derive(Debug, Clone, Args)]
@@ -16,36 +21,41 @@ pub struct LoadArgs {
     /// nodes: publisher 0 on the first, publisher 1 on the second, and so
     /// on. Loss counts every client missing any publisher's line, whichever
     /// node it was published on.
-    #[arg(long, value_name = "ADDR[,ADDR...]", default_value = DEFAULT_CONNECT)]
-    pub connect: load::Targets,
+    #[arg(long, value_name = "ADDR[,ADDR...]", default_value = plan::DEFAULT_CONNECT)]
+    pub connect: Targets,
 
     /// Connections to open. Every one of them reads everything the server
-    /// broadcasts; the first `--publishers` of them also send.
-    #[arg(long, value_name = "C", default_value_t = 100, value_parser = at_least::<1>)]
+    /// broadcasts; the first `--publishers` of them also send. The slow
+    /// readers of `--slow-clients` come on top of these.
+    #[arg(long, value_name = "C", default_value_t = DEFAULT_CLIENTS)]
     pub clients: usize,
 
     /// How many of the clients publish lines (at least 1, at most
     /// `--clients`).
-    #[arg(long, value_name = "P", default_value_t = 1, value_parser = publishers)]
+    #[arg(long, value_name = "P", default_value_t = DEFAULT_PUBLISHERS)]
     pub publishers: usize,
 
     /// Size of each published line in bytes, the trailing newline included.
     /// At least 32, which is the fixed header (publisher, sequence number,
-    /// send timestamp) plus the newline; the rest is filler. Keep it within
-    /// the server's `--max-line`.
-    #[arg(long, value_name = "BYTES", default_value_t = 64, value_parser = line_size)]
+    /// send timestamp) plus the newline, and at most 1048576; the rest is
+    /// filler. Keep it within the server's `--max-line`.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SIZE)]
     pub size: usize,
 
     /// How long the publishers publish (e.g. `10s`, `500ms`, `1m`). Readers
     /// then keep reading until everything arrived, or nothing has for 2 s,
     /// or 10 s more have passed.
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
+    #[arg(long, value_name = "DUR", default_value = DEFAULT_DURATION, value_parser = humantime::parse_duration)]
     pub duration: Duration,
 
     /// Lines per second per publisher (open loop: sent on schedule whatever
     /// the server does), or `max` for saturation (closed loop: each
-    /// publisher keeps at most `--window` of its own lines in flight).
-    #[arg(long, value_name = "MSGS_PER_S", default_value = "max", value_parser = parse_rate)]
+    /// publisher keeps at most `--window` of its own lines in flight). At a
+    /// fixed rate a line's latency counts from its scheduled send time, so
+    /// a publisher held up by the server still counts the wait (no
+    /// coordinated omission; the generator's 1 ms timer resolution is in it
+    /// too); at `max` it counts from the actual send time.
+    #[arg(long, value_name = "MSGS_PER_S", default_value = "max")]
     pub rate: Rate,
 
     /// With `--rate max`: the most lines each publisher may have in flight,
@@ -56,69 +66,65 @@ pub struct LoadArgs {
     /// `--duration` is short. Ignored at a fixed rate. [default: 1000, or
     /// fewer so that publishers × window × clients, the deliveries in
     /// flight, stays within 1,000,000]
-    #[arg(long, value_name = "LINES", value_parser = at_least::<1>)]
+    #[arg(long, value_name = "LINES")]
     pub window: Option<usize>,
 
     /// Worker threads of the generator's own runtime. Connections are
     /// tasks, not threads, so a few threads drive thousands of them.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = at_least::<1>)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_THREADS)]
     pub threads: usize,
 
     /// Print the result as one JSON object on stdout, and no progress.
     #[arg(long)]
     pub json: bool,
+
+    /// Slow readers to open on top of `--clients`, to measure how the
+    /// server treats clients that cannot keep up. They never publish, do
+    /// not count towards "every line reached every client" (the run ends
+    /// when the fast readers are done, whatever the slow ones still lack),
+    /// and are reported apart: lines received in total and per client,
+    /// their loss, and whether each publisher's lines stayed in order
+    /// (gaps are expected; reordering is not). By default each reads
+    /// `--slow-read` bytes every `--slow-every`; `--slow-pause` makes them
+    /// pause instead.
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = SLOW)]
+    pub slow_clients: usize,
+
+    /// Bytes a slow reader asks for per read: with `--slow-every`, it
+    /// drains at most this many bytes per pause. Not with `--slow-pause`.
+    /// [default: 4096]
+    #[arg(long, value_name = "BYTES", help_heading = SLOW)]
+    pub slow_read: Option<usize>,
+
+    /// How long a slow reader waits after each read (e.g. `10ms`, `1s`).
+    /// Not with `--slow-pause`. [default: 10ms]
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, help_heading = SLOW)]
+    pub slow_every: Option<Duration>,
+
+    /// Receive buffer (SO_RCVBUF) each slow reader sets before it
+    /// connects, so the server sees a small TCP window from the start;
+    /// Linux doubles it. `0` keeps the kernel's default. [default: 8192]
+    #[arg(long, value_name = "BYTES", help_heading = SLOW)]
+    pub slow_rcvbuf: Option<usize>,
+
+    /// Instead of pacing their reads, slow readers read everything as it
+    /// comes but stop reading for this long (e.g. `200ms`) at the end of
+    /// every `--slow-pause-every`, which must be given too and be longer.
+    /// With `--slow-pause 200ms --slow-pause-every 300ms` a slow reader
+    /// reads for 100 ms, then pauses 200 ms, and so on. Cannot be combined
+    /// with `--slow-read` or `--slow-every`. [default: off]
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, help_heading = SLOW)]
+    pub slow_pause: Option<Duration>,
+
+    /// The period of `--slow-pause`: a pause ends each one (e.g. `300ms`).
+    /// [default: off]
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, help_heading = SLOW)]
+    pub slow_pause_every: Option<Duration>,
 }
 
-/// Default `--connect`: where `ringcast serve` listens by default.
-pub const DEFAULT_CONNECT: &str = "127.0.0.1:9000";
+/// The help heading of the slow-reader options.
+const SLOW: &str = "Slow readers";
 
-/// Parses `--publishers`: a whole number from 1 to [`load::MAX_PUBLISHERS`].
-fn publishers(s: &str) -> Result<usize, String> {
-    let n = at_least::<1>(s)?;
-    if n > load::MAX_PUBLISHERS {
-        return Err(format!("must be at most {}", load::MAX_PUBLISHERS));
-    }
-    Ok(n)
-}
-
-/// Parses `--size`: from [`load::MIN_SIZE`] to [`load::MAX_SIZE`] bytes.
-fn line_size(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a whole number: {e}"))?;
-    if n < load::MIN_SIZE {
-        return Err(format!(
-            "must be at least {} (the line header and its newline)",
-            load::MIN_SIZE
-        ));
-    }
-    if n > load::MAX_SIZE {
-        return Err(format!("must be at most {}", load::MAX_SIZE));
-    }
-    Ok(n)
-}
-
-/// Parses `--rate`: `max` or a whole number of lines per second, at least 1.
-fn parse_rate(s: &str) -> Result<Rate, String> {
-    s.parse()
-}
-
-/// Parses a duration longer than zero.
-fn positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e}"))?;
-    if d.is_zero() {
-        return Err("must be longer than zero".to_owned());
-    }
-    Ok(d)
-}
-
-/// Parses a whole number no smaller than `MIN`.
-fn at_least<const MIN: usize>(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a whole number: {e}"))?;
-    if n < MIN {
-        return Err(format!("must be at least {MIN}"));
-    }
-    Ok(n)
-}
+/// Default `--duration`, as the command line spells
+/// [`plan::DEFAULT_DURATION`].
+const DEFAULT_DURATION: &str = "10s";

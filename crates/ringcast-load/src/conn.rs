@@ -1,0 +1,138 @@
+//! Connections: opening them, writing to them against a deadline, and the
+//! error for one the server closed.
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::plan::Targets;
+
+/// Connections opened concurrently.
+const CONNECT_BATCH: usize = 128;
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a connection for each client in `clients`, client `i` to address
+/// `i % n` of `targets`, [`CONNECT_BATCH`] at a time. With `rcvbuf`, each
+/// asks for that receive buffer before it connects.
+pub(crate) async fn connect_all(
+    targets: &Targets,
+    clients: Range<usize>,
+    rcvbuf: Option<usize>,
+) -> anyhow::Result<Vec<Arc<TcpStream>>> {
+    let mut streams = Vec::with_capacity(clients.len());
+    for from in clients.clone().step_by(CONNECT_BATCH) {
+        let to = (from + CONNECT_BATCH).min(clients.end);
+        let mut batch = JoinSet::new();
+        for client in from..to {
+            let addr = targets.for_client(client);
+            batch.spawn(async move { (client, connect(client, addr, rcvbuf).await) });
+        }
+        let mut got: Vec<Option<TcpStream>> = (from..to).map(|_| None).collect();
+        let mut failed: Option<(usize, anyhow::Error)> = None;
+        while let Some(done) = batch.join_next().await {
+            let (client, result) = done.map_err(|e| anyhow!("a connect task failed: {e}"))?;
+            match result {
+                Ok(stream) => got[client - from] = Some(stream),
+                Err(e) => {
+                    if failed.as_ref().is_none_or(|(first, _)| client < *first) {
+                        failed = Some((client, e));
+                    }
+                }
+            }
+        }
+        if let Some((_, e)) = failed {
+            return Err(e);
+        }
+        for stream in got {
+            streams.push(Arc::new(stream.context("a connect task vanished")?));
+        }
+    }
+    Ok(streams)
+}
+
+/// Opens one connection, with a receive buffer of `rcvbuf` bytes if given.
+async fn connect(
+    client: usize,
+    addr: SocketAddr,
+    rcvbuf: Option<usize>,
+) -> anyhow::Result<TcpStream> {
+    let socket = socket(addr, rcvbuf)
+        .with_context(|| format!("cannot open a socket for client {client}"))?;
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
+        Err(_) => bail!(
+            "cannot connect client {client} to {addr}: timed out after {}",
+            humantime::format_duration(CONNECT_TIMEOUT)
+        ),
+        Ok(Err(e)) => {
+            let hint = if e.raw_os_error() == Some(24) {
+                " (raise the open-file limit, e.g. `ulimit -n 65536`)"
+            } else {
+                ""
+            };
+            bail!("cannot connect client {client} to {addr}: {e}{hint}");
+        }
+        Ok(Ok(stream)) => stream,
+    };
+    stream
+        .set_nodelay(true)
+        .with_context(|| format!("cannot set TCP_NODELAY on client {client}"))?;
+    Ok(stream)
+}
+
+/// A socket for `addr`, not yet connected. The receive buffer has to be
+/// set before connecting: the window scale is agreed in the handshake, so
+/// a buffer shrunk afterwards would not shrink the window the server sees.
+fn socket(addr: SocketAddr, rcvbuf: Option<usize>) -> io::Result<TcpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(bytes) = rcvbuf {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(TcpSocket::from_std_stream(socket.into()))
+}
+
+/// The receive buffer the kernel gave `stream` (on Linux twice what was
+/// asked for, and at least its minimum).
+pub(crate) fn rcvbuf(stream: &TcpStream) -> io::Result<usize> {
+    SockRef::from(stream).recv_buffer_size()
+}
+
+/// The error for a connection the server closed, or that failed, mid-run.
+pub(crate) fn closed(client: usize, error: Option<io::Error>) -> anyhow::Error {
+    match error {
+        None => anyhow!("server closed connection of client {client} during the run"),
+        Some(e) => anyhow!("server closed connection of client {client} during the run: {e}"),
+    }
+}
+
+/// Writes `buf` unless `deadline` passes first; returns the bytes written.
+pub(crate) async fn write_until(
+    stream: &TcpStream,
+    buf: &[u8],
+    deadline: Instant,
+) -> io::Result<usize> {
+    let mut off = 0;
+    while off < buf.len() {
+        match stream.try_write(&buf[off..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::select! {
+                    ready = stream.writable() => ready?,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(off)
+}
