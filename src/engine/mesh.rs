@@ -27,13 +27,9 @@ use tokio::sync::Notify;
 /// Messages each cross-core ring holds before the publisher must wait.
 ///
 /// This is how far one core may run ahead of another, and every line
-/// waiting in a ring is late for all of that core's clients. At 4,096, one
-/// core ran seconds ahead at saturation: at 1,000 clients x 1 KiB the p50
-/// latency was 0.95 s and the drain after publishing 2 s; at 1,000 x 64 B
-/// the p99 was 2.8 to 4.4 s. At 512 these were 0.16 to 0.25 s, 0.4 to
-/// 0.5 s and 0.6 to 1.0 s, with delivered/s within the run-to-run noise
-/// (about 10 %) in every saturation cell. 512 is still five client queues deep, enough
-/// to absorb a burst.
+/// waiting in a ring is late for all of that core's clients: five client
+/// queues deep absorbs a burst, and no more
+/// (docs/decisions/0001-ring-depth-512.md).
 pub const RING_CAPACITY: usize = 512;
 /// Wakes a core that went to sleep waiting for something.
 #[derive(Debug, Default)]

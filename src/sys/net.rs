@@ -9,7 +9,8 @@ use crate::config::Engine;
 use crate::error::Error;
 
 /// Submission queue entries of each io_uring runtime: the probe creates a
-/// ring of the same size, so it fails where the runtimes would.
+/// ring of the same size, so it fails where the runtimes would. Why 1,024:
+/// docs/decisions/0004-submission-queue-of-1024.md.
 pub(crate) const URING_ENTRIES: u32 = 1024;
 
 /// Accept backlog for every listener.
