@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 /// This is how far one core may run ahead of another, and every line
 /// waiting in a ring is late for all of that core's clients: five client
 /// queues deep absorbs a burst, and no more
-/// (docs/decisions/0001-ring-depth-512.md).
+/// (docs/decisions/0011-cross-core-ring-depth-512.md).
 pub const RING_CAPACITY: usize = 512;
 /// Wakes a core that went to sleep waiting for something.
 #[derive(Debug, Default)]

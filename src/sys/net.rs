@@ -10,7 +10,7 @@ use crate::error::Error;
 
 /// Submission queue entries of each io_uring runtime: the probe creates a
 /// ring of the same size, so it fails where the runtimes would. Why 1,024:
-/// docs/decisions/0004-submission-queue-of-1024.md.
+/// docs/decisions/0014-submission-queue-1024-entries.md.
 pub(crate) const URING_ENTRIES: u32 = 1024;
 
 /// Accept backlog for every listener.
