@@ -48,6 +48,18 @@ use bytes::Bytes;
 
 /// Most messages one send hands to the kernel (well under `IOV_MAX`).
 pub(crate) const SEND_IOVECS: usize = 64;
+/// Messages smaller than this on average are copied into one buffer and
+/// sent as one piece, rather than as an iovec entry each.
+pub(crate) const GATHER_BELOW: usize = 512;
+/// Most bytes one gathered send carries.
+pub(crate) const GATHER_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// Each thread's buffer for gathered sends: a send completes at once,
+    /// so one buffer per thread serves every connection.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// How long a client that used its grace up gets none, the first time.
 pub(crate) const COOLDOWN: Duration = Duration::from_secs(1);
 /// The longest cooldown, for a client that keeps using its grace up.
@@ -257,20 +269,11 @@ impl Outbound {
         sent: &mut Sent,
     ) -> Flushed {
         while !self.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); SEND_IOVECS];
-            let mut count = 0;
-            let mut offered = 0;
-            for (i, msg) in self.queue.iter().take(SEND_IOVECS).enumerate() {
-                let part = if i == 0 {
-                    &msg[self.front_sent..]
-                } else {
-                    &msg[..]
-                };
-                slices[i] = IoSlice::new(part);
-                offered += part.len();
-                count += 1;
-            }
-            let result = send(&slices[..count]);
+            let (result, offered) = if self.bytes / self.queue.len() < GATHER_BELOW {
+                self.send_gathered(&mut send)
+            } else {
+                self.send_vectored(&mut send)
+            };
             match result {
                 Ok(n) => {
                     self.advance(n, sent);
@@ -291,6 +294,52 @@ impl Outbound {
         Flushed::Drained {
             caught_up: self.caught_up(),
         }
+    }
+
+    /// One send of the queue's front messages, each its own iovec entry.
+    fn send_vectored(
+        &self,
+        send: &mut impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> (io::Result<usize>, usize) {
+        let mut slices = [IoSlice::new(&[]); SEND_IOVECS];
+        let mut count = 0;
+        let mut offered = 0;
+        for (i, part) in self.parts().take(SEND_IOVECS).enumerate() {
+            slices[i] = IoSlice::new(part);
+            offered += part.len();
+            count += 1;
+        }
+        (send(&slices[..count]), offered)
+    }
+
+    /// One send of the queue's front messages copied into this thread's
+    /// scratch buffer: for small messages a copy costs less than the
+    /// kernel's work per iovec entry (docs/decisions/0022).
+    fn send_gathered(
+        &self,
+        send: &mut impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> (io::Result<usize>, usize) {
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            for part in self.parts() {
+                if !scratch.is_empty() && scratch.len() + part.len() > GATHER_BYTES {
+                    break;
+                }
+                scratch.extend_from_slice(part);
+            }
+            (send(&[IoSlice::new(scratch)]), scratch.len())
+        })
+    }
+
+    /// What is left to send of each queued message, oldest first.
+    fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        self.queue.iter().enumerate().map(|(i, msg)| {
+            if i == 0 {
+                &msg[self.front_sent..]
+            } else {
+                &msg[..]
+            }
+        })
     }
 
     /// Everything queued has gone to the kernel: the client keeps up again.
@@ -762,11 +811,13 @@ mod tests {
     }
 
     #[test]
-    fn a_long_queue_goes_out_in_several_sends() {
+    fn large_messages_go_out_as_iovecs_small_ones_gathered() {
+        // 150 messages of 600 B: an iovec entry each, 64 to a send.
         let mut q = Outbound::new(200, Duration::ZERO);
         let mut sock = Socket::with_room(1 << 20);
-        for n in 0..150 {
-            offer(&mut q, &format!("{n}\n"), &mut sock);
+        let big: Vec<String> = (0..150).map(|n| format!("{n:0>599}\n")).collect();
+        for m in &big {
+            offer(&mut q, m, &mut sock);
         }
         let mut sent = Sent::default();
         assert!(matches!(
@@ -775,6 +826,25 @@ mod tests {
         ));
         assert_eq!(sent.messages, 150);
         assert_eq!(sent.sends, 150usize.div_ceil(SEND_IOVECS));
+        assert_eq!(sock.got, big.concat().into_bytes());
+        // 150 small ones: copied into one piece, one send.
+        let mut sock = Socket::with_room(1 << 20);
+        for n in 0..150 {
+            offer(&mut q, &format!("{n}\n"), &mut sock);
+        }
+        let mut sent = Sent::default();
+        let mut pieces = 0;
+        assert!(matches!(
+            q.flush(
+                |b| {
+                    pieces += b.len();
+                    sock.send(b)
+                },
+                &mut sent
+            ),
+            Flushed::Drained { .. }
+        ));
+        assert_eq!((sent.messages, sent.sends, pieces), (150, 1, 1));
         let expected: Vec<u8> = (0..150)
             .flat_map(|n| format!("{n}\n").into_bytes())
             .collect();
