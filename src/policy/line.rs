@@ -11,8 +11,9 @@ use bytes::{Bytes, BytesMut};
 /// The client sent more than `max_line` bytes without a newline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineTooLong {
-    /// How many bytes were buffered without a newline when the limit tripped.
-    pub buffered: usize,
+    /// How long the overlong line is, newline not counted: the whole line
+    /// when its newline had arrived, otherwise the bytes buffered so far.
+    pub length: usize,
 }
 
 /// Splits complete lines off a growing read buffer.
@@ -46,16 +47,14 @@ impl LineSplitter {
                 let content = self.scanned + pos;
                 self.scanned = 0;
                 if content > self.max_line {
-                    return Err(LineTooLong { buffered: content });
+                    return Err(LineTooLong { length: content });
                 }
                 Ok(Some(buf.split_to(content + 1).freeze()))
             }
             None => {
                 self.scanned = buf.len();
                 if buf.len() > self.max_line {
-                    return Err(LineTooLong {
-                        buffered: buf.len(),
-                    });
+                    return Err(LineTooLong { length: buf.len() });
                 }
                 Ok(None)
             }
@@ -132,7 +131,7 @@ pub mod model {
                     Ok(Some(line)) => lines.push(line.to_vec()),
                     Ok(None) => break,
                     Err(e) => {
-                        assert!(e.buffered > max_line, "{e:?} with max_line {max_line}");
+                        assert!(e.length > max_line, "{e:?} with max_line {max_line}");
                         return Split {
                             lines,
                             rest: Vec::new(),
