@@ -38,47 +38,50 @@ pub(crate) fn find_nats_server() -> anyhow::Result<PathBuf> {
         .context("--cluster needs nats-server, which is not installed; install it: apt-get install -y nats-server")
 }
 
-/// What nats-server's `--ports_file_dir` file holds (the part read here).
+/// What nats-server's `--ports_file_dir` file holds (the part read here):
+/// `{"nats":["nats://127.0.0.1:PORT"], "monitoring": [...], ...}`.
 #[derive(Debug, Deserialize)]
 struct NatsPorts {
-    client: Vec<String>,
+    /// The client URLs.
+    #[serde(default)]
+    nats: Vec<String>,
 }
 
 /// The client URL in the text of a nats-server ports file.
 fn parse_nats_ports(text: &str) -> anyhow::Result<String> {
     let ports: NatsPorts = serde_json::from_str(text).context("not a nats-server ports file")?;
     ports
-        .client
+        .nats
         .into_iter()
         .find(|u| u.starts_with("nats://127.0.0.1:"))
         .context("no loopback client URL in the ports file")
 }
 
-/// Starts nats-server on a kernel-chosen loopback port; its URL.
-fn start_nats(bench: &mut Bench, path: &Path) -> anyhow::Result<(ChildGuard, String)> {
-    let log = bench.out.join("nats-server.log");
-    let ports_dir = bench.scratch.path().join("nats-ports");
-    std::fs::create_dir_all(&ports_dir)?;
+/// Starts nats-server on a kernel-chosen loopback port, logging to `log`
+/// and writing its ports file into `ports_dir`; its URL.
+fn spawn_nats(path: &Path, log: &Path, ports_dir: &Path) -> anyhow::Result<(ChildGuard, String)> {
+    std::fs::create_dir_all(ports_dir)?;
     let mut cmd = Command::new(path);
     cmd.args(["-a", "127.0.0.1", "-p", "-1", "--ports_file_dir"])
-        .arg(&ports_dir)
+        .arg(ports_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(
-            std::fs::File::create(&log)
+            std::fs::File::create(log)
                 .with_context(|| format!("cannot create {}", log.display()))?,
         );
     let mut nats = ChildGuard::spawn(&mut cmd, "nats-server")?;
+    // The file is named after the executable and the pid.
     let suffix = format!("_{}.ports", nats.pid());
     let deadline = Instant::now() + NATS_START;
     let url = loop {
         if let Some(status) = nats.try_status()? {
             bail!(
                 "nats-server exited at start ({status}); its log: {}",
-                tail(&log, 10)
+                tail(log, 10)
             );
         }
-        let file = std::fs::read_dir(&ports_dir)?
+        let file = std::fs::read_dir(ports_dir)?
             .flatten()
             .map(|e| e.path())
             .find(|p| p.to_string_lossy().ends_with(&suffix));
@@ -89,13 +92,21 @@ fn start_nats(bench: &mut Bench, path: &Path) -> anyhow::Result<(ChildGuard, Str
         }
         if Instant::now() >= deadline {
             bail!(
-                "nats-server did not start in {} s; its log: {}",
+                "nats-server wrote no ports file in {} s; its log: {}",
                 NATS_START.as_secs(),
-                tail(&log, 10)
+                tail(log, 10)
             );
         }
         thread::sleep(Duration::from_millis(50));
     };
+    Ok((nats, url))
+}
+
+/// Starts nats-server for the run and notes it in setup.txt.
+fn start_nats(bench: &mut Bench, path: &Path) -> anyhow::Result<(ChildGuard, String)> {
+    let log = bench.out.join("nats-server.log");
+    let ports_dir = bench.scratch.path().join("nats-ports");
+    let (nats, url) = spawn_nats(path, &log, &ports_dir)?;
     let version = Command::new(path)
         .arg("--version")
         .output()
@@ -203,13 +214,39 @@ mod tests {
 
     #[test]
     fn ports_files_give_the_client_url() {
-        let text =
-            r#"{"client":["nats://127.0.0.1:41234"],"monitoring":["http://127.0.0.1:8222"]}"#;
+        // What nats-server 2.9 writes.
+        let text = r#"{"nats":["nats://127.0.0.1:33947"]}"#;
+        assert_eq!(
+            parse_nats_ports(text).expect("parses"),
+            "nats://127.0.0.1:33947"
+        );
+        let text = r#"{"nats":["nats://127.0.0.1:41234"],"monitoring":["http://127.0.0.1:8222"]}"#;
         assert_eq!(
             parse_nats_ports(text).expect("parses"),
             "nats://127.0.0.1:41234"
         );
-        assert!(parse_nats_ports(r#"{"client":[]}"#).is_err());
+        assert!(parse_nats_ports(r#"{"nats":[]}"#).is_err());
+        assert!(parse_nats_ports(r#"{"monitoring":["http://127.0.0.1:8222"]}"#).is_err());
         assert!(parse_nats_ports("").is_err());
+    }
+
+    /// The real nats-server, where it is installed (CI installs it): its
+    /// ports file is found and read, and the URL accepts connections.
+    #[test]
+    fn nats_server_starts_and_says_where() {
+        let Ok(path) = find_nats_server() else {
+            eprintln!("nats-server not installed; skipped");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut nats, url) =
+            spawn_nats(&path, &dir.path().join("log"), &dir.path().join("ports")).expect("starts");
+        let addr: std::net::SocketAddr = url
+            .strip_prefix("nats://")
+            .expect("a nats URL")
+            .parse()
+            .expect("an address");
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("accepts");
+        nats.kill();
     }
 }
