@@ -1,0 +1,80 @@
+//! `ringcast-bench`: the benchmark and soak harness of ringcast.
+//!
+//! `scripts/bench.sh` and `scripts/soak.sh` build the release binaries and
+//! run `ringcast-bench bench` and `ringcast-bench soak`; `--help` on either
+//! subcommand explains every scenario and property.
+//!
+//! Layout, one concern per module:
+//!
+//! - [`cli`]: the command line.
+//! - [`children`]: child processes that die with the harness, whatever
+//!   way it ends.
+//! - [`server`]: starting `ringcast serve`, reading its ready file,
+//!   stopping it.
+//! - [`procfs`]: `/proc` parsing: process and machine CPU ticks, RSS,
+//!   descriptors.
+//! - [`sample`]: CPU over an interval, the quiet-machine wait, RSS sampling.
+//! - [`metrics`]: scraping and parsing the server's Prometheus text.
+//! - [`row`]: the one row type of `raw.csv`.
+//! - [`stats`]: medians and per-round ratio ranges over typed rows.
+//! - [`targets`]: the targets as data, and their evaluation.
+//! - [`summary`]: the text of `summary.md`.
+//! - [`chart`]: the SVG charts.
+//! - [`bench`]: the benchmark's scenarios.
+//! - [`soak`]: the soak test.
+
+mod bench;
+mod chart;
+mod children;
+mod cli;
+mod metrics;
+mod procfs;
+mod row;
+mod sample;
+mod server;
+mod soak;
+mod stats;
+mod summary;
+mod targets;
+
+use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use clap::Parser as _;
+
+/// When the harness started, for the time stamps of [`say!`].
+static START: OnceLock<Instant> = OnceLock::new();
+
+/// Seconds since the harness started.
+pub(crate) fn elapsed_s() -> f64 {
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+/// A progress line on stderr, stamped with the time since the start.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!("[{:7.3}s] {}", $crate::elapsed_s(), format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+fn main() -> ExitCode {
+    START.get_or_init(Instant::now);
+    let cli = cli::Cli::parse();
+    if let Err(e) = children::kill_on_signal() {
+        eprintln!("ringcast-bench: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
+        cli::Command::Bench(args) => bench::run(&args),
+        cli::Command::Soak(args) => soak::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringcast-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

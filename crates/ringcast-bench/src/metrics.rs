@@ -1,0 +1,266 @@
+//! The server's metrics: one HTTP GET of `/metrics` on loopback, and the
+//! Prometheus text format it returns.
+//!
+//! The request is HTTP/1.0 so that the answer is never chunked and ends
+//! when the server closes; a chunked answer is still decoded, in case a
+//! server sends one anyway.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// How long one scrape may take, connect and read each.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer taken: a few hundred lines are expected.
+const MAX_BODY: u64 = 4 << 20;
+
+/// One scrape: every sample, by name with its labels as written
+/// (`ringcast_build_info{version="0.1.0",...}`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Metrics(BTreeMap<String, f64>);
+
+impl Metrics {
+    /// The sample named exactly `name`, labels included.
+    pub(crate) fn get(&self, name: &str) -> Option<f64> {
+        self.0.get(name).copied()
+    }
+
+    /// A counter or gauge that must be there, as a whole number (a
+    /// negative gauge reads as 0).
+    pub(crate) fn count(&self, name: &str) -> anyhow::Result<u64> {
+        let v = self
+            .get(name)
+            .with_context(|| format!("the server reports no {name}"))?;
+        Ok(v.max(0.0).round() as u64)
+    }
+}
+
+/// Parses the Prometheus text exposition format: `name value` or
+/// `name{labels} value`, an optional timestamp after it; `#` lines and
+/// blank lines are skipped. A line that does not parse is an error: it
+/// would mean the format is not what this harness reads.
+pub(crate) fn parse(text: &str) -> anyhow::Result<Metrics> {
+    let mut samples = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, rest) = split_name(line).with_context(|| format!("line {}: {line:?}", n + 1))?;
+        let value = rest
+            .split_whitespace()
+            .next()
+            .with_context(|| format!("line {}: {line:?} has no value", n + 1))?;
+        let value = parse_value(value)
+            .with_context(|| format!("line {}: {value:?} is not a number", n + 1))?;
+        samples.insert(name.to_owned(), value);
+    }
+    Ok(Metrics(samples))
+}
+
+/// Splits a sample line after its name and labels. Label values are
+/// quoted and may hold spaces, braces and escaped quotes.
+fn split_name(line: &str) -> anyhow::Result<(&str, &str)> {
+    let Some(brace) = line.find('{') else {
+        return line
+            .split_once(char::is_whitespace)
+            .context("no value after the name");
+    };
+    if line[..brace].contains(char::is_whitespace) {
+        return line
+            .split_once(char::is_whitespace)
+            .context("no value after the name");
+    }
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for (i, c) in line[brace..].char_indices() {
+        let at = brace + i;
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            '}' if !in_quotes => return Ok((&line[..=at], &line[at + 1..])),
+            _ => {}
+        }
+    }
+    bail!("labels not closed")
+}
+
+/// A sample value: a float, or `+Inf`, `-Inf`, `NaN`.
+fn parse_value(text: &str) -> anyhow::Result<f64> {
+    Ok(match text {
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        _ => text.parse()?,
+    })
+}
+
+/// Scrapes `http://addr/metrics`.
+pub(crate) fn scrape(addr: SocketAddr) -> anyhow::Result<Metrics> {
+    let body =
+        get(addr, "/metrics").with_context(|| format!("cannot read http://{addr}/metrics"))?;
+    parse(&body).with_context(|| format!("http://{addr}/metrics is not Prometheus text"))
+}
+
+/// The body of one HTTP GET of `path`.
+fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT)?;
+    stream.set_read_timeout(Some(SCRAPE_TIMEOUT))?;
+    stream.set_write_timeout(Some(SCRAPE_TIMEOUT))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut answer = Vec::new();
+    stream.take(MAX_BODY).read_to_end(&mut answer)?;
+    body_of(&answer)
+}
+
+/// The body of an HTTP answer, if its status is 200.
+fn body_of(answer: &[u8]) -> anyhow::Result<String> {
+    let text = String::from_utf8_lossy(answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("the answer has no end of headers")?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        bail!("the server answered {status:?}");
+    }
+    let chunked = head.lines().skip(1).any(|h| {
+        h.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("transfer-encoding")
+                && v.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    if chunked {
+        dechunk(body)
+    } else {
+        Ok(body.to_owned())
+    }
+}
+
+/// Decodes a chunked body.
+fn dechunk(mut body: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    // Each chunk is at least its size line, so this many rounds suffice.
+    for _ in 0..=body.len() {
+        let (size, rest) = body
+            .split_once("\r\n")
+            .context("chunk size line not ended")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or_default().trim(), 16)
+            .with_context(|| format!("{size:?} is not a chunk size"))?;
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = rest.get(..size).context("chunk shorter than its size")?;
+        out.push_str(chunk);
+        body = rest
+            .get(size..)
+            .and_then(|r| r.strip_prefix("\r\n"))
+            .context("chunk not followed by CRLF")?;
+    }
+    bail!("no last chunk")
+}
+
+/// Polls `addr`'s metrics every 50 ms until `ok` holds, `timeout` at
+/// most. Returns the last scrape, and whether `ok` held for it; a scrape
+/// that fails only counts as not yet.
+pub(crate) fn wait_until(
+    addr: SocketAddr,
+    timeout: Duration,
+    ok: impl Fn(&Metrics) -> bool,
+) -> (Option<Metrics>, bool) {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        if let Ok(m) = scrape(addr) {
+            if ok(&m) {
+                return (Some(m), true);
+            }
+            last = Some(m);
+        }
+        if Instant::now() >= deadline {
+            return (last, false);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until gauge `name` equals `value`; an error saying what it was
+/// if it did not within `timeout`.
+pub(crate) fn wait_for_value(
+    addr: SocketAddr,
+    name: &str,
+    value: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let (last, ok) = wait_until(addr, timeout, |m| m.get(name) == Some(value as f64));
+    if ok {
+        return Ok(());
+    }
+    let was = last
+        .and_then(|m| m.get(name))
+        .map_or_else(|| "unknown".to_owned(), |v| v.to_string());
+    bail!(
+        "{name} is {was}, not {value}, after {} s",
+        timeout.as_secs_f64()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "\
+# HELP ringcast_connected_clients Clients connected now.
+# TYPE ringcast_connected_clients gauge
+ringcast_connected_clients 3
+# TYPE ringcast_messages_dropped counter
+ringcast_messages_dropped_total 12345
+ringcast_build_info{version=\"0.1.0\",commit=\"ab c}d\\\"e\",engine=\"uring\"} 1
+ringcast_ratio 0.25 1700000000000
+ringcast_inf +Inf
+
+# EOF
+";
+
+    #[test]
+    fn parses_samples_labels_and_timestamps() {
+        let m = parse(TEXT).expect("parses");
+        assert_eq!(m.get("ringcast_connected_clients"), Some(3.0));
+        assert_eq!(
+            m.count("ringcast_messages_dropped_total").expect("there"),
+            12345
+        );
+        assert_eq!(
+            m.get("ringcast_build_info{version=\"0.1.0\",commit=\"ab c}d\\\"e\",engine=\"uring\"}"),
+            Some(1.0)
+        );
+        assert_eq!(m.get("ringcast_ratio"), Some(0.25));
+        assert_eq!(m.get("ringcast_inf"), Some(f64::INFINITY));
+        assert!(m.count("ringcast_missing").is_err());
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_read() {
+        assert!(parse("ringcast_x").is_err(), "no value");
+        assert!(parse("ringcast_x abc").is_err(), "not a number");
+        assert!(parse("ringcast_x{a=\"b\" 1").is_err(), "labels not closed");
+    }
+
+    #[test]
+    fn http_bodies_plain_and_chunked() {
+        let plain = b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nx 1\n";
+        assert_eq!(body_of(plain).expect("ok"), "x 1\n");
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nx 1\n\r\n4\r\ny 2\n\r\n0\r\n\r\n";
+        assert_eq!(body_of(chunked).expect("ok"), "x 1\ny 2\n");
+        assert!(body_of(b"HTTP/1.0 404 Not Found\r\n\r\n").is_err());
+        assert!(
+            body_of(b"HTTP/1.0 200 OK\r\n").is_err(),
+            "no end of headers"
+        );
+    }
+}
