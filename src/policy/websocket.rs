@@ -188,6 +188,8 @@ pub(crate) struct Decoder {
     max_message: usize,
     /// The message being received, unmasked, and whether it is text.
     partial: Option<(BytesMut, bool)>,
+    /// The client closed or broke the protocol: nothing after counts.
+    ended: bool,
 }
 
 impl Decoder {
@@ -196,12 +198,23 @@ impl Decoder {
         Self {
             max_message,
             partial: None,
+            ended: false,
         }
     }
 
     /// The next event from the frames at the start of `buf`, consuming
-    /// them; `None` if no whole frame is there yet.
+    /// them; `None` if no whole frame is there yet, or ever will be: after a
+    /// close or a protocol error.
     pub(crate) fn next(&mut self, buf: &mut BytesMut) -> Option<Event> {
+        if self.ended {
+            return None;
+        }
+        let event = self.decode(buf);
+        self.ended = matches!(event, Some(Event::Closed(_) | Event::Failed { .. }));
+        event
+    }
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Option<Event> {
         loop {
             let mut cursor = Cursor::new(&buf[..]);
             let (header, length) = match FrameHeader::parse(&mut cursor) {
@@ -433,6 +446,15 @@ mod tests {
         assert_eq!(events[0], Event::Reply(Bytes::from_static(b"\x8a\x02hb")));
         assert_eq!(events.len(), 2);
         assert_eq!(close_code(&events[1]), 1000);
+    }
+
+    #[test]
+    fn nothing_counts_after_a_close_or_an_error() {
+        let mut bytes = client_frame(0x8, true, &[0x03, 0xe8]);
+        bytes.extend(client_frame(0x1, true, b"late"));
+        assert_eq!(decode(100, &bytes).len(), 1, "the close only");
+        // An error consumes nothing, yet is reported once.
+        assert_eq!(decode(100, &[0x81, 0x02, b'h', b'i']).len(), 1);
     }
 
     #[test]
