@@ -25,6 +25,7 @@ on_both_engines!(
     slow_disconnect_closes_a_client_that_keeps_dropping,
     a_flood_from_another_core_never_starves_a_core_of_stalled_clients,
     one_line_says_a_client_started_dropping_and_one_that_it_caught_up,
+    clients_that_ran_out_of_grace_before_cost_the_core_a_bounded_wait,
 );
 
 /// A connection with an 8 KiB receive buffer, as a slow mobile client has.
@@ -447,4 +448,56 @@ fn one_line_says_a_client_started_dropping_and_one_that_it_caught_up(engine: Eng
             "no {line:?} in\n{metrics}"
         );
     }
+}
+
+fn clients_that_ran_out_of_grace_before_cost_the_core_a_bounded_wait(engine: EngineChoice) {
+    // A client behind for the first time is held for its whole grace (50 ms
+    // here). One that used a grace up before is held only as long as its
+    // core's patience allows: one grace plus one per half second, for the
+    // core's clients together (each thread's share, on tokio).
+    const STALLED: u64 = 20;
+    let server = TestServer::start(engine);
+    let publisher = Client::connect(server.addr);
+    server.wait_connected(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo = discard_until(publisher.stream.try_clone().unwrap(), Arc::clone(&stop));
+    let mut writer = publisher.try_clone();
+    let flood = numbered(0, 20, 500);
+    let mut flood_until_episodes = |n: u64| {
+        wait_for("the next client to drop", PATIENCE, || {
+            writer.send(&flood);
+            (server.totals().slow_episodes == n).then_some(())
+        });
+    };
+    // One by one, each stalled client falls behind and uses its grace up.
+    let mut stalled = Vec::new();
+    for n in 1..=STALLED {
+        stalled.push(Client::connect_small_rcvbuf(server.addr));
+        server.wait_connected(n + 1);
+        flood_until_episodes(n);
+    }
+    // Their first cooldown (a second) passes: they get a grace again.
+    std::thread::sleep(Duration::from_millis(1100));
+    // One by one, each catches up and falls behind again.
+    let before = server.totals();
+    let start = Instant::now();
+    for (n, client) in (1..=STALLED).zip(&mut stalled) {
+        client.read_available(Duration::from_millis(20));
+        server.wait_totals("it caught up", |t| t.slow_clients == STALLED - 1);
+        flood_until_episodes(STALLED + n);
+    }
+    let elapsed = start.elapsed();
+    let held = Duration::from_nanos(server.totals().held_nanos - before.held_nanos);
+    eprintln!("{engine:?}: {held:?} of waiting in {elapsed:?}");
+    // The test servers run two threads, each with a patience of one grace.
+    let grace = common::TEST_STALL_TIMEOUT * 2;
+    // One grace to start, one per 500 ms since, and a timer's overshoot
+    // (about a millisecond) per wait.
+    let bound = grace + grace.mul_f64(elapsed.as_secs_f64() / 0.5) + Duration::from_millis(5) * 20;
+    assert!(
+        held <= bound,
+        "{STALLED} clients falling behind again cost {held:?} of waiting in {elapsed:?}, more than {bound:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    echo.join().unwrap();
 }

@@ -12,7 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 /// One core's counters.
 #[derive(Debug, Default)]
@@ -31,6 +31,7 @@ pub(crate) struct Shard {
     slow_started: AtomicU64,
     slow_ended: AtomicU64,
     slow_disconnected: AtomicU64,
+    held_nanos: AtomicU64,
     too_long: AtomicU64,
     rejected: AtomicU64,
     cluster_published: AtomicU64,
@@ -103,6 +104,14 @@ impl Shard {
         self.check_writer();
         bump(&self.slow_disconnected, 1);
     }
+    /// A deliverer waited `waited` for a client that held a message.
+    pub(crate) fn held(&self, waited: std::time::Duration) {
+        self.check_writer();
+        bump(
+            &self.held_nanos,
+            u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+        );
+    }
     /// A client was disconnected for an overlong line.
     pub(crate) fn too_long(&self) {
         self.check_writer();
@@ -162,6 +171,9 @@ pub struct Totals {
     pub slow_episodes: u64,
     /// Clients disconnected for `--slow-disconnect`.
     pub slow_disconnects: u64,
+    /// Nanoseconds deliverers spent waiting for clients that held a
+    /// message (were behind for a moment).
+    pub held_nanos: u64,
     /// Clients disconnected for overlong lines.
     pub lines_too_long: u64,
     /// Connections closed at once because `--max-clients` were connected.
@@ -244,6 +256,7 @@ impl Metrics {
             t.slow_episodes += s.slow_started.load(Relaxed);
             slow_ended += s.slow_ended.load(Relaxed);
             t.slow_disconnects += s.slow_disconnected.load(Relaxed);
+            t.held_nanos += s.held_nanos.load(Relaxed);
             t.accepted += s.accepted.load(Relaxed);
             closed += s.closed.load(Relaxed);
             t.received += s.received.load(Relaxed);
@@ -405,6 +418,14 @@ impl Collector for Collect {
                 gauge.metric_type(),
             )?)?;
         }
+        // An f64 holds whole nanoseconds exactly up to 104 days of waiting.
+        let held = ConstCounter::new(t.held_nanos as f64 / 1e9);
+        held.encode(encoder.encode_descriptor(
+            "ringcast_hold_wait",
+            "Time deliverers spent waiting for clients that were behind (see --stall-timeout)",
+            Some(&Unit::Seconds),
+            held.metric_type(),
+        )?)?;
         let cluster_on = t.cluster_connected.is_some();
         for (name, help, value) in counters
             .into_iter()

@@ -245,6 +245,22 @@ impl Outbound {
         self.queue.len() < self.capacity
     }
 
+    /// The deliverers cannot wait for this client any longer (see
+    /// [`crate::policy::patience`]): its grace ends now, so the next offer
+    /// drops as if it had run out.
+    pub fn end_grace(&mut self, now: Instant) {
+        if let Pace::Behind { until } = &mut self.pace {
+            *until = now.min(*until);
+        }
+    }
+
+    /// True if it used a grace up and has not caught up within one since:
+    /// the host's patience limits its next grace (see
+    /// [`crate::policy::patience`]).
+    pub fn ran_out_before(&self) -> bool {
+        self.strikes > 0
+    }
+
     /// True while a deliverer may be waiting for room.
     pub fn is_behind(&self) -> bool {
         matches!(self.pace, Pace::Behind { .. })
@@ -533,6 +549,46 @@ mod tests {
             Offer::Queued { .. }
         ));
         assert!(q.episode().is_none(), "nothing was dropped");
+    }
+
+    #[test]
+    fn ending_the_grace_early_drops_the_held_message_and_starts_the_cooldown() {
+        let t0 = Instant::now();
+        let mut q = Outbound::new(1, GRACE);
+        let mut sock = Socket::with_room(0);
+        offer_at(&mut q, "a\n", &mut sock, t0);
+        assert!(matches!(
+            offer_at(&mut q, "b\n", &mut sock, t0),
+            Offer::Hold { .. }
+        ));
+        let early = t0 + GRACE / 10;
+        q.end_grace(early);
+        assert!(matches!(
+            offer_at(&mut q, "b\n", &mut sock, early),
+            Offer::Dropped { started: true }
+        ));
+        // It used a grace up: the next time it is behind, no grace.
+        sock.room = usize::MAX;
+        q.unblock();
+        assert!(matches!(
+            flush(&mut q, &mut sock),
+            Flushed::Drained { caught_up: Some(_) }
+        ));
+        sock.room = 0;
+        offer_at(&mut q, "c\n", &mut sock, early);
+        assert!(matches!(
+            offer_at(&mut q, "d\n", &mut sock, early),
+            Offer::Dropped { started: true }
+        ));
+        assert!(q.ran_out_before());
+        // Ending a grace that is not running changes nothing.
+        let mut q = Outbound::new(1, GRACE);
+        q.end_grace(t0);
+        offer_at(&mut q, "a\n", &mut sock, t0);
+        assert!(matches!(
+            offer_at(&mut q, "b\n", &mut sock, t0),
+            Offer::Hold { until } if until == t0 + GRACE
+        ));
     }
 
     #[test]

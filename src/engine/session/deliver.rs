@@ -8,12 +8,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Action, CloseReason, Cx, Host, Link};
+use super::{Action, CloseReason, Host, Link};
 
 /// Offers `msg` to every connection in `conns`. A connection whose
 /// allowance is full may hold it: it gets it last, after a wait of at most
 /// its grace, in which the deliverer's own task sleeps and every other task
-/// of the core runs. Returns whether it waited.
+/// of the core runs. The host's [`Patience`](crate::policy::patience)
+/// bounds the waits for clients that ran out of grace before; such a wait
+/// it cannot pay for ends early, as if the grace ran out. Returns whether
+/// it waited.
 pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
     host: &H,
     conns: &[L],
@@ -25,7 +28,8 @@ pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
     {
         let cx = host.cx();
         for link in conns {
-            if let Some(until) = offer(host, link, msg, &mut frame, &cx) {
+            let action = link.with(|s| s.offer(msg, &mut frame, |bufs| link.try_send(bufs), &cx));
+            if let Some(until) = act(host, link, action) {
                 held.push((&**link, until));
             }
         }
@@ -33,9 +37,15 @@ pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
     let waited = !held.is_empty();
     for (link, mut until) in held {
         loop {
-            wait_for_room(link, until).await;
+            let out_of_patience = wait_held(host, link, until).await;
             let cx = host.cx();
-            match offer(host, link, msg, &mut frame, &cx) {
+            let action = link.with(|s| {
+                if out_of_patience {
+                    s.end_grace();
+                }
+                s.offer(msg, &mut frame, |bufs| link.try_send(bufs), &cx)
+            });
+            match act(host, link, action) {
                 Some(later) => until = later,
                 None => break,
             }
@@ -44,15 +54,34 @@ pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
     waited
 }
 
-/// Offers `msg` to one connection; `Some(until)` if it holds it.
-fn offer<H: Host>(
-    host: &H,
-    link: &H::Link,
-    msg: &Bytes,
-    frame: &mut Option<Bytes>,
-    cx: &Cx<'_>,
-) -> Option<Instant> {
-    match link.with(|s| s.offer(msg, frame, |bufs| link.try_send(bufs), cx)) {
+/// Waits for a client that holds a message until it has room or its grace
+/// ends at `until`. Returns true if the host's patience ended the wait
+/// first.
+async fn wait_held<H: Host>(host: &H, link: &H::Link, until: Instant) -> bool {
+    let patience = host.patience();
+    let start = Instant::now();
+    let want = until.saturating_duration_since(start);
+    let taken = patience.take(want, start);
+    // Behind for the first time, it may be a reader that was not scheduled
+    // for a moment: it gets its whole grace, paid for as far as the
+    // patience can. One that ran out before waits only as long as the
+    // patience allows.
+    let granted = if link.with(|s| s.ran_out_before()) {
+        taken
+    } else {
+        want
+    };
+    let room = wait_for_room(link, start + granted).await;
+    let spent = start.elapsed();
+    patience.spent(taken, spent);
+    host.cx().shard.held(spent);
+    !room && granted < want
+}
+
+/// Carries out what an offer asked of the engine; `Some(until)` if the
+/// connection holds the message.
+fn act<H: Host>(host: &H, link: &H::Link, action: Action) -> Option<Instant> {
+    match action {
         Action::None => {}
         Action::Wake => link.wake_writer(),
         Action::Hold(until) => return Some(until),
@@ -61,17 +90,21 @@ fn offer<H: Host>(
     None
 }
 
-/// Waits until `link` has room for a held message, or `until` passes.
-async fn wait_for_room(link: &impl Link, until: Instant) {
+/// Waits until `link` has room for a held message (true), or `until`
+/// passes (false).
+async fn wait_for_room(link: &impl Link, until: Instant) -> bool {
     let mut deadline = pin!(tokio::time::sleep_until(until.into()));
     loop {
         let notified = pin!(link.room().notified());
         if link.with(|s| s.has_room()) {
-            return;
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
         }
         tokio::select! {
             () = notified => {}
-            () = &mut deadline => return,
+            () = &mut deadline => return false,
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::policy::coalesce::Coalescer;
 use crate::policy::inbound::Inbound;
 use crate::policy::limits::Throttle;
 use crate::policy::outbound::{Episode, Flushed, Offer, Outbound, Sent};
+use crate::policy::patience::Patience;
 use crate::policy::websocket;
 
 /// What every connection of a server is told.
@@ -223,6 +224,18 @@ impl Session {
     /// ticks, up to `tick`, and the server is not the one holding it up.
     pub(crate) fn is_idle(&self, tick: u64, ticks: u64) -> bool {
         !self.publishing && tick.saturating_sub(self.last_active) > ticks
+    }
+
+    /// The host cannot wait for this client any longer: its grace ends
+    /// now, so the next offer drops unless it has room.
+    pub(crate) fn end_grace(&mut self) {
+        self.out.end_grace(Instant::now());
+    }
+
+    /// True if its grace is limited by the host's patience: it used one up
+    /// before, and has not caught up within one since.
+    pub(crate) fn ran_out_before(&self) -> bool {
+        self.out.ran_out_before()
     }
 
     /// Offers the line `msg`, or its WebSocket frame (built into `frame`
@@ -500,6 +513,8 @@ pub(crate) trait Host {
     fn flushing(&self) -> bool;
     /// The host's write pacer.
     fn coalescer(&self) -> &Coalescer;
+    /// How long the host's deliverers may still wait for held messages.
+    fn patience(&self) -> &Patience;
     /// The current idle tick.
     fn tick(&self) -> u64;
 }

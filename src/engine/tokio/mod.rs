@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::unix::AsyncFd;
@@ -32,6 +32,7 @@ use crate::ops::clients::{self, Transport};
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
 use crate::policy::limits::Gate;
+use crate::policy::patience::Patience;
 use crate::sys::net;
 use crate::sys::timer::FlushTimer;
 use crossbeam_queue::ArrayQueue;
@@ -83,6 +84,11 @@ pub(crate) fn start(
         coalescer: Coalescer::new(
             config.coalesce,
             config.coalesce_above.saturating_mul(threads as u64),
+        ),
+        // Each thread may wait as long as a core of the io_uring engine.
+        patience: Patience::new(
+            config.stall_timeout.saturating_mul(threads as u32),
+            Instant::now(),
         ),
         cluster_out: config.cluster.as_ref().map(|_| {
             Arc::new(ClusterOut {
@@ -200,6 +206,8 @@ struct Hub {
     tick: AtomicU64,
     /// Holds writes back briefly while the runtime is busy.
     coalescer: Coalescer,
+    /// How long the runtime may still wait for clients that are behind.
+    patience: Patience,
     /// Local lines on their way to the cluster bridge.
     cluster_out: Option<Arc<ClusterOut>>,
 }
@@ -301,6 +309,10 @@ impl Host for Hub {
 
     fn coalescer(&self) -> &Coalescer {
         &self.coalescer
+    }
+
+    fn patience(&self) -> &Patience {
+        &self.patience
     }
 
     fn tick(&self) -> u64 {

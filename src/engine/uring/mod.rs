@@ -15,7 +15,7 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -34,6 +34,7 @@ use crate::ops::clients::{self, Transport};
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
 use crate::policy::limits::Gate;
+use crate::policy::patience::Patience;
 use crate::sys::net::{self, URING_ENTRIES};
 use crate::sys::timer::FlushTimer;
 
@@ -128,6 +129,7 @@ pub(crate) fn start(
                     tick: Cell::new(0),
                     changed: tokio::sync::Notify::new(),
                     coalescer: Coalescer::new(settings.coalesce, settings.coalesce_above),
+                    patience: Patience::new(settings.conn.grace, Instant::now()),
                 });
                 runtime.block_on(core.run(listener, inbox, inspections, control));
             })
@@ -197,6 +199,8 @@ struct Core {
     changed: tokio::sync::Notify,
     /// Holds this core's writes back briefly while it is busy.
     coalescer: Coalescer,
+    /// How long this core may still wait for clients that are behind.
+    patience: Patience,
 }
 
 impl Host for Core {
@@ -257,6 +261,10 @@ impl Host for Core {
 
     fn coalescer(&self) -> &Coalescer {
         &self.coalescer
+    }
+
+    fn patience(&self) -> &Patience {
+        &self.patience
     }
 
     fn tick(&self) -> u64 {
