@@ -99,8 +99,6 @@ fn a_connect_during_the_drain_is_refused_or_closed_at_once(engine: EngineChoice)
         c.queue = LINES;
         c.drain_timeout = Duration::from_secs(20);
     });
-    // After the start: tokio's signal driver opens a socket pair for good
-    // the first time a runtime starts.
     let before = sockets();
     // A client behind, not dropping: the drain waits for it.
     let mut behind = Client::connect_small_rcvbuf(server.addr);
