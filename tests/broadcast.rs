@@ -339,3 +339,30 @@ fn shutdown_flushes_queued_output_then_closes(engine: EngineChoice) {
     assert_eq!((after.sent, after.dropped), (LINES as u64, 0));
     assert_eq!(after.connected, 0);
 }
+
+/// Probing io_uring on the caller's thread left it a task_work signal from
+/// the ring's teardown: a blocking read with a timeout there (a test's
+/// client, say) failed with EINTR.
+#[test]
+fn binding_a_uring_server_leaves_the_callers_blocking_reads_alone() {
+    for _ in 0..20 {
+        let server = ringcast::Server::bind(ringcast::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            engine: ringcast::EngineChoice::Uring,
+            threads: Some(1),
+            ..ringcast::Config::default()
+        })
+        .expect("bind");
+        let (quiet, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+        quiet
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let err = std::io::Read::read(&mut &quiet, &mut [0u8; 1]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "a read on the thread that bound the server: {err}"
+        );
+        drop(server);
+    }
+}

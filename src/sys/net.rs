@@ -119,8 +119,16 @@ pub(crate) fn stop_listening(listener: std::os::fd::RawFd) {
 /// `kernel.io_uring_disabled` sysctl forbids it, where a seccomp filter
 /// blocks `io_uring_setup`, or where the ring's memory does not fit in
 /// RLIMIT_MEMLOCK (kernels before 5.12 count it there).
+///
+/// The probe runs on a thread of its own: tearing a ring down sends
+/// task_work (TIF_NOTIFY_SIGNAL) to every thread that used it, and a
+/// caller blocked then in a read with a timeout would see EINTR.
 pub(crate) fn probe_uring() -> io::Result<()> {
-    io_uring::IoUring::new(URING_ENTRIES).map(drop)
+    std::thread::scope(|s| {
+        s.spawn(|| io_uring::IoUring::new(URING_ENTRIES).map(drop))
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the io_uring probe panicked")))
+    })
 }
 
 #[cfg(test)]
