@@ -9,13 +9,14 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::{Action, CloseReason, Host, Link};
+use crate::policy::patience::Whose;
 
 /// Offers `msg` to every connection in `conns`. A connection whose
 /// allowance is full may hold it: it gets it last, after a wait of at most
 /// its grace, in which the deliverer's own task sleeps and every other task
 /// of the core runs. The host's [`Patience`](crate::policy::patience)
-/// bounds the waits for clients that ran out of grace before; such a wait
-/// it cannot pay for ends early, as if the grace ran out. Returns whether
+/// bounds the waits of all its clients together; a wait it cannot pay for
+/// ends early, as if the grace ran out. Returns whether
 /// it waited.
 pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
     host: &H,
@@ -61,19 +62,15 @@ async fn wait_held<H: Host>(host: &H, link: &H::Link, until: Instant) -> bool {
     let patience = host.patience();
     let start = Instant::now();
     let want = until.saturating_duration_since(start);
-    let taken = patience.take(want, start);
-    // Behind for the first time, it may be a reader that was not scheduled
-    // for a moment: it gets its whole grace, paid for as far as the
-    // patience can. One that ran out before waits only as long as the
-    // patience allows.
-    let granted = if link.with(|s| s.ran_out_before()) {
-        taken
+    let whose = if link.with(|s| s.ran_out_before()) {
+        Whose::Again
     } else {
-        want
+        Whose::First
     };
+    let granted = patience.take(whose, want, start);
     let room = wait_for_room(link, start + granted).await;
     let spent = start.elapsed();
-    patience.spent(taken, spent);
+    patience.spent(whose, granted, spent);
     host.cx().shard.held(spent);
     !room && granted < want
 }
