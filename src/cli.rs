@@ -124,6 +124,8 @@ pub(crate) struct ServeArgs {
     /// it may only be behind for a moment. A client still full after it is
     /// slow: its messages are dropped until it has caught up, and it gets
     /// no wait again for 1 s, doubling each time it uses one up, up to 64 s.
+    /// A core's waits, all clients together, also come out of a budget that
+    /// earns about two such waits every half second (2% of its time).
     /// `0` never waits. Progress never renews the wait.
     #[arg(long, env = "RINGCAST_STALL_TIMEOUT", value_name = "DUR", default_value = "5ms", value_parser = humantime::parse_duration)]
     stall_timeout: Duration,
