@@ -65,6 +65,16 @@ fn full(t0: Instant) -> (Outbound, Socket) {
     (q, sock)
 }
 
+/// The client of [`full`] reads its one message, and the queue fills again
+/// at `at` (the socket refusing once more); returns what the flush found.
+fn catch_up_and_refill(q: &mut Outbound, sock: &mut Socket, at: Instant) -> Flushed {
+    sock.room = 2;
+    q.unblock();
+    let flushed = flush(q, sock);
+    offer_at(q, "y\n", sock, at);
+    flushed
+}
+
 #[test]
 fn a_full_allowance_holds_once_for_the_grace_and_room_ends_it() {
     let t0 = Instant::now();
@@ -178,13 +188,10 @@ fn a_client_that_used_its_grace_up_gets_none_for_a_cooldown_that_doubles() {
             Offer::Dropped { started: true }
         ));
         // It catches up, and fills again within the cooldown: no wait.
-        sock.room = 2;
-        q.unblock();
         assert!(matches!(
-            flush(&mut q, &mut sock),
+            catch_up_and_refill(&mut q, &mut sock, now),
             Flushed::Drained { caught_up: Some(_) }
         ));
-        offer_at(&mut q, "y\n", &mut sock, now);
         let cooldown = COOLDOWN * 2u32.pow(round);
         assert!(
             matches!(
@@ -193,13 +200,10 @@ fn a_client_that_used_its_grace_up_gets_none_for_a_cooldown_that_doubles() {
             ),
             "round {round}: still cooling down"
         );
-        sock.room = 2;
-        q.unblock();
         assert!(matches!(
-            flush(&mut q, &mut sock),
+            catch_up_and_refill(&mut q, &mut sock, now),
             Flushed::Drained { caught_up: Some(_) }
         ));
-        offer_at(&mut q, "y\n", &mut sock, now);
         now += cooldown;
     }
     // A client that catches up within its grace is forgiven.
@@ -207,13 +211,10 @@ fn a_client_that_used_its_grace_up_gets_none_for_a_cooldown_that_doubles() {
         offer_at(&mut q, "x\n", &mut sock, now),
         Offer::Hold { .. }
     ));
-    sock.room = 2;
-    q.unblock();
     assert!(matches!(
-        flush(&mut q, &mut sock),
+        catch_up_and_refill(&mut q, &mut sock, now),
         Flushed::Drained { caught_up: None }
     ));
-    offer_at(&mut q, "y\n", &mut sock, now);
     assert!(matches!(
         offer_at(&mut q, "x\n", &mut sock, now),
         Offer::Hold { .. }
@@ -223,10 +224,7 @@ fn a_client_that_used_its_grace_up_gets_none_for_a_cooldown_that_doubles() {
         offer_at(&mut q, "x\n", &mut sock, now),
         Offer::Dropped { started: true }
     ));
-    sock.room = 2;
-    q.unblock();
-    flush(&mut q, &mut sock);
-    offer_at(&mut q, "y\n", &mut sock, now);
+    catch_up_and_refill(&mut q, &mut sock, now);
     assert!(
         matches!(
             offer_at(&mut q, "z\n", &mut sock, now + COOLDOWN),
