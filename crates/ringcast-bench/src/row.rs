@@ -197,6 +197,9 @@ pub(crate) struct Row {
     pub(crate) unsent: Option<u64>,
     pub(crate) published_min: Option<u64>,
     pub(crate) published_max: Option<u64>,
+    /// Times a publisher gave its lines in flight up: the server dropped
+    /// for its own connection (see `ringcast_load::Report::window_resets`).
+    pub(crate) window_resets: Option<u64>,
     /// The cell's wall time, which every CPU figure is over.
     pub(crate) wall_s: Option<f64>,
     pub(crate) load_cpu_s: Option<f64>,
@@ -270,6 +273,7 @@ impl Row {
         self.unsent = Some(r.unsent);
         self.published_min = Some(r.published_min);
         self.published_max = Some(r.published_max);
+        self.window_resets = Some(r.window_resets);
         if let Some(s) = &r.slow {
             self.slow_clients = Some(s.clients as u64);
             self.slow_received = Some(s.received);

@@ -63,7 +63,10 @@ pub struct LoadArgs {
     /// (every publisher also reads, and gets its own lines). It sends again
     /// as its lines come back, so the run measures what the server moves
     /// rather than what piles up in socket buffers, and the drain after
-    /// `--duration` is short. Ignored at a fixed rate. [default: 1000, or
+    /// `--duration` is short. Lines the server dropped for the publisher's
+    /// own connection never come back: it gives its window up when that
+    /// connection shows a gap, or after 1 s with nothing back (reported as
+    /// `window_resets`). Ignored at a fixed rate. [default: 1000, or
     /// fewer so that publishers × window × clients, the deliveries in
     /// flight, stays within 1,000,000]
     #[arg(long, value_name = "LINES")]

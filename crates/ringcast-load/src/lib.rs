@@ -20,7 +20,11 @@
 //!      own lines in flight, published but not yet received back on its own
 //!      connection, and sends more as they come back. The server's
 //!      throughput sets the pace, so nothing piles up in socket buffers and
-//!      any loss is the server's.
+//!      any loss is the server's. A server that drops for slow readers
+//!      (ringcast does) may drop a publisher's own lines, which then never
+//!      come back: the publisher gives what it has in flight up as soon as
+//!      its connection shows a gap, or after a second with nothing back,
+//!      and counts it (`window_resets`), rather than wait to the end.
 //!    - a fixed rate per publisher (open loop), paced in small batches
 //!      whatever the server does. Each line carries its scheduled send
 //!      time, not the time it was written, so latency includes any time a

@@ -7,6 +7,17 @@
 //! the kernel: the publisher waits for its window anyway, so there is no
 //! schedule to fall behind.
 //!
+//! # Lines that never come back
+//!
+//! At `max` a publisher waits for its own lines to come back on its own
+//! connection. A server that drops for slow readers may drop them there
+//! (ringcast does, for a client whose allowance is full), and a publisher
+//! that waited for them would stop for the rest of the run. So its reader
+//! gives the lines in flight up when the connection shows a gap in any
+//! publisher's sequence, which means it was being dropped for, and the
+//! publisher gives them up itself after [`GIVE_UP_AFTER`] with nothing
+//! back: a loss at the very end of everything sent shows no gap.
+//!
 //! At a fixed rate (open loop) line `i` of every publisher is due at
 //! `start + i / rate`, and is stamped with that scheduled time, not with
 //! the moment it was written. A publisher held up (a full socket buffer, a
@@ -35,6 +46,9 @@ use crate::wire::{Header, Kind};
 
 /// Bytes a publisher hands the kernel per write, at most.
 const WRITE_BATCH: usize = 64 * 1024;
+/// At `max`, how long a publisher with a full window waits for any of its
+/// lines to come back before it gives them up for lost.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(1);
 
 /// When line `index` of a publisher sending `per_s` lines per second from
 /// `start_ns` is due, in ns on the same clock: `start_ns + index / per_s`
@@ -127,14 +141,20 @@ pub(crate) async fn publish(
             let end = tokio::time::sleep_until(deadline);
             tokio::pin!(end);
             while Instant::now() < deadline {
-                let in_flight = seq.saturating_sub(ack.next.load(Ordering::Acquire));
-                let free = window.saturating_sub(in_flight);
+                let free = window.saturating_sub(ack.in_flight(seq));
                 if free < refill {
                     // A wake-up stored since the check is kept as a permit,
                     // so none is lost.
                     tokio::select! {
                         () = ack.moved.notified() => continue,
                         () = &mut end => break,
+                        // Nothing came back: the server dropped the last of
+                        // them for this connection, with nothing after that
+                        // would show the gap.
+                        () = tokio::time::sleep(GIVE_UP_AFTER) => {
+                            ack.give_up_in_flight();
+                            continue;
+                        }
                     }
                 }
                 let lines = usize::try_from(free).unwrap_or(usize::MAX).min(per_batch);

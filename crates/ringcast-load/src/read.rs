@@ -49,6 +49,8 @@ pub(crate) struct Taken {
     pub(crate) delivered: u64,
     /// The first warm-up marker came with it: counting starts now.
     pub(crate) warmed: bool,
+    /// Lines it showed lost: sequence numbers skipped, per publisher.
+    pub(crate) gaps: u64,
 }
 
 impl Tally {
@@ -111,6 +113,7 @@ impl Tally {
                     if h.seq < *next {
                         self.order_violations += 1;
                     } else {
+                        taken.gaps += h.seq - *next;
                         *next = h.seq + 1;
                     }
                     taken.delivered += 1;
@@ -178,6 +181,11 @@ pub(crate) async fn read_client(
                 .fetch_add(taken.delivered, Ordering::Relaxed);
             shared.last_rx_ns.fetch_max(now, Ordering::Relaxed);
             if let Some(ack) = own {
+                if taken.gaps > 0 {
+                    // This connection lost lines: the publisher's own may
+                    // be among them, and would never come back.
+                    ack.give_up_in_flight();
+                }
                 let next = tally.next_seq(client);
                 if ack.next.load(Ordering::Relaxed) != next {
                     ack.next.store(next, Ordering::Release);
@@ -197,6 +205,7 @@ pub(crate) async fn read_client(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::PubState;
 
     const SIZE: usize = 40;
 
@@ -251,7 +260,9 @@ mod tests {
             taken,
             Taken {
                 delivered: 1,
-                warmed: true
+                warmed: true,
+                // Line 0 came before the marker: lost, as far as counting goes.
+                gaps: 1,
             }
         );
     }
@@ -272,6 +283,39 @@ mod tests {
         assert_eq!(tally.order_violations, 1);
         assert_eq!((tally.next_seq(0), tally.next_seq(1)), (12, 7));
         assert_eq!(tally.delivered, 6);
+    }
+
+    #[test]
+    fn a_read_tells_how_many_lines_it_showed_lost() {
+        let mut tally = Tally::new(SIZE, 2, 4096);
+        let mut bytes = line(Kind::Warmup, 0, 0);
+        // Publisher 0 loses 1..=9, publisher 1 its first two.
+        for (publisher, seq) in [(0, 0), (0, 10), (1, 2), (1, 3)] {
+            bytes.extend(line(Kind::Data, publisher, seq));
+        }
+        tally.spare()[..bytes.len()].copy_from_slice(&bytes);
+        assert_eq!(tally.take(bytes.len(), |_| {}).gaps, 11);
+        // In order from there: nothing more lost.
+        let bytes = line(Kind::Data, 0, 11);
+        tally.spare()[..bytes.len()].copy_from_slice(&bytes);
+        assert_eq!(tally.take(bytes.len(), |_| {}).gaps, 0);
+    }
+
+    #[test]
+    fn a_publisher_gives_up_what_was_in_flight_once_per_loss() {
+        let ack = PubState::default();
+        ack.written.store(100, Ordering::Release);
+        ack.next.store(40, Ordering::Release);
+        assert_eq!(ack.in_flight(100), 60);
+        ack.give_up_in_flight();
+        assert_eq!(ack.in_flight(100), 0);
+        assert_eq!(ack.in_flight(130), 30, "lines written since still count");
+        // Nothing written since: nothing more to give up, no second reset.
+        ack.give_up_in_flight();
+        assert_eq!(ack.resets.load(Ordering::Relaxed), 1);
+        // Lines that come back after all move the window on as before.
+        ack.next.store(120, Ordering::Release);
+        assert_eq!(ack.in_flight(130), 10);
     }
 
     #[test]

@@ -85,6 +85,11 @@ pub struct Report {
     pub published_min: u64,
     /// Most lines any one publisher wrote.
     pub published_max: u64,
+    /// At `max`: times a publisher stopped waiting for its lines in flight
+    /// because its own connection was losing lines (the server dropped for
+    /// it) or none came back for a second. Without this, a publisher whose
+    /// own lines were dropped would wait for them until the end.
+    pub window_resets: u64,
     /// Deliveries per second counted during the publishing duration alone.
     pub publish_delivered_per_s: f64,
     /// The slow readers, reported apart; `null` without any. Everything
@@ -201,7 +206,11 @@ impl fmt::Display for Report {
             self.published_min, self.published_max
         )?;
         if let Some(window) = self.window {
-            writeln!(f, "  window            {window} lines per publisher")?;
+            writeln!(
+                f,
+                "  window            {window} lines per publisher; given up {} times (own lines lost)",
+                self.window_resets
+            )?;
         }
         writeln!(
             f,
@@ -237,6 +246,8 @@ pub(crate) struct Measured {
     pub(crate) unsent: u64,
     /// Lines each publisher wrote in full.
     pub(crate) per_publisher: Vec<u64>,
+    /// Times a publisher gave its lines in flight up.
+    pub(crate) window_resets: u64,
 }
 
 /// Sums what the readers saw into a report.
@@ -254,6 +265,7 @@ pub(crate) fn report(
         ended,
         unsent,
         ref per_publisher,
+        window_resets,
     } = *measured;
     let delivered: u64 = stats.iter().map(|s| s.delivered).sum();
     let order_violations = stats.iter().map(|s| s.order_violations).sum();
@@ -295,6 +307,7 @@ pub(crate) fn report(
         window: (plan.rate() == Rate::Max).then(|| plan.window()),
         published_min: per_publisher.iter().copied().min().unwrap_or(0),
         published_max: per_publisher.iter().copied().max().unwrap_or(0),
+        window_resets,
         drain_s: (elapsed_s - plan.duration().as_secs_f64()).max(0.0),
         publish_delivered_per_s: delivered_by_deadline as f64 / plan.duration().as_secs_f64(),
         slow: plan.slow().map(|s| SlowReport::new(s, published, slow)),

@@ -65,8 +65,36 @@ pub(crate) struct PubState {
     /// One past the highest sequence number received back on the
     /// publisher's own connection.
     pub(crate) next: CachePadded<AtomicU64>,
-    /// Notified when `next` moves.
+    /// Lines below this no longer count as in flight: the server may have
+    /// dropped them for the publisher's own connection (see
+    /// [`crate::publish`]).
+    pub(crate) given_up: CachePadded<AtomicU64>,
+    /// Times the publisher gave its lines in flight up.
+    pub(crate) resets: AtomicU64,
+    /// Notified when `next` or `given_up` moves.
     pub(crate) moved: Notify,
+}
+
+impl PubState {
+    /// The publisher's own connection lost lines: the server was dropping
+    /// for it, so its lines in flight may never come back. They no longer
+    /// hold the window.
+    pub(crate) fn give_up_in_flight(&self) {
+        let written = self.written.load(Ordering::Acquire);
+        if self.given_up.fetch_max(written, Ordering::AcqRel) < written {
+            self.resets.fetch_add(1, Ordering::Relaxed);
+            self.moved.notify_one();
+        }
+    }
+
+    /// Lines in flight, of `written`: not yet back, nor given up.
+    pub(crate) fn in_flight(&self, written: u64) -> u64 {
+        let back = self
+            .next
+            .load(Ordering::Acquire)
+            .max(self.given_up.load(Ordering::Acquire));
+        written.saturating_sub(back)
+    }
 }
 
 impl Shared {
@@ -282,6 +310,11 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
             .iter()
             .map(|a| a.written.load(Ordering::Relaxed))
             .collect(),
+        window_resets: shared
+            .pubs
+            .iter()
+            .map(|a| a.resets.load(Ordering::Relaxed))
+            .sum(),
     };
     report(plan, &measured, &stats, &slow)
 }
