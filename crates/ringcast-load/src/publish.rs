@@ -213,6 +213,24 @@ fn ns_since(from: Instant, to: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::PubState;
+
+    #[test]
+    fn a_publisher_gives_up_what_was_in_flight_once_per_loss() {
+        let ack = PubState::default();
+        ack.written.store(100, Ordering::Release);
+        ack.next.store(40, Ordering::Release);
+        assert_eq!(ack.in_flight(100), 60);
+        ack.give_up_in_flight();
+        assert_eq!(ack.in_flight(100), 0);
+        assert_eq!(ack.in_flight(130), 30, "lines written since still count");
+        // Nothing written since: nothing more to give up, no second reset.
+        ack.give_up_in_flight();
+        assert_eq!(ack.resets.load(Ordering::Relaxed), 1);
+        // Lines that come back after all move the window on as before.
+        ack.next.store(120, Ordering::Release);
+        assert_eq!(ack.in_flight(130), 10);
+    }
 
     fn rate(per_s: u64) -> NonZeroU64 {
         NonZeroU64::new(per_s).expect("not zero")

@@ -205,7 +205,6 @@ pub(crate) async fn read_client(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::PubState;
 
     const SIZE: usize = 40;
 
@@ -299,23 +298,6 @@ mod tests {
         let bytes = line(Kind::Data, 0, 11);
         tally.spare()[..bytes.len()].copy_from_slice(&bytes);
         assert_eq!(tally.take(bytes.len(), |_| {}).gaps, 0);
-    }
-
-    #[test]
-    fn a_publisher_gives_up_what_was_in_flight_once_per_loss() {
-        let ack = PubState::default();
-        ack.written.store(100, Ordering::Release);
-        ack.next.store(40, Ordering::Release);
-        assert_eq!(ack.in_flight(100), 60);
-        ack.give_up_in_flight();
-        assert_eq!(ack.in_flight(100), 0);
-        assert_eq!(ack.in_flight(130), 30, "lines written since still count");
-        // Nothing written since: nothing more to give up, no second reset.
-        ack.give_up_in_flight();
-        assert_eq!(ack.resets.load(Ordering::Relaxed), 1);
-        // Lines that come back after all move the window on as before.
-        ack.next.store(120, Ordering::Release);
-        assert_eq!(ack.in_flight(130), 10);
     }
 
     #[test]

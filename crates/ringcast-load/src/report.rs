@@ -208,7 +208,7 @@ impl fmt::Display for Report {
         if let Some(window) = self.window {
             writeln!(
                 f,
-                "  window            {window} lines per publisher; given up {} times (own lines lost)",
+                "  window            {window} lines per publisher; given up {} times (own lines lost, or 1 s late)",
                 self.window_resets
             )?;
         }

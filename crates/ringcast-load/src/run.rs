@@ -76,9 +76,9 @@ pub(crate) struct PubState {
 }
 
 impl PubState {
-    /// The publisher's own connection lost lines: the server was dropping
-    /// for it, so its lines in flight may never come back. They no longer
-    /// hold the window.
+    /// The publisher's lines in flight may never come back (its own
+    /// connection lost lines, or none came back for a while): they no
+    /// longer hold its window. Counted once per call that gives up more.
     pub(crate) fn give_up_in_flight(&self) {
         let written = self.written.load(Ordering::Acquire);
         if self.given_up.fetch_max(written, Ordering::AcqRel) < written {
