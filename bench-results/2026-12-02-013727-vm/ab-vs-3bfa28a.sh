@@ -4,7 +4,10 @@
 #   git worktree add --detach /work/wt-old 3bfa28a
 #   (cd /work/wt-old && cargo build --release)
 # env: OLD, NEW (the two `ringcast` binaries), ROUNDS (3),
-#      ENGINES ("uring tokio"), OUT (/tmp/ab/out.csv)
+#      ENGINES ("uring tokio"), OUT (/tmp/ab/out.csv),
+#      LOADARGS (more `ringcast load` flags, e.g. "--window 10")
+# The load generator is NEW's `ringcast load`.
+# ../2026-12-02-041700-vm/table.py OUT prints a results table.
 # args: cells as clients:size:rate:duration, e.g. 1000:64:max:3s 1000:64:100:3s
 set -u
 OLD=${OLD:-/work/wt-old/target/release/ringcast}
@@ -24,7 +27,7 @@ for engine in $ENGINES; do
     for round in $(seq "$ROUNDS"); do
       for build in old new; do
         p=$port; [ $build = new ] && p=$((port+1))
-        j=$($LOAD load --connect 127.0.0.1:$p --clients $c --publishers $pubs --size $s --rate $r --duration $d --json 2>/dev/null)
+        j=$($LOAD load --connect 127.0.0.1:$p --clients $c --publishers $pubs --size $s --rate $r --duration $d ${LOADARGS:-} --json 2>/dev/null)
         echo "$engine,$build,$c,$s,$r,$d,$round,'$j'" >> "$OUT"
         echo "$engine $build $cell r$round $(grep -oE '"(delivered_per_s|loss)":[0-9.]+' <<<"$j" | tr '\n' ' ')"
       done
