@@ -45,7 +45,8 @@ publishers piping 2,000 lines each (500 with --quick); the time until \
 every listener has every line, complete and in order;
   3. load matrix (the ringcast-load library): clients {10,100,1000} x line \
 size {64,1024} ({10,1000} x 64 with --quick), at saturation (rate max, \
-closed loop) and at a fixed offered load of 1,000,000 deliveries/s for \
+closed loop paced by every reader: the highest rate they all keep up \
+with) and at a fixed offered load of 1,000,000 deliveries/s for \
 64-byte lines (250,000/s for 1024-byte lines) that both engines should \
 carry without loss; the engines take turns cell by cell. Each saturation \
 cell runs --rounds times; the summary reports each engine's median run \

@@ -197,9 +197,19 @@ pub(crate) struct Row {
     pub(crate) unsent: Option<u64>,
     pub(crate) published_min: Option<u64>,
     pub(crate) published_max: Option<u64>,
-    /// Times a publisher gave its lines in flight up: the server dropped
-    /// for its own connection (see `ringcast_load::Report::window_resets`).
+    /// At `max`, who had to have a line before it stopped counting as in
+    /// flight (`every-reader` or `own-connection`).
+    pub(crate) paced_by: Option<String>,
+    /// Times a publisher gave its lines in flight up (see
+    /// `ringcast_load::Report::window_resets`).
     pub(crate) window_resets: Option<u64>,
+    /// Times a publisher's window was cut in half on loss.
+    pub(crate) window_cuts: Option<u64>,
+    /// Lines sent beyond a window to show a loss at the tail.
+    pub(crate) window_probes: Option<u64>,
+    /// The smallest and largest publisher's window at the end.
+    pub(crate) window_end_min: Option<u64>,
+    pub(crate) window_end_max: Option<u64>,
     /// The cell's wall time, which every CPU figure is over.
     pub(crate) wall_s: Option<f64>,
     pub(crate) load_cpu_s: Option<f64>,
@@ -273,7 +283,12 @@ impl Row {
         self.unsent = Some(r.unsent);
         self.published_min = Some(r.published_min);
         self.published_max = Some(r.published_max);
+        self.paced_by = r.paced_by.map(|p| p.to_string());
         self.window_resets = Some(r.window_resets);
+        self.window_cuts = Some(r.window_cuts);
+        self.window_probes = Some(r.window_probes);
+        self.window_end_min = Some(r.window_end_min);
+        self.window_end_max = Some(r.window_end_max);
         if let Some(s) = &r.slow {
             self.slow_clients = Some(s.clients as u64);
             self.slow_received = Some(s.received);

@@ -89,7 +89,7 @@ pub(crate) fn engines(rows: &[Row], problems: &[String], cores: usize) -> (Strin
             .is_empty()
     {
         let rounds = res.rounds();
-        line("## Saturation (`--rate max`: closed loop, each publisher keeps at most `window` of its own lines in flight)\n".into());
+        line("## Saturation (`--rate max`: closed loop, each publisher keeps at most `window` lines in flight, paced by every reader: the window halves on loss, so publishers settle near the highest rate every reader keeps up with)\n".into());
         if rounds > 1 {
             line(format!(
                 "Each cell ran {rounds} times, engines alternating. Every column is from each engine's median run by delivered/s; uring/tokio is the ratio of the medians, and the next column the lowest and highest ratio of single rounds.\n"

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::plan::{
-    self, DEFAULT_CLIENTS, DEFAULT_PUBLISHERS, DEFAULT_SIZE, DEFAULT_THREADS, Rate, Targets,
+    self, DEFAULT_CLIENTS, DEFAULT_PUBLISHERS, DEFAULT_SIZE, DEFAULT_THREADS, PacedBy, Rate,
+    Targets,
 };
 
 /// `ringcast load` options.
@@ -50,7 +51,8 @@ pub struct LoadArgs {
 
     /// Lines per second per publisher (open loop: sent on schedule whatever
     /// the server does), or `max` for saturation (closed loop: each
-    /// publisher keeps at most `--window` of its own lines in flight). At a
+    /// publisher keeps at most a window of its lines in flight; see
+    /// `--paced-by`). At a
     /// fixed rate a line's latency counts from its scheduled send time, so
     /// a publisher held up by the server still counts the wait (no
     /// coordinated omission; the generator's 1 ms timer resolution is in it
@@ -59,18 +61,39 @@ pub struct LoadArgs {
     pub rate: Rate,
 
     /// With `--rate max`: the most lines each publisher may have in flight,
-    /// that is, published but not yet received back on its own connection
-    /// (every publisher also reads, and gets its own lines). It sends again
-    /// as its lines come back, so the run measures what the server moves
-    /// rather than what piles up in socket buffers, and the drain after
-    /// `--duration` is short. Lines the server dropped for the publisher's
-    /// own connection never come back: it gives its window up when that
-    /// connection shows a gap, or after 1 s with nothing back (reported as
-    /// `window_resets`). Ignored at a fixed rate. [default: 1000, or
-    /// fewer so that publishers × window × clients, the deliveries in
-    /// flight, stays within 1,000,000]
+    /// published but not yet received (see `--paced-by` for by whom). It
+    /// sends again as its lines come back, so the run measures what the
+    /// server moves rather than what piles up in socket buffers, and the
+    /// drain after `--duration` is short. A publisher whose window stays
+    /// full with nothing back for 1 s gives its lines in flight up, as lost
+    /// (reported as `window_resets`). Ignored at a fixed rate. [default:
+    /// 1000, or fewer so that publishers × window × clients, the deliveries
+    /// in flight, stays within 1,000,000]
     #[arg(long, value_name = "LINES")]
     pub window: Option<usize>,
+
+    /// With `--rate max`, who has to have a publisher's line before it no
+    /// longer counts as in flight.
+    ///
+    /// `every-reader`: every fast reader (a reader that lost it counts,
+    /// once it has a later line). The window moves as TCP's does: it starts
+    /// at 10 lines and doubles every round trip up to `--window`, halves
+    /// when a reader finds lines of the publisher missing, and then grows
+    /// by one line per window delivered. So the publishers settle near the
+    /// highest rate every reader keeps up with: a saturation figure with
+    /// little loss, alike for a server that drops for slow readers and one
+    /// that slows its publishers down. A publisher whose wait runs several
+    /// times longer than its recent ones sends one line beyond the window,
+    /// so that a reader that lost its last lines shows the gap. Reported
+    /// as `window_cuts`, `window_probes` and the windows at the end.
+    ///
+    /// `own-connection`: the publisher's own connection, with the window
+    /// fixed. Publishers outpace readers slower than their own connection,
+    /// which measures overload: a server that drops for slow readers drops.
+    /// Its lines lost on its own connection never come back, so a gap there
+    /// gives up its lines in flight.
+    #[arg(long, value_name = "WHO", value_enum, default_value_t = PacedBy::EveryReader)]
+    pub paced_by: PacedBy,
 
     /// Worker threads of the generator's own runtime. Connections are
     /// tasks, not threads, so a few threads drive thousands of them.

@@ -16,15 +16,19 @@
 //!    client has received one, so the server is known to have registered
 //!    them all. Markers are never counted.
 //! 3. Publish for the duration, in one of two ways:
-//!    - `max` (closed loop): each publisher keeps at most `window` of its
-//!      own lines in flight, published but not yet received back on its own
-//!      connection, and sends more as they come back. The server's
-//!      throughput sets the pace, so nothing piles up in socket buffers and
-//!      any loss is the server's. A server that drops for slow readers
-//!      (ringcast does) may drop a publisher's own lines, which then never
-//!      come back: the publisher gives what it has in flight up as soon as
-//!      its connection shows a gap, or after a second with nothing back,
-//!      and counts it (`window_resets`), rather than wait to the end.
+//!    - `max` (closed loop): each publisher keeps at most a window of
+//!      lines in flight and sends more as they come back, so the server's
+//!      throughput sets the pace and nothing piles up in socket buffers.
+//!      By default a line is in flight until every fast reader has it, and
+//!      the window moves as TCP's congestion window does: it halves when a
+//!      reader finds lines missing and grows back while none are. The
+//!      publishers settle near the highest rate every reader keeps up
+//!      with, so the figure means the same for a server that drops for
+//!      slow readers (ringcast does) and one that slows its publishers
+//!      down. With `--paced-by own-connection` a line is in flight only
+//!      until the publisher's own connection has it and the window is
+//!      fixed: publishers outpace slower readers, which measures overload.
+//!      The details are in the `window` module.
 //!    - a fixed rate per publisher (open loop), paced in small batches
 //!      whatever the server does. Each line carries its scheduled send
 //!      time, not the time it was written, so latency includes any time a
@@ -106,6 +110,8 @@
 //! - `run`: orchestration: connect, warm up, publish, drain, sum up.
 //! - `conn`: opening connections, writing against a deadline.
 //! - `publish`: the publisher tasks and their pacing.
+//! - `window`: the closed loop at `max`: each publisher's window, and how
+//!   far its lines have come back to every reader.
 //! - `read`: the fast reader tasks, and the line checks all readers share.
 //! - `slow`: the slow reader tasks and the pacing of their reads.
 //! - `progress`: the progress line on stderr.
@@ -120,10 +126,11 @@ pub mod report;
 mod run;
 mod slow;
 mod stats;
+mod window;
 pub mod wire;
 
 pub use args::LoadArgs;
-pub use plan::{Plan, PlanBuilder, PlanError, Rate, SlowMode, SlowReaders, Targets};
+pub use plan::{PacedBy, Plan, PlanBuilder, PlanError, Rate, SlowMode, SlowReaders, Targets};
 pub use report::{Ended, Latency, LatencyFrom, Report, SlowModeName, SlowReport};
 pub use run::{run, run_with_progress};
 pub use wire::{FILLER, HEADER_LEN, Header, Kind, MAX_PUBLISHERS, MAX_SIZE, MIN_SIZE};

@@ -18,7 +18,7 @@ pub use slow::{
     DEFAULT_SLOW_EVERY, DEFAULT_SLOW_RCVBUF, DEFAULT_SLOW_READ, MAX_SLOW_RCVBUF, MAX_SLOW_READ,
     SlowMode, SlowReaders,
 };
-pub use values::{Rate, Targets};
+pub use values::{PacedBy, Rate, Targets};
 
 /// Default `--connect`: where `ringcast serve` listens by default.
 pub const DEFAULT_CONNECT: &str = "127.0.0.1:9000";
@@ -39,6 +39,10 @@ pub const DEFAULT_WINDOW: usize = 1000;
 /// stays within this many deliveries in flight, which keeps the drain short
 /// with many clients.
 pub const DEFAULT_WINDOW_DELIVERIES: usize = 1_000_000;
+
+/// `--paced-by every-reader` keeps a count per publisher and fast reader,
+/// 8 publishers to a 64-byte cache line: at most this many lines (256 MiB).
+const MAX_RECEIVED_LINES: usize = 4 << 20;
 
 /// A value a plan cannot run with. Names the `ringcast load` flag whose
 /// value it is; a [`PlanBuilder`] method has the same name, with `_` for
@@ -77,6 +81,7 @@ pub struct Plan {
     duration: Duration,
     rate: Rate,
     window: usize,
+    paced_by: PacedBy,
     threads: usize,
     slow: Option<SlowReaders>,
 }
@@ -93,6 +98,7 @@ impl Plan {
             duration: DEFAULT_DURATION,
             rate: Rate::Max,
             window: None,
+            paced_by: PacedBy::default(),
             threads: DEFAULT_THREADS,
             slow: SlowReaders::default(),
         }
@@ -141,6 +147,12 @@ impl Plan {
         self.window
     }
 
+    /// At `max`, what holds a publisher's lines in flight. Not used at a
+    /// fixed rate.
+    pub fn paced_by(&self) -> PacedBy {
+        self.paced_by
+    }
+
     /// Worker threads the runtime driving the run should have. The run
     /// itself uses whatever runtime it is awaited on; `ringcast load`
     /// builds one with this many.
@@ -169,6 +181,7 @@ impl TryFrom<&LoadArgs> for Plan {
             .size(args.size)
             .duration(args.duration)
             .rate(args.rate)
+            .paced_by(args.paced_by)
             .threads(args.threads);
         if let Some(window) = args.window {
             builder = builder.window(window);
@@ -246,6 +259,7 @@ pub struct PlanBuilder {
     duration: Duration,
     rate: Rate,
     window: Option<usize>,
+    paced_by: PacedBy,
     threads: usize,
     slow: SlowReaders,
 }
@@ -285,6 +299,12 @@ impl PlanBuilder {
     /// default for the clients and publishers.
     pub fn window(mut self, window: usize) -> Self {
         self.window = Some(window);
+        self
+    }
+
+    /// At `max`, what holds a publisher's lines in flight (`--paced-by`).
+    pub fn paced_by(mut self, paced_by: PacedBy) -> Self {
+        self.paced_by = paced_by;
         self
     }
 
@@ -343,6 +363,19 @@ impl PlanBuilder {
             Some(window) => at_least_1("window", window)?,
             None => default_window(publishers, clients),
         };
+        if self.rate == Rate::Max
+            && self.paced_by == PacedBy::EveryReader
+            && publishers.div_ceil(8).saturating_mul(clients) > MAX_RECEIVED_LINES
+        {
+            return Err(PlanError::new(
+                "paced-by",
+                format!(
+                    "every-reader keeps a count per publisher and client, too many for \
+                     {publishers} publishers and {clients} clients; use fewer, or \
+                     --paced-by own-connection"
+                ),
+            ));
+        }
         Ok(Plan {
             targets: self.targets,
             clients,
@@ -351,6 +384,7 @@ impl PlanBuilder {
             duration: self.duration,
             rate: self.rate,
             window,
+            paced_by: self.paced_by,
             threads: at_least_1("threads", self.threads)?,
             slow: self.slow.check()?,
         })

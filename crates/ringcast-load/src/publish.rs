@@ -7,16 +7,11 @@
 //! the kernel: the publisher waits for its window anyway, so there is no
 //! schedule to fall behind.
 //!
-//! # Lines that never come back
+//! # The window
 //!
-//! At `max` a publisher waits for its own lines to come back on its own
-//! connection. A server that drops for slow readers may drop them there
-//! (ringcast does, for a client whose allowance is full), and a publisher
-//! that waited for them would stop for the rest of the run. So its reader
-//! gives the lines in flight up when the connection shows a gap in any
-//! publisher's sequence, which means it was being dropped for, and the
-//! publisher gives them up itself after [`GIVE_UP_AFTER`] with nothing
-//! back: a loss at the very end of everything sent shows no gap.
+//! At `max` a publisher keeps at most a window of lines in flight; who has
+//! to have them, how the window moves, and what happens to lines that
+//! never come back is in [`crate::window`].
 //!
 //! At a fixed rate (open loop) line `i` of every publisher is due at
 //! `start + i / rate`, and is stamped with that scheduled time, not with
@@ -42,12 +37,14 @@ use tokio::time::Instant;
 use crate::conn::{closed, write_until};
 use crate::plan::Rate;
 use crate::run::Shared;
+use crate::window::{Loop, Room};
 use crate::wire::{Header, Kind};
 
 /// Bytes a publisher hands the kernel per write, at most.
 const WRITE_BATCH: usize = 64 * 1024;
 /// At `max`, how long a publisher with a full window waits for any of its
-/// lines to come back before it gives them up for lost.
+/// lines to come back before it gives them up for lost (see
+/// [`crate::window`]).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(1);
 
 /// When line `index` of a publisher sending `per_s` lines per second from
@@ -83,7 +80,6 @@ pub(crate) async fn publish(
     stream: Arc<TcpStream>,
     shared: Arc<Shared>,
     rate: Rate,
-    window: usize,
     start: Instant,
     deadline: Instant,
 ) -> anyhow::Result<u64> {
@@ -133,31 +129,48 @@ pub(crate) async fn publish(
     };
     match rate {
         Rate::Max => {
-            // Closed loop: at most `window` lines in flight. Refill only
-            // when a good part of the window is free, so writes stay large.
-            let ack = &shared.pubs[usize::from(publisher)];
-            let window = window as u64;
-            let refill = (window.min(per_batch as u64) / 4).max(1);
+            let me = &shared.pubs[usize::from(publisher)];
+            let mut window = Loop::new(
+                me,
+                usize::from(publisher),
+                &shared.received,
+                shared.paced_by,
+                per_batch,
+            );
             let end = tokio::time::sleep_until(deadline);
             tokio::pin!(end);
+            // Since when nothing has come back, while the window is full.
+            let mut stuck_since: Option<Instant> = None;
             while Instant::now() < deadline {
-                let free = window.saturating_sub(ack.in_flight(seq));
-                if free < refill {
-                    // A wake-up stored since the check is kept as a permit,
-                    // so none is lost.
-                    tokio::select! {
-                        () = ack.moved.notified() => continue,
-                        () = &mut end => break,
-                        // Nothing came back: the server dropped the last of
-                        // them for this connection, with nothing after that
-                        // would show the gap.
-                        () = tokio::time::sleep(GIVE_UP_AFTER) => {
-                            ack.give_up_in_flight();
+                let lines = match window.room(seq) {
+                    Room::Lines(lines) => {
+                        stuck_since = None;
+                        lines
+                    }
+                    Room::Wait => {
+                        let now = Instant::now();
+                        let since = *stuck_since.get_or_insert(now);
+                        if now >= since + GIVE_UP_AFTER {
+                            me.give_up_in_flight();
+                            stuck_since = None;
                             continue;
                         }
+                        // A wake-up stored since the check is kept as a
+                        // permit, so none is lost.
+                        tokio::select! {
+                            () = me.moved.notified() => {
+                                window.waited(now.elapsed());
+                                continue;
+                            }
+                            () = &mut end => break,
+                            () = tokio::time::sleep(window.probe_after()) => {
+                                me.probes.fetch_add(1, Ordering::Relaxed);
+                                1
+                            }
+                        }
                     }
-                }
-                let lines = usize::try_from(free).unwrap_or(usize::MAX).min(per_batch);
+                };
+                let lines = usize::try_from(lines).unwrap_or(usize::MAX);
                 if !send(lines, &mut seq, Stamp::Now).await? {
                     break;
                 }
@@ -213,24 +226,6 @@ fn ns_since(from: Instant, to: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::PubState;
-
-    #[test]
-    fn a_publisher_gives_up_what_was_in_flight_once_per_loss() {
-        let ack = PubState::default();
-        ack.written.store(100, Ordering::Release);
-        ack.next.store(40, Ordering::Release);
-        assert_eq!(ack.in_flight(100), 60);
-        ack.give_up_in_flight();
-        assert_eq!(ack.in_flight(100), 0);
-        assert_eq!(ack.in_flight(130), 30, "lines written since still count");
-        // Nothing written since: nothing more to give up, no second reset.
-        ack.give_up_in_flight();
-        assert_eq!(ack.resets.load(Ordering::Relaxed), 1);
-        // Lines that come back after all move the window on as before.
-        ack.next.store(120, Ordering::Release);
-        assert_eq!(ack.in_flight(130), 10);
-    }
 
     fn rate(per_s: u64) -> NonZeroU64 {
         NonZeroU64::new(per_s).expect("not zero")

@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::conn::closed;
+use crate::plan::PacedBy;
 use crate::run::Shared;
 use crate::stats::{ReaderStats, Recorder};
 use crate::wire::{Header, Kind, WIDE_MASK};
@@ -81,8 +82,9 @@ impl Tally {
     }
 
     /// Takes the `n` bytes just read into [`spare`](Tally::spare), and
-    /// calls `counted` with the header of each line it counts.
-    pub(crate) fn take(&mut self, n: usize, mut counted: impl FnMut(&Header)) -> Taken {
+    /// calls `counted` with the header of each line it counts and how many
+    /// of the publisher's lines before it were skipped (lost).
+    pub(crate) fn take(&mut self, n: usize, mut counted: impl FnMut(&Header, u64)) -> Taken {
         let size = self.size;
         let kept = self.kept;
         let end = kept + n;
@@ -110,14 +112,16 @@ impl Tally {
                         continue;
                     }
                     let next = &mut self.next_seq[usize::from(h.publisher)];
+                    let mut skipped = 0;
                     if h.seq < *next {
                         self.order_violations += 1;
                     } else {
-                        taken.gaps += h.seq - *next;
+                        skipped = h.seq - *next;
+                        taken.gaps += skipped;
                         *next = h.seq + 1;
                     }
                     taken.delivered += 1;
-                    counted(&h);
+                    counted(&h, skipped);
                 }
                 Some(h) if h.kind == Kind::Warmup => {
                     if !self.warm {
@@ -152,8 +156,14 @@ pub(crate) async fn read_client(
 ) -> anyhow::Result<ReaderStats> {
     let mut tally = Tally::new(shared.size, shared.publishers, READ_CHUNK);
     let mut latency = Recorder::new()?;
-    // A publisher's own reader tells it how far its lines have come back.
-    let own = shared.pubs.get(client);
+    // Paced by every reader, this reader tells the publishers how far it
+    // has their lines, and which of them it found missing.
+    let every = shared.paced_by == PacedBy::EveryReader && client < shared.received.readers();
+    let mut progress: Vec<(usize, u64)> = Vec::with_capacity(shared.publishers);
+    let mut in_progress = vec![false; shared.publishers];
+    // Paced by its own connection, a publisher's own reader tells it how
+    // far its lines have come back.
+    let own = shared.pubs.get(client).filter(|_| !every);
     loop {
         tokio::select! {
             biased;
@@ -168,8 +178,18 @@ pub(crate) async fn read_client(
         };
         let now = shared.now_ns();
         // Timestamps keep 48 bits, so the difference does too.
-        let taken = tally.take(n, |h| {
+        let taken = tally.take(n, |h, skipped| {
             latency.record_ns(now.wrapping_sub(h.sent_ns) & WIDE_MASK);
+            if every {
+                let publisher = usize::from(h.publisher);
+                if skipped > 0 {
+                    shared.pubs[publisher].lost(h.seq);
+                }
+                if !in_progress[publisher] {
+                    in_progress[publisher] = true;
+                    progress.push((publisher, 0));
+                }
+            }
         });
         if taken.warmed {
             // The run has moved on if nobody listens.
@@ -180,6 +200,14 @@ pub(crate) async fn read_client(
                 .delivered
                 .fetch_add(taken.delivered, Ordering::Relaxed);
             shared.last_rx_ns.fetch_max(now, Ordering::Relaxed);
+            if every {
+                for (publisher, next) in &mut progress {
+                    *next = tally.next_seq(*publisher);
+                    in_progress[*publisher] = false;
+                }
+                shared.received.arrived(client, &shared.pubs, &progress);
+                progress.clear();
+            }
             if let Some(ack) = own {
                 if taken.gaps > 0 {
                     // This connection lost lines: the publisher's own may
@@ -226,7 +254,7 @@ mod tests {
         let mut seen = Vec::new();
         for chunk in bytes.chunks(read) {
             tally.spare()[..chunk.len()].copy_from_slice(chunk);
-            tally.take(chunk.len(), |h| seen.push((h.publisher, h.seq)));
+            tally.take(chunk.len(), |h, _| seen.push((h.publisher, h.seq)));
         }
         seen
     }
@@ -254,7 +282,7 @@ mod tests {
         bytes.extend(line(Kind::Data, 0, 1));
         bytes.extend(line(Kind::Warmup, 0, 1));
         tally.spare()[..bytes.len()].copy_from_slice(&bytes);
-        let taken = tally.take(bytes.len(), |_| {});
+        let taken = tally.take(bytes.len(), |_, _| {});
         assert_eq!(
             taken,
             Taken {
@@ -293,11 +321,11 @@ mod tests {
             bytes.extend(line(Kind::Data, publisher, seq));
         }
         tally.spare()[..bytes.len()].copy_from_slice(&bytes);
-        assert_eq!(tally.take(bytes.len(), |_| {}).gaps, 11);
+        assert_eq!(tally.take(bytes.len(), |_, _| {}).gaps, 11);
         // In order from there: nothing more lost.
         let bytes = line(Kind::Data, 0, 11);
         tally.spare()[..bytes.len()].copy_from_slice(&bytes);
-        assert_eq!(tally.take(bytes.len(), |_| {}).gaps, 0);
+        assert_eq!(tally.take(bytes.len(), |_, _| {}).gaps, 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::plan::{Plan, Rate};
+use crate::plan::{PacedBy, Plan, Rate};
 use crate::slow::SlowStats;
 pub use crate::stats::Latency;
 use crate::stats::{Latencies, ReaderStats};
@@ -77,6 +77,21 @@ pub struct Report {
     /// Lines each publisher could have in flight (`--window`) at `max`;
     /// `null` at a fixed rate.
     pub window: Option<usize>,
+    /// At `max`, who had to have a line before it stopped counting as in
+    /// flight (`--paced-by`); `null` at a fixed rate.
+    pub paced_by: Option<PacedBy>,
+    /// At `max` paced by every reader: times a publisher's window was cut
+    /// in half because a reader found its lines missing.
+    pub window_cuts: u64,
+    /// At `max`: lines publishers sent beyond their window, after a wait
+    /// several times longer than their recent ones, so that a reader that
+    /// lost their last lines would show the gap.
+    pub window_probes: u64,
+    /// The smallest publisher's window at the end, in lines: paced by
+    /// every reader, where the publishers settled; else `window`.
+    pub window_end_min: u64,
+    /// The largest publisher's window at the end, in lines.
+    pub window_end_max: u64,
     /// Seconds from the end of publishing to the last delivery (0 if
     /// everything had arrived by then).
     pub drain_s: f64,
@@ -86,9 +101,10 @@ pub struct Report {
     /// Most lines any one publisher wrote.
     pub published_max: u64,
     /// At `max`: times a publisher stopped waiting for its lines in flight
-    /// because its own connection was losing lines (the server dropped for
-    /// it) or none came back for a second. Without this, a publisher whose
-    /// own lines were dropped would wait for them until the end.
+    /// because none came back for a second, or, paced by its own
+    /// connection, that connection was losing lines (the server dropped
+    /// for it). Without this, a publisher whose last lines were dropped for
+    /// a reader would wait for them until the end.
     pub window_resets: u64,
     /// Deliveries per second counted during the publishing duration alone.
     pub publish_delivered_per_s: f64,
@@ -205,12 +221,19 @@ impl fmt::Display for Report {
             "  per publisher     {} to {} lines",
             self.published_min, self.published_max
         )?;
-        if let Some(window) = self.window {
+        if let (Some(window), Some(paced_by)) = (self.window, self.paced_by) {
             writeln!(
                 f,
-                "  window            {window} lines per publisher; given up {} times (own lines lost, or 1 s late)",
-                self.window_resets
+                "  window            up to {window} lines per publisher, paced by {paced_by}; {} probes, given up {} times",
+                self.window_probes, self.window_resets
             )?;
+            if paced_by == PacedBy::EveryReader {
+                writeln!(
+                    f,
+                    "                    cut {} times on loss; {} to {} lines at the end",
+                    self.window_cuts, self.window_end_min, self.window_end_max
+                )?;
+            }
         }
         writeln!(
             f,
@@ -248,6 +271,12 @@ pub(crate) struct Measured {
     pub(crate) per_publisher: Vec<u64>,
     /// Times a publisher gave its lines in flight up.
     pub(crate) window_resets: u64,
+    /// Times a publisher's window was cut.
+    pub(crate) window_cuts: u64,
+    /// Lines sent beyond a window.
+    pub(crate) window_probes: u64,
+    /// Each publisher's window at the end.
+    pub(crate) windows_at_end: Vec<u64>,
 }
 
 /// Sums what the readers saw into a report.
@@ -266,6 +295,9 @@ pub(crate) fn report(
         unsent,
         ref per_publisher,
         window_resets,
+        window_cuts,
+        window_probes,
+        ref windows_at_end,
     } = *measured;
     let delivered: u64 = stats.iter().map(|s| s.delivered).sum();
     let order_violations = stats.iter().map(|s| s.order_violations).sum();
@@ -305,6 +337,11 @@ pub(crate) fn report(
         elapsed_s,
         ended,
         window: (plan.rate() == Rate::Max).then(|| plan.window()),
+        paced_by: (plan.rate() == Rate::Max).then(|| plan.paced_by()),
+        window_cuts,
+        window_probes,
+        window_end_min: windows_at_end.iter().copied().min().unwrap_or(0),
+        window_end_max: windows_at_end.iter().copied().max().unwrap_or(0),
         published_min: per_publisher.iter().copied().min().unwrap_or(0),
         published_max: per_publisher.iter().copied().max().unwrap_or(0),
         window_resets,

@@ -6,20 +6,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use crossbeam_utils::CachePadded;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::conn::{closed, connect_all, write_until};
-use crate::plan::Plan;
+use crate::plan::{PacedBy, Plan, Rate};
 use crate::progress::Progress;
 use crate::publish::publish;
 use crate::read::read_client;
 use crate::report::{Ended, Measured, Report, report};
 use crate::slow::{SlowRead, read_slowly};
 use crate::stats::ReaderStats;
+use crate::window::{PubState, Received};
 use crate::wire::{Header, Kind};
 
 /// How long every client has to receive a warm-up marker.
@@ -52,49 +52,14 @@ pub(crate) struct Shared {
     pub(crate) delivered: AtomicU64,
     /// When the latest counted line was received, in ns since `origin`.
     pub(crate) last_rx_ns: AtomicU64,
-    /// Per publisher: lines written and how far they have come back.
+    /// Per publisher: lines written, its window, and how far its lines
+    /// have come back.
     pub(crate) pubs: Box<[PubState]>,
-}
-
-/// One publisher's progress: lines written, how far they have come back
-/// on its own connection, and its wake-up.
-#[derive(Default)]
-pub(crate) struct PubState {
-    /// Lines written in full.
-    pub(crate) written: CachePadded<AtomicU64>,
-    /// One past the highest sequence number received back on the
-    /// publisher's own connection.
-    pub(crate) next: CachePadded<AtomicU64>,
-    /// Lines below this no longer count as in flight: the server may have
-    /// dropped them for the publisher's own connection (see
-    /// [`crate::publish`]).
-    pub(crate) given_up: CachePadded<AtomicU64>,
-    /// Times the publisher gave its lines in flight up.
-    pub(crate) resets: AtomicU64,
-    /// Notified when `next` or `given_up` moves.
-    pub(crate) moved: Notify,
-}
-
-impl PubState {
-    /// The publisher's lines in flight may never come back (its own
-    /// connection lost lines, or none came back for a while): they no
-    /// longer hold its window. Counted once per call that gives up more.
-    pub(crate) fn give_up_in_flight(&self) {
-        let written = self.written.load(Ordering::Acquire);
-        if self.given_up.fetch_max(written, Ordering::AcqRel) < written {
-            self.resets.fetch_add(1, Ordering::Relaxed);
-            self.moved.notify_one();
-        }
-    }
-
-    /// Lines in flight, of `written`: not yet back, nor given up.
-    pub(crate) fn in_flight(&self, written: u64) -> u64 {
-        let back = self
-            .next
-            .load(Ordering::Acquire)
-            .max(self.given_up.load(Ordering::Acquire));
-        written.saturating_sub(back)
-    }
+    /// At `max`, what holds a publisher's lines in flight.
+    pub(crate) paced_by: PacedBy,
+    /// How far each fast reader has each publisher's lines (used when
+    /// paced by every reader).
+    pub(crate) received: Received,
 }
 
 impl Shared {
@@ -132,8 +97,17 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
         delivered: AtomicU64::new(0),
         last_rx_ns: AtomicU64::new(0),
         pubs: (0..plan.publishers())
-            .map(|_| PubState::default())
+            .map(|_| PubState::new(plan.window(), plan.paced_by()))
             .collect(),
+        paced_by: plan.paced_by(),
+        received: Received::new(
+            if plan.rate() == Rate::Max && plan.paced_by() == PacedBy::EveryReader {
+                plan.clients()
+            } else {
+                0
+            },
+            plan.publishers(),
+        ),
     });
 
     progress.say(format!(
@@ -203,7 +177,6 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
             Arc::clone(stream),
             Arc::clone(&shared),
             plan.rate(),
-            plan.window(),
             start,
             deadline,
         ));
@@ -315,6 +288,17 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
             .iter()
             .map(|a| a.resets.load(Ordering::Relaxed))
             .sum(),
+        window_cuts: shared
+            .pubs
+            .iter()
+            .map(|a| a.cuts.load(Ordering::Relaxed))
+            .sum(),
+        window_probes: shared
+            .pubs
+            .iter()
+            .map(|a| a.probes.load(Ordering::Relaxed))
+            .sum(),
+        windows_at_end: shared.pubs.iter().map(PubState::window).collect(),
     };
     report(plan, &measured, &stats, &slow)
 }

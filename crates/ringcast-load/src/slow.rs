@@ -156,7 +156,7 @@ pub(crate) async fn read_slowly(
             }
             Ok(n) => {
                 pacer.read_at(now);
-                if tally.take(n, |_| {}).warmed {
+                if tally.take(n, |_, _| {}).warmed {
                     // The run has moved on if nobody listens.
                     let _ = warmed.send(client);
                 }

@@ -77,3 +77,101 @@ fn a_publisher_whose_own_lines_are_lost_keeps_publishing() {
     assert!(report.window_resets >= 2, "{report}");
     assert_eq!(report.order_violations, 0);
 }
+
+/// Lines the server holds for its slow connection, at most; the rest are
+/// dropped for it, as ringcast drops for a client whose allowance is full.
+const SLOW_QUEUE: usize = 100;
+/// How many lines the slow connection takes per millisecond.
+const SLOW_PER_MS: usize = 10;
+
+/// A broadcast server whose last connection of three takes
+/// [`SLOW_PER_MS`] lines a millisecond from a queue of [`SLOW_QUEUE`],
+/// and loses what does not fit. The other two get everything: a full
+/// queue paces the publisher that writes to it.
+fn server_with_a_slow_reader() -> SocketAddr {
+    use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Each connection's queue, and whether it is the slow one.
+    type Queues = Arc<Mutex<Vec<(SyncSender<Vec<u8>>, bool)>>>;
+    let queues: Queues = Arc::default();
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { return };
+            let slow = i == 2;
+            let (tx, rx) = sync_channel::<Vec<u8>>(if slow { SLOW_QUEUE } else { 100_000 });
+            queues.lock().expect("lock").push((tx, slow));
+            let mut out = stream.try_clone().expect("clone");
+            std::thread::spawn(move || {
+                let mut batch = Vec::new();
+                while let Ok(line) = rx.recv() {
+                    batch.extend_from_slice(&line);
+                    let more = if slow { SLOW_PER_MS - 1 } else { 1000 };
+                    batch.extend(rx.try_iter().take(more).flatten());
+                    if out.write_all(&batch).is_err() {
+                        return;
+                    }
+                    batch.clear();
+                    if slow {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            });
+            let queues = Arc::clone(&queues);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut line = Vec::new();
+                while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                    for (queue, slow) in queues.lock().expect("lock").iter() {
+                        if *slow {
+                            match queue.try_send(line.clone()) {
+                                Ok(()) | Err(TrySendError::Full(_)) => {}
+                                Err(TrySendError::Disconnected(_)) => return,
+                            }
+                        } else if queue.send(line.clone()).is_err() {
+                            return;
+                        }
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn saturation_paces_publishers_to_the_slowest_reader() {
+    let plan = Plan::builder(server_with_a_slow_reader())
+        .clients(3)
+        .publishers(2)
+        .size(64)
+        .rate(Rate::Max)
+        .duration(Duration::from_secs(3))
+        .threads(2)
+        .build()
+        .expect("plan");
+    let report = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(ringcast_load::run(&plan))
+        .expect("run");
+    // Publishers that outpaced the slow reader would lose most of what
+    // they sent there: a third of every delivery, less what it took.
+    let expected = report.published * 3;
+    assert!(
+        report.loss * 50 < expected,
+        "lost {} of {expected} deliveries (published {}): {report}",
+        report.loss,
+        report.published,
+    );
+    // And the slowest reader still sets a real pace: a good part of what
+    // it can take, not publishers stopped by windows they lost (those
+    // would publish a window a second at most).
+    let can_take = (SLOW_PER_MS * 3000) as u64;
+    assert!(
+        report.published * 3 >= can_take,
+        "published {} lines; the slow reader takes up to {can_take}: {report}",
+        report.published,
+    );
+    assert_eq!(report.order_violations, 0);
+}

@@ -35,8 +35,25 @@ fn default_window_bounds_the_deliveries_in_flight() {
     assert_eq!(w(&["--clients", "10", "--publishers", "10"]), 1000);
     assert_eq!(w(&["--clients", "100", "--publishers", "10"]), 1000);
     assert_eq!(w(&["--clients", "1000", "--publishers", "10"]), 100);
-    assert_eq!(w(&["--clients", "60000", "--publishers", "60000"]), 1);
+    let own = ["--paced-by", "own-connection"];
+    assert_eq!(
+        w(&[&["--clients", "60000", "--publishers", "60000"][..], &own].concat()),
+        1
+    );
     assert_eq!(w(&["--clients", "1000", "--window", "7"]), 7);
+}
+
+#[test]
+fn pacing_by_every_reader_keeps_its_counts_bounded() {
+    // A count per publisher and client: 8 publishers share a cache line.
+    assert!(plan(&["--clients", "60000", "--publishers", "8"]).is_ok());
+    let many = ["--clients", "60000", "--publishers", "600"];
+    assert_eq!(refused(&many), "paced-by");
+    assert!(plan(&[&many[..], &["--paced-by", "own-connection"]].concat()).is_ok());
+    assert!(
+        plan(&[&many[..], &["--rate", "100"]].concat()).is_ok(),
+        "no window"
+    );
 }
 
 #[test]

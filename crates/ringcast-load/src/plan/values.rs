@@ -1,4 +1,4 @@
-//! The values `--connect` and `--rate` parse into.
+//! The values `--connect`, `--rate` and `--paced-by` parse into.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -50,6 +50,29 @@ impl Serialize for Rate {
             Rate::Max => serializer.serialize_str("max"),
             Rate::PerSecond(n) => serializer.serialize_u64(n.get()),
         }
+    }
+}
+
+/// At `max`, what holds a publisher's lines in flight (`--paced-by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PacedBy {
+    /// A line is in flight until every fast reader has it (or lost it),
+    /// and the window halves on loss: the highest rate every reader keeps
+    /// up with.
+    #[default]
+    EveryReader,
+    /// A line is in flight until the publisher's own connection has it,
+    /// with a fixed window: publishers outpace slower readers (overload).
+    OwnConnection,
+}
+
+impl fmt::Display for PacedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PacedBy::EveryReader => "every-reader",
+            PacedBy::OwnConnection => "own-connection",
+        })
     }
 }
 
