@@ -164,12 +164,15 @@ fn saturation_paces_publishers_to_the_slowest_reader() {
         report.loss,
         report.published,
     );
-    // And the slowest reader still sets a real pace: a good part of what
-    // it can take, not publishers stopped by windows they lost (those
-    // would publish a window a second at most).
+    // And the publishers kept going at the slow reader's pace, rather than
+    // wait for lines it lost: none had to give its window up after a
+    // second with nothing back. The pace itself depends on how busy the
+    // machine is, so the floor is loose (a tenth of what the slow reader
+    // takes on an idle machine).
+    assert_eq!(report.window_resets, 0, "{report}");
     let can_take = (SLOW_PER_MS * 3000) as u64;
     assert!(
-        report.published * 3 >= can_take,
+        report.published * 10 >= can_take,
         "published {} lines; the slow reader takes up to {can_take}: {report}",
         report.published,
     );
