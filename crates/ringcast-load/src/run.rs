@@ -270,6 +270,14 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
     let last_rx = shared.origin + Duration::from_nanos(shared.last_rx_ns.load(Ordering::Relaxed));
     let elapsed = last_rx.max(deadline).duration_since(start).as_secs_f64();
     let published = shared.published.load(Ordering::Relaxed);
+    // A counter summed over the publishers.
+    let over_publishers = |counter: fn(&PubState) -> &AtomicU64| -> u64 {
+        shared
+            .pubs
+            .iter()
+            .map(|p| counter(p).load(Ordering::Relaxed))
+            .sum()
+    };
     let measured = Measured {
         published,
         elapsed_s: elapsed,
@@ -283,21 +291,9 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
             .iter()
             .map(|a| a.written.load(Ordering::Relaxed))
             .collect(),
-        window_resets: shared
-            .pubs
-            .iter()
-            .map(|a| a.resets.load(Ordering::Relaxed))
-            .sum(),
-        window_cuts: shared
-            .pubs
-            .iter()
-            .map(|a| a.cuts.load(Ordering::Relaxed))
-            .sum(),
-        window_probes: shared
-            .pubs
-            .iter()
-            .map(|a| a.probes.load(Ordering::Relaxed))
-            .sum(),
+        window_resets: over_publishers(|p| &p.resets),
+        window_cuts: over_publishers(|p| &p.cuts),
+        window_probes: over_publishers(|p| &p.probes),
         windows_at_end: shared.pubs.iter().map(PubState::window).collect(),
     };
     report(plan, &measured, &stats, &slow)

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringcast_load::wire::{Header, Kind};
-use ringcast_load::{Plan, Rate};
+use ringcast_load::{Plan, Rate, Report};
 
 /// Publisher 0's lines from this one on never reach its own connection.
 const LOST_FROM: u64 = 5;
@@ -48,6 +48,14 @@ fn server_that_loses_a_publishers_own_lines() -> SocketAddr {
     addr
 }
 
+/// Runs `plan` on a runtime of its own.
+fn run(plan: &Plan) -> Report {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(ringcast_load::run(plan))
+        .expect("run")
+}
+
 #[test]
 fn a_publisher_whose_own_lines_are_lost_keeps_publishing() {
     const WINDOW: usize = 20;
@@ -61,10 +69,7 @@ fn a_publisher_whose_own_lines_are_lost_keeps_publishing() {
         .threads(2)
         .build()
         .expect("plan");
-    let report = tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(ringcast_load::run(&plan))
-        .expect("run");
+    let report = run(&plan);
     // Waiting for lines that never come back, publisher 0 would stop at its
     // first window. It gives them up after a second each time instead.
     assert!(
@@ -151,10 +156,7 @@ fn saturation_paces_publishers_to_the_slowest_reader() {
         .threads(2)
         .build()
         .expect("plan");
-    let report = tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(ringcast_load::run(&plan))
-        .expect("run");
+    let report = run(&plan);
     // Publishers that outpaced the slow reader would lose most of what
     // they sent there: a third of every delivery, less what it took.
     let expected = report.published * 3;
