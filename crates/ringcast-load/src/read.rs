@@ -9,7 +9,6 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::conn::closed;
-use crate::plan::PacedBy;
 use crate::run::Shared;
 use crate::stats::{ReaderStats, Recorder};
 use crate::wire::{Header, Kind, WIDE_MASK};
@@ -156,9 +155,10 @@ pub(crate) async fn read_client(
 ) -> anyhow::Result<ReaderStats> {
     let mut tally = Tally::new(shared.size, shared.publishers, READ_CHUNK);
     let mut latency = Recorder::new()?;
-    // Paced by every reader, this reader tells the publishers how far it
-    // has their lines, and which of them it found missing.
-    let every = shared.paced_by == PacedBy::EveryReader && client < shared.received.readers();
+    // Paced by every reader (the only case with readers to track), this
+    // reader tells the publishers how far it has their lines, and which of
+    // them it found missing.
+    let every = client < shared.received.readers();
     let mut progress: Vec<(usize, u64)> = Vec::with_capacity(shared.publishers);
     let mut in_progress = vec![false; shared.publishers];
     // Paced by its own connection, a publisher's own reader tells it how

@@ -139,25 +139,27 @@ impl PubState {
         }
     }
 
-    /// Lines in flight, of `written`, paced by the publisher's own
-    /// connection: not yet back on it, nor given up.
-    pub(crate) fn in_flight(&self, written: u64) -> u64 {
-        let back = self
-            .next
-            .load(Ordering::Acquire)
-            .max(self.given_up.load(Ordering::Acquire));
-        written.saturating_sub(back)
+    /// Lines in flight, of `written`, with every line below `back` back:
+    /// neither back nor given up.
+    fn in_flight(&self, written: u64, back: u64) -> u64 {
+        written.saturating_sub(back.max(self.given_up.load(Ordering::Acquire)))
+    }
+
+    /// How far the publisher's lines have come back on its own connection.
+    fn back_on_own(&self) -> u64 {
+        self.next.load(Ordering::Acquire)
     }
 
     /// A reader found lines missing before line `seq`: cuts the window in
     /// half, unless a cut since `seq` was written already answered it.
     pub(crate) fn lost(&self, seq: u64) {
-        let written = self.written.load(Ordering::Acquire);
         let mut below = self.cut_below.load(Ordering::Acquire);
         loop {
             if seq < below {
                 return;
             }
+            // Only a loss not answered yet reads the publisher's count.
+            let written = self.written.load(Ordering::Acquire);
             match self.cut_below.compare_exchange_weak(
                 below,
                 written.max(seq + 1),
@@ -199,6 +201,8 @@ impl PubState {
 /// the highest sequence number seen. Each reader writes its own row, on
 /// cache lines of its own; publishers read down their column.
 pub(crate) struct Received {
+    /// Fast readers.
+    readers: usize,
     /// Cache lines per reader's row.
     row: usize,
     cells: Box<[CachePadded<[AtomicU64; PER_LINE]>]>,
@@ -211,6 +215,7 @@ impl Received {
     pub(crate) fn new(readers: usize, publishers: usize) -> Self {
         let row = publishers.div_ceil(PER_LINE);
         Received {
+            readers,
             row,
             cells: (0..readers * row).map(|_| CachePadded::default()).collect(),
         }
@@ -218,7 +223,7 @@ impl Received {
 
     /// Fast readers.
     pub(crate) fn readers(&self) -> usize {
-        self.cells.len().checked_div(self.row).unwrap_or(0)
+        self.readers
     }
 
     fn cell(&self, reader: usize, publisher: usize) -> &AtomicU64 {
@@ -313,13 +318,11 @@ impl<'a> Loop<'a> {
         loop {
             let window = self.me.window();
             let refill = (window.min(self.batch) / 4).max(1);
-            let in_flight = match self.paced_by {
-                PacedBy::OwnConnection => self.me.in_flight(written),
-                PacedBy::EveryReader => {
-                    let back = self.back.max(self.me.given_up.load(Ordering::Acquire));
-                    written.saturating_sub(back)
-                }
+            let back = match self.paced_by {
+                PacedBy::OwnConnection => self.me.back_on_own(),
+                PacedBy::EveryReader => self.back,
             };
+            let in_flight = self.me.in_flight(written, back);
             let free = window.saturating_sub(in_flight);
             if free >= refill {
                 return Room::Lines(free.min(self.batch));
@@ -402,16 +405,17 @@ mod tests {
         let ack = PubState::new(1000, PacedBy::OwnConnection);
         ack.written.store(100, Ordering::Release);
         ack.next.store(40, Ordering::Release);
-        assert_eq!(ack.in_flight(100), 60);
+        let in_flight = |written| ack.in_flight(written, ack.back_on_own());
+        assert_eq!(in_flight(100), 60);
         ack.give_up_in_flight();
-        assert_eq!(ack.in_flight(100), 0);
-        assert_eq!(ack.in_flight(130), 30, "lines written since still count");
+        assert_eq!(in_flight(100), 0);
+        assert_eq!(in_flight(130), 30, "lines written since still count");
         // Nothing written since: nothing more to give up, no second reset.
         ack.give_up_in_flight();
         assert_eq!(ack.resets.load(Ordering::Relaxed), 1);
         // Lines that come back after all move the window on as before.
         ack.next.store(120, Ordering::Release);
-        assert_eq!(ack.in_flight(130), 10);
+        assert_eq!(in_flight(130), 10);
     }
 
     #[test]
