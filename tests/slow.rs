@@ -26,6 +26,7 @@ on_both_engines!(
     a_flood_from_another_core_never_starves_a_core_of_stalled_clients,
     one_line_says_a_client_started_dropping_and_one_that_it_caught_up,
     slow_clients_cost_the_core_a_bounded_wait,
+    a_held_line_never_delays_the_rest_of_its_read_for_the_others,
 );
 
 /// A connection with an 8 KiB receive buffer, as a slow mobile client has.
@@ -516,4 +517,41 @@ fn slow_clients_cost_the_core_a_bounded_wait(engine: EngineChoice) {
     });
     stop.store(true, Ordering::Relaxed);
     echo.join().unwrap();
+}
+
+fn a_held_line_never_delays_the_rest_of_its_read_for_the_others(engine: EngineChoice) {
+    // While a deliverer waits for a client that holds a line, the other
+    // clients already have every line of the same read: the wait delays
+    // the publisher's next read, never the rest of this one.
+    let grace = Duration::from_secs(1);
+    let server = TestServer::start_with(engine, |c| {
+        // One core, so the held client and the reader share a deliverer.
+        c.threads = Some(1);
+        c.queue = 1;
+        c.max_line = 2 << 20;
+        c.stall_timeout = grace;
+    });
+    let _stalled = Client::connect_small_rcvbuf(server.addr);
+    let mut reader = Client::connect(server.addr);
+    let mut publisher = Client::connect(server.addr);
+    server.wait_connected(3);
+    // A line far bigger than the stalled client's socket buffers fills its
+    // queue of one for good.
+    let mut big = vec![b'x'; 1 << 20];
+    big.push(b'\n');
+    publisher.send(&big);
+    reader.read_lines(1);
+    publisher.read_lines(1);
+    // Twenty short lines in one write, so in one read: the first finds the
+    // stalled client full and is held for up to its grace.
+    let lines = numbered(0, 20, 40);
+    let start = Instant::now();
+    publisher.send(&lines);
+    let got = reader.read_lines(20);
+    let took = start.elapsed();
+    assert_eq!(got.concat(), lines);
+    assert!(
+        took < grace / 2,
+        "the reader got the read's lines after {took:?}: the wait for the held line delayed them"
+    );
 }

@@ -8,51 +8,127 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Action, CloseReason, Host, Link};
+use super::{Action, CloseReason, Cx, Host, Link};
+use crate::ops::clients::Transport;
 use crate::policy::patience::Whose;
 
-/// Offers `msg` to every connection in `conns`. A connection whose
-/// allowance is full may hold it: it gets it last, after a wait of at most
-/// its grace, in which the deliverer's own task sleeps and every other task
-/// of the core runs. The host's [`Patience`](crate::policy::patience)
-/// bounds the waits of all its clients together; a wait it cannot pay for
-/// ends early, as if the grace ran out. Returns whether
-/// it waited.
+/// Offers `msgs`, in order, to every connection in `conns`: each
+/// connection takes the whole batch before the next one is looked at, so
+/// its state is read once per batch, not once per line. A connection whose
+/// allowance is full may hold a line: it gets that line and the rest of the
+/// batch last, after a wait of at most its grace, in which the deliverer's
+/// own task sleeps and every other task of the core runs. The host's
+/// [`Patience`](crate::policy::patience) bounds the waits of all its
+/// clients together; a wait it cannot pay for ends early, as if the grace
+/// ran out. Returns whether it waited.
 pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
     host: &H,
     conns: &[L],
-    msg: &Bytes,
+    msgs: &[Bytes],
 ) -> bool {
-    host.coalescer().delivered(conns.len());
+    if msgs.is_empty() {
+        return false;
+    }
+    host.coalescer().delivered(conns.len() * msgs.len());
+    let mut frames = Frames::default();
     let mut held = Vec::new();
-    let mut frame = None;
     {
         let cx = host.cx();
         for link in conns {
-            let action = link.with(|s| s.offer(msg, &mut frame, |bufs| link.try_send(bufs), &cx));
-            if let Some(until) = act(host, link, action) {
-                held.push((&**link, until));
+            if let Some((next, until)) = offer_from(host, link, msgs, 0, false, &mut frames, &cx) {
+                held.push((&**link, next, until));
             }
         }
     }
     let waited = !held.is_empty();
-    for (link, mut until) in held {
+    for (link, mut next, mut until) in held {
         loop {
             let out_of_patience = wait_held(host, link, until).await;
             let cx = host.cx();
-            let action = link.with(|s| {
-                if out_of_patience {
-                    s.end_grace();
-                }
-                s.offer(msg, &mut frame, |bufs| link.try_send(bufs), &cx)
-            });
-            match act(host, link, action) {
-                Some(later) => until = later,
+            match offer_from(host, link, msgs, next, out_of_patience, &mut frames, &cx) {
+                Some(later) => (next, until) = later,
                 None => break,
             }
         }
     }
     waited
+}
+
+/// Offers `msgs[from..]` to `link`, in order, until one is held: returns
+/// its index and the end of the client's grace. `end_grace`: the host's
+/// patience ran out first, so the client's grace ends now.
+fn offer_from<H: Host>(
+    host: &H,
+    link: &H::Link,
+    msgs: &[Bytes],
+    from: usize,
+    end_grace: bool,
+    frames: &mut Frames,
+    cx: &Cx<'_>,
+) -> Option<(usize, Instant)> {
+    let mut wake = false;
+    let mut stop = None;
+    link.with(|s| {
+        if end_grace {
+            s.end_grace();
+        }
+        // Only a WebSocket client needs a frame of the line.
+        let framed = s.transport() == Transport::Websocket;
+        let mut unframed = None;
+        for (i, msg) in msgs.iter().enumerate().skip(from) {
+            let frame = if framed {
+                frames.slot(i, msgs.len())
+            } else {
+                &mut unframed
+            };
+            let action = s.offer(msg, frame, |bufs| link.try_send(bufs), cx);
+            match action {
+                Action::None => {}
+                Action::Wake => wake = true,
+                Action::Hold(until) => {
+                    stop = Some(Stop::Held(i, until));
+                    break;
+                }
+                Action::Close(reason) => {
+                    stop = Some(Stop::Close(reason));
+                    break;
+                }
+            }
+        }
+    });
+    if wake {
+        link.wake_writer();
+    }
+    match stop? {
+        Stop::Held(i, until) => Some((i, until)),
+        Stop::Close(reason) => {
+            close(host, link, reason);
+            None
+        }
+    }
+}
+
+/// Why a connection took only part of a batch.
+enum Stop {
+    /// It holds line `.0` until `.1` at the latest.
+    Held(usize, Instant),
+    /// It is to be closed.
+    Close(CloseReason),
+}
+
+/// A batch's WebSocket frames, each built by the first WebSocket client to
+/// need it: nothing is allocated while no WebSocket client is connected.
+#[derive(Default)]
+struct Frames(Vec<Option<Bytes>>);
+
+impl Frames {
+    /// The frame of line `i` of a batch of `len`.
+    fn slot(&mut self, i: usize, len: usize) -> &mut Option<Bytes> {
+        if self.0.len() < len {
+            self.0.resize(len, None);
+        }
+        &mut self.0[i]
+    }
 }
 
 /// Waits for a client that holds a message until it has room or its grace
@@ -73,18 +149,6 @@ async fn wait_held<H: Host>(host: &H, link: &H::Link, until: Instant) -> bool {
     patience.spent(whose, granted, spent);
     host.cx().shard.held(spent);
     !room && granted < want
-}
-
-/// Carries out what an offer asked of the engine; `Some(until)` if the
-/// connection holds the message.
-fn act<H: Host>(host: &H, link: &H::Link, action: Action) -> Option<Instant> {
-    match action {
-        Action::None => {}
-        Action::Wake => link.wake_writer(),
-        Action::Hold(until) => return Some(until),
-        Action::Close(reason) => close(host, link, reason),
-    }
-    None
 }
 
 /// Waits until `link` has room for a held message (true), or `until`

@@ -5,8 +5,8 @@
 //! 1. [`read_loop`] (`read.rs`) reads into the connection's [`Inbound`]
 //!    buffer and splits complete lines off it (a WebSocket client's frames
 //!    first become lines);
-//! 2. [`Host::publish`] (the engine) takes each line to every core;
-//! 3. [`deliver`] (`deliver.rs`) offers it to every connection of a core,
+//! 2. [`Host::publish`] (the engine) takes a read's lines to every core;
+//! 3. [`deliver`] (`deliver.rs`) offers them to every connection of a core,
 //!    whose [`Session`] and [`Outbound`] (here) decide: queue it, hand the
 //!    queue to the kernel at once, hold it a moment, or drop it;
 //! 4. [`write_loop`] (`write.rs`) hands what is queued to the kernel,
@@ -498,9 +498,9 @@ pub(crate) trait Host {
     type Link: Link;
     /// The counters of the running thread, and the settings.
     fn cx(&self) -> Cx<'_>;
-    /// Takes a local client's line to every connection of the server
-    /// (and to the cluster).
-    fn publish(&self, line: Bytes) -> impl Future<Output = ()>;
+    /// Takes a local client's lines, in order, to every connection of the
+    /// server (and to the cluster).
+    fn publish(&self, lines: &[Bytes]) -> impl Future<Output = ()>;
     /// A reader has published a read's lines: wake whoever they were sent to.
     fn lines_done(&self);
     /// Removes a closed connection from the host.

@@ -1,6 +1,8 @@
 //! A connection's reader: bytes in, lines out to [`Host::publish`], for
 //! line clients and WebSocket clients alike.
 
+use bytes::Bytes;
+
 use super::{Action, CloseReason, Host, Link, Session, close};
 use crate::ops::clients::Transport;
 use crate::policy::inbound::Inbound;
@@ -9,6 +11,8 @@ use crate::policy::websocket::{self, Decoder, Event, Opening};
 /// Lines a reader publishes before it lets the other tasks of its core
 /// run, so one flooding client cannot starve the rest.
 pub(crate) const LINE_BUDGET: usize = 256;
+/// Most lines a reader hands to [`Host::publish`] at once.
+pub(crate) const LINE_BATCH: usize = 64;
 
 /// Reads lines from the client and publishes them, in order, until the
 /// client leaves, sends an overlong line, or shutdown begins. A WebSocket
@@ -21,6 +25,9 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
     };
     // Room for a WebSocket frame's header beside its longest payload.
     let mut inbound = Inbound::new(max_line.saturating_add(14));
+    // Grows to the most lines one read held (at most LINE_BATCH), so a
+    // client that never publishes costs nothing here.
+    let mut batch = Batch::default();
     loop {
         let max = inbound.prepare();
         let result = link.read(&mut inbound, max).await;
@@ -58,9 +65,9 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
             break;
         }
         let ended = match &mut framing {
-            Framing::Lines => publish_lines(host, &mut inbound).await,
+            Framing::Lines => publish_lines(host, &mut inbound, &mut batch).await,
             Framing::Handshake(_) | Framing::Frames(_) => {
-                read_websocket(host, link, &mut inbound, &mut framing).await
+                read_websocket(host, link, &mut inbound, &mut framing, &mut batch).await
             }
         };
         // Wake the other cores for this read's lines on every way out: a
@@ -111,31 +118,49 @@ enum Ended {
 }
 
 /// Publishes every complete line in `inbound`.
-async fn publish_lines<H: Host>(host: &H, inbound: &mut Inbound) -> Ended {
-    let mut budget = Budget::default();
-    loop {
+async fn publish_lines<H: Host>(host: &H, inbound: &mut Inbound, batch: &mut Batch) -> Ended {
+    let ended = loop {
         match inbound.next_line() {
-            Ok(Some(line)) => {
-                host.publish(line).await;
-                budget.spend(host).await;
-            }
-            Ok(None) => return Ended::No,
-            Err(_) => return Ended::TooLong,
+            Ok(Some(line)) => batch.push(host, line).await,
+            Ok(None) => break Ended::No,
+            Err(_) => break Ended::TooLong,
         }
-    }
+    };
+    // The lines before an overlong one are published too.
+    batch.publish(host).await;
+    ended
 }
 
-/// Lines a reader publishes before the other tasks of its core run.
+/// A reader's lines on their way to [`Host::publish`]: handed over
+/// [`LINE_BATCH`] at a time, and the other tasks of the core run after
+/// every [`LINE_BUDGET`] of them.
 #[derive(Default)]
-struct Budget(usize);
+struct Batch {
+    lines: Vec<Bytes>,
+    /// Lines published since the other tasks last ran.
+    spent: usize,
+}
 
-impl Budget {
-    async fn spend<H: Host>(&mut self, host: &H) {
-        self.0 += 1;
-        if self.0 == LINE_BUDGET {
+impl Batch {
+    async fn push<H: Host>(&mut self, host: &H, line: Bytes) {
+        self.lines.push(line);
+        if self.lines.len() == LINE_BATCH {
+            self.publish(host).await;
+        }
+    }
+
+    /// Publishes the lines held, if any.
+    async fn publish<H: Host>(&mut self, host: &H) {
+        if self.lines.is_empty() {
+            return;
+        }
+        host.publish(&self.lines).await;
+        self.spent += self.lines.len();
+        self.lines.clear();
+        if self.spent >= LINE_BUDGET {
             host.lines_done();
             tokio::task::yield_now().await;
-            self.0 = 0;
+            self.spent = 0;
         }
     }
 }
@@ -147,6 +172,7 @@ async fn read_websocket<H: Host>(
     link: &H::Link,
     inbound: &mut Inbound,
     framing: &mut Framing,
+    batch: &mut Batch,
 ) -> Ended {
     if let Framing::Handshake(_) = framing {
         match websocket::opening(inbound.buffer()) {
@@ -174,16 +200,15 @@ async fn read_websocket<H: Host>(
     let Framing::Frames(decoder) = framing else {
         return Ended::No;
     };
-    let mut budget = Budget::default();
     while let Some(event) = decoder.next(inbound.buffer()) {
         match event {
             Event::Lines(lines) => {
                 let mut start = 0;
                 for end in memchr::memchr_iter(b'\n', &lines) {
-                    host.publish(lines.slice(start..=end)).await;
-                    budget.spend(host).await;
+                    batch.push(host, lines.slice(start..=end)).await;
                     start = end + 1;
                 }
+                batch.publish(host).await;
             }
             Event::Reply(frame) => own(link, |s| s.send_own(frame)),
             Event::Closed(frame) => {

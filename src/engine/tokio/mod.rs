@@ -249,7 +249,7 @@ impl crate::ops::cluster::RemoteLines for BridgeRemote {
         // The bridge thread writes a metrics shard of its own.
         SHARD.with(|s| s.set(self.shard));
         if !self.hub.stopping() {
-            self.hub.deliver(&line).await;
+            self.hub.deliver(std::slice::from_ref(&line)).await;
         }
     }
 
@@ -267,16 +267,18 @@ impl Host for Hub {
         }
     }
 
-    /// Delivers a line from a local client, and hands it to the cluster.
-    async fn publish(&self, msg: Bytes) {
+    /// Delivers lines from a local client, and hands them to the cluster.
+    async fn publish(&self, msgs: &[Bytes]) {
         let shard = self.shard();
-        shard.received(msg.len());
-        if let Some(out) = &self.cluster_out
-            && out.lines.push(msg.clone()).is_err()
-        {
-            shard.cluster_dropped(1);
+        for msg in msgs {
+            shard.received(msg.len());
+            if let Some(out) = &self.cluster_out
+                && out.lines.push(msg.clone()).is_err()
+            {
+                shard.cluster_dropped(1);
+            }
         }
-        if self.deliver(&msg).await {
+        if self.deliver(msgs).await {
             // Everyone woken with us gets a turn before we take more room.
             tokio::task::yield_now().await;
         }
@@ -343,10 +345,10 @@ impl Hub {
         cached.unwrap_or_else(|| self.conns_mut().snapshot())
     }
 
-    /// Offers `msg` to everyone connected now. Returns whether it waited
+    /// Offers `msgs` to everyone connected now. Returns whether it waited
     /// for one of them.
-    async fn deliver(&self, msg: &Bytes) -> bool {
-        session::deliver(self, &self.snapshot(), msg).await
+    async fn deliver(&self, msgs: &[Bytes]) -> bool {
+        session::deliver(self, &self.snapshot(), msgs).await
     }
 
     async fn serve(

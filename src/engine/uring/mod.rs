@@ -218,20 +218,22 @@ impl Host for Core {
 
     /// To every other core first, so they start writing while this core
     /// delivers locally.
-    async fn publish(&self, line: Bytes) {
-        self.shard().received(line.len());
+    async fn publish(&self, lines: &[Bytes]) {
         let mut waited = false;
-        for peer in self.outbox.peers() {
-            // A full ring stops reading this client until that core (or
-            // the cluster bridge) catches up.
-            let (pushed, wait) = self.outbox.push(peer, line.clone()).await;
-            waited |= wait;
-            if pushed == Pushed::Abandoned {
-                // Only the bridge leaves before the cores do.
-                self.shard().cluster_dropped(1);
+        for line in lines {
+            self.shard().received(line.len());
+            for peer in self.outbox.peers() {
+                // A full ring stops reading this client until that core (or
+                // the cluster bridge) catches up.
+                let (pushed, wait) = self.outbox.push(peer, line.clone()).await;
+                waited |= wait;
+                if pushed == Pushed::Abandoned {
+                    // Only the bridge leaves before the cores do.
+                    self.shard().cluster_dropped(1);
+                }
             }
         }
-        waited |= self.deliver_local(&line).await;
+        waited |= self.deliver_local(lines).await;
         if waited {
             // Everyone woken with us gets a turn before we take more room.
             tokio::task::yield_now().await;
@@ -424,11 +426,11 @@ impl Core {
         }
     }
 
-    /// Offers `msg` to everyone connected to this core now. Returns
+    /// Offers `msgs` to everyone connected to this core now. Returns
     /// whether it waited for one of them.
-    async fn deliver_local(&self, msg: &Bytes) -> bool {
+    async fn deliver_local(&self, msgs: &[Bytes]) -> bool {
         let conns = self.conns.borrow_mut().snapshot();
-        session::deliver(self, &conns, msg).await
+        session::deliver(self, &conns, msgs).await
     }
 
     /// Tells whoever asks (`/clients`) how this core's clients are doing.
@@ -484,9 +486,8 @@ impl Core {
                 }
                 any = true;
                 inbox.release(peer);
-                for msg in batch.drain(..) {
-                    self.deliver_local(&msg).await;
-                }
+                self.deliver_local(&batch).await;
+                batch.clear();
                 tokio::task::yield_now().await;
             }
             if any {
