@@ -549,7 +549,13 @@ fn a_held_line_never_delays_the_rest_of_its_read_for_the_others(engine: EngineCh
     publisher.send(&lines);
     let got = reader.read_lines(20);
     let took = start.elapsed();
+    // The wait is still on: the stalled client has not started dropping.
+    let episodes = server.totals().slow_episodes;
     assert_eq!(got.concat(), lines);
+    assert_eq!(
+        episodes, 0,
+        "the reader got the read's lines only after the held client's grace ran out"
+    );
     assert!(
         took < grace / 2,
         "the reader got the read's lines after {took:?}: the wait for the held line delayed them"

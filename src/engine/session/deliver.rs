@@ -35,7 +35,7 @@ pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
     {
         let cx = host.cx();
         for link in conns {
-            if let Some((next, until)) = offer_from(host, link, msgs, 0, false, &mut frames, &cx) {
+            if let Some((next, until)) = offer_from(host, link, msgs, 0, &mut frames, &cx) {
                 held.push((&**link, next, until));
             }
         }
@@ -43,9 +43,12 @@ pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
     let waited = !held.is_empty();
     for (link, mut next, mut until) in held {
         loop {
-            let out_of_patience = wait_held(host, link, until).await;
+            if wait_held(host, link, until).await {
+                // The host's patience ran out first: the grace ends now.
+                link.with(|s| s.end_grace());
+            }
             let cx = host.cx();
-            match offer_from(host, link, msgs, next, out_of_patience, &mut frames, &cx) {
+            match offer_from(host, link, msgs, next, &mut frames, &cx) {
                 Some(later) => (next, until) = later,
                 None => break,
             }
@@ -55,23 +58,18 @@ pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
 }
 
 /// Offers `msgs[from..]` to `link`, in order, until one is held: returns
-/// its index and the end of the client's grace. `end_grace`: the host's
-/// patience ran out first, so the client's grace ends now.
+/// its index and the end of the client's grace.
 fn offer_from<H: Host>(
     host: &H,
     link: &H::Link,
     msgs: &[Bytes],
     from: usize,
-    end_grace: bool,
     frames: &mut Frames,
     cx: &Cx<'_>,
 ) -> Option<(usize, Instant)> {
     let mut wake = false;
     let mut stop = None;
     link.with(|s| {
-        if end_grace {
-            s.end_grace();
-        }
         // Only a WebSocket client needs a frame of the line.
         let framed = s.transport() == Transport::Websocket;
         let mut unframed = None;
