@@ -92,6 +92,11 @@ pub struct LoadArgs {
     /// which measures overload: a server that drops for slow readers drops.
     /// Its lines lost on its own connection never come back, so a gap there
     /// gives up its lines in flight.
+    ///
+    /// `none`: no window at all. Each publisher writes as fast as its
+    /// socket takes lines, whatever the readers get: a flood, which
+    /// measures what a server does when one publisher outruns it, loss
+    /// included. `--window` is ignored.
     #[arg(long, value_name = "WHO", value_enum, default_value_t = PacedBy::EveryReader)]
     pub paced_by: PacedBy,
 

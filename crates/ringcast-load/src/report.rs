@@ -11,7 +11,7 @@
 //! what it can measure.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -75,7 +75,7 @@ pub struct Report {
     /// Why reading stopped.
     pub ended: Ended,
     /// Lines each publisher could have in flight (`--window`) at `max`;
-    /// `null` at a fixed rate.
+    /// `null` at a fixed rate, and paced by nobody (no window).
     pub window: Option<usize>,
     /// At `max`, who had to have a line before it stopped counting as in
     /// flight (`--paced-by`); `null` at a fixed rate.
@@ -115,6 +115,16 @@ pub struct Report {
     pub load_cpu_s: f64,
     /// `load_cpu_s / elapsed_s`: cores the generator kept busy.
     pub load_cpu_cores: f64,
+    /// The start of the measured interval, the start of publishing, on
+    /// this process's monotonic clock. With [`measured_to`](Self::measured_to),
+    /// for a harness that measures something else over the very interval
+    /// the rates are over, such as the server's CPU. Not in the JSON.
+    #[serde(skip)]
+    pub measured_from: Instant,
+    /// The end of the measured interval: the last delivery, or the end of
+    /// the publishing duration if that came later. Not in the JSON.
+    #[serde(skip)]
+    pub measured_to: Instant,
 }
 
 /// Which moment a line's latency is counted from.
@@ -221,6 +231,12 @@ impl fmt::Display for Report {
             "  per publisher     {} to {} lines",
             self.published_min, self.published_max
         )?;
+        if self.paced_by == Some(PacedBy::Nobody) {
+            writeln!(
+                f,
+                "  window            none: publishers wrote as fast as their sockets took lines"
+            )?;
+        }
         if let (Some(window), Some(paced_by)) = (self.window, self.paced_by) {
             writeln!(
                 f,
@@ -259,6 +275,9 @@ pub(crate) struct Measured {
     pub(crate) published: u64,
     /// Start of publishing to the last delivery, at least the duration.
     pub(crate) elapsed_s: f64,
+    /// When that interval began and ended.
+    pub(crate) from: Instant,
+    pub(crate) to: Instant,
     /// Deliveries counted when the duration ended.
     pub(crate) delivered_by_deadline: u64,
     /// Generator CPU seconds over `elapsed_s`, roughly.
@@ -289,6 +308,8 @@ pub(crate) fn report(
     let Measured {
         published,
         elapsed_s,
+        from,
+        to,
         delivered_by_deadline,
         cpu_s,
         ended,
@@ -336,7 +357,8 @@ pub(crate) fn report(
         unsent,
         elapsed_s,
         ended,
-        window: (plan.rate() == Rate::Max).then(|| plan.window()),
+        window: (plan.rate() == Rate::Max && plan.paced_by() != PacedBy::Nobody)
+            .then(|| plan.window()),
         paced_by: (plan.rate() == Rate::Max).then(|| plan.paced_by()),
         window_cuts,
         window_probes,
@@ -350,5 +372,7 @@ pub(crate) fn report(
         slow: plan.slow().map(|s| SlowReport::new(s, published, slow)),
         load_cpu_s: cpu_s,
         load_cpu_cores: cpu_s / elapsed,
+        measured_from: from,
+        measured_to: to,
     })
 }

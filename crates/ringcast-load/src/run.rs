@@ -268,7 +268,8 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
 
     let cpu = cpu_seconds() - cpu_at_start;
     let last_rx = shared.origin + Duration::from_nanos(shared.last_rx_ns.load(Ordering::Relaxed));
-    let elapsed = last_rx.max(deadline).duration_since(start).as_secs_f64();
+    let end = last_rx.max(deadline);
+    let elapsed = end.duration_since(start).as_secs_f64();
     let published = shared.published.load(Ordering::Relaxed);
     // A counter summed over the publishers.
     let over_publishers = |counter: fn(&PubState) -> &AtomicU64| -> u64 {
@@ -281,6 +282,8 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
     let measured = Measured {
         published,
         elapsed_s: elapsed,
+        from: start.into_std(),
+        to: end.into_std(),
         delivered_by_deadline: delivered_by_deadline
             .unwrap_or_else(|| shared.delivered.load(Ordering::Relaxed)),
         cpu_s: cpu,

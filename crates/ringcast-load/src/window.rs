@@ -32,6 +32,12 @@
 //! drops may drop the publisher's own lines, which then never come back,
 //! so a gap on its own connection gives up what it has in flight.
 //!
+//! # Paced by nobody
+//!
+//! No window: the publisher always has room for a full write, and only
+//! its socket slows it down. Nothing here is consulted after that, and no
+//! line is ever in flight.
+//!
 //! # Lines lost at the tail
 //!
 //! A reader shows a loss only when a later line of the same publisher
@@ -104,7 +110,7 @@ impl PubState {
         let max = max as u64;
         let window = match paced_by {
             PacedBy::EveryReader => INITIAL_WINDOW.min(max),
-            PacedBy::OwnConnection => max,
+            PacedBy::OwnConnection | PacedBy::Nobody => max,
         };
         PubState {
             written: CachePadded::default(),
@@ -319,6 +325,7 @@ impl<'a> Loop<'a> {
             let window = self.me.window();
             let refill = (window.min(self.batch) / 4).max(1);
             let back = match self.paced_by {
+                PacedBy::Nobody => return Room::Lines(self.batch),
                 PacedBy::OwnConnection => self.me.back_on_own(),
                 PacedBy::EveryReader => self.back,
             };
@@ -557,6 +564,21 @@ mod tests {
             lp.waited(Duration::from_secs(1));
         }
         assert_eq!(lp.probe_after(), PROBE_AFTER_MAX);
+    }
+
+    #[test]
+    fn paced_by_nobody_always_has_room_for_a_full_write() {
+        let me = PubState::new(8, PacedBy::Nobody);
+        let received = Received::new(0, 1);
+        let mut lp = Loop::new(&me, 0, &received, PacedBy::Nobody, 64);
+        // Far more written than any window, nothing back anywhere.
+        for written in [0, 8, 1_000, 1_000_000] {
+            me.written.store(written, Ordering::Release);
+            assert_eq!(lp.room(written), Room::Lines(64), "{written} written");
+        }
+        // A loss does not slow it down either.
+        me.lost(0);
+        assert_eq!(lp.room(1_000_000), Room::Lines(64));
     }
 
     #[test]

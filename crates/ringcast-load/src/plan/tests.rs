@@ -57,6 +57,37 @@ fn pacing_by_every_reader_keeps_its_counts_bounded() {
 }
 
 #[test]
+fn paced_by_none_floods_with_no_window_and_no_counts() {
+    let p = plan(&[
+        "--paced-by",
+        "none",
+        "--publishers",
+        "1",
+        "--clients",
+        "1000",
+    ])
+    .expect("valid");
+    assert_eq!(p.paced_by(), PacedBy::Nobody);
+    assert_eq!(p.paced_by().to_string(), "none");
+    // No count per publisher and reader is kept, so no bound on them.
+    assert!(
+        plan(&[
+            "--paced-by",
+            "none",
+            "--clients",
+            "60000",
+            "--publishers",
+            "600"
+        ])
+        .is_ok()
+    );
+    assert_eq!(
+        serde_json::to_string(&PacedBy::Nobody).expect("serializes"),
+        "\"none\""
+    );
+}
+
+#[test]
 fn command_line_defaults_are_the_builders() {
     let target: SocketAddr = DEFAULT_CONNECT.parse().expect("default address");
     assert_eq!(

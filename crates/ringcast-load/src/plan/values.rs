@@ -65,6 +65,11 @@ pub enum PacedBy {
     /// A line is in flight until the publisher's own connection has it,
     /// with a fixed window: publishers outpace slower readers (overload).
     OwnConnection,
+    /// Nothing is in flight: no window, the publisher writes as fast as
+    /// its socket takes lines (a flood, open loop at full speed).
+    #[value(name = "none")]
+    #[serde(rename = "none")]
+    Nobody,
 }
 
 impl fmt::Display for PacedBy {
@@ -72,6 +77,7 @@ impl fmt::Display for PacedBy {
         f.write_str(match self {
             PacedBy::EveryReader => "every-reader",
             PacedBy::OwnConnection => "own-connection",
+            PacedBy::Nobody => "none",
         })
     }
 }
