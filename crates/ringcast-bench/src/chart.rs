@@ -1,4 +1,4 @@
-//! The SVG charts: delivered/s against clients, one line per engine, from
+//! The SVG charts: delivered/s against clients, one line per server, from
 //! the saturation rows of one line size. A cell that ran several rounds
 //! is drawn at its median run, the one summary.md reports.
 
@@ -24,7 +24,7 @@ pub(crate) fn series(
         if cell.size != size {
             continue;
         }
-        for engine in Engine::BOTH {
+        for engine in Engine::ALL {
             let point = res
                 .pick(scenario, engine, Some(cell))
                 .and_then(|r| r.delivered_per_s);
@@ -72,7 +72,7 @@ pub(crate) fn draw(rows: &[Row], size: u64, svg: &Path) -> anyhow::Result<()> {
         .y_label_formatter(&|y| format!("{:.1}", y / 1e6))
         .draw()
         .map_err(|e| err(&e))?;
-    let colors = [RED, BLUE];
+    let colors = [RED, BLUE, GREEN];
     for (i, (engine, points)) in series.iter().enumerate() {
         let color = colors[i % colors.len()];
         chart
@@ -148,10 +148,12 @@ mod tests {
             sat(Engine::Uring, 10, 64, 2e6),
             sat(Engine::Tokio, 10, 64, 1.5e6),
             sat(Engine::Tokio, 10, 1024, 7e6),
+            sat(Engine::Textbook, 1000, 64, 3e6),
         ];
         let s = series(&rows, Scenario::Saturation, 64);
         assert_eq!(s[&Engine::Uring], [(10.0, 2e6), (1000.0, 9e6)]);
         assert_eq!(s[&Engine::Tokio], [(10.0, 1.5e6)]);
+        assert_eq!(s[&Engine::Textbook], [(1000.0, 3e6)]);
     }
 
     #[test]

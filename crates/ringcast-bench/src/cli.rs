@@ -22,7 +22,8 @@ pub(crate) struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Benchmark the uring and tokio engines side by side.
+    /// Benchmark the uring and tokio engines side by side, with the
+    /// textbook tokio server as a second baseline.
     #[command(long_about = BENCH_ABOUT)]
     Bench(BenchArgs),
     /// Soak test each engine: churn, load, a stalled client, counters.
@@ -31,11 +32,12 @@ pub(crate) enum Command {
 }
 
 const BENCH_ABOUT: &str = "\
-Benchmark the uring and tokio engines side by side.
+Benchmark the uring and tokio engines side by side, with a textbook tokio \
+server (examples/textbook.rs) as a second baseline in the load matrix.
 
-Starts `ringcast serve` for each engine on a free loopback port (both run \
-side by side; an idle server costs nothing; ports are read from \
---ready-file), then for each engine:
+Starts `ringcast serve` for each engine, and the textbook server, on free \
+loopback ports (all run side by side; an idle server costs nothing; ports \
+are read from --ready-file), then for each engine:
 
   1. idle memory: opens 10,000 idle connections (2,000 with --quick) and \
 reports the server's resident memory per connection, (VmRSS after - \
@@ -43,15 +45,22 @@ before) / N;
   2. netcat swarm: N `nc` listeners (--nc-listeners) and 3 `nc` \
 publishers piping 2,000 lines each (500 with --quick); the time until \
 every listener has every line, complete and in order;
-  3. load matrix (the ringcast-load library): clients {10,100,1000} x line \
-size {64,1024} ({10,1000} x 64 with --quick), at saturation (rate max, \
-closed loop paced by every reader: the highest rate they all keep up \
-with) and at a fixed offered load of 1,000,000 deliveries/s for \
-64-byte lines (250,000/s for 1024-byte lines) that both engines should \
-carry without loss; the engines take turns cell by cell. Each saturation \
-cell runs --rounds times; the summary reports each engine's median run \
-and the range of the per-round ratios: one run's ratio moves by 20 % or \
-more;
+  3. load matrix (the ringcast-load library), against the textbook server \
+too: clients {10,100,1000} x line size {64,1024} ({10,1000} x 64 with \
+--quick), at saturation (rate max, closed loop paced by every reader: the \
+highest rate they all keep up with) and at a fixed offered load of \
+1,000,000 deliveries/s for 64-byte lines (250,000/s for 1024-byte lines) \
+that every server should carry without loss; then the flood cell: 1000 \
+clients x 64 B, one publisher with no window at all (--paced-by none), \
+as fast as its socket takes lines. The servers take turns cell by cell. \
+Each saturation and flood cell runs --rounds times (the flood cell once \
+with --quick: its drain makes it the longest); the summary reports \
+each server's median run, the uring/tokio and uring/textbook ratios, and \
+the range of the per-round ratios: one run's ratio moves by 20 % or more. \
+Every load cell also reports the server's CPU per delivery: its CPU \
+(utime + stime, /proc/PID/stat) over the interval delivered/s is \
+measured over (start of publishing to last delivery), over the lines \
+delivered;
   4. slow readers: 50 fast readers and 5 publishers at 2,000 lines/s each, \
 200-byte lines, for 4 s (1 s with --quick); first alone (the reference), \
 then beside one slow client (8 KiB SO_RCVBUF) reading 4 KiB every 3 ms, \
@@ -70,9 +79,9 @@ they took more than 0.3 cores during it; raw.csv records what they took \
 (other_cpu_cores). --quick does neither.
 
 Results go to bench-results/<date>-<host>/ (or --out): setup.txt, raw.csv \
-(one row per engine x scenario x round), summary.md (printed at the end, \
-with uring/tokio ratio columns and the targets, which are reported, not \
-enforced) and SVG charts of delivered/s against clients. Exits 1 if \
+(one row per server x scenario x round), summary.md (printed at the end, \
+with uring/tokio and uring/textbook ratio columns and the targets, which \
+are reported, not enforced) and SVG charts of delivered/s against clients. Exits 1 if \
 something went wrong during the run (listed in summary.md), 0 otherwise.
 
 --cluster runs, instead of all that, a single-node vs cross-node \
@@ -85,7 +94,8 @@ client on node A) and cluster-cross (client i on node i mod 2, so half of \
 every line's deliveries cross NATS). Combine with --quick for shorter \
 cells.
 
-Needs nc (netcat-openbsd); for --cluster, nats-server.";
+Needs nc (netcat-openbsd), the textbook example (cargo build --release \
+--examples); for --cluster, nats-server.";
 
 const SOAK_ABOUT: &str = "\
 Soak test each engine in turn on loopback.
@@ -155,6 +165,11 @@ pub(crate) struct BenchArgs {
     /// program].
     #[arg(long, value_name = "PATH")]
     pub(crate) server_bin: Option<PathBuf>,
+
+    /// The textbook server, built from examples/textbook.rs [default:
+    /// `examples/textbook` beside this program].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) textbook_bin: Option<PathBuf>,
 }
 
 /// The scenarios `--scenarios` names.
@@ -203,6 +218,23 @@ fn parse_engines(s: &str) -> Result<Vec<Engine>, String> {
             other => Err(format!("{other:?} is not an engine (uring or tokio)")),
         })
         .collect()
+}
+
+/// The textbook server: the one given, or the example cargo built beside
+/// this program.
+pub(crate) fn textbook_bin(given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    if let Some(path) = given {
+        return Ok(path.clone());
+    }
+    let me = std::env::current_exe().context("cannot find this program's path")?;
+    let bin = me.with_file_name("examples").join("textbook");
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} does not exist; build it (cargo build --release --examples) or pass --textbook-bin",
+        bin.display()
+    );
+    Ok(bin)
 }
 
 /// The `ringcast` binary: the one given, or the one cargo built beside

@@ -9,11 +9,13 @@
 //! - [`cli`]: the command line.
 //! - [`children`]: child processes that die with the harness, whatever
 //!   way it ends.
-//! - [`server`]: starting `ringcast serve`, reading its ready file,
-//!   stopping it.
+//! - [`server`]: starting `ringcast serve` (or the textbook server),
+//!   reading its ready file, stopping it.
 //! - [`procfs`]: `/proc` parsing: process and machine CPU ticks, RSS,
 //!   descriptors.
 //! - [`sample`]: CPU over an interval, the quiet-machine wait, RSS sampling.
+//! - [`track`]: a server's CPU over a load run's measured interval, known
+//!   only once the run is over.
 //! - [`metrics`]: scraping and parsing the server's Prometheus text.
 //! - [`row`]: the one row type of `raw.csv`.
 //! - [`stats`]: medians and per-round ratio ranges over typed rows.
@@ -36,6 +38,7 @@ mod soak;
 mod stats;
 mod summary;
 mod targets;
+mod track;
 
 use std::process::ExitCode;
 use std::sync::OnceLock;

@@ -11,7 +11,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::sample::CpuUse;
 
-/// An engine of `ringcast serve`.
+/// A server the harness measures: an engine of `ringcast serve`, or the
+/// textbook tokio server of `examples/textbook.rs`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
@@ -23,18 +24,30 @@ pub(crate) enum Engine {
     Uring,
     /// tokio on epoll: the baseline.
     Tokio,
+    /// Not ringcast: `examples/textbook.rs`, what a user would write on
+    /// tokio (a task pair and a channel of 100 lines per client); the
+    /// second baseline, in the load matrix only.
+    Textbook,
 }
 
 impl Engine {
-    /// Both, in the order the tables show them.
+    /// ringcast's two engines, in the order the tables show them.
     pub(crate) const BOTH: [Engine; 2] = [Engine::Uring, Engine::Tokio];
+    /// Every server, in the order the tables show them.
+    pub(crate) const ALL: [Engine; 3] = [Engine::Uring, Engine::Tokio, Engine::Textbook];
 
-    /// The name `--engine` takes.
+    /// The name `--engine` takes (`textbook` for the textbook server).
     pub(crate) fn name(self) -> &'static str {
         match self {
             Engine::Uring => "uring",
             Engine::Tokio => "tokio",
+            Engine::Textbook => "textbook",
         }
+    }
+
+    /// Whether it is an engine of `ringcast serve`.
+    pub(crate) fn is_ringcast(self) -> bool {
+        self != Engine::Textbook
     }
 }
 
@@ -59,6 +72,10 @@ pub(crate) enum Scenario {
     /// The load matrix at `--rate max`.
     #[serde(rename = "saturation")]
     Saturation,
+    /// One publisher at `--rate max --paced-by none`: no window, as fast
+    /// as its socket takes lines.
+    #[serde(rename = "flood")]
+    Flood,
     /// The load matrix at a fixed offered load.
     #[serde(rename = "fixed")]
     Fixed,
@@ -157,6 +174,8 @@ impl<'de> Deserialize<'de> for Rate {
 pub(crate) struct Row {
     pub(crate) engine: Engine,
     pub(crate) scenario: Scenario,
+    /// `ringcast-bench ab`: which binary, `old` or `new`.
+    pub(crate) build: Option<String>,
     /// Slow readers: which case (`reference`, `paced-3ms`, ...).
     pub(crate) case: Option<String>,
     /// Saturation: which of the `--rounds` runs, from 1.
@@ -180,6 +199,12 @@ pub(crate) struct Row {
     pub(crate) loss_ratio: Option<f64>,
     /// Over the measured interval: publishing start to last delivery.
     pub(crate) delivered_per_s: Option<f64>,
+    /// `server_cpu_measured_s` in ns over `delivered`: what the server
+    /// spent per line it delivered.
+    pub(crate) server_cpu_ns_per_delivery: Option<f64>,
+    /// The server's CPU (utime + stime of /proc/PID/stat) over the measured
+    /// interval of `delivered_per_s`, in seconds; see [`crate::track`].
+    pub(crate) server_cpu_measured_s: Option<f64>,
     pub(crate) mb_per_s: Option<f64>,
     /// Over the publishing duration alone.
     pub(crate) publish_delivered_per_s: Option<f64>,
@@ -313,6 +338,17 @@ impl Row {
         self
     }
 
+    /// Fills in the server's CPU over the measured interval, and per
+    /// delivery (none without a delivery).
+    pub(crate) fn with_measured_cpu(mut self, server_s: f64) -> Self {
+        self.server_cpu_measured_s = Some(server_s);
+        self.server_cpu_ns_per_delivery = self
+            .delivered
+            .filter(|&d| d > 0)
+            .map(|d| server_s * 1e9 / d as f64);
+        self
+    }
+
     /// p99 in milliseconds.
     pub(crate) fn p99_ms(&self) -> Option<f64> {
         self.p99_us.map(|us| us / 1000.0)
@@ -397,7 +433,30 @@ mod tests {
                 ..Row::new(Engine::Tokio, Scenario::NcSwarm)
             },
             Row::new(Engine::Uring, Scenario::ClusterCross),
+            Row {
+                build: Some("new".into()),
+                delivered: Some(2_000_000),
+                ..Row::new(Engine::Textbook, Scenario::Flood)
+            }
+            .with_measured_cpu(0.5),
         ]
+    }
+
+    #[test]
+    fn cpu_per_delivery_is_the_measured_cpu_over_deliveries() {
+        let row = Row {
+            delivered: Some(4_000_000),
+            ..Row::new(Engine::Uring, Scenario::Saturation)
+        }
+        .with_measured_cpu(1.5);
+        assert_eq!(row.server_cpu_measured_s, Some(1.5));
+        assert_eq!(row.server_cpu_ns_per_delivery, Some(375.0));
+        let none = Row {
+            delivered: Some(0),
+            ..Row::new(Engine::Uring, Scenario::Saturation)
+        }
+        .with_measured_cpu(1.5);
+        assert_eq!(none.server_cpu_ns_per_delivery, None, "nothing delivered");
     }
 
     #[test]
@@ -412,9 +471,13 @@ mod tests {
         assert_eq!(read_rows(&path).expect("read"), sample_rows());
         let text = std::fs::read_to_string(&path).expect("text");
         let header = text.lines().next().expect("header");
-        assert!(header.starts_with("engine,scenario,case,round,clients,"));
-        assert!(text.contains("tokio,saturation,,2,1000,10,64,max,100,"));
-        assert!(text.contains("uring,slow_readers,paced-3ms,,,,,2000,"));
+        assert!(header.starts_with("engine,scenario,build,case,round,clients,"));
+        assert!(
+            header.contains(",delivered_per_s,server_cpu_ns_per_delivery,server_cpu_measured_s,")
+        );
+        assert!(text.contains("tokio,saturation,,,2,1000,10,64,max,100,"));
+        assert!(text.contains("uring,slow_readers,,paced-3ms,,,,,2000,"));
+        assert!(text.contains("textbook,flood,new,"));
         assert!(text.contains("uring,cluster-cross,"));
     }
 

@@ -1,10 +1,15 @@
-//! `ringcast serve` as a child process: started on loopback port 0 with
-//! metrics on, its ports read from `--ready-file` (written once bound,
-//! atomically), checked while it runs, stopped with SIGTERM.
+//! A server as a child process: `ringcast serve --engine E`, or the
+//! textbook server of `examples/textbook.rs`. Started on loopback port 0
+//! with metrics on (ringcast), its ports read from `--ready-file` (written
+//! once bound, atomically), checked while it runs, stopped with SIGTERM.
+//!
+//! A ringcast build older than `--ready-file` (`ringcast-bench ab --old`
+//! may be one) gets ports picked here and is ready once it accepts a
+//! connection; which flags a build has is read from its `serve --help`.
 
 use std::fmt;
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
@@ -15,6 +20,7 @@ use serde::Deserialize;
 
 use crate::children::ChildGuard;
 use crate::metrics::{self, Metrics};
+use crate::procfs;
 use crate::row::Engine;
 
 /// How long a server has to write its ready file.
@@ -35,6 +41,48 @@ pub(crate) fn parse_ready(text: &str) -> anyhow::Result<Ready> {
     serde_json::from_str(text).context("not the JSON `ringcast serve --ready-file` writes")
 }
 
+/// Which of the flags the harness uses a `ringcast` build has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ServeFlags {
+    pub(crate) ready_file: bool,
+    pub(crate) metrics: bool,
+}
+
+impl ServeFlags {
+    /// The flags named in the text of `ringcast serve --help`.
+    pub(crate) fn parse(help: &str) -> Self {
+        ServeFlags {
+            ready_file: help.contains("--ready-file"),
+            metrics: help.contains("--metrics"),
+        }
+    }
+
+    /// The flags of `bin`, from its `serve --help`.
+    pub(crate) fn of(bin: &Path) -> anyhow::Result<Self> {
+        let out = Command::new(bin)
+            .args(["serve", "--help"])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {} serve --help", bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} serve --help failed ({}): not a ringcast binary?",
+                bin.display(),
+                out.status
+            );
+        }
+        Ok(Self::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+/// A free loopback port, for a build that cannot report the one it got.
+/// Another process could take it before the server does; on loopback, in
+/// a benchmark, that is not worth more than the clear error it gives.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?)
+}
+
 /// A server that is gone while the run needed it: the run stops, with
 /// what it has so far.
 #[derive(Debug)]
@@ -48,10 +96,11 @@ impl fmt::Display for ServerGone {
 
 impl std::error::Error for ServerGone {}
 
-/// A running `ringcast serve`.
+/// A running server.
 #[derive(Debug)]
 pub(crate) struct Server {
-    /// `uring`, `tokio`, or a cluster node's name (`a`, `b`).
+    /// `uring`, `tokio`, `textbook`, a cluster node's name (`a`, `b`), or
+    /// `ab`'s `old-uring` and the like.
     pub(crate) name: String,
     pub(crate) engine: Engine,
     pub(crate) ready: Ready,
@@ -59,13 +108,26 @@ pub(crate) struct Server {
     pub(crate) log: PathBuf,
     /// The command line, for setup.txt.
     pub(crate) command: String,
+    /// Its open descriptors once ready: back to this many, every client
+    /// has left (for a server without metrics).
+    fd_baseline: usize,
     child: ChildGuard,
 }
 
+/// How a server tells it is ready.
+enum Readiness {
+    /// It writes this ready file.
+    File(PathBuf),
+    /// It accepts connections here; metrics (if any) there.
+    Accepts(Ready),
+}
+
 impl Server {
-    /// Starts `bin serve --engine engine` on 127.0.0.1:0 with metrics on
-    /// 127.0.0.1:0 and `extra` flags, logging to `log`, and waits for its
-    /// ready file in `scratch`.
+    /// Starts `engine` on 127.0.0.1:0 with metrics on 127.0.0.1:0 and
+    /// `extra` flags, logging to `log`, and waits until it is ready (its
+    /// ready file, in `scratch`). `bin` is `ringcast`, or for
+    /// [`Engine::Textbook`] the textbook example, which takes no flags but
+    /// its address and `--ready-file`.
     pub(crate) fn start(
         bin: &Path,
         engine: Engine,
@@ -79,13 +141,53 @@ impl Server {
         let _ = std::fs::remove_file(&ready_file);
         let log_file =
             File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let mut args: Vec<String> = Vec::new();
+        let readiness = if engine.is_ringcast() {
+            let flags = ServeFlags::of(bin)?;
+            args.extend(["serve", "--engine", engine.name()].map(String::from));
+            if flags.ready_file {
+                args.extend(["--listen", "127.0.0.1:0"].map(String::from));
+                if flags.metrics {
+                    args.extend(["--metrics", "127.0.0.1:0"].map(String::from));
+                }
+                Readiness::File(ready_file.clone())
+            } else {
+                let listen = free_port()?;
+                args.extend(["--listen".to_owned(), listen.to_string()]);
+                let metrics = if flags.metrics {
+                    let metrics = free_port()?;
+                    args.extend(["--metrics".to_owned(), metrics.to_string()]);
+                    Some(metrics)
+                } else {
+                    None
+                };
+                Readiness::Accepts(Ready {
+                    listen,
+                    metrics,
+                    ws: None,
+                    engine: engine.name().to_owned(),
+                    pid: 0,
+                })
+            }
+        } else {
+            args.push("127.0.0.1:0".to_owned());
+            Readiness::File(ready_file.clone())
+        };
+        if engine.is_ringcast() {
+            args.extend(["--log", "info"].map(String::from));
+        }
+        let mut shown_args = args.clone();
+        if let Readiness::File(_) = readiness {
+            shown_args.extend(["--ready-file".to_owned(), "FILE".to_owned()]);
+        }
+        shown_args.extend(extra.iter().cloned());
+        let shown = format!("{} {}", bin.display(), shown_args.join(" "));
         let mut command = Command::new(bin);
+        command.args(&args);
+        if let Readiness::File(path) = &readiness {
+            command.arg("--ready-file").arg(path);
+        }
         command
-            .args(["serve", "--engine", engine.name()])
-            .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-            .args(["--log", "info"])
-            .arg("--ready-file")
-            .arg(&ready_file)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -97,11 +199,6 @@ impl Server {
                 command.env_remove(key);
             }
         }
-        let shown = format!(
-            "{} serve --engine {engine} --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --log info --ready-file FILE{}",
-            bin.display(),
-            extra.iter().map(|a| format!(" {a}")).collect::<String>()
-        );
         let mut child = ChildGuard::spawn(&mut command, format!("the {name} server"))?;
         let deadline = Instant::now() + START_TIMEOUT;
         let ready = loop {
@@ -111,13 +208,26 @@ impl Server {
                     tail(log, 10)
                 );
             }
-            if let Ok(text) = std::fs::read_to_string(&ready_file) {
-                break parse_ready(&text)
-                    .with_context(|| format!("cannot read {}", ready_file.display()))?;
+            match &readiness {
+                Readiness::File(path) => {
+                    if let Ok(text) = std::fs::read_to_string(path) {
+                        break parse_ready(&text)
+                            .with_context(|| format!("cannot read {}", path.display()))?;
+                    }
+                }
+                Readiness::Accepts(ready) => {
+                    let up = |addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+                    if up(ready.listen).is_ok() && ready.metrics.is_none_or(|m| up(m).is_ok()) {
+                        break Ready {
+                            pid: child.pid(),
+                            ..ready.clone()
+                        };
+                    }
+                }
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "the {name} server wrote no ready file in {} s; its log ends: {}",
+                    "the {name} server was not ready in {} s; its log ends: {}",
                     START_TIMEOUT.as_secs(),
                     tail(log, 10)
                 );
@@ -132,15 +242,19 @@ impl Server {
                 child.pid()
             );
         }
-        if ready.metrics.is_none() {
-            bail!("the {name} server reports no metrics address");
+        if let Readiness::Accepts(_) = readiness {
+            // Let the server close the connection that found it ready, so
+            // the baseline does not count it.
+            thread::sleep(Duration::from_millis(100));
         }
+        let fd_baseline = procfs::fd_count(child.pid())?;
         Ok(Server {
             name: name.to_owned(),
             engine,
             ready,
             log: log.to_owned(),
             command: shown,
+            fd_baseline,
             child,
         })
     }
@@ -150,23 +264,55 @@ impl Server {
         self.ready.listen
     }
 
-    /// Where its metrics are (always on: [`Server::start`] checked).
-    pub(crate) fn metrics_addr(&self) -> SocketAddr {
-        self.ready.metrics.unwrap_or(self.ready.listen)
+    /// Where its metrics are: every ringcast build the bench runs has
+    /// them; the textbook server and old builds may not.
+    pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.ready.metrics
+    }
+
+    /// Its metrics address, or an error naming the server.
+    fn need_metrics(&self) -> anyhow::Result<SocketAddr> {
+        self.ready
+            .metrics
+            .with_context(|| format!("the {} server has no metrics", self.name))
     }
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.pid()
     }
 
-    /// One scrape of its metrics.
+    /// One scrape of its metrics; an error if it has none.
     pub(crate) fn scrape(&self) -> anyhow::Result<Metrics> {
-        metrics::scrape(self.metrics_addr())
+        metrics::scrape(self.need_metrics()?)
     }
 
     /// Waits until gauge `name` is `value`, `timeout` at most.
     pub(crate) fn wait_for(&self, name: &str, value: u64, timeout: Duration) -> anyhow::Result<()> {
-        metrics::wait_for_value(self.metrics_addr(), name, value, timeout)
+        metrics::wait_for_value(self.need_metrics()?, name, value, timeout)
+    }
+
+    /// Waits, `timeout` at most, until every client has left: its
+    /// `ringcast_connected_clients` gauge is 0, or without metrics, its
+    /// descriptors are back to what they were once it was ready.
+    pub(crate) fn wait_disconnected(&self, timeout: Duration) -> anyhow::Result<()> {
+        if self.ready.metrics.is_some() {
+            return self.wait_for("ringcast_connected_clients", 0, timeout);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let fds = procfs::fd_count(self.pid())?;
+            if fds <= self.fd_baseline {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{fds} descriptors open, against {} once ready ({})",
+                    self.fd_baseline,
+                    procfs::fd_kinds(self.pid())
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// A [`ServerGone`] error if it has exited.
@@ -234,6 +380,22 @@ mod tests {
             parse_ready("").is_err(),
             "half a file is never read, but say so"
         );
+    }
+
+    #[test]
+    fn serve_flags_are_read_from_the_help() {
+        let new =
+            "Usage: ringcast serve [OPTIONS]\n      --metrics <ADDR>\n      --ready-file <PATH>\n";
+        assert_eq!(
+            ServeFlags::parse(new),
+            ServeFlags {
+                ready_file: true,
+                metrics: true
+            }
+        );
+        let old = "Usage: ringcast serve [OPTIONS]\n      --metrics <ADDR>\n";
+        assert!(!ServeFlags::parse(old).ready_file);
+        assert!(!ServeFlags::parse("--listen <ADDR>").metrics);
     }
 
     #[test]

@@ -82,21 +82,27 @@ impl<'a> Results<'a> {
         )
     }
 
-    /// The lowest and highest uring/tokio ratio of delivered/s over the
-    /// rounds both engines ran of `cell`; `None` with fewer than 2.
-    pub(crate) fn round_ratios(&self, scenario: Scenario, cell: Cell) -> Option<(f64, f64)> {
+    /// The lowest and highest `a`/`b` ratio of delivered/s over the rounds
+    /// both servers ran of `cell`; `None` with fewer than 2.
+    pub(crate) fn round_ratios(
+        &self,
+        scenario: Scenario,
+        cell: Cell,
+        a: Engine,
+        b: Engine,
+    ) -> Option<(f64, f64)> {
         let by_round = |engine| {
             self.runs(scenario, engine, Some(cell))
                 .into_iter()
                 .filter_map(|r| Some((r.round, r.delivered_per_s?)))
                 .collect::<Vec<_>>()
         };
-        let (uring, tokio) = (by_round(Engine::Uring), by_round(Engine::Tokio));
-        let mut ratios: Vec<f64> = uring
+        let (of_a, of_b) = (by_round(a), by_round(b));
+        let mut ratios: Vec<f64> = of_a
             .iter()
-            .filter_map(|(round, u)| {
-                let t = tokio.iter().find(|(r, _)| r == round)?.1;
-                ratio(Some(*u), Some(t))
+            .filter_map(|(round, x)| {
+                let y = of_b.iter().find(|(r, _)| r == round)?.1;
+                ratio(Some(*x), Some(y))
             })
             .collect();
         if ratios.len() < 2 {
@@ -104,6 +110,18 @@ impl<'a> Results<'a> {
         }
         ratios.sort_by(f64::total_cmp);
         Some((*ratios.first()?, *ratios.last()?))
+    }
+
+    /// The servers with rows of `scenario`, in table order.
+    pub(crate) fn engines(&self, scenario: Scenario) -> Vec<Engine> {
+        Engine::ALL
+            .into_iter()
+            .filter(|&e| {
+                self.rows
+                    .iter()
+                    .any(|r| r.scenario == scenario && r.engine == e)
+            })
+            .collect()
     }
 
     /// The cells of `scenarios`, sorted by clients then size.
@@ -124,11 +142,11 @@ impl<'a> Results<'a> {
         cells
     }
 
-    /// The most rounds any saturation cell ran.
-    pub(crate) fn rounds(&self) -> u32 {
+    /// The most rounds any cell of `scenario` ran.
+    pub(crate) fn rounds(&self, scenario: Scenario) -> u32 {
         self.rows
             .iter()
-            .filter(|r| r.scenario == Scenario::Saturation)
+            .filter(|r| r.scenario == scenario)
             .map(|r| r.round.unwrap_or(1))
             .max()
             .unwrap_or(1)
@@ -197,7 +215,12 @@ mod tests {
             res.pick(Scenario::Fixed, Engine::Uring, Some(cell))
                 .is_none()
         );
-        assert_eq!(res.rounds(), 3);
+        assert_eq!(res.rounds(Scenario::Saturation), 3);
+        assert_eq!(
+            res.engines(Scenario::Saturation),
+            [Engine::Uring, Engine::Tokio]
+        );
+        assert!(res.engines(Scenario::Flood).is_empty());
         assert_eq!(
             res.cells(&[Scenario::Saturation]),
             [
@@ -225,21 +248,32 @@ mod tests {
             sat(Engine::Tokio, 1, 1000, 10.0),
         ];
         let res = Results::new(&rows);
+        let ten = Cell {
+            clients: 10,
+            size: 64,
+        };
         let (lo, hi) = res
-            .round_ratios(
-                Scenario::Saturation,
-                Cell {
-                    clients: 10,
-                    size: 64,
-                },
-            )
+            .round_ratios(Scenario::Saturation, ten, Engine::Uring, Engine::Tokio)
             .expect("three rounds");
         assert!((lo - 0.9).abs() < 1e-9 && (hi - 1.5).abs() < 1e-9);
+        // The other way round, the inverse.
+        let (lo, hi) = res
+            .round_ratios(Scenario::Saturation, ten, Engine::Tokio, Engine::Uring)
+            .expect("three rounds");
+        assert!((lo - 1.0 / 1.5).abs() < 1e-9 && (hi - 1.0 / 0.9).abs() < 1e-9);
         let one = Cell {
             clients: 1000,
             size: 64,
         };
-        assert_eq!(res.round_ratios(Scenario::Saturation, one), None);
+        assert_eq!(
+            res.round_ratios(Scenario::Saturation, one, Engine::Uring, Engine::Tokio),
+            None
+        );
+        assert_eq!(
+            res.round_ratios(Scenario::Saturation, ten, Engine::Uring, Engine::Textbook),
+            None,
+            "no textbook rows"
+        );
         assert_eq!(ratio(Some(1.0), Some(0.0)), None);
         assert_eq!(ratio(Some(3.0), Some(2.0)), Some(1.5));
     }

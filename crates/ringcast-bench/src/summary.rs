@@ -1,11 +1,15 @@
 //! summary.md, from typed rows: one table per scenario with uring/tokio
-//! ratio columns, the slow readers' tables, the targets and the problems
-//! of the run; or, for `--cluster`, the single vs cross-node table.
+//! (and in the load matrix uring/textbook) ratio columns, the slow
+//! readers' tables, the targets and the problems of the run; or, for
+//! `--cluster`, the single vs cross-node table. The load matrix's tables
+//! are in [`tables`].
 
 use crate::bench::slow::CASES;
 use crate::row::{Engine, Rate, Row, Scenario};
 use crate::stats::{Results, ratio};
 use crate::targets::Verdict;
+
+mod tables;
 
 /// `v` rounded to a whole number, with thousands separators.
 pub(crate) fn thousands(v: f64) -> String {
@@ -76,99 +80,10 @@ pub(crate) fn engines(rows: &[Row], problems: &[String], cores: usize) -> (Strin
         md.push('\n');
     };
     line("# ringcast benchmark summary\n".into());
-    line("Both engines on the same machine, server and load generator sharing its cores; see setup.txt.\n".into());
-    line("Delivered/s counts every line every client received, over the measured interval: from the start of publishing to the last delivery (so any drain after the publishing duration is included). Loss = published x clients - delivered. p99 is send-to-receive latency.\n".into());
+    line("Both engines on the same machine, server and load generator sharing its cores; see setup.txt. The load matrix (saturation, flood, fixed rate) also runs the textbook server, `examples/textbook.rs`: tokio with a reader and a writer task per client, a channel of 100 lines each, lines dropped when it is full. Idle memory, the netcat swarm and the slow readers run uring and tokio only.\n".into());
+    line("Delivered/s counts every line every client received, over the measured interval: from the start of publishing to the last delivery (so any drain after the publishing duration is included). Server ns/delivery is the server's CPU (utime + stime, /proc/PID/stat) over that same interval, over the same lines. Loss = published x clients - delivered. p99 is send-to-receive latency.\n".into());
 
-    let cells = res.cells(&[Scenario::Saturation, Scenario::Fixed]);
-    let pick = |s, e, c| res.pick(s, e, Some(c));
-    if !res
-        .runs(Scenario::Saturation, Engine::Uring, None)
-        .is_empty()
-        || !res
-            .runs(Scenario::Saturation, Engine::Tokio, None)
-            .is_empty()
-    {
-        let rounds = res.rounds();
-        line("## Saturation (`--rate max`: closed loop, each publisher keeps at most `window` lines in flight, paced by every reader: the window halves on loss, so publishers settle near the highest rate every reader keeps up with)\n".into());
-        if rounds > 1 {
-            line(format!(
-                "Each cell ran {rounds} times, engines alternating. Every column is from each engine's median run by delivered/s; uring/tokio is the ratio of the medians, and the next column the lowest and highest ratio of single rounds.\n"
-            ));
-        }
-        line("| clients | size B | publishers x window | uring delivered/s | tokio delivered/s | uring/tokio | uring/tokio per round | uring MB/s | tokio MB/s | uring loss | tokio loss | uring p99 ms | tokio p99 ms | uring drain s | tokio drain s |".into());
-        line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|".into());
-        for &c in &cells {
-            let (ur, tr) = (
-                pick(Scenario::Saturation, Engine::Uring, c),
-                pick(Scenario::Saturation, Engine::Tokio, c),
-            );
-            let Some(any) = ur.or(tr) else { continue };
-            let g = |r: Option<&Row>, f: fn(&Row) -> Option<f64>| r.and_then(f);
-            let per_round = res
-                .round_ratios(Scenario::Saturation, c)
-                .map_or_else(|| "-".to_owned(), |(lo, hi)| format!("{lo:.2} to {hi:.2}"));
-            line(format!(
-                "| {} | {} | {} x {} | {} | {} | {} | {per_round} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                c.clients,
-                c.size,
-                any.publishers.unwrap_or(0),
-                any.window.map_or_else(|| "-".to_owned(), |w| w.to_string()),
-                n0(g(ur, |r| r.delivered_per_s)),
-                n0(g(tr, |r| r.delivered_per_s)),
-                r2(ratio(
-                    g(ur, |r| r.delivered_per_s),
-                    g(tr, |r| r.delivered_per_s)
-                )),
-                n1(g(ur, |r| r.mb_per_s)),
-                n1(g(tr, |r| r.mb_per_s)),
-                n0(g(ur, |r| u(r.loss))),
-                n0(g(tr, |r| u(r.loss))),
-                n1(g(ur, Row::p99_ms)),
-                n1(g(tr, Row::p99_ms)),
-                r2(g(ur, |r| r.drain_s)),
-                r2(g(tr, |r| r.drain_s)),
-            ));
-        }
-        line(String::new());
-    }
-
-    if !res.runs(Scenario::Fixed, Engine::Uring, None).is_empty()
-        || !res.runs(Scenario::Fixed, Engine::Tokio, None).is_empty()
-    {
-        line("## Fixed offered load (open loop)\n".into());
-        line("| clients | size B | publishers x lines/s | offered deliveries/s | uring delivered/s | tokio delivered/s | uring/tokio | uring loss | tokio loss | uring p99 ms | tokio p99 ms |".into());
-        line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|".into());
-        for &c in &cells {
-            let (ur, tr) = (
-                pick(Scenario::Fixed, Engine::Uring, c),
-                pick(Scenario::Fixed, Engine::Tokio, c),
-            );
-            let Some(any) = ur.or(tr) else { continue };
-            let g = |r: Option<&Row>, f: fn(&Row) -> Option<f64>| r.and_then(f);
-            let pubs = any.publishers.unwrap_or(0);
-            let per_s = match any.rate {
-                Some(Rate::PerSecond(n)) => n,
-                _ => 0,
-            };
-            line(format!(
-                "| {} | {} | {pubs} x {per_s} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                c.clients,
-                c.size,
-                thousands_i(pubs * per_s * c.clients),
-                n0(g(ur, |r| r.delivered_per_s)),
-                n0(g(tr, |r| r.delivered_per_s)),
-                r2(ratio(
-                    g(ur, |r| r.delivered_per_s),
-                    g(tr, |r| r.delivered_per_s)
-                )),
-                n0(g(ur, |r| u(r.loss))),
-                n0(g(tr, |r| u(r.loss))),
-                n2(g(ur, Row::p99_ms)),
-                n2(g(tr, Row::p99_ms)),
-            ));
-        }
-        line(String::new());
-    }
+    tables::load_tables(res, cores, &mut line);
 
     let (ur, tr) = (
         res.pick(Scenario::NcSwarm, Engine::Uring, None),
@@ -241,41 +156,6 @@ pub(crate) fn engines(rows: &[Row], problems: &[String], cores: usize) -> (Strin
         line(String::new());
     }
 
-    let sat_cells: Vec<_> = cells
-        .iter()
-        .copied()
-        .filter(|&c| {
-            pick(Scenario::Saturation, Engine::Uring, c).is_some()
-                || pick(Scenario::Saturation, Engine::Tokio, c).is_some()
-        })
-        .collect();
-    if !sat_cells.is_empty() {
-        line(format!(
-            "## CPU (cores busy over each saturation cell, its median run, of {cores}; others = every other process, noise if well above 0)\n"
-        ));
-        line("| clients | size B | uring server | uring generator | uring others | tokio server | tokio generator | tokio others |".into());
-        line("|---:|---:|---:|---:|---:|---:|---:|---:|".into());
-        for c in sat_cells {
-            let (ur, tr) = (
-                pick(Scenario::Saturation, Engine::Uring, c),
-                pick(Scenario::Saturation, Engine::Tokio, c),
-            );
-            let g = |r: Option<&Row>, f: fn(&Row) -> Option<f64>| r2(r.and_then(f));
-            line(format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                c.clients,
-                c.size,
-                g(ur, |r| r.server_cpu_cores),
-                g(ur, |r| r.load_cpu_cores),
-                g(ur, |r| r.other_cpu_cores),
-                g(tr, |r| r.server_cpu_cores),
-                g(tr, |r| r.load_cpu_cores),
-                g(tr, |r| r.other_cpu_cores),
-            ));
-        }
-        line(String::new());
-    }
-
     slow_readers(&res, &mut line);
 
     let verdicts = crate::targets::evaluate(&res);
@@ -297,7 +177,7 @@ fn slow_readers(res: &Results<'_>, line: &mut impl FnMut(String)) {
     {
         return;
     }
-    line("## Slow readers (fast readers beside slow ones, against a reference run with nothing else)\n".into());
+    line("## Slow readers (fast readers beside slow ones, against a reference run with nothing else; uring and tokio only)\n".into());
     let any = res
         .rows()
         .iter()
@@ -308,7 +188,7 @@ fn slow_readers(res: &Results<'_>, line: &mut impl FnMut(String)) {
             _ => "-".into(),
         };
         line(format!(
-            "{} publishers at {per_s} lines/s each, {}-byte lines, {} s per run; the fast readers are the publishers and the other clients; every slow reader asks for an 8 KiB SO_RCVBUF. \"vs ref\" is the case over its reference (the reference run of as many fast readers, nothing else). Slow loss counts lines still queued for them when the fast readers were done. Dropped and episodes are the server's counters over the run.\n",
+            "{} publishers at {per_s} lines/s each, {}-byte lines, {} s per run; the fast readers are the publishers and the other clients; every slow reader asks for an 8 KiB SO_RCVBUF. \"vs ref\" is the case over its reference (the reference run of as many fast readers, nothing else). Slow loss counts lines still queued for them when the fast readers were done. Dropped and episodes are the server's counters over the run; server ns/delivery is its CPU over the measured interval per line delivered to the fast readers.\n",
             r.publishers.unwrap_or(0),
             r.size.unwrap_or(0),
             r.duration_s
@@ -320,9 +200,9 @@ fn slow_readers(res: &Results<'_>, line: &mut impl FnMut(String)) {
             continue;
         }
         line(format!("### {engine}\n"));
-        line("| case | fast readers | slow readers | fast delivered/s | ref delivered/s | vs ref | fast loss | order violations | fast p50 ms | fast p99 ms | ref p99 ms | p99 vs ref | slow received / expected | slow loss % | slow disconnected | server dropped | slow episodes |".into());
+        line("| case | fast readers | slow readers | fast delivered/s | ref delivered/s | vs ref | fast loss | order violations | fast p50 ms | fast p99 ms | ref p99 ms | p99 vs ref | slow received / expected | slow loss % | slow disconnected | server dropped | slow episodes | server ns/delivery |".into());
         line(
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                 .into(),
         );
         for case in CASES {
@@ -336,7 +216,7 @@ fn slow_readers(res: &Results<'_>, line: &mut impl FnMut(String)) {
                 _ => "-".into(),
             };
             line(format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {received} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {received} | {} | {} | {} | {} | {} |",
                 case.text,
                 r.clients.unwrap_or(0),
                 r.slow_clients.unwrap_or(0),
@@ -356,13 +236,15 @@ fn slow_readers(res: &Results<'_>, line: &mut impl FnMut(String)) {
                 n0(u(r.slow_disconnected)),
                 n0(u(r.server_dropped)),
                 n0(u(r.server_slow_episodes)),
+                n0(r.server_cpu_ns_per_delivery),
             ));
         }
         line(String::new());
     }
 }
 
-fn problems_section(problems: &[String], line: &mut impl FnMut(String)) {
+/// The problems of a run, if any.
+pub(crate) fn problems_section(problems: &[String], line: &mut impl FnMut(String)) {
     if problems.is_empty() {
         return;
     }

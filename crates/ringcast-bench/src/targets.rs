@@ -411,7 +411,9 @@ fn evaluate_one(target: &Target, results: &Results<'_>) -> Option<Verdict> {
                     cell.clients,
                     cell.size
                 );
-                if let Some((lo, hi)) = results.round_ratios(scenario, cell) {
+                if let Some((lo, hi)) =
+                    results.round_ratios(scenario, cell, Engine::Uring, Engine::Tokio)
+                {
                     let _ = write!(label, ", single rounds {lo:.2} to {hi:.2}");
                 }
                 checks.push(Check {
@@ -602,6 +604,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Idle => "idle",
         Scenario::NcSwarm => "nc_swarm",
         Scenario::Saturation => "saturation",
+        Scenario::Flood => "flood",
         Scenario::Fixed => "fixed",
         Scenario::SlowReaders => "slow_readers",
         Scenario::ClusterSingle => "cluster-single",

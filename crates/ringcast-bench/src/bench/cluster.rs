@@ -199,6 +199,7 @@ fn spec(
         scenario: mode,
         round: None,
         case: None,
+        build: None,
         plan,
         label: format!(
             "{name} {} {clients}x64B",

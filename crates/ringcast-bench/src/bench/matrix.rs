@@ -1,11 +1,13 @@
 //! The load matrix: clients × line size, each at saturation (`--rounds`
-//! times) and once at a fixed offered load; the engines take turns cell
-//! by cell, and at going first.
+//! times) and once at a fixed offered load, then the flood cell (one
+//! publisher with no window, `--rounds` times, once with `--quick`). Every cell runs against
+//! every server of the run (uring, tokio and the textbook server), which
+//! take turns cell by cell, and at going first.
 
 use std::num::NonZeroU64;
 
 use anyhow::Context as _;
-use ringcast_load::{Plan, Rate};
+use ringcast_load::{PacedBy, Plan, Rate};
 
 use super::cell::{self, CellSpec};
 use super::{Bench, fixed_rate};
@@ -20,7 +22,11 @@ pub(crate) fn plan(
     clients: u64,
     size: u64,
 ) -> anyhow::Result<Plan> {
-    let publishers = bench.s.publishers(clients);
+    let publishers = match scenario {
+        // One publisher outrunning the server, not ten sharing it.
+        Scenario::Flood => 1,
+        _ => bench.s.publishers(clients),
+    };
     let rate = match scenario {
         Scenario::Fixed => {
             let per_s = fixed_rate(bench.s.fixed_deliveries(size), publishers, clients);
@@ -28,58 +34,73 @@ pub(crate) fn plan(
         }
         _ => Rate::Max,
     };
-    Ok(Plan::builder(server.addr())
+    let mut builder = Plan::builder(server.addr())
         .clients(usize::try_from(clients)?)
         .publishers(usize::try_from(publishers)?)
         .size(usize::try_from(size)?)
         .rate(rate)
         .duration(bench.s.duration)
-        .threads(bench.s.load_threads)
-        .build()?)
+        .threads(bench.s.load_threads);
+    if scenario == Scenario::Flood {
+        builder = builder.paced_by(PacedBy::Nobody);
+    }
+    Ok(builder.build()?)
 }
 
 pub(crate) fn run(bench: &mut Bench, servers: &mut [Server]) -> anyhow::Result<()> {
-    let mut order = Engine::BOTH.to_vec();
+    let mut order: Vec<Engine> = Engine::ALL
+        .into_iter()
+        .filter(|e| servers.iter().any(|s| s.engine == *e))
+        .collect();
+    let mut cells = Vec::new();
     for size in bench.s.sizes.clone() {
         for clients in bench.s.clients.clone() {
-            for scenario in [Scenario::Saturation, Scenario::Fixed] {
-                let rounds = if scenario == Scenario::Saturation {
-                    bench.s.rounds
-                } else {
-                    1
-                };
-                for round in 1..=rounds {
-                    for &engine in &order {
-                        let i = servers
-                            .iter()
-                            .position(|s| s.engine == engine)
-                            .context("no server of that engine")?;
-                        let server = &mut servers[i];
-                        let name = if scenario == Scenario::Fixed {
-                            "fixed"
-                        } else {
-                            "saturation"
-                        };
-                        let mut label = format!("{engine} {name} {clients}x{size}B");
-                        if rounds > 1 {
-                            label.push_str(&format!(" round {round}"));
-                        }
-                        let spec = CellSpec {
-                            engine,
-                            scenario,
-                            round: Some(round),
-                            case: None,
-                            plan: plan(bench, server, scenario, clients, size)?,
-                            label,
-                            cluster: false,
-                        };
-                        cell::run(bench, std::slice::from_mut(server), &spec)?;
-                    }
-                    // Take turns at going first.
-                    order.rotate_left(1);
+            cells.push((Scenario::Saturation, clients, size));
+            cells.push((Scenario::Fixed, clients, size));
+        }
+    }
+    cells.push((Scenario::Flood, bench.s.flood_clients, bench.s.flood_size));
+    for (scenario, clients, size) in cells {
+        let rounds = match scenario {
+            Scenario::Fixed => 1,
+            Scenario::Flood => bench.s.flood_rounds,
+            _ => bench.s.rounds,
+        };
+        for round in 1..=rounds {
+            for &engine in &order {
+                let i = servers
+                    .iter()
+                    .position(|s| s.engine == engine)
+                    .context("no server of that engine")?;
+                let server = &mut servers[i];
+                let mut label = format!("{engine} {} {clients}x{size}B", scenario_label(scenario));
+                if rounds > 1 {
+                    label.push_str(&format!(" round {round}"));
                 }
+                let spec = CellSpec {
+                    engine,
+                    scenario,
+                    round: Some(round),
+                    case: None,
+                    build: None,
+                    plan: plan(bench, server, scenario, clients, size)?,
+                    label,
+                    cluster: false,
+                };
+                cell::run(bench, std::slice::from_mut(server), &spec)?;
             }
+            // Take turns at going first.
+            order.rotate_left(1);
         }
     }
     Ok(())
+}
+
+/// The scenario's word in progress lines.
+pub(crate) fn scenario_label(scenario: Scenario) -> &'static str {
+    match scenario {
+        Scenario::Fixed => "fixed",
+        Scenario::Flood => "flood",
+        _ => "saturation",
+    }
 }

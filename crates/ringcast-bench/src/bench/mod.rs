@@ -3,11 +3,12 @@
 //!
 //! - [`idle`]: RSS per idle connection.
 //! - [`swarm`]: the netcat swarm, real `nc` processes.
-//! - [`matrix`]: clients × size, at saturation and at a fixed load.
+//! - [`matrix`]: clients × size, at saturation and at a fixed load, and
+//!   the flood cell; against uring, tokio and the textbook server.
 //! - [`slow`]: fast readers beside slow ones.
 //! - [`cluster`]: single node vs cross-node (`--cluster`).
 //! - [`cell`]: one load run against one or more servers, with its CPU,
-//!   counters and retry, shared by the last three.
+//!   counters and retry, shared by the last three and by `ab`.
 //! - [`setup`]: the text of setup.txt.
 
 use std::path::{Path, PathBuf};
@@ -23,11 +24,11 @@ use crate::sample::QuietWait;
 use crate::say;
 use crate::server::{Server, ServerGone};
 
-mod cell;
+pub(crate) mod cell;
 mod cluster;
 mod idle;
-mod matrix;
-mod setup;
+pub(crate) mod matrix;
+pub(crate) mod setup;
 pub(crate) mod slow;
 mod swarm;
 
@@ -68,6 +69,11 @@ pub(crate) struct Settings {
     pub(crate) fixed_deliveries_1024: u64,
     /// `--cluster`: clients per cell, all 64-byte lines.
     pub(crate) cluster_clients: Vec<u64>,
+    /// The flood cell: one publisher, no window, this many clients and
+    /// bytes per line, this many times.
+    pub(crate) flood_clients: u64,
+    pub(crate) flood_size: u64,
+    pub(crate) flood_rounds: u32,
 }
 
 impl Settings {
@@ -100,6 +106,11 @@ impl Settings {
             fixed_deliveries_64: 1_000_000,
             fixed_deliveries_1024: 250_000,
             cluster_clients: vec![100, 1000],
+            flood_clients: 1000,
+            flood_size: 64,
+            // Its drain (seconds of backlog in socket buffers) makes it the
+            // longest cell; a smoke test plays it once.
+            flood_rounds: if quick { 1 } else { args.rounds },
         }
     }
 
@@ -146,6 +157,8 @@ pub(crate) struct Bench {
     pub(crate) rt: tokio::runtime::Runtime,
     /// The `ringcast` binary.
     pub(crate) bin: PathBuf,
+    /// The textbook server (`examples/textbook.rs`), if this run uses it.
+    pub(crate) textbook_bin: Option<PathBuf>,
     /// Lines for setup.txt, written at the end (and on an early stop).
     pub(crate) setup: Vec<String>,
 }
@@ -191,10 +204,32 @@ impl Bench {
         name: &str,
         extra: &[String],
     ) -> anyhow::Result<Server> {
+        let bin = if engine.is_ringcast() {
+            self.bin.clone()
+        } else {
+            self.textbook_bin
+                .clone()
+                .context("the textbook server's binary is not known to this run")?
+        };
+        self.start_server_from(&bin, engine, name, extra)
+    }
+
+    /// Starts a server from `bin` and notes it in setup.txt.
+    pub(crate) fn start_server_from(
+        &mut self,
+        bin: &Path,
+        engine: Engine,
+        name: &str,
+        extra: &[String],
+    ) -> anyhow::Result<Server> {
         let log = self.log_path(name);
-        let server = Server::start(&self.bin, engine, name, extra, &log, self.scratch.path())?;
-        let what = if name == engine.name() {
+        let server = Server::start(bin, engine, name, extra, &log, self.scratch.path())?;
+        let what = if !engine.is_ringcast() {
+            format!("textbook server ({})", server.command)
+        } else if name == engine.name() {
             format!("engine {engine}")
+        } else if extra.is_empty() {
+            format!("{name} (engine {engine}, {})", server.command)
         } else {
             format!("node {name} (engine {engine}, {})", extra.join(" "))
         };
@@ -205,7 +240,7 @@ impl Bench {
                     .map_or(l.clone(), |(_, s)| format!("serving{s}"))
             })
             .unwrap_or_default();
-        if self.setup.iter().all(|l| !l.starts_with("server: ")) {
+        if engine.is_ringcast() && self.setup.iter().all(|l| !l.starts_with("server: ")) {
             self.setup.push(format!(
                 "server: {} (defaults for everything else)",
                 server
@@ -213,16 +248,17 @@ impl Bench {
                     .replace(&format!("--engine {engine}"), "--engine ENGINE")
             ));
         }
+        let metrics = server
+            .metrics_addr()
+            .map_or_else(|| "none".to_owned(), |a| a.to_string());
         self.setup.push(format!(
-            "{what}: pid {}, {}, metrics {}, log: {serving}",
+            "{what}: pid {}, {}, metrics {metrics}, log: {serving}",
             server.pid(),
             server.addr(),
-            server.metrics_addr()
         ));
         say!(
-            "{name} server up on {} (metrics {}, pid {})",
+            "{name} server up on {} (metrics {metrics}, pid {})",
             server.addr(),
-            server.metrics_addr(),
             server.pid()
         );
         Ok(server)
@@ -232,7 +268,7 @@ impl Bench {
     /// within 30 s.
     pub(crate) fn wait_disconnected(&mut self, server: &mut Server) -> anyhow::Result<()> {
         server.check_alive()?;
-        if let Err(e) = server.wait_for("ringcast_connected_clients", 0, Duration::from_secs(30)) {
+        if let Err(e) = server.wait_disconnected(Duration::from_secs(30)) {
             self.problem(format!(
                 "{}: clients still connected 30 s after they closed ({e:#})",
                 server.name
@@ -266,6 +302,12 @@ impl Bench {
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let s = Settings::from_args(args);
     let bin = crate::cli::server_bin(args.server_bin.as_ref())?;
+    // The textbook server is in the load matrix only.
+    let textbook_bin = if !s.cluster && s.runs(ScenarioArg::Matrix) {
+        Some(crate::cli::textbook_bin(args.textbook_bin.as_ref())?)
+    } else {
+        None
+    };
     let needs_nc = !s.cluster && s.runs(ScenarioArg::Swarm);
     if needs_nc {
         check_netcat()?;
@@ -295,35 +337,16 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| Path::new("bench-results").join(stamp));
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("ringcast-bench.")
-        .tempdir()
-        .context("cannot create a scratch folder")?;
-    crate::children::remove_on_signal(scratch.path().to_owned());
-    let clk_tck = procfs::clk_tck();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(s.load_threads)
-        .enable_all()
-        .build()
-        .context("cannot start the load generator's runtime")?;
     let steal_at_start = procfs::machine_ticks()?.steal;
-    let mut bench = Bench {
-        raw: RawCsv::create(&out.join("raw.csv"))?,
-        quiet: QuietWait::new(s.busy_cores, s.quiet_budget, clk_tck),
-        setup: setup::header(&s, &bin, fd_got, fd_hard, clk_tck),
-        s,
-        out,
-        scratch,
-        problems: Vec::new(),
-        clk_tck,
-        rt,
-        bin,
-    };
-    say!("results go to {}", bench.out.display());
-    // Written now so that a run stopped by a signal still says what it
-    // ran on; written again, complete, at the end.
-    bench.write_setup(&[])?;
+    let setup = setup::header(
+        &s,
+        &bin,
+        textbook_bin.as_deref(),
+        fd_got,
+        fd_hard,
+        procfs::clk_tck(),
+    );
+    let mut bench = Bench::create(s, out, bin, textbook_bin, setup)?;
 
     let result = if bench.s.cluster {
         cluster::run(
@@ -333,52 +356,111 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         compare_engines(&mut bench)
     };
-    let stopped_early = match result {
-        Ok(()) => false,
-        Err(e) => match e.downcast::<ServerGone>() {
-            Ok(gone) => {
-                bench.problem(gone.0);
-                true
-            }
-            Err(e) => {
-                // Whatever was measured is still written down.
-                bench.problem(format!("the run stopped: {e:#}"));
-                true
-            }
-        },
-    };
+    let stopped_early = bench.stopped_early(result);
     finish(&mut bench, steal_at_start)?;
-    if stopped_early {
-        eprintln!(
-            "ringcast-bench: stopped early; partial results in {}",
-            bench.out.display()
-        );
+    Ok(bench.exit_code(stopped_early))
+}
+
+impl Bench {
+    /// The run folder `out` (created), its raw.csv and scratch folder, and
+    /// the load generator's runtime; setup.txt written with `setup` so
+    /// far, so that a run stopped by a signal still says what it ran on.
+    pub(crate) fn create(
+        s: Settings,
+        out: PathBuf,
+        bin: PathBuf,
+        textbook_bin: Option<PathBuf>,
+        setup: Vec<String>,
+    ) -> anyhow::Result<Bench> {
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("ringcast-bench.")
+            .tempdir()
+            .context("cannot create a scratch folder")?;
+        crate::children::remove_on_signal(scratch.path().to_owned());
+        let clk_tck = procfs::clk_tck();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(s.load_threads)
+            .enable_all()
+            .build()
+            .context("cannot start the load generator's runtime")?;
+        let bench = Bench {
+            raw: RawCsv::create(&out.join("raw.csv"))?,
+            quiet: QuietWait::new(s.busy_cores, s.quiet_budget, clk_tck),
+            setup,
+            s,
+            out,
+            scratch,
+            problems: Vec::new(),
+            clk_tck,
+            rt,
+            bin,
+            textbook_bin,
+        };
+        say!("results go to {}", bench.out.display());
+        bench.write_setup(&[])?;
+        Ok(bench)
     }
-    if bench.problems.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("ringcast-bench: problems during the run (listed in summary.md)");
-        Ok(ExitCode::FAILURE)
+
+    /// A problem for a run that stopped early (`result`'s error), or
+    /// nothing; whether it stopped.
+    pub(crate) fn stopped_early(&mut self, result: anyhow::Result<()>) -> bool {
+        match result {
+            Ok(()) => false,
+            Err(e) => match e.downcast::<ServerGone>() {
+                Ok(gone) => {
+                    self.problem(gone.0);
+                    true
+                }
+                Err(e) => {
+                    // Whatever was measured is still written down.
+                    self.problem(format!("the run stopped: {e:#}"));
+                    true
+                }
+            },
+        }
+    }
+
+    /// The exit status, saying why it is not 0.
+    pub(crate) fn exit_code(&self, stopped_early: bool) -> ExitCode {
+        if stopped_early {
+            eprintln!(
+                "ringcast-bench: stopped early; partial results in {}",
+                self.out.display()
+            );
+        }
+        if self.problems.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("ringcast-bench: problems during the run (listed in summary.md)");
+            ExitCode::FAILURE
+        }
     }
 }
 
 /// Both engines side by side, every scenario of the engine comparison.
 fn compare_engines(bench: &mut Bench) -> anyhow::Result<()> {
-    // Both servers run side by side (an idle one costs nothing) and the
+    // The servers run side by side (an idle one costs nothing) and the
     // cells alternate between them, so a neighbour's load on a shared
-    // machine hits both engines alike.
+    // machine hits every server alike. The textbook server is a baseline
+    // for the load matrix only: the other scenarios read ringcast's
+    // metrics, or judge its slow-reader policy.
     let mut servers = Vec::new();
     for engine in Engine::BOTH {
         servers.push(bench.start_server(engine, engine.name(), &[])?);
     }
+    if bench.s.runs(ScenarioArg::Matrix) {
+        servers.push(bench.start_server(Engine::Textbook, Engine::Textbook.name(), &[])?);
+    }
     if bench.s.runs(ScenarioArg::Idle) {
-        for server in &mut servers {
+        for server in servers.iter_mut().filter(|s| s.engine.is_ringcast()) {
             idle::run(bench, server)?;
         }
     }
     if bench.s.runs(ScenarioArg::Swarm) {
         let inputs = swarm::Inputs::write(bench)?;
-        for server in &mut servers {
+        for server in servers.iter_mut().filter(|s| s.engine.is_ringcast()) {
             swarm::run(bench, server, &inputs)?;
         }
     }
@@ -395,7 +477,7 @@ fn compare_engines(bench: &mut Bench) -> anyhow::Result<()> {
 }
 
 /// Charts, summary.md and the end of setup.txt; prints the summary.
-fn finish(bench: &mut Bench, steal_at_start: u64) -> anyhow::Result<()> {
+pub(crate) fn finish(bench: &mut Bench, steal_at_start: u64) -> anyhow::Result<()> {
     let rows = read_rows(&bench.out.join("raw.csv"))?;
     let summary = if bench.s.cluster {
         crate::summary::cluster(&rows, &bench.problems)
@@ -483,6 +565,7 @@ mod tests {
             out: None,
             scenarios: Vec::new(),
             server_bin: None,
+            textbook_bin: None,
         };
         let full = Settings::from_args(&args(false));
         let quick = Settings::from_args(&args(true));
@@ -496,6 +579,9 @@ mod tests {
         assert_eq!(full.publishers(1000), 10);
         assert_eq!(full.publishers(3), 3);
         assert_eq!(full.fixed_deliveries(1024), 250_000);
+        assert_eq!((quick.flood_clients, quick.flood_size), (1000, 64));
+        assert_eq!(full.flood_clients, quick.flood_clients, "in both");
+        assert_eq!((full.flood_rounds, quick.flood_rounds), (3, 1));
         assert!(full.runs(ScenarioArg::Swarm));
     }
 }

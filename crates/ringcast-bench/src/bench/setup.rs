@@ -55,6 +55,7 @@ fn release_profile() -> String {
 pub(crate) fn header(
     s: &Settings,
     bin: &Path,
+    textbook_bin: Option<&Path>,
     fd_got: u64,
     fd_hard: u64,
     clk_tck: u64,
@@ -76,56 +77,15 @@ pub(crate) fn header(
     if !s.scenarios.is_empty() {
         l.push(format!("scenarios: only {:?}", s.scenarios));
     }
-    l.push(format!(
-        "host: {}",
-        nix::unistd::gethostname().map_or_else(
-            |_| "unknown".to_owned(),
-            |h| h.to_string_lossy().into_owned()
-        )
-    ));
-    l.push(format!(
-        "cpu: {}",
-        proc_field("/proc/cpuinfo", "model name").unwrap_or_default()
-    ));
-    let in_cpuinfo = std::fs::read_to_string("/proc/cpuinfo")
-        .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
-        .unwrap_or(0);
-    l.push(format!(
-        "cores: {} online ({in_cpuinfo} in /proc/cpuinfo)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    ));
-    l.push(format!(
-        "memory: {}",
-        proc_field("/proc/meminfo", "MemTotal").unwrap_or_default()
-    ));
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    l.push(format!(
-        "kernel: {} (Linux {})",
-        release.trim(),
-        std::env::consts::ARCH
-    ));
-    let dirty = output("git", &["diff", "--quiet", "HEAD"]).is_none();
-    l.push(format!(
-        "git commit: {}{}",
-        output("git", &["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".to_owned()),
-        if dirty {
-            " (working tree has uncommitted changes)"
-        } else {
-            ""
-        }
-    ));
-    l.push(format!(
-        "uncommitted changes to tracked files built into this run: {}",
-        output("git", &["diff", "--name-only", "HEAD"])
-            .unwrap_or_default()
-            .replace('\n', " ")
-    ));
-    l.push(format!(
-        "rustc: {}",
-        output("rustc", &["-V"]).unwrap_or_else(|| "unknown".to_owned())
-    ));
+    l.extend(machine());
     l.push(format!("cargo profile: release ({})", release_profile()));
     l.push(format!("server binary: {}", bin.display()));
+    if let Some(textbook) = textbook_bin {
+        l.push(format!(
+            "textbook server (load matrix only; idle, swarm and slow readers run uring and tokio only): {}",
+            textbook.display()
+        ));
+    }
     l.push(format!(
         "load generator: the ringcast-load library inside ringcast-bench (same process), {} threads, duration {} s per cell, publishers min({}, clients), window default (1000, or fewer so that publishers x window x clients <= 1,000,000)",
         s.load_threads,
@@ -145,6 +105,10 @@ pub(crate) fn header(
         l.push(format!(
             "fixed offered load: {} deliveries/s for 64-byte lines, {} for 1024-byte lines",
             s.fixed_deliveries_64, s.fixed_deliveries_1024
+        ));
+        l.push(format!(
+            "flood: {} clients x {} B, 1 publisher at rate max paced by nobody (--paced-by none: no window, as fast as its socket takes lines), {} time(s), servers alternating",
+            s.flood_clients, s.flood_size, s.flood_rounds
         ));
         l.push(format!(
             "slow readers: {} publishers at {} lines/s each, {}-byte lines, {} s per run, SO_RCVBUF {} B asked for each slow reader; cases: {}",
@@ -194,6 +158,61 @@ pub(crate) fn header(
     l
 }
 
+/// The machine, kernel, this checkout's commit and rustc: setup.txt's
+/// lines for any run.
+pub(crate) fn machine() -> Vec<String> {
+    let mut l = Vec::new();
+    l.push(format!(
+        "host: {}",
+        nix::unistd::gethostname().map_or_else(
+            |_| "unknown".to_owned(),
+            |h| h.to_string_lossy().into_owned()
+        )
+    ));
+    l.push(format!(
+        "cpu: {}",
+        proc_field("/proc/cpuinfo", "model name").unwrap_or_default()
+    ));
+    let in_cpuinfo = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0);
+    l.push(format!(
+        "cores: {} online ({in_cpuinfo} in /proc/cpuinfo)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    ));
+    l.push(format!(
+        "memory: {}",
+        proc_field("/proc/meminfo", "MemTotal").unwrap_or_default()
+    ));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    l.push(format!(
+        "kernel: {} (Linux {})",
+        release.trim(),
+        std::env::consts::ARCH
+    ));
+    let dirty = output("git", &["diff", "--quiet", "HEAD"]).is_none();
+    l.push(format!(
+        "git commit: {}{}",
+        output("git", &["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".to_owned()),
+        if dirty {
+            " (working tree has uncommitted changes)"
+        } else {
+            ""
+        }
+    ));
+    l.push(format!(
+        "uncommitted changes to tracked files built into this run: {}",
+        output("git", &["diff", "--name-only", "HEAD"])
+            .unwrap_or_default()
+            .replace('\n', " ")
+    ));
+    l.push(format!(
+        "rustc: {}",
+        output("rustc", &["-V"]).unwrap_or_else(|| "unknown".to_owned())
+    ));
+    l
+}
+
 /// The first three fields of /proc/loadavg.
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -228,7 +247,7 @@ pub(crate) fn footer(
     l.push(if bench.s.cluster {
         "raw.csv (cluster rows): server_cpu_cores is both nodes together, over each cell's wall time; server_dropped = ringcast_messages_dropped_total + ringcast_cluster_dropped_total, both nodes".to_owned()
     } else {
-        "raw.csv: server_cpu_cores, load_cpu_cores (the generator: this harness's own process) and machine_cpu_cores (every process) are all over each cell's wall time (wall_s), from /proc/PID/stat and /proc/stat; other_cpu_cores = machine - server - generator (which includes steal), noise from other processes if well above 0".to_owned()
+        "raw.csv: server_cpu_cores, load_cpu_cores (the generator: this harness's own process) and machine_cpu_cores (every process) are all over each cell's wall time (wall_s), from /proc/PID/stat and /proc/stat; other_cpu_cores = machine - server - generator (which includes steal), noise from other processes if well above 0. server_cpu_measured_s is the server's CPU over the measured interval of delivered_per_s alone (start of publishing to last delivery, from /proc/PID/stat sampled every 10 ms), and server_cpu_ns_per_delivery that over delivered".to_owned()
     });
     crate::say!("stolen by the hypervisor during the run: {stolen_s:.1} s of CPU");
     Ok(l)

@@ -166,6 +166,7 @@ pub(crate) fn run(bench: &mut Bench, servers: &mut [Server]) -> anyhow::Result<(
                 scenario: Scenario::SlowReaders,
                 round: None,
                 case: Some(case.name),
+                build: None,
                 plan: plan(case, server, bench.s.slow_duration, bench.s.load_threads)?,
                 label: format!("{engine} slow readers {}", case.name),
                 cluster: false,

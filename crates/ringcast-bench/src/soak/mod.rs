@@ -190,7 +190,9 @@ fn soak_engine(
             "ready file names engine {:?}; serving on {}, metrics on {}",
             server.ready.engine,
             server.addr(),
-            server.metrics_addr()
+            server
+                .metrics_addr()
+                .map_or_else(|| "none".to_owned(), |a| a.to_string())
         ),
     );
     let pid = server.pid();

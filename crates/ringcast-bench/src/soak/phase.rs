@@ -121,7 +121,9 @@ pub(crate) fn run(
     publishers: usize,
     lines: u32,
 ) -> Result<String, String> {
-    let addr = server.metrics_addr();
+    let addr = server
+        .metrics_addr()
+        .ok_or_else(|| "the server reports no metrics address".to_owned())?;
     let gauge = "ringcast_connected_clients";
     metrics::wait_for_value(addr, gauge, 0, Duration::from_secs(10))
         .map_err(|e| format!("clients still connected before the phase ({e:#})"))?;
