@@ -49,6 +49,12 @@
 # 64 B, fixed load and saturation); combine with --quick for shorter cells.
 # --scenarios idle,swarm,matrix,slow-readers runs only those.
 #
+# A/B of two builds is the harness's other subcommand, after this script
+# has built it:
+#   target/release/ringcast-bench ab --old OLD/ringcast --new target/release/ringcast \
+#       [--rounds N] [--cells 1000:64:max:3s,...] [--engines uring,tokio] [--out DIR]
+# (target/release/ringcast-bench ab --help says more.)
+#
 # Needs: cargo, nc (netcat-openbsd); for --cluster, nats-server
 # (apt-get install -y nats-server). The server and the load generator share
 # this machine's cores, so the numbers are for the pair.

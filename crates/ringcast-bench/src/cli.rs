@@ -1,11 +1,13 @@
-//! The command line: `ringcast-bench bench` and `ringcast-bench soak`.
-//! Only the options and their help; what they mean in numbers is in
-//! [`crate::bench::Settings`] and [`crate::soak::Settings`].
+//! The command line: `ringcast-bench bench`, `ringcast-bench ab` and
+//! `ringcast-bench soak`. Only the options and their help; what they mean
+//! in numbers is in [`crate::bench::Settings`], [`crate::ab`] and
+//! [`crate::soak::Settings`].
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::ab::AbCell;
 use crate::row::Engine;
 
 /// Benchmarks and soak tests of ringcast's two engines on this machine,
@@ -26,6 +28,9 @@ pub(crate) enum Command {
     /// textbook tokio server as a second baseline.
     #[command(long_about = BENCH_ABOUT)]
     Bench(BenchArgs),
+    /// A/B: two ringcast builds taking turns under the same load cells.
+    #[command(long_about = AB_ABOUT)]
+    Ab(AbArgs),
     /// Soak test each engine: churn, load, a stalled client, counters.
     #[command(long_about = SOAK_ABOUT)]
     Soak(SoakArgs),
@@ -96,6 +101,31 @@ cells.
 
 Needs nc (netcat-openbsd), the textbook example (cargo build --release \
 --examples); for --cluster, nats-server.";
+
+const AB_ABOUT: &str = "\
+A/B of two ringcast builds: the same load cells against both, taking turns.
+
+For each engine (--engines), starts `OLD serve --engine E` and `NEW serve \
+--engine E` side by side on loopback (a build without --ready-file gets \
+ports picked for it), then runs every cell --rounds times, the builds \
+taking turns, and at going first, round by round. The load generator is \
+this harness's own, for both builds.
+
+A cell is CLIENTS:SIZE:RATE:DURATION, e.g. 1000:64:max:3s. RATE is `max` \
+(saturation, min(10, clients) publishers paced by every reader), lines/s \
+per publisher (a fixed rate, min(10, clients) publishers), or `flood` (one \
+publisher, no window: --paced-by none).
+
+Results go to bench-results/<date>-<host>-ab/ (or --out): setup.txt, \
+raw.csv (one row per engine x cell x round x build, the columns of \
+`bench`'s raw.csv and `build`), and summary.md (printed at the end): per \
+engine and cell, the per-round new/old ratios of delivered/s and of the \
+server's CPU per delivery, and their median. Exits 1 if something went \
+wrong during the run (listed in summary.md).
+
+Like the full bench, it waits (2 minutes at most in all) for other \
+processes to go quiet before each cell, and runs a cell again once if \
+they took more than 0.3 cores during it; --no-wait does neither.";
 
 const SOAK_ABOUT: &str = "\
 Soak test each engine in turn on loopback.
@@ -170,6 +200,40 @@ pub(crate) struct BenchArgs {
     /// `examples/textbook` beside this program].
     #[arg(long, value_name = "PATH")]
     pub(crate) textbook_bin: Option<PathBuf>,
+}
+
+/// `ringcast-bench ab` options.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct AbArgs {
+    /// The old build's `ringcast` binary.
+    #[arg(long, value_name = "BIN")]
+    pub(crate) old: PathBuf,
+
+    /// The new build's `ringcast` binary.
+    #[arg(long, value_name = "BIN")]
+    pub(crate) new: PathBuf,
+
+    /// Runs of each cell per build.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) rounds: u32,
+
+    /// Cells as CLIENTS:SIZE:RATE:DURATION, separated by commas or spaces
+    /// [default: 1000:64:max:3s 100:64:max:3s 10:64:max:3s 10:1024:max:3s
+    /// 100:1024:max:3s 1000:1024:max:3s 1000:64:100:3s 1000:64:flood:3s].
+    #[arg(long, value_name = "CELL", value_delimiter = ',', num_args = 1..)]
+    pub(crate) cells: Vec<AbCell>,
+
+    /// Engines, separated by commas or spaces [default: uring,tokio].
+    #[arg(long, value_name = "LIST", value_delimiter = ',', num_args = 1.., value_parser = parse_engines)]
+    pub(crate) engines: Vec<Vec<Engine>>,
+
+    /// Where the results go [default: bench-results/<date>-<host>-ab].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
+
+    /// Neither wait for a quiet machine nor run busy cells again.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
 }
 
 /// The scenarios `--scenarios` names.
@@ -302,6 +366,56 @@ mod tests {
             [ScenarioArg::Idle, ScenarioArg::SlowReaders]
         );
         assert!(Cli::try_parse_from(["ringcast-bench", "bench", "--rounds", "0"]).is_err());
+    }
+
+    #[test]
+    fn ab_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "ringcast-bench",
+            "ab",
+            "--old",
+            "/a/ringcast",
+            "--new",
+            "/b/ringcast",
+            "--rounds",
+            "1",
+            "--cells",
+            "1000:64:max:3s,10:1024:100:1s",
+            "1000:64:flood:2s",
+            "--engines",
+            "uring",
+        ])
+        .expect("parses");
+        let Command::Ab(args) = cli.command else {
+            panic!("not ab")
+        };
+        assert_eq!(args.rounds, 1);
+        assert_eq!(args.old, PathBuf::from("/a/ringcast"));
+        let cells: Vec<String> = args.cells.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            cells,
+            ["1000:64:max:3s", "10:1024:100:1s", "1000:64:flood:2s"]
+        );
+        assert_eq!(args.engines.concat(), [Engine::Uring]);
+        assert!(!args.no_wait);
+        assert!(
+            Cli::try_parse_from([
+                "ringcast-bench",
+                "ab",
+                "--old",
+                "a",
+                "--new",
+                "b",
+                "--cells",
+                "10:64"
+            ])
+            .is_err(),
+            "a cell has four parts"
+        );
+        assert!(
+            Cli::try_parse_from(["ringcast-bench", "ab", "--new", "b"]).is_err(),
+            "--old is needed"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `ringcast-bench`: the benchmark and soak harness of ringcast.
 //!
 //! `scripts/bench.sh` and `scripts/soak.sh` build the release binaries and
-//! run `ringcast-bench bench` and `ringcast-bench soak`; `--help` on either
-//! subcommand explains every scenario and property.
+//! run `ringcast-bench bench` and `ringcast-bench soak`; `ringcast-bench
+//! ab` compares two builds. `--help` on each subcommand explains every
+//! scenario, cell and property.
 //!
 //! Layout, one concern per module:
 //!
@@ -23,8 +24,10 @@
 //! - [`summary`]: the text of `summary.md`.
 //! - [`chart`]: the SVG charts.
 //! - [`bench`]: the benchmark's scenarios.
+//! - [`ab`]: two builds under the same cells.
 //! - [`soak`]: the soak test.
 
+mod ab;
 mod bench;
 mod chart;
 mod children;
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         cli::Command::Bench(args) => bench::run(&args),
+        cli::Command::Ab(args) => ab::run(&args),
         cli::Command::Soak(args) => soak::run(&args),
     };
     match result {
