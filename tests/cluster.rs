@@ -62,6 +62,15 @@ impl Drop for Nats {
 }
 
 fn node(engine: EngineChoice, nats: &Nats, id: &str) -> TestServer {
+    node_with(engine, nats, id, |_| {})
+}
+
+fn node_with(
+    engine: EngineChoice,
+    nats: &Nats,
+    id: &str,
+    tweak: impl FnOnce(&mut ringcast::Config),
+) -> TestServer {
     let url = nats.url();
     let server = TestServer::start_with(engine, |c| {
         c.cluster = Some(ClusterConfig {
@@ -69,6 +78,7 @@ fn node(engine: EngineChoice, nats: &Nats, id: &str) -> TestServer {
             subject: "test.lines".into(),
             node_id: Some(id.into()),
         });
+        tweak(c);
     });
     server.wait_totals("the node to join the cluster", |t| {
         t.cluster_connected == Some(true)
@@ -94,6 +104,52 @@ fn link(from: &mut Client, to: &mut Client, others: &mut [&mut Client]) {
     {
         while c.read_lines(1) != vec![b"synced\n".to_vec()] {}
     }
+}
+
+on_both_engines!(a_held_line_never_delays_the_other_nodes);
+
+fn a_held_line_never_delays_the_other_nodes(engine: EngineChoice) {
+    // Node A holds a line for a client whose queue is full, for up to a
+    // second; the lines it already read go to the other node first.
+    let grace = Duration::from_secs(1);
+    let nats = Nats::start(0);
+    let a = node_with(engine, &nats, "node-a", |c| {
+        c.threads = Some(1);
+        c.queue = 1;
+        c.max_line = 2 << 20;
+        c.stall_timeout = grace;
+    });
+    let b = node(engine, &nats, "node-b");
+    let _stalled = Client::connect_small_rcvbuf(a.addr);
+    let mut publisher = Client::connect(a.addr);
+    let mut reader = Client::connect(b.addr);
+    a.wait_connected(2);
+    b.wait_connected(1);
+    link(&mut publisher, &mut reader, &mut []);
+    // A line far bigger than the stalled client's socket buffers fills its
+    // queue of one for good (and within NATS's 1 MB max_payload).
+    let mut big = vec![b'x'; 512 << 10];
+    big.push(b'\n');
+    publisher.send(&big);
+    reader.read_lines(1);
+    publisher.read_lines(1);
+    let lines: Vec<u8> = (0..20)
+        .flat_map(|n| format!("s0 {n} a short line\n").into_bytes())
+        .collect();
+    let start = std::time::Instant::now();
+    publisher.send(&lines);
+    let got = reader.read_lines(20);
+    let took = start.elapsed();
+    let episodes = a.totals().slow_episodes;
+    assert_eq!(got.concat(), lines);
+    assert_eq!(
+        episodes, 0,
+        "the other node got the lines only after the held client's grace ran out"
+    );
+    assert!(
+        took < grace / 2,
+        "the other node got the lines after {took:?}: the wait for a held client delayed them"
+    );
 }
 
 #[test]

@@ -27,6 +27,11 @@ on_both_engines!(
     one_line_says_a_client_started_dropping_and_one_that_it_caught_up,
     slow_clients_cost_the_core_a_bounded_wait,
     a_held_line_never_delays_the_rest_of_its_read_for_the_others,
+    a_client_whose_last_queued_message_went_out_takes_lines_again,
+    a_client_with_big_lines_and_a_small_sndbuf_recovers_once_it_reads,
+    readers_that_keep_reading_lose_nothing_beside_a_stalled_client_in_a_flood,
+    readers_that_keep_reading_lose_nothing_beside_a_stalled_client_on_one_core,
+    a_held_line_never_delays_the_other_cores,
 );
 
 /// A connection with an 8 KiB receive buffer, as a slow mobile client has.
@@ -560,4 +565,215 @@ fn a_held_line_never_delays_the_rest_of_its_read_for_the_others(engine: EngineCh
         took < grace / 2,
         "the reader got the read's lines after {took:?}: the wait for the held line delayed them"
     );
+}
+
+/// Floods `lines` lines of `size` bytes past `late`, a client that does not
+/// read, until it is dropping; then `late` reads everything there is, and
+/// it must catch up and take the lines sent after.
+fn falls_behind_then_catches_up(server: &TestServer, lines: usize, size: usize) {
+    let mut late = Client::connect_small_rcvbuf(server.addr);
+    server.wait_connected(1);
+    let mut publisher = Client::connect(server.addr);
+    server.wait_connected(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let echo = discard_until(publisher.stream.try_clone().unwrap(), Arc::clone(&stop));
+    let flood = numbered(0, lines, size);
+    let mut sent = 0;
+    wait_for("the late client to drop", PATIENCE, || {
+        publisher.send(&flood);
+        sent += lines as u64;
+        (server.totals().slow_clients == 1).then_some(())
+    });
+    // The flood is over once the server has read all of it.
+    server.wait_totals("the whole flood to arrive", |t| t.received == sent);
+    // It reads everything the server has for it, 4 KiB at a time with a
+    // pause between reads, so that the server waits for its socket before
+    // every write: once the kernel has taken its queue, it has caught up.
+    let reading = Arc::new(AtomicBool::new(false));
+    let drain = {
+        let mut stream = late.stream.try_clone().unwrap();
+        let reading = Arc::clone(&reading);
+        stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !reading.load(Ordering::Relaxed) {
+                let _ = stream.read(&mut buf);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    server.wait_totals("it caught up", |t| t.slow_clients == 0);
+    let me = server.client_info(&late);
+    assert!(!me.slow && me.queued == 0, "{me:?}");
+    reading.store(true, Ordering::Relaxed);
+    drain.join().unwrap();
+    // A line sent now reaches it.
+    publisher.send(b"s1 0 after\n");
+    read_until_seen(&mut late.stream, b"s1 0 after\n");
+    stop.store(true, Ordering::Relaxed);
+    echo.join().unwrap();
+}
+
+fn a_client_whose_last_queued_message_went_out_takes_lines_again(engine: EngineChoice) {
+    // A queue of one: when the kernel refuses, the one message left is the
+    // last one, and the write that finishes it must end the slow episode.
+    let server = TestServer::start_with(engine, |c| c.queue = 1);
+    falls_behind_then_catches_up(&server, 200, 500);
+}
+
+fn a_client_with_big_lines_and_a_small_sndbuf_recovers_once_it_reads(engine: EngineChoice) {
+    // 32 KiB lines through a 4 KiB send buffer: every line takes several
+    // writes, so the last queued one is most often finished by a write
+    // that waited for the socket.
+    let server = TestServer::start_with(engine, |c| c.sndbuf = 4096);
+    falls_behind_then_catches_up(&server, 40, 32 * 1024);
+}
+
+/// Reads lines on a thread of its own with blocking reads of 64 KiB,
+/// counting newlines with memchr: no work per read that grows with what it
+/// has read, so it keeps up with anything the server sends. Returns how
+/// many lines arrived before `want` did or the server went quiet for 2 s.
+fn counting_reader(stream: std::net::TcpStream, want: usize) -> std::thread::JoinHandle<usize> {
+    let mut stream = stream;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut lines = 0;
+        while lines < want {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => lines += memchr::memchr_iter(b'\n', &buf[..n]).count(),
+            }
+        }
+        lines
+    })
+}
+
+/// A server in a process of its own; two readers that read as fast as
+/// they can; a client with a 4 KiB receive buffer that never reads; one
+/// publisher that sends 20,000 lines of 500 B as fast as it can, a write
+/// each. The
+/// readers must get every line: the stalled client costs them nothing.
+fn stalled_client_beside_a_flood(engine: EngineChoice, threads: &str) {
+    const LINES: usize = 20_000;
+    let engine = match engine {
+        EngineChoice::Tokio => "tokio",
+        _ => "uring",
+    };
+    let server = ServerProcess::start(&[
+        "--engine",
+        engine,
+        "--threads",
+        threads,
+        // Long enough for a reader thread of this busy test process to be
+        // scheduled: what is tested is that the server keeps its promise
+        // to readers that read, not how fast this machine schedules them.
+        "--stall-timeout",
+        "200ms",
+    ]);
+    let stalled = Client::connect_small_rcvbuf(server.addr);
+    let [a, b, mut publisher] = [(); 3].map(|()| Client::connect(server.addr));
+    wait_for("every client registered", PATIENCE, || {
+        let m = server.scrape();
+        m.lines()
+            .any(|l| l == "ringcast_connected_clients 4")
+            .then_some(())
+    });
+    let readers = [a, b].map(|c| counting_reader(c.stream, LINES));
+    let echo = counting_reader(publisher.stream.try_clone().unwrap(), LINES);
+    // One write per line, as a chatty publisher sends: many small reads.
+    for line in numbered(0, LINES, 500).split_inclusive(|&b| b == b'\n') {
+        publisher.send(line);
+    }
+    let got = readers.map(|r| r.join().unwrap());
+    let echoed = echo.join().unwrap();
+    let metrics = server.scrape();
+    assert_eq!(
+        (got, echoed),
+        ([LINES, LINES], LINES),
+        "readers that keep reading lost lines beside a stalled client\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("ringcast_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    drop(stalled);
+}
+
+fn readers_that_keep_reading_lose_nothing_beside_a_stalled_client_in_a_flood(engine: EngineChoice) {
+    stalled_client_beside_a_flood(engine, "2");
+}
+
+fn readers_that_keep_reading_lose_nothing_beside_a_stalled_client_on_one_core(
+    engine: EngineChoice,
+) {
+    stalled_client_beside_a_flood(engine, "1");
+}
+
+fn a_held_line_never_delays_the_other_cores(engine: EngineChoice) {
+    // While a deliverer waits for a held client, the lines it already
+    // read reach the other cores: a reader there gets them at once, not
+    // after the wait.
+    let grace = Duration::from_secs(1);
+    let server = TestServer::start_with(engine, |c| {
+        c.threads = Some(2);
+        c.queue = 1;
+        c.max_line = 2 << 20;
+        c.stall_timeout = grace;
+    });
+    // The publisher and the stalled client on one core, a reader on the
+    // other. (On tokio every client counts as core 0, and any will do.)
+    let core = |c: &Client| server.client_info(c).core;
+    let mut publisher = Client::connect(server.addr);
+    let home = core(&publisher);
+    let elsewhere = |c: usize| engine == EngineChoice::Tokio || c != home;
+    let mut kept = Vec::new();
+    let mut stalled = None;
+    let mut reader = None;
+    wait_for("clients on both cores", PATIENCE, || {
+        let c = Client::connect_small_rcvbuf(server.addr);
+        let at = core(&c);
+        if at == home && stalled.is_none() {
+            stalled = Some(c);
+        } else if elsewhere(at) && reader.is_none() {
+            reader = Some(c);
+        } else {
+            kept.push(c);
+        }
+        (stalled.is_some() && reader.is_some()).then_some(())
+    });
+    let mut reader = reader.unwrap();
+    reader.stream.set_nodelay(true).unwrap();
+    let mut others: Vec<_> = kept.iter().map(Client::try_clone).collect();
+    // A line far bigger than the stalled client's socket buffers fills its
+    // queue of one for good.
+    let mut big = vec![b'x'; 1 << 20];
+    big.push(b'\n');
+    publisher.send(&big);
+    reader.read_lines(1);
+    publisher.read_lines(1);
+    for c in &mut others {
+        c.read_lines(1);
+    }
+    let lines = numbered(0, 20, 40);
+    let start = Instant::now();
+    publisher.send(&lines);
+    let got = reader.read_lines(20);
+    let took = start.elapsed();
+    let episodes = server.totals().slow_episodes;
+    assert_eq!(got.concat(), lines);
+    assert_eq!(
+        episodes, 0,
+        "the reader got the lines only after the held client's grace ran out"
+    );
+    assert!(
+        took < grace / 2,
+        "the reader on the other core got the lines after {took:?}: the wait for a held client delayed them"
+    );
+    drop(stalled);
 }
