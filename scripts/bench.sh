@@ -35,8 +35,8 @@
 #
 # The full run waits (2 minutes at most in all) for other processes to go
 # quiet before each cell and runs a cell again once if they took more than
-# 0.3 cores during it. --quick is a smoke test for CI (about a minute):
-# shorter cells, fewer of them, no waiting, no reruns.
+# 0.3 cores during it. --quick is a smoke test for CI (about two minutes):
+# shorter cells, fewer of them, the flood cell once, no waiting, no reruns.
 #
 # Results go to bench-results/<date>-<host>/ (or --out DIR): setup.txt,
 # raw.csv, summary.md (printed at the end; uring/tokio and uring/textbook

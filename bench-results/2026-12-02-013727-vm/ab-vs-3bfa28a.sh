@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Superseded by `ringcast-bench ab` (docs/benchmarks.md, "A/B of two
+# builds"), which also reports CPU per delivery. Kept as the record of the
+# runs that used it.
 # A/B: an old build against this one, same engine, taking turns under the
 # same load generator (this build's `ringcast load`), one JSON result a row.
 #   git worktree add --detach /work/wt-old 3bfa28a
