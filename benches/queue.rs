@@ -1,7 +1,7 @@
-//! `Outbound`: what offering a message to one client costs, and handing
-//! its queue to the kernel, per message. The socket is a stand-in that
-//! takes everything (or nothing), so the figures are the policy's own.
-//! Run with `cargo bench --features internals --bench queue`.
+//! `Outbound`: what offering messages to one client costs, and handing its
+//! queue to the kernel, per message. The socket is a stand-in that takes
+//! everything (or nothing), so the figures are the policy's own. Run with
+//! `cargo bench --features internals --bench queue`.
 
 use std::hint::black_box;
 use std::io::IoSlice;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ringcast::internals::{Offer, Outbound, Sent};
+use ringcast::internals::{Kind, Offer, Outbound, Sent};
 
 /// The server's default queue length.
 const CAPACITY: usize = 100;
@@ -26,31 +26,48 @@ fn refuses(_: &[IoSlice<'_>]) -> std::io::Result<usize> {
     Err(std::io::ErrorKind::WouldBlock.into())
 }
 
+/// `n` lines of 64 bytes, as one run.
+fn run_of(n: usize) -> Bytes {
+    Bytes::from([vec![b'x'; 63], vec![b'\n']].concat().repeat(n))
+}
+
 fn outbound(c: &mut Criterion) {
-    let msg = Bytes::from(vec![b'x'; 64]);
     let now = Instant::now();
     let mut sent = Sent::default();
     let mut group = c.benchmark_group("outbound");
 
-    // One message in, one send: a client that keeps up with a slow flow.
+    // One line in, one send: a client that keeps up with a slow flow.
+    let line = run_of(1);
     group.throughput(Throughput::Elements(1));
     group.bench_function("offer_flush_1", |b| {
         let mut q = Outbound::new(CAPACITY, GRACE);
         b.iter(|| {
-            let offered = q.offer(black_box(&msg), takes_all, || now, &mut sent);
+            let offered = q.offer(black_box(&line), 1, Kind::Lines, || now);
             debug_assert!(matches!(offered, Offer::Queued { .. }));
             black_box(q.flush(takes_all, &mut sent));
         });
     });
 
-    // Fill the queue, then send it all: a burst.
+    // A queue's worth of lines one by one, then one send: a burst of
+    // lines from many reads.
     group.throughput(Throughput::Elements(CAPACITY as u64));
-    group.bench_function(format!("offer_{CAPACITY}_flush"), |b| {
+    group.bench_function(format!("offer_{CAPACITY}_lines_flush"), |b| {
         let mut q = Outbound::new(CAPACITY, GRACE);
         b.iter(|| {
             for _ in 0..CAPACITY {
-                black_box(q.offer(&msg, takes_all, || now, &mut sent));
+                black_box(q.offer(&line, 1, Kind::Lines, || now));
             }
+            black_box(q.flush(takes_all, &mut sent));
+        });
+    });
+
+    // One read's 64 lines as one run, then one send: the unit of fan-out.
+    let run = run_of(64);
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("offer_run_64_flush", |b| {
+        let mut q = Outbound::new(CAPACITY, GRACE);
+        b.iter(|| {
+            black_box(q.offer(black_box(&run), 64, Kind::Lines, || now));
             black_box(q.flush(takes_all, &mut sent));
         });
     });
@@ -60,10 +77,11 @@ fn outbound(c: &mut Criterion) {
     group.bench_function("offer_dropped", |b| {
         let mut q = Outbound::new(CAPACITY, Duration::ZERO);
         while matches!(
-            q.offer(&msg, refuses, || now, &mut sent),
+            q.offer(&line, 1, Kind::Lines, || now),
             Offer::Queued { .. }
         ) {}
-        b.iter(|| black_box(q.offer(black_box(&msg), refuses, || now, &mut sent)));
+        black_box(q.flush(refuses, &mut sent));
+        b.iter(|| black_box(q.offer(black_box(&line), 1, Kind::Lines, || now)));
     });
     group.finish();
 }

@@ -32,8 +32,8 @@ fn pin(core: Option<core_affinity::CoreId>) {
 /// first push to the last pop.
 fn transfer(
     n: u64,
-    outbox: Outbox,
-    inbox: Inbox,
+    outbox: Outbox<Bytes>,
+    inbox: Inbox<Bytes>,
     cores: [Option<core_affinity::CoreId>; 2],
 ) -> Duration {
     let msg = Bytes::from(vec![b'x'; 64]);
@@ -85,7 +85,7 @@ fn ring(c: &mut Criterion) {
     group.throughput(Throughput::Elements(PER_ITER));
     group.bench_function("core0_to_core1_64B", |b| {
         b.iter_custom(|iters| {
-            let mut links = mesh(2, RING_CAPACITY);
+            let mut links = mesh::<Bytes>(2, RING_CAPACITY);
             let (_, inbox) = links.pop().expect("core 1");
             let (outbox, _) = links.pop().expect("core 0");
             transfer(iters * PER_ITER, outbox, inbox, cores)

@@ -3,4 +3,5 @@
 
 pub use crate::engine::mesh::{Inbox, Outbox, Pushed, RING_CAPACITY, mesh};
 pub use crate::policy::line::{LineSplitter, LineTooLong, model};
-pub use crate::policy::outbound::{Offer, Outbound, Sent};
+pub use crate::policy::outbound::{Flushed, Offer, Outbound, SendBuf, Sent};
+pub use crate::policy::run::{Kind, Run};

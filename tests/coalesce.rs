@@ -1,6 +1,8 @@
-//! Write coalescing (`--coalesce`, `--coalesce-above`) on both engines: a
-//! busy server gathers lines into fewer writes, a full-ish queue never
-//! waits, and a lightly loaded server writes each line at once.
+//! Fewer writes for more lines. On both engines a read's lines reach each
+//! client in one send, and a lightly loaded server writes each line at
+//! once. On `tokio`, write coalescing (`--coalesce`, `--coalesce-above`):
+//! a busy server gathers lines into fewer writes, and a full-ish queue
+//! never waits. (`uring` coalesces by its flusher's rounds, with no timer.)
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,10 +13,37 @@ use common::{TestServer, connect_all};
 use ringcast::EngineChoice;
 
 on_both_engines!(
-    a_busy_server_gathers_lines_into_fewer_writes,
-    a_quarter_full_queue_is_written_without_waiting,
+    a_reads_lines_reach_each_client_in_one_send,
     a_lightly_loaded_server_writes_each_line_at_once,
 );
+
+#[test]
+fn a_busy_tokio_server_gathers_lines_into_fewer_writes() {
+    a_busy_server_gathers_lines_into_fewer_writes(EngineChoice::Tokio);
+}
+
+#[test]
+fn a_quarter_full_queue_is_written_without_waiting_on_tokio() {
+    a_quarter_full_queue_is_written_without_waiting(EngineChoice::Tokio);
+}
+
+fn a_reads_lines_reach_each_client_in_one_send(engine: EngineChoice) {
+    // Fifty lines in one write, so in one read: one run, one queue entry,
+    // one send to each client, however many lines.
+    const RUN: usize = 50;
+    let server = TestServer::start(engine);
+    let mut clients = connect_all(&server, CLIENTS);
+    let lines: Vec<u8> = (0..RUN)
+        .flat_map(|n| format!("line {n}\n").into_bytes())
+        .collect();
+    clients[0].send(&lines);
+    for c in &mut clients {
+        assert_eq!(c.read_lines(RUN).concat(), lines);
+    }
+    let t = server.wait_totals("all sent", |t| t.sent == (CLIENTS * RUN) as u64);
+    assert_eq!(t.received, RUN as u64, "one read: {t:?}");
+    assert_eq!(t.batches, CLIENTS as u64, "one send per client: {t:?}");
+}
 
 const CLIENTS: usize = 3;
 const LINES: usize = 5;

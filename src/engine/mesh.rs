@@ -21,7 +21,6 @@ use std::cell::{Cell, RefCell};
 use std::pin::pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 /// Messages each cross-core ring holds before the publisher must wait.
@@ -159,9 +158,9 @@ struct Bells {
 /// one thread; its methods take `&self` so that the tasks of a core can
 /// share it, and none holds a borrow across a wait.
 #[derive(Debug)]
-pub struct Outbox {
+pub struct Outbox<T> {
     me: usize,
-    rings: Vec<Option<RefCell<rtrb::Producer<Bytes>>>>,
+    rings: Vec<Option<RefCell<rtrb::Producer<T>>>>,
     /// Rings pushed to since the last [`ring`](Self::ring).
     dirty: Vec<Cell<bool>>,
     bells: Arc<Bells>,
@@ -170,9 +169,9 @@ pub struct Outbox {
 /// A member's receiving side: one consumer per other member. Dropping it
 /// wakes every producer waiting for room in its rings.
 #[derive(Debug)]
-pub struct Inbox {
+pub struct Inbox<T> {
     me: usize,
-    rings: Vec<Option<rtrb::Consumer<Bytes>>>,
+    rings: Vec<Option<rtrb::Consumer<T>>>,
     bells: Arc<Bells>,
 }
 
@@ -188,15 +187,15 @@ pub enum Pushed {
 
 /// Builds the mesh for `members` members, each ring holding `capacity`
 /// messages. Element `i` of the result belongs to member `i`.
-pub fn mesh(members: usize, capacity: usize) -> Vec<(Outbox, Inbox)> {
+pub fn mesh<T>(members: usize, capacity: usize) -> Vec<(Outbox<T>, Inbox<T>)> {
     let bells = Arc::new(Bells {
         data: (0..members).map(|_| Doorbell::default()).collect(),
         space: (0..members).map(|_| Doorbell::default()).collect(),
     });
-    let mut producers: Vec<Vec<Option<RefCell<rtrb::Producer<Bytes>>>>> = (0..members)
+    let mut producers: Vec<Vec<Option<RefCell<rtrb::Producer<T>>>>> = (0..members)
         .map(|_| (0..members).map(|_| None).collect())
         .collect();
-    let mut consumers: Vec<Vec<Option<rtrb::Consumer<Bytes>>>> = (0..members)
+    let mut consumers: Vec<Vec<Option<rtrb::Consumer<T>>>> = (0..members)
         .map(|_| (0..members).map(|_| None).collect())
         .collect();
     for from in 0..members {
@@ -228,9 +227,9 @@ pub fn mesh(members: usize, capacity: usize) -> Vec<(Outbox, Inbox)> {
         .collect()
 }
 
-impl Outbox {
+impl<T> Outbox<T> {
     /// The other members, in order.
-    pub fn peers(&self) -> impl Iterator<Item = usize> + use<> {
+    pub fn peers(&self) -> impl Iterator<Item = usize> + use<T> {
         let me = self.me;
         (0..self.rings.len()).filter(move |&c| c != me)
     }
@@ -239,7 +238,7 @@ impl Outbox {
     /// full (and waking the members it pushed to before it sleeps). The
     /// consumer is woken at the next [`ring`](Self::ring). Returns whether
     /// it had to wait, and what became of the message.
-    pub async fn push(&self, to: usize, msg: Bytes) -> (Pushed, bool) {
+    pub async fn push(&self, to: usize, msg: T) -> (Pushed, bool) {
         let mut msg = msg;
         let mut waited = false;
         loop {
@@ -255,7 +254,7 @@ impl Outbox {
         }
     }
 
-    fn try_push(&self, to: usize, msg: Bytes) -> Result<Pushed, Bytes> {
+    fn try_push(&self, to: usize, msg: T) -> Result<Pushed, T> {
         let Some(ring) = self.rings.get(to).and_then(Option::as_ref) else {
             return Ok(Pushed::Queued); // no ring to ourselves
         };
@@ -294,9 +293,9 @@ impl Outbox {
     }
 }
 
-impl Inbox {
+impl<T> Inbox<T> {
     /// Pops the oldest message from member `from`'s ring.
-    pub fn pop_from(&mut self, from: usize) -> Option<Bytes> {
+    pub fn pop_from(&mut self, from: usize) -> Option<T> {
         self.rings
             .get_mut(from)
             .and_then(Option::as_mut)?
@@ -310,7 +309,7 @@ impl Inbox {
     }
 
     /// The members that send to us, in order.
-    pub fn peers(&self) -> impl Iterator<Item = usize> + use<> {
+    pub fn peers(&self) -> impl Iterator<Item = usize> + use<T> {
         let me = self.me;
         (0..self.rings.len()).filter(move |&c| c != me)
     }
@@ -328,7 +327,7 @@ impl Inbox {
     }
 }
 
-impl Drop for Inbox {
+impl<T> Drop for Inbox<T> {
     fn drop(&mut self) {
         // Our rings are abandoned now: a producer waiting for room in one
         // would otherwise sleep for good.
@@ -341,6 +340,8 @@ impl Drop for Inbox {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -352,7 +353,7 @@ mod tests {
     #[test]
     fn every_core_gets_every_message_in_order_without_loss() {
         const N: u64 = 200_000;
-        let mut links = mesh(2, 64);
+        let mut links = mesh::<Bytes>(2, 64);
         let (_, mut inbox) = links.pop().expect("core 1");
         let (outbox, _) = links.pop().expect("core 0");
         let producer = std::thread::spawn(move || {
@@ -390,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_producer_waiting_on_a_ring_whose_consumer_leaves_is_woken() {
-        let mut links = mesh(2, 1);
+        let mut links = mesh::<Bytes>(2, 1);
         let (_, inbox) = links.pop().expect("member 1");
         let (outbox, _) = links.pop().expect("member 0");
         let bells = Arc::clone(&inbox.bells);

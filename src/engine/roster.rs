@@ -41,6 +41,11 @@ impl<T: Clone> Roster<T> {
         removed
     }
 
+    /// The member under `key`, if it is still there.
+    pub(crate) fn get(&self, key: usize) -> Option<&T> {
+        self.slab.get(key)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.slab.len()
     }

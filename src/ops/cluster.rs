@@ -34,6 +34,7 @@ use crate::config::ClusterConfig;
 use crate::error::Error;
 use crate::ops::metrics::Metrics;
 use crate::policy::limits::Throttle;
+use crate::policy::run::Run;
 
 /// The NATS header that names the node a message came from.
 pub(crate) const NODE_HEADER: &str = "Ringcast-Node";
@@ -50,8 +51,8 @@ const PENDING_BATCHES: usize = 64;
 
 /// The engine's outbound end: complete lines this node's clients sent.
 pub(crate) trait LocalLines: Send + 'static {
-    /// The next local line, if one is waiting.
-    fn pop(&mut self) -> Option<Bytes>;
+    /// The next run of local lines, if one is waiting.
+    fn pop(&mut self) -> Option<Run>;
     /// Tells the engine the lines popped so far have left (room freed).
     fn release(&mut self);
     /// Waits until a local line may be waiting, or `stop()` holds.
@@ -60,9 +61,9 @@ pub(crate) trait LocalLines: Send + 'static {
 
 /// The engine's inbound end: delivery to every local client.
 pub(crate) trait RemoteLines: Send + 'static {
-    /// Hands one line from another node to every local client, waiting if
-    /// the engine is full.
-    fn deliver(&mut self, line: Bytes) -> impl Future<Output = ()>;
+    /// Hands a run of lines from another node to every local client,
+    /// waiting if the engine is full.
+    fn deliver(&mut self, run: Run) -> impl Future<Output = ()>;
     /// Wakes the engine for what was delivered.
     fn flush(&mut self);
 }
@@ -281,9 +282,9 @@ async fn collect(
     let mut lines = 0;
     loop {
         while batch.len() < BATCH_BYTES {
-            let Some(line) = local.pop() else { break };
-            batch.extend_from_slice(&line);
-            lines += 1;
+            let Some(run) = local.pop() else { break };
+            batch.extend_from_slice(&run.bytes);
+            lines += run.lines as usize;
         }
         local.release();
         if lines > 0 {
@@ -375,11 +376,10 @@ async fn receive(
     };
     let deliver = async {
         while let Some(payload) = queued.recv().await {
-            let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', &payload) {
-                remote.deliver(payload.slice(start..=end)).await;
-                metrics.shard(shard).cluster_received(1);
-                start = end + 1;
+            for run in Run::split(&payload) {
+                let lines = run.lines as usize;
+                remote.deliver(run).await;
+                metrics.shard(shard).cluster_received(lines);
             }
             remote.flush();
             if stop.is_cancelled() {

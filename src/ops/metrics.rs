@@ -70,10 +70,11 @@ impl Shard {
         self.check_writer();
         bump(&self.closed, 1);
     }
-    /// A complete message of `bytes` bytes arrived from a client.
-    pub(crate) fn received(&self, bytes: usize) {
+    /// `messages` complete messages, `bytes` bytes in all, arrived from a
+    /// client.
+    pub(crate) fn received(&self, messages: u32, bytes: usize) {
         self.check_writer();
-        bump(&self.received, 1);
+        bump(&self.received, u64::from(messages));
         bump(&self.bytes_received, bytes as u64);
     }
     /// `sends` sends handed one client's socket `bytes` bytes, completing
@@ -84,10 +85,10 @@ impl Shard {
         bump(&self.bytes_sent, bytes as u64);
         bump(&self.batches, sends as u64);
     }
-    /// A message was dropped for one slow client.
-    pub(crate) fn dropped(&self) {
+    /// `n` messages were dropped for one slow client.
+    pub(crate) fn dropped(&self, n: u32) {
         self.check_writer();
-        bump(&self.dropped, 1);
+        bump(&self.dropped, u64::from(n));
     }
     /// A client started dropping messages (a slow episode began).
     pub(crate) fn slow_started(&self) {
@@ -454,10 +455,10 @@ mod tests {
         m.shard(1).accepted();
         m.shard(2).accepted();
         m.shard(1).closed();
-        m.shard(0).received(10);
+        m.shard(0).received(1, 10);
         m.shard(2).sent(3, 30, 1);
         m.shard(0).sent(1, 10, 1);
-        m.shard(1).dropped();
+        m.shard(1).dropped(1);
         m.shard(0).slow_started();
         m.shard(1).slow_started();
         m.shard(1).slow_ended();

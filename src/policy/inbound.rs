@@ -8,9 +8,10 @@
 //! buffer is let go and the next read gets a small one: the allocation is
 //! freed once the last line in it has been written out.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::policy::line::{LineSplitter, LineTooLong};
+use crate::policy::run::Run;
 
 /// The smallest read window, and an idle client's buffer.
 pub(crate) const READ_MIN: usize = 4 * 1024;
@@ -87,8 +88,15 @@ impl Inbound {
 
     /// The next complete line, newline included, split off the buffer
     /// without copying.
-    pub(crate) fn next_line(&mut self) -> Result<Option<Bytes>, LineTooLong> {
+    #[cfg(test)]
+    pub(crate) fn next_line(&mut self) -> Result<Option<bytes::Bytes>, LineTooLong> {
         self.splitter.next_line(&mut self.buf)
+    }
+
+    /// The next up to `max_lines` complete lines, newlines included, split
+    /// off the buffer as one run without copying.
+    pub(crate) fn next_run(&mut self, max_lines: usize) -> Result<Option<Run>, LineTooLong> {
+        self.splitter.next_run(&mut self.buf, max_lines)
     }
 
     /// The buffer's capacity, for tests of the memory bound.
@@ -100,6 +108,8 @@ impl Inbound {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     /// Reads `data` into `inbound` as a socket would: at most what

@@ -6,7 +6,9 @@
 // Public for the benches and the fuzz target (the `internals` feature).
 #![cfg_attr(not(feature = "internals"), allow(unreachable_pub))]
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+
+use crate::policy::run::Run;
 
 /// The client sent more than `max_line` bytes without a newline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,24 +43,60 @@ impl LineSplitter {
     /// Returns `Ok(None)` when `buf` holds no complete line; the partial tail is
     /// left in `buf` for the next read to extend. A line whose content exceeds
     /// `max_line` bytes is an error, whether or not its newline has arrived.
-    pub fn next_line(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineTooLong> {
-        match memchr::memchr(b'\n', &buf[self.scanned..]) {
-            Some(pos) => {
-                let content = self.scanned + pos;
-                self.scanned = 0;
-                if content > self.max_line {
-                    return Err(LineTooLong { length: content });
+    #[cfg(any(test, feature = "internals"))]
+    pub fn next_line(&mut self, buf: &mut BytesMut) -> Result<Option<bytes::Bytes>, LineTooLong> {
+        Ok(self.next_run(buf, 1)?.map(|run| run.bytes))
+    }
+
+    /// Splits up to `max_lines` complete lines off the front of `buf`, as
+    /// one [`Run`]: one split, however many lines. As
+    /// [`next_line`](Self::next_line) otherwise; an overlong line after
+    /// some complete ones is reported by the next call, so the lines
+    /// before it come out first.
+    pub fn next_run(
+        &mut self,
+        buf: &mut BytesMut,
+        max_lines: usize,
+    ) -> Result<Option<Run>, LineTooLong> {
+        let (mut end, mut lines) = (0, 0u32);
+        let mut overlong = None;
+        // Where the search resumes: what was scanned before belongs to the
+        // first line only.
+        let mut from = self.scanned;
+        self.scanned = 0;
+        while (lines as usize) < max_lines {
+            match memchr::memchr(b'\n', &buf[from..]) {
+                Some(pos) => {
+                    let content = from + pos - end;
+                    if content > self.max_line {
+                        overlong = Some(content);
+                        break;
+                    }
+                    end = from + pos + 1;
+                    from = end;
+                    lines += 1;
                 }
-                Ok(Some(buf.split_to(content + 1).freeze()))
-            }
-            None => {
-                self.scanned = buf.len();
-                if buf.len() > self.max_line {
-                    return Err(LineTooLong { length: buf.len() });
+                None => {
+                    let tail = buf.len() - end;
+                    if tail > self.max_line {
+                        overlong = Some(tail);
+                    } else {
+                        self.scanned = tail;
+                    }
+                    break;
                 }
-                Ok(None)
             }
         }
+        if lines == 0 {
+            return match overlong {
+                Some(length) => Err(LineTooLong { length }),
+                None => Ok(None),
+            };
+        }
+        Ok(Some(Run {
+            bytes: buf.split_to(end).freeze(),
+            lines,
+        }))
     }
 }
 
@@ -295,6 +333,43 @@ mod proptests {
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Runs of any size hold the same lines, in order.
+        #[test]
+        fn runs_hold_the_reference_lines(
+            input in stream(),
+            chunks in chunk_sizes(),
+            max_line in 0usize..40,
+            max_lines in 1usize..5,
+        ) {
+            let want = reference(&input, max_line);
+            let chunks = if chunks.iter().all(|&c| c == 0) { vec![1] } else { chunks };
+            let mut splitter = super::LineSplitter::new(max_line);
+            let mut buf = bytes::BytesMut::new();
+            let mut lines = Vec::new();
+            let mut error = false;
+            'reads: for read in reads(&input, chunks.iter().copied().cycle()) {
+                buf.extend_from_slice(read);
+                loop {
+                    match splitter.next_run(&mut buf, max_lines) {
+                        Ok(Some(run)) => {
+                            prop_assert!(run.lines as usize <= max_lines);
+                            let split: Vec<Vec<u8>> =
+                                run.bytes.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+                            prop_assert_eq!(split.len(), run.lines as usize);
+                            lines.extend(split);
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            error = true;
+                            break 'reads;
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(error, want.error);
+            prop_assert_eq!(lines, want.lines);
+        }
 
         /// With a limit that never trips, only the chunking varies.
         #[test]

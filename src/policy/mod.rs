@@ -9,4 +9,5 @@ pub(crate) mod limits;
 pub(crate) mod line;
 pub(crate) mod outbound;
 pub(crate) mod patience;
+pub(crate) mod run;
 pub(crate) mod websocket;

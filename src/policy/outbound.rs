@@ -1,7 +1,9 @@
-//! What a connection does with the messages it is offered: its queue, its
-//! sends, and when it drops. No I/O: the caller passes the socket's
-//! non-blocking send in, so every decision here is unit-tested without a
-//! socket.
+//! What a connection does with the messages it is offered: its queue, what
+//! it hands the kernel, and when it drops. No I/O: an engine asks what to
+//! send ([`Outbound::fill`]), sends it however it sends, and reports what
+//! the kernel took ([`Outbound::sent`]), so every decision here is
+//! unit-tested without a socket, and every byte the kernel takes goes
+//! through one place.
 //!
 //! # The allowance
 //!
@@ -10,14 +12,18 @@
 //! (`--sndbuf`). A message offered while both are full is dropped for that
 //! client alone: drop-newest, so the client keeps the oldest.
 //!
+//! Messages arrive in runs (see [`crate::policy::run`]): a run is one
+//! queue entry, counted as the messages it holds, and is cut at a message
+//! boundary when only part of it fits.
+//!
 //! # The socket decides
 //!
-//! "Full" is never a guess. When a message finds the queue full and
-//! nothing is waiting on the socket, the queue is offered to the kernel at
-//! once with a non-blocking send. Only if the kernel refuses (it takes
-//! nothing, or only part) is the allowance full. So a client that keeps
-//! reading loses nothing to a burst: its queue goes to the kernel as fast
-//! as it fills.
+//! "Full" is never a guess. When a run finds the queue full and the kernel
+//! has not refused since the last send, [`Offer::Full`] asks the engine to
+//! hand the queue to the kernel at once and offer the rest again. Only if
+//! the kernel refuses (it takes nothing, or only part) is the allowance
+//! full. So a client that keeps reading loses nothing to a burst: its queue
+//! goes to the kernel as fast as it fills.
 //!
 //! # One short wait, then drop
 //!
@@ -46,53 +52,63 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-/// Most messages one send hands to the kernel (well under `IOV_MAX`).
+use crate::policy::run::Kind;
+
+/// Most queue entries one send hands to the kernel (well under `IOV_MAX`).
 pub(crate) const SEND_IOVECS: usize = 64;
-/// Messages smaller than this on average are copied into one buffer and
-/// sent as one piece, rather than as an iovec entry each.
+/// Entries smaller than this on average are copied into one buffer and
+/// sent as one piece, rather than as an iovec entry each: for small pieces
+/// the copy costs less than the kernel's work per entry
+/// (docs/decisions/0022).
 pub(crate) const GATHER_BELOW: usize = 512;
 /// Most bytes one gathered send carries.
 pub(crate) const GATHER_BYTES: usize = 64 * 1024;
-
-thread_local! {
-    /// Each thread's buffer for gathered sends: a send completes at once,
-    /// so one buffer per thread serves every connection.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 /// How long a client that used its grace up gets none, the first time.
 pub(crate) const COOLDOWN: Duration = Duration::from_secs(1);
 /// The longest cooldown, for a client that keeps using its grace up.
 pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(64);
 
-/// What became of an offered message.
-#[derive(Debug)]
+/// What became of an offered run. `took` counts its first messages, which
+/// were queued; the rest is what the variant says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
-    /// Queued. `wake`: the writer should look at the queue (it was empty,
-    /// or reached a mark where a writer waiting to coalesce should go).
+    /// All of it was queued. `wake`: the writer should look at the queue
+    /// (it was empty, or reached a mark where a writer waiting to coalesce
+    /// should go).
     Queued {
         /// The writer should be woken.
         wake: bool,
     },
-    /// Dropped for this client. `started`: this drop began a slow episode,
-    /// and the writer should be woken to wait for the socket.
-    Dropped {
-        /// A slow episode began with this message.
-        started: bool,
+    /// The queue is full and the kernel has not been asked since: hand
+    /// the queue to the kernel now, then offer the rest again.
+    Full {
+        /// Messages of the run that were queued.
+        took: u32,
     },
     /// The allowance is full but the client may only be behind for a
-    /// moment: offer the message to everyone else, then wait until this
+    /// moment: offer the rest to everyone else, then wait until this
     /// client has room ([`Outbound::has_room`]) or `until` passes, and
-    /// offer it again.
+    /// offer the rest again.
     Hold {
         /// The end of the client's grace.
         until: Instant,
+        /// Messages of the run that were queued.
+        took: u32,
     },
-    /// The socket failed while the queue was being offered to it.
-    Failed(io::Error),
+    /// The rest was dropped for this client. `started`: this drop began a
+    /// slow episode.
+    Dropped {
+        /// A slow episode began with this run.
+        started: bool,
+        /// Messages of the run that were queued.
+        took: u32,
+        /// Messages of the run that were dropped.
+        dropped: u32,
+    },
 }
 
-/// The outcome of offering the queue to the kernel.
+/// What the kernel's answer to a send came to.
 #[derive(Debug)]
 pub enum Flushed {
     /// The kernel took everything queued. `caught_up`: the slow episode
@@ -101,6 +117,8 @@ pub enum Flushed {
         /// The episode that ended, if any.
         caught_up: Option<Episode>,
     },
+    /// The kernel took everything offered, and more is queued: send again.
+    More,
     /// The kernel refused the rest: wait until the socket is writable, then
     /// call [`Outbound::unblock`].
     Blocked,
@@ -108,14 +126,16 @@ pub enum Flushed {
     Failed(io::Error),
 }
 
-/// Messages and bytes the kernel took in one call, and in how many sends.
+/// What the kernel took, and in how many sends.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Sent {
     /// Messages whose last byte went to the kernel.
     pub messages: usize,
-    /// Bytes that went to the kernel.
+    /// Bytes of messages that went to the kernel.
     pub bytes: usize,
-    /// Send calls that took something.
+    /// Bytes of the server's own (handshake answers, pongs, closes).
+    pub own_bytes: usize,
+    /// Sends that took bytes of messages.
     pub sends: usize,
 }
 
@@ -139,15 +159,48 @@ enum Pace {
     Slow(Episode),
 }
 
+/// One queued piece: a run of messages, or bytes of the server's own.
+#[derive(Debug)]
+struct Entry {
+    bytes: Bytes,
+    /// Messages it holds; 0 for the server's own bytes.
+    messages: u32,
+    kind: Kind,
+}
+
+/// Where the kernel stands in the front entry.
+#[derive(Debug, Default)]
+struct Front {
+    /// Bytes it took.
+    sent: usize,
+    /// Messages whose last byte it took.
+    done: u32,
+    /// Where message `done` ends, once a send stopped inside the entry.
+    mark: usize,
+}
+
+/// A place for what one send hands the kernel: pieces to copy into one
+/// buffer, or queued handles to refer to. An engine that sends at once can
+/// borrow the handles; one that sends later keeps clones.
+pub trait SendBuf<'a> {
+    /// Appends `part` to the one buffer of a gathered send.
+    fn copy(&mut self, part: &[u8]);
+    /// Adds `bytes[start..]` as the next piece of a vectored send.
+    fn refer(&mut self, bytes: &'a Bytes, start: usize);
+}
+
 /// One connection's outgoing side. See the module documentation.
 #[derive(Debug)]
 pub struct Outbound {
-    /// Messages the kernel has not fully taken, oldest first.
-    queue: VecDeque<Bytes>,
-    /// Bytes of the front message the kernel already took.
-    front_sent: usize,
-    /// Bytes in `queue` the kernel has not taken.
+    /// What the kernel has not fully taken, oldest first.
+    queue: VecDeque<Entry>,
+    front: Front,
+    /// Messages in `queue` the kernel has not fully taken.
+    messages: usize,
+    /// Bytes in `queue` the kernel has not taken, the server's own included.
     bytes: usize,
+    /// Of those, bytes of the server's own.
+    own_bytes: usize,
     capacity: usize,
     /// The kernel refused the last send and the engine waits for the
     /// socket: no send until [`unblock`](Self::unblock).
@@ -168,8 +221,10 @@ impl Outbound {
     pub fn new(capacity: usize, grace: Duration) -> Self {
         Self {
             queue: VecDeque::new(),
-            front_sent: 0,
+            front: Front::default(),
+            messages: 0,
             bytes: 0,
+            own_bytes: 0,
             capacity: capacity.max(1),
             blocked: false,
             pace: Pace::Keeping,
@@ -179,37 +234,48 @@ impl Outbound {
         }
     }
 
-    /// Offers `msg`. A full queue is first offered to the kernel through
-    /// `send` (a non-blocking vectored send), unless the engine is already
-    /// waiting on the socket. `now` is read only when the allowance is full.
+    /// Offers the `messages` messages of `run`, told apart by `kind`. `now`
+    /// is read only when the allowance is full. Never touches a socket: see
+    /// [`Offer::Full`].
     pub fn offer(
         &mut self,
-        msg: &Bytes,
-        send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+        run: &Bytes,
+        messages: u32,
+        kind: Kind,
         now: impl FnOnce() -> Instant,
-        sent: &mut Sent,
     ) -> Offer {
+        if messages == 0 {
+            return Offer::Queued { wake: false };
+        }
         if let Pace::Slow(episode) = &mut self.pace {
-            episode.dropped += 1;
-            return Offer::Dropped { started: false };
-        }
-        if self.queue.len() >= self.capacity
-            && !self.blocked
-            && let Flushed::Failed(e) = self.send_queued(send, sent)
-        {
-            return Offer::Failed(e);
-        }
-        if self.queue.len() < self.capacity {
-            self.queue.push_back(msg.clone());
-            self.bytes += msg.len();
-            return Offer::Queued {
-                wake: !self.blocked && self.push_wakes_writer(msg.len()),
+            episode.dropped += u64::from(messages);
+            return Offer::Dropped {
+                started: false,
+                took: 0,
+                dropped: messages,
             };
         }
+        let room = u32::try_from(self.capacity.saturating_sub(self.messages)).unwrap_or(u32::MAX);
+        if room >= messages {
+            let was_empty = self.queue.is_empty();
+            self.push(run.clone(), messages, kind);
+            return Offer::Queued {
+                wake: !self.blocked && self.push_wakes_writer(was_empty, run.len()),
+            };
+        }
+        let took = room;
+        if took > 0 {
+            let cut = kind.offset_of(run, took);
+            self.push(run.slice(..cut), took, kind);
+        }
+        if !self.blocked {
+            return Offer::Full { took };
+        }
         // Full, and the kernel refused what is queued.
+        let dropped = messages - took;
         let now = now();
         match self.pace {
-            Pace::Behind { until } if now < until => return Offer::Hold { until },
+            Pace::Behind { until } if now < until => return Offer::Hold { until, took },
             Pace::Behind { .. } => {
                 // It used its grace up.
                 self.strikes += 1;
@@ -221,28 +287,42 @@ impl Outbound {
             _ if !self.grace.is_zero() && self.no_grace_until.is_none_or(|t| now >= t) => {
                 let until = now + self.grace;
                 self.pace = Pace::Behind { until };
-                return Offer::Hold { until };
+                return Offer::Hold { until, took };
             }
             _ => {}
         }
         self.pace = Pace::Slow(Episode {
             since: now,
-            dropped: 1,
+            dropped: u64::from(dropped),
         });
-        Offer::Dropped { started: true }
+        Offer::Dropped {
+            started: true,
+            took,
+            dropped,
+        }
+    }
+
+    fn push(&mut self, bytes: Bytes, messages: u32, kind: Kind) {
+        self.messages += messages as usize;
+        self.bytes += bytes.len();
+        self.queue.push_back(Entry {
+            bytes,
+            messages,
+            kind,
+        });
     }
 
     /// Queues bytes the server sends of its own (a handshake answer, a
     /// pong, a close): beyond the allowance, never dropped.
     pub fn push_own(&mut self, bytes: Bytes) {
-        self.bytes += bytes.len();
-        self.queue.push_back(bytes);
+        self.own_bytes += bytes.len();
+        self.push(bytes, 0, Kind::Lines);
     }
 
     /// True when a held message can be offered again: there is room in the
     /// queue.
     pub fn has_room(&self) -> bool {
-        self.queue.len() < self.capacity
+        self.messages < self.capacity
     }
 
     /// The deliverers cannot wait for this client any longer (see
@@ -266,96 +346,110 @@ impl Outbound {
         matches!(self.pace, Pace::Behind { .. })
     }
 
-    /// Offers everything queued to the kernel through `send`, until the
-    /// queue is empty or the kernel refuses.
-    pub fn flush(
-        &mut self,
-        send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
-        sent: &mut Sent,
-    ) -> Flushed {
-        if self.blocked {
-            return Flushed::Blocked;
+    /// Puts what the next send should hand the kernel into `out` and
+    /// returns how many bytes that is (0 if nothing is queued): the unsent
+    /// rest of up to [`SEND_IOVECS`] entries, or, when entries are small,
+    /// up to [`GATHER_BYTES`] of them copied into one piece. Report the
+    /// kernel's answer with [`sent`](Self::sent).
+    pub fn fill<'a>(&'a self, out: &mut impl SendBuf<'a>) -> usize {
+        let Some(len) = std::num::NonZeroUsize::new(self.queue.len()) else {
+            return 0;
+        };
+        let mut offered = 0;
+        if self.bytes / len < GATHER_BELOW {
+            for (bytes, start) in self.pending() {
+                let part = &bytes[start..];
+                if offered > 0 && offered + part.len() > GATHER_BYTES {
+                    break;
+                }
+                out.copy(part);
+                offered += part.len();
+            }
+        } else {
+            for (bytes, start) in self.pending().take(SEND_IOVECS) {
+                out.refer(bytes, start);
+                offered += bytes.len() - start;
+            }
         }
-        self.send_queued(send, sent)
+        offered
     }
 
-    fn send_queued(
+    /// Each queued entry and where its unsent part starts, oldest first.
+    fn pending(&self) -> impl Iterator<Item = (&Bytes, usize)> {
+        self.queue
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (&e.bytes, if i == 0 { self.front.sent } else { 0 }))
+    }
+
+    /// The kernel's answer to a send of the `offered` bytes
+    /// [`fill`](Self::fill) gave: what it took, or why it took nothing.
+    pub fn sent(&mut self, result: io::Result<usize>, offered: usize, sent: &mut Sent) -> Flushed {
+        match result {
+            Ok(n) => {
+                self.advance(n, sent);
+                if n < offered {
+                    // The kernel took only part: its buffer is full.
+                    self.blocked = true;
+                    Flushed::Blocked
+                } else if self.queue.is_empty() {
+                    Flushed::Drained {
+                        caught_up: self.caught_up(),
+                    }
+                } else {
+                    Flushed::More
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.blocked = true;
+                Flushed::Blocked
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Flushed::More,
+            Err(e) => Flushed::Failed(e),
+        }
+    }
+
+    /// Hands everything queued to the kernel through `send`, a
+    /// non-blocking vectored send, until the queue is empty or the kernel
+    /// refuses. The copy of small entries goes through one buffer per
+    /// thread, since the send completes before this returns.
+    pub fn flush(
         &mut self,
         mut send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
         sent: &mut Sent,
     ) -> Flushed {
-        while !self.queue.is_empty() {
-            let (result, offered) = if self.bytes / self.queue.len() < GATHER_BELOW {
-                self.send_gathered(&mut send)
-            } else {
-                self.send_vectored(&mut send)
-            };
-            match result {
-                Ok(n) => {
-                    self.advance(n, sent);
-                    if n < offered {
-                        // The kernel took only part: its buffer is full.
-                        self.blocked = true;
-                        return Flushed::Blocked;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.blocked = true;
-                    return Flushed::Blocked;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Flushed::Failed(e),
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        if self.blocked {
+            return Flushed::Blocked;
+        }
+        loop {
+            if self.queue.is_empty() {
+                return Flushed::Drained {
+                    caught_up: self.caught_up(),
+                };
+            }
+            let (result, offered) = SCRATCH.with_borrow_mut(|scratch| {
+                scratch.clear();
+                let mut buf = Borrowed {
+                    scratch,
+                    slices: [IoSlice::new(&[]); SEND_IOVECS],
+                    count: 0,
+                };
+                let offered = self.fill(&mut buf);
+                let result = if buf.count == 0 {
+                    send(&[IoSlice::new(buf.scratch)])
+                } else {
+                    send(&buf.slices[..buf.count])
+                };
+                (result, offered)
+            });
+            match self.sent(result, offered, sent) {
+                Flushed::More => {}
+                other => return other,
             }
         }
-        Flushed::Drained {
-            caught_up: self.caught_up(),
-        }
-    }
-
-    /// One send of the queue's front messages, each its own iovec entry.
-    fn send_vectored(
-        &self,
-        send: &mut impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
-    ) -> (io::Result<usize>, usize) {
-        let mut slices = [IoSlice::new(&[]); SEND_IOVECS];
-        let mut count = 0;
-        let mut offered = 0;
-        for (i, part) in self.parts().take(SEND_IOVECS).enumerate() {
-            slices[i] = IoSlice::new(part);
-            offered += part.len();
-            count += 1;
-        }
-        (send(&slices[..count]), offered)
-    }
-
-    /// One send of the queue's front messages copied into this thread's
-    /// scratch buffer: for small messages a copy costs less than the
-    /// kernel's work per iovec entry (docs/decisions/0022).
-    fn send_gathered(
-        &self,
-        send: &mut impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
-    ) -> (io::Result<usize>, usize) {
-        SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            for part in self.parts() {
-                if !scratch.is_empty() && scratch.len() + part.len() > GATHER_BYTES {
-                    break;
-                }
-                scratch.extend_from_slice(part);
-            }
-            (send(&[IoSlice::new(scratch)]), scratch.len())
-        })
-    }
-
-    /// What is left to send of each queued message, oldest first.
-    fn parts(&self) -> impl Iterator<Item = &[u8]> {
-        self.queue.iter().enumerate().map(|(i, msg)| {
-            if i == 0 {
-                &msg[self.front_sent..]
-            } else {
-                &msg[..]
-            }
-        })
     }
 
     /// Everything queued has gone to the kernel: the client keeps up again.
@@ -373,34 +467,58 @@ impl Outbound {
 
     /// The kernel took `n` more bytes from the front of the queue.
     fn advance(&mut self, mut n: usize, sent: &mut Sent) {
-        if n > 0 {
-            sent.sends += 1;
-        }
-        sent.bytes += n;
+        let (own_before, bytes_before) = (self.own_bytes, sent.bytes);
         self.bytes -= n.min(self.bytes);
         while let Some(front) = self.queue.front() {
-            let left = front.len() - self.front_sent;
+            let left = front.bytes.len() - self.front.sent;
             if n < left {
-                self.front_sent += n;
-                return;
+                self.front.sent += n;
+                if front.messages == 0 {
+                    self.own_bytes -= n;
+                } else {
+                    sent.bytes += n;
+                    let done = self.count_done();
+                    self.messages -= done;
+                    sent.messages += done;
+                }
+                break;
             }
             n -= left;
-            self.front_sent = 0;
+            if front.messages == 0 {
+                self.own_bytes -= left;
+            } else {
+                sent.bytes += left;
+                let rest = (front.messages - self.front.done) as usize;
+                self.messages -= rest;
+                sent.messages += rest;
+            }
+            self.front = Front::default();
             self.queue.pop_front();
-            sent.messages += 1;
+        }
+        sent.own_bytes += own_before - self.own_bytes;
+        if sent.bytes > bytes_before {
+            sent.sends += 1;
         }
     }
 
-    /// The unsent rest of the front message, for an engine that hands it to
-    /// the kernel asynchronously while [`is_blocked`](Self::is_blocked).
-    pub fn front(&self) -> Option<Bytes> {
-        self.queue.front().map(|m| m.slice(self.front_sent..))
-    }
-
-    /// The engine's asynchronous send of [`front`](Self::front) took `n`
-    /// bytes.
-    pub fn sent_async(&mut self, n: usize, sent: &mut Sent) {
-        self.advance(n, sent);
+    /// After a send that stopped inside the front entry: counts the
+    /// messages of it that are now whole in the kernel.
+    fn count_done(&mut self) -> usize {
+        let Some(front) = self.queue.front() else {
+            return 0;
+        };
+        let before = self.front.done;
+        let bytes = &front.bytes[..];
+        if self.front.mark == 0 {
+            self.front.mark = front.kind.message_len(bytes);
+        }
+        while self.front.done < front.messages && self.front.mark <= self.front.sent {
+            self.front.done += 1;
+            if self.front.done < front.messages {
+                self.front.mark += front.kind.message_len(&bytes[self.front.mark..]);
+            }
+        }
+        (self.front.done - before) as usize
     }
 
     /// The socket is writable again: sends may go.
@@ -426,36 +544,73 @@ impl Outbound {
     /// the episode that was running, if any.
     pub fn clear(&mut self) -> Option<Episode> {
         self.queue.clear();
-        self.front_sent = 0;
+        self.front = Front::default();
+        self.messages = 0;
         self.bytes = 0;
+        self.own_bytes = 0;
         match std::mem::replace(&mut self.pace, Pace::Keeping) {
             Pace::Slow(episode) => Some(episode),
             _ => None,
         }
     }
 
-    fn push_wakes_writer(&self, added: usize) -> bool {
-        crate::policy::coalesce::wakes_writer(self.queue.len(), self.bytes, added, self.capacity)
+    fn push_wakes_writer(&self, was_empty: bool, added: usize) -> bool {
+        was_empty
+            || crate::policy::coalesce::wakes_writer(
+                self.messages,
+                self.bytes,
+                added,
+                self.capacity,
+            )
     }
 
     /// Messages the kernel has not fully taken.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.messages
     }
 
-    /// True when the kernel has taken everything.
+    /// True when the kernel has taken everything, the server's own bytes
+    /// included.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
-    /// Bytes the kernel has not taken.
+    /// Bytes the kernel has not taken, the server's own included.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes of the server's own the kernel has not taken.
+    #[cfg(test)]
+    pub fn own_bytes(&self) -> usize {
+        self.own_bytes
     }
 
     /// Most messages the queue holds.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+}
+
+/// A [`SendBuf`] for a send that completes before the queue changes: it
+/// borrows the queued handles, and copies into a buffer it is lent.
+struct Borrowed<'a, 's> {
+    scratch: &'s mut Vec<u8>,
+    slices: [IoSlice<'a>; SEND_IOVECS],
+    count: usize,
+}
+
+impl<'a> SendBuf<'a> for Borrowed<'a, '_> {
+    fn copy(&mut self, part: &[u8]) {
+        self.scratch.extend_from_slice(part);
+    }
+
+    fn refer(&mut self, bytes: &'a Bytes, start: usize) {
+        // `fill` refers to at most SEND_IOVECS pieces.
+        if let Some(slot) = self.slices.get_mut(self.count) {
+            *slot = IoSlice::new(&bytes[start..]);
+            self.count += 1;
+        }
     }
 }
 

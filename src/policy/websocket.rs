@@ -131,6 +131,7 @@ fn response(code: u16, reason: &str, content_type: &str, body: &str) -> Bytes {
 
 /// A line (with its newline) as one unmasked server frame: text if it is
 /// valid UTF-8, binary otherwise.
+#[cfg(test)]
 pub(crate) fn frame_line(line: &[u8]) -> Bytes {
     let payload = line.strip_suffix(b"\n").unwrap_or(line);
     let opcode = if std::str::from_utf8(payload).is_ok() {
@@ -141,21 +142,41 @@ pub(crate) fn frame_line(line: &[u8]) -> Bytes {
     frame(OpCode::Data(opcode), payload)
 }
 
+/// The lines of `run` as consecutive frames, one per line, as
+/// [`frame_line`] makes them: one buffer for the whole run.
+pub(crate) fn frame_run(run: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(run.len() + 10 * memchr::memchr_iter(b'\n', run).count());
+    for line in run.split_inclusive(|&b| b == b'\n') {
+        let payload = line.strip_suffix(b"\n").unwrap_or(line);
+        let opcode = if std::str::from_utf8(payload).is_ok() {
+            Data::Text
+        } else {
+            Data::Binary
+        };
+        append_frame(OpCode::Data(opcode), payload, &mut out);
+    }
+    Bytes::from(out)
+}
+
 /// A close frame with `code`.
 pub(crate) fn close_frame(code: u16) -> Bytes {
     frame(OpCode::Control(Control::Close), &code.to_be_bytes())
 }
 
 fn frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    append_frame(opcode, payload, &mut out);
+    Bytes::from(out)
+}
+
+fn append_frame(opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
     let header = FrameHeader {
         opcode,
         ..FrameHeader::default()
     };
-    let mut out = Vec::with_capacity(header.len(payload.len() as u64) + payload.len());
     // Writing into a Vec cannot fail.
-    let _ = header.format(payload.len() as u64, &mut out);
+    let _ = header.format(payload.len() as u64, out);
     out.extend_from_slice(payload);
-    Bytes::from(out)
 }
 
 /// What a client's frames came to.

@@ -3,4 +3,5 @@
 
 pub(crate) mod net;
 pub(crate) mod send;
+pub(crate) mod sendring;
 pub(crate) mod timer;

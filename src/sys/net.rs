@@ -112,8 +112,8 @@ pub(crate) fn stop_listening(listener: std::os::fd::RawFd) {
     let _ = nix::sys::socket::shutdown(listener, nix::sys::socket::Shutdown::Read);
 }
 
-/// Checks that this process may set up the io_uring instances the
-/// runtimes will: one of the same size.
+/// Checks that this process may set up the io_uring instances a core
+/// will: the runtime's ring, and its send ring, of the same sizes.
 ///
 /// Fails where the kernel lacks io_uring, where the
 /// `kernel.io_uring_disabled` sysctl forbids it, where a seccomp filter
@@ -125,9 +125,14 @@ pub(crate) fn stop_listening(listener: std::os::fd::RawFd) {
 /// caller blocked then in a read with a timeout would see EINTR.
 pub(crate) fn probe_uring() -> io::Result<()> {
     std::thread::scope(|s| {
-        s.spawn(|| io_uring::IoUring::new(URING_ENTRIES).map(drop))
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the io_uring probe panicked")))
+        s.spawn(|| {
+            let runtime = io_uring::IoUring::new(URING_ENTRIES)?;
+            let send = crate::sys::sendring::SendRing::new(crate::sys::sendring::SETUP)?;
+            drop((runtime, send));
+            Ok(())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the io_uring probe panicked")))
     })
 }
 

@@ -1,5 +1,6 @@
-//! How a line reaches the connections of a core: offered to each, held
-//! for a moment for one that is behind, and how a connection is closed.
+//! How runs reach the connections of a core: offered to each, handed to
+//! the kernel at once where a queue is full, held for a moment for one that
+//! is behind, and how a connection is closed.
 
 use std::net::Shutdown;
 use std::ops::Deref;
@@ -7,125 +8,211 @@ use std::pin::pin;
 use std::time::Instant;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use super::{Action, CloseReason, Cx, Host, Link};
 use crate::ops::clients::Transport;
 use crate::policy::patience::Whose;
+use crate::policy::run::Run;
+use crate::policy::websocket;
 
-/// Offers `msgs`, in order, to every connection in `conns`: each
+/// Offers `runs`, in order, to every connection in `conns`: each
 /// connection takes the whole batch before the next one is looked at, so
-/// its state is read once per batch, not once per line. A connection whose
-/// allowance is full may hold a line: it gets that line and the rest of the
-/// batch last, after a wait of at most its grace, in which the deliverer's
-/// own task sleeps and every other task of the core runs. The host's
+/// its state is read once per batch, not once per line.
+///
+/// A connection whose queue fills stops there; once every connection has
+/// been offered the batch, the full queues go to the kernel together
+/// ([`Host::send_now`]) and those connections are offered the rest, until
+/// each has taken it or its socket refused. One whose allowance is full
+/// may hold a line: it gets that line and the rest of the batch last, after
+/// a wait of at most its grace, in which the deliverer's own task sleeps
+/// and every other task of the core runs. The host's
 /// [`Patience`](crate::policy::patience) bounds the waits of all its
 /// clients together; a wait it cannot pay for ends early, as if the grace
 /// ran out. Returns whether it waited.
 pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
     host: &H,
     conns: &[L],
-    msgs: &[Bytes],
+    runs: &[Run],
 ) -> bool {
-    if msgs.is_empty() {
+    let lines: usize = runs.iter().map(|r| r.lines as usize).sum();
+    if lines == 0 {
         return false;
     }
-    host.coalescer().delivered(conns.len() * msgs.len());
+    host.coalescer().delivered(conns.len() * lines);
     let mut frames = Frames::default();
-    let mut held = Vec::new();
-    {
-        let cx = host.cx();
-        for link in conns {
-            if let Some((next, until)) = offer_from(host, link, msgs, 0, &mut frames, &cx) {
-                held.push((&**link, next, until));
-            }
-        }
-    }
+    let held = offer_everyone(host, conns, runs, &mut frames);
     let waited = !held.is_empty();
-    for (link, mut next, mut until) in held {
+    for (link, mut at, mut until) in held {
         loop {
             if wait_held(host, link, until).await {
                 // The host's patience ran out first: the grace ends now.
                 link.with(|s| s.end_grace());
             }
-            let cx = host.cx();
-            match offer_from(host, link, msgs, next, &mut frames, &cx) {
-                Some(later) => (next, until) = later,
+            match offer_alone(host, link, runs, at, &mut frames) {
                 None => break,
+                Some((next, later)) => (at, until) = (next, later),
             }
         }
     }
     waited
 }
 
-/// Offers `msgs[from..]` to `link`, in order, until one is held: returns
-/// its index and the end of the client's grace.
+/// Offers `runs` to every connection, then hands every queue that filled
+/// to the kernel at once and offers those connections the rest, until each
+/// has taken it or its socket refused. Returns those that hold a line:
+/// their cursor, and the end of their grace.
+fn offer_everyone<'c, H: Host, L: Deref<Target = H::Link>>(
+    host: &H,
+    conns: &'c [L],
+    runs: &[Run],
+    frames: &mut Frames,
+) -> Vec<(&'c H::Link, Cursor, Instant)> {
+    // On the stack (this is no async fn), so a delivery allocates nothing
+    // per receiver, and a connection's task holds none of it.
+    let mut full: SmallVec<[(&H::Link, Cursor); 64]> = SmallVec::new();
+    let mut held = Vec::new();
+    let cx = host.cx();
+    for link in conns {
+        match offer_from(host, link, runs, Cursor::START, frames, &cx) {
+            Stop::Done => {}
+            Stop::Full(at) => full.push((&**link, at)),
+            Stop::Held(at, until) => held.push((&**link, at, until)),
+        }
+    }
+    let mut sending: SmallVec<[&H::Link; 64]> = SmallVec::new();
+    while !full.is_empty() {
+        sending.clear();
+        sending.extend(full.iter().map(|&(link, _)| link));
+        host.send_now(&sending);
+        let cx = host.cx();
+        let mut kept = 0;
+        for i in 0..full.len() {
+            let (link, at) = full[i];
+            match offer_from(host, link, runs, at, frames, &cx) {
+                Stop::Done => {}
+                Stop::Full(at) => {
+                    full[kept] = (link, at);
+                    kept += 1;
+                }
+                Stop::Held(at, until) => held.push((link, at, until)),
+            }
+        }
+        full.truncate(kept);
+    }
+    held
+}
+
+/// Offers `runs` from `at` to `link` alone, handing its queue to the
+/// kernel each time it fills, until it has taken the rest or holds a line
+/// (its cursor and the end of its grace).
+fn offer_alone<H: Host>(
+    host: &H,
+    link: &H::Link,
+    runs: &[Run],
+    mut at: Cursor,
+    frames: &mut Frames,
+) -> Option<(Cursor, Instant)> {
+    loop {
+        let cx = host.cx();
+        match offer_from(host, link, runs, at, frames, &cx) {
+            Stop::Done => return None,
+            Stop::Held(at, until) => return Some((at, until)),
+            // Each round the kernel takes some (the queue has room again)
+            // or refuses (the next offer holds or drops): it ends.
+            Stop::Full(next) => {
+                host.send_now(&[link]);
+                at = next;
+            }
+        }
+    }
+}
+
+/// Where a connection stands in a batch: the next line to offer it.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// The run.
+    run: usize,
+    /// The line of that run.
+    line: u32,
+}
+
+impl Cursor {
+    const START: Cursor = Cursor { run: 0, line: 0 };
+}
+
+/// Why a connection took only part of a batch, if it did.
+enum Stop {
+    /// It took (or dropped) all of it, or it was closed.
+    Done,
+    /// Its queue is full: hand it to the kernel, then offer from here.
+    Full(Cursor),
+    /// It holds the line here until the instant at the latest.
+    Held(Cursor, Instant),
+}
+
+/// Offers `runs` from `from` to `link`, in order, until its queue is full
+/// or it holds a line.
 fn offer_from<H: Host>(
     host: &H,
     link: &H::Link,
-    msgs: &[Bytes],
-    from: usize,
+    runs: &[Run],
+    from: Cursor,
     frames: &mut Frames,
     cx: &Cx<'_>,
-) -> Option<(usize, Instant)> {
+) -> Stop {
     let mut wake = false;
     let mut stop = None;
     link.with(|s| {
-        // Only a WebSocket client needs a frame of the line.
+        // Only a WebSocket client needs the runs as frames.
         let framed = s.transport() == Transport::Websocket;
-        let mut unframed = None;
-        for (i, msg) in msgs.iter().enumerate().skip(from) {
-            let frame = if framed {
-                frames.slot(i, msgs.len())
-            } else {
-                &mut unframed
-            };
-            let action = s.offer(msg, frame, |bufs| link.try_send(bufs), cx);
-            match action {
+        for (i, run) in runs.iter().enumerate().skip(from.run) {
+            let skip = if i == from.run { from.line } else { 0 };
+            let frame = framed.then(|| frames.get(i, runs.len(), run));
+            match s.offer(run, skip, frame, cx) {
                 Action::None => {}
                 Action::Wake => wake = true,
-                Action::Hold(until) => {
-                    stop = Some(Stop::Held(i, until));
+                Action::Full(line) => {
+                    stop = Some(Ok(Stop::Full(Cursor { run: i, line })));
+                    break;
+                }
+                Action::Hold { until, at } => {
+                    stop = Some(Ok(Stop::Held(Cursor { run: i, line: at }, until)));
                     break;
                 }
                 Action::Close(reason) => {
-                    stop = Some(Stop::Close(reason));
+                    stop = Some(Err(reason));
                     break;
                 }
             }
         }
     });
     if wake {
-        link.wake_writer();
+        host.wake(link);
     }
-    match stop? {
-        Stop::Held(i, until) => Some((i, until)),
-        Stop::Close(reason) => {
+    match stop {
+        None => Stop::Done,
+        Some(Ok(stop)) => stop,
+        Some(Err(reason)) => {
             close(host, link, reason);
-            None
+            Stop::Done
         }
     }
 }
 
-/// Why a connection took only part of a batch.
-enum Stop {
-    /// It holds line `.0` until `.1` at the latest.
-    Held(usize, Instant),
-    /// It is to be closed.
-    Close(CloseReason),
-}
-
-/// A batch's WebSocket frames, each built by the first WebSocket client to
-/// need it: nothing is allocated while no WebSocket client is connected.
+/// A batch's runs as WebSocket frames, each built by the first WebSocket
+/// client to need it: nothing is allocated while no WebSocket client is
+/// connected.
 #[derive(Default)]
 struct Frames(Vec<Option<Bytes>>);
 
 impl Frames {
-    /// The frame of line `i` of a batch of `len`.
-    fn slot(&mut self, i: usize, len: usize) -> &mut Option<Bytes> {
+    /// Run `i` of a batch of `len`, framed.
+    fn get(&mut self, i: usize, len: usize, run: &Run) -> &Bytes {
         if self.0.len() < len {
             self.0.resize(len, None);
         }
-        &mut self.0[i]
+        self.0[i].get_or_insert_with(|| websocket::frame_run(&run.bytes))
     }
 }
 
@@ -136,6 +223,9 @@ async fn wait_held<H: Host>(host: &H, link: &H::Link, until: Instant) -> bool {
     let patience = host.patience();
     let start = Instant::now();
     let want = until.saturating_duration_since(start);
+    if want.is_zero() {
+        return false;
+    }
     let whose = if link.with(|s| s.ran_out_before()) {
         Whose::Again
     } else {
@@ -176,7 +266,7 @@ pub(crate) fn close<H: Host>(host: &H, link: &H::Link, reason: CloseReason) {
         return;
     };
     link.shutdown(Shutdown::Both);
-    link.wake_writer();
+    host.wake(link);
     link.room().notify_waiters();
     host.forget(link);
     cx.shard.closed();

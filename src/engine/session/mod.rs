@@ -3,20 +3,22 @@
 //! A message's whole way through a server is in this folder:
 //!
 //! 1. [`read_loop`] (`read.rs`) reads into the connection's [`Inbound`]
-//!    buffer and splits complete lines off it (a WebSocket client's frames
-//!    first become lines);
-//! 2. [`Host::publish`] (the engine) takes a read's lines to every core;
-//! 3. [`deliver`] (`deliver.rs`) offers them to every connection of a core,
-//!    whose [`Session`] and [`Outbound`] (here) decide: queue it, hand the
-//!    queue to the kernel at once, hold it a moment, or drop it;
-//! 4. [`write_loop`] (`write.rs`) hands what is queued to the kernel,
-//!    coalescing while the core is busy, and waits for the socket when the
-//!    kernel refuses.
+//!    buffer and splits complete lines off it as runs (a WebSocket client's
+//!    frames first become lines);
+//! 2. [`Host::publish`] (the engine) takes each run to every core;
+//! 3. [`deliver`] (`deliver.rs`) offers runs to every connection of a
+//!    core, whose [`Session`] and [`Outbound`] (here) decide: queue it, have
+//!    the queue handed to the kernel at once, hold it a moment, or drop it;
+//! 4. the engine hands what is queued to the kernel (one send per
+//!    connection at a time on `tokio`, every due connection of a core in one
+//!    submission on `uring`) and reports the kernel's answer to
+//!    [`Session::sent`] or [`Session::flush`]; `write.rs` has what both do
+//!    with that answer.
 //!
 //! The decisions live in [`Outbound`] and [`Inbound`], with no I/O. An
-//! engine supplies only its runtime glue: [`Link`] (how to read, send,
-//! wait and wake for one socket) and [`Host`] (where its connections live
-//! and how a line reaches the other cores).
+//! engine supplies only its runtime glue: [`Link`] (how to read and shut
+//! down one socket) and [`Host`] (where its connections live, how a run
+//! reaches the other cores, and how queues reach the kernel).
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -31,9 +33,9 @@ use crate::ops::metrics::Shard;
 use crate::policy::coalesce::Coalescer;
 use crate::policy::inbound::Inbound;
 use crate::policy::limits::Throttle;
-use crate::policy::outbound::{Episode, Flushed, Offer, Outbound, Sent};
+use crate::policy::outbound::{Episode, Flushed, Offer, Outbound, SendBuf, Sent};
 use crate::policy::patience::Patience;
-use crate::policy::websocket;
+use crate::policy::run::{Kind, Run};
 
 /// What every connection of a server is told.
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +143,8 @@ pub(crate) struct Session {
     /// The reader is publishing: the server is not reading from the client
     /// right now, so it cannot count as idle.
     publishing: bool,
+    /// Since when the socket has taken nothing, while the kernel refuses.
+    stalled_since: Option<Instant>,
 }
 
 /// What the engine does for a connection after an offer.
@@ -148,16 +152,25 @@ pub(crate) struct Session {
 pub(crate) enum Action {
     /// Nothing.
     None,
-    /// Wake its writer.
+    /// Wake its writer: it has something to send.
     Wake,
-    /// Offer it to everyone else first, then wait until this connection
-    /// has room or the instant passes, and offer it again.
-    Hold(Instant),
+    /// Its queue is full: have the queue handed to the kernel now, then
+    /// offer the run again from line `.0`.
+    Full(u32),
+    /// Offer the rest to everyone else first, then wait until this
+    /// connection has room or `until` passes, and offer the run again from
+    /// line `at`.
+    Hold {
+        /// The end of the client's grace.
+        until: Instant,
+        /// The first line not taken.
+        at: u32,
+    },
     /// Close it.
     Close(CloseReason),
 }
 
-/// What a writer's turn did, for the engine.
+/// What handing a queue to the kernel did, for the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Turn {
     /// Why to close the connection, if it must be.
@@ -166,12 +179,12 @@ pub(crate) struct Turn {
     pub(crate) room: bool,
 }
 
-/// What a writer does next.
-#[derive(Debug)]
+/// What a connection's writer does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
-    /// The connection is closed: exit.
+    /// The connection is closed: nothing.
     Exit,
-    /// Close the connection, then exit.
+    /// Close the connection.
     Close(CloseReason),
     /// Nothing is queued: sleep until woken.
     Sleep,
@@ -179,9 +192,12 @@ pub(crate) enum Next {
     Coalesce,
     /// Hand the queue to the kernel.
     Send,
-    /// The kernel refused: wait until the socket takes more. The engine may
-    /// hand it this rest of the front message itself.
-    Wait(Bytes),
+    /// The kernel refused: wait until the socket takes more, or, during
+    /// the drain, until `give_up`, then close it.
+    Wait {
+        /// When to stop waiting for it, if ever.
+        give_up: Option<Instant>,
+    },
 }
 
 impl Session {
@@ -209,11 +225,17 @@ impl Session {
             closed: false,
             last_active: tick,
             publishing: false,
+            stalled_since: None,
         }
     }
 
     pub(crate) fn key(&self) -> usize {
         self.key
+    }
+
+    /// The connection's id, as logs and `/clients` show it.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     pub(crate) fn set_key(&mut self, key: usize) {
@@ -238,37 +260,46 @@ impl Session {
         self.out.ran_out_before()
     }
 
-    /// Offers the line `msg`, or its WebSocket frame (built into `frame`
-    /// by the first WebSocket client to need it); `send` is the socket's
-    /// non-blocking send.
+    /// Offers `run` from its line `skip` on; `framed` is the run as
+    /// WebSocket frames, which a WebSocket client takes instead (the
+    /// deliverer builds it once for all of them).
     pub(crate) fn offer(
         &mut self,
-        msg: &Bytes,
-        frame: &mut Option<Bytes>,
-        send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+        run: &Run,
+        skip: u32,
+        framed: Option<&Bytes>,
         cx: &Cx<'_>,
     ) -> Action {
         if self.closed || !self.open || self.closing.is_some() {
             return Action::None;
         }
-        let msg = match self.transport {
-            Transport::Tcp => msg,
-            Transport::Websocket => frame.get_or_insert_with(|| websocket::frame_line(msg)),
+        let (bytes, kind) = match (self.transport, framed) {
+            (Transport::Websocket, Some(frames)) => (frames, Kind::Frames),
+            _ => (&run.bytes, Kind::Lines),
         };
-        let mut sent = Sent::default();
-        let offer = self.out.offer(msg, send, Instant::now, &mut sent);
-        self.count_sent(sent, cx);
+        let cut;
+        let bytes = if skip == 0 {
+            bytes
+        } else {
+            cut = bytes.slice(kind.offset_of(bytes, skip)..);
+            &cut
+        };
+        let offer = self
+            .out
+            .offer(bytes, run.lines.saturating_sub(skip), kind, Instant::now);
         match offer {
-            Offer::Queued { wake } => {
-                if wake {
-                    Action::Wake
-                } else {
-                    Action::None
-                }
-            }
-            Offer::Dropped { started } => {
-                cx.shard.dropped();
-                self.dropped += 1;
+            Offer::Queued { wake: true } => Action::Wake,
+            Offer::Queued { wake: false } => Action::None,
+            Offer::Full { took } => Action::Full(skip + took),
+            Offer::Hold { until, took } => Action::Hold {
+                until,
+                at: skip + took,
+            },
+            Offer::Dropped {
+                started, dropped, ..
+            } => {
+                cx.shard.dropped(dropped);
+                self.dropped += u64::from(dropped);
                 if started {
                     self.slow_started(cx);
                 }
@@ -281,23 +312,13 @@ impl Session {
                     cx.shard.slow_disconnected();
                     return Action::Close(CloseReason::SlowDisconnect);
                 }
-                if started {
-                    // The writer learns that the socket refused.
-                    Action::Wake
-                } else {
-                    Action::None
-                }
-            }
-            Offer::Hold { until } => Action::Hold(until),
-            Offer::Failed(e) => {
-                tracing::debug!(conn = self.id, peer = %self.peer, error = %e, "send failed");
-                Action::Close(CloseReason::WriteError)
+                Action::None
             }
         }
     }
 
     fn count_sent(&mut self, sent: Sent, cx: &Cx<'_>) {
-        if sent.sends > 0 {
+        if sent.messages > 0 || sent.bytes > 0 {
             self.sent += sent.messages as u64;
             cx.shard.sent(sent.messages, sent.bytes, sent.sends);
         }
@@ -321,8 +342,13 @@ impl Session {
     /// Queues `bytes` the server itself sends (a handshake answer, a pong,
     /// a close), whatever the allowance: they are never dropped.
     pub(crate) fn send_own(&mut self, bytes: Bytes) -> Action {
+        let was_empty = self.out.is_empty();
         self.out.push_own(bytes);
-        Action::Wake
+        if was_empty && !self.out.is_blocked() {
+            Action::Wake
+        } else {
+            Action::None
+        }
     }
 
     /// The WebSocket handshake is done: the client takes messages now.
@@ -345,25 +371,41 @@ impl Session {
         self.closed || self.out.has_room()
     }
 
-    /// What the writer should do next. `flushing`: the server is shutting
-    /// down and nothing more will be offered. `coalesce` says whether a
-    /// short queue should wait for the core's next flush.
-    pub(crate) fn next(&self, flushing: bool, coalesce: impl FnOnce(&Outbound) -> bool) -> Next {
+    /// What the writer should do next. `flushing`: since when the server
+    /// has been shutting down with nothing more to offer. `coalesce` says
+    /// whether a short queue should wait for the core's next flush.
+    pub(crate) fn next(
+        &self,
+        flushing: Option<Instant>,
+        cx: &Cx<'_>,
+        coalesce: impl FnOnce(&Outbound) -> bool,
+    ) -> Next {
         if self.closed {
             return Next::Exit;
         }
         if self.out.is_blocked() {
-            // A client that is dropping anyway does not hold up shutdown.
-            if flushing && self.out.episode().is_some() {
+            let Some(began) = flushing else {
+                return Next::Wait { give_up: None };
+            };
+            // A client that is dropping anyway does not hold up shutdown,
+            // nor does one whose socket takes nothing for a while.
+            if self.out.episode().is_some() {
                 return Next::Close(CloseReason::Shutdown);
             }
-            return self.out.front().map_or(Next::Send, Next::Wait);
+            let since = self.stalled_since.map_or(began, |s| s.max(began));
+            let give_up = since + cx.settings.drain_stall;
+            if Instant::now() >= give_up {
+                return Next::Close(CloseReason::Shutdown);
+            }
+            return Next::Wait {
+                give_up: Some(give_up),
+            };
         }
         if self.out.is_empty() {
             return match (self.closing, flushing) {
                 (Some(reason), _) => Next::Close(reason),
-                (None, true) => Next::Close(CloseReason::Shutdown),
-                (None, false) => Next::Sleep,
+                (None, Some(_)) => Next::Close(CloseReason::Shutdown),
+                (None, None) => Next::Sleep,
             };
         }
         if coalesce(&self.out) {
@@ -373,7 +415,8 @@ impl Session {
         }
     }
 
-    /// Hands the queue to the kernel through `send`.
+    /// Hands the queue to the kernel through `send`, a non-blocking
+    /// vectored send that completes at once.
     pub(crate) fn flush(
         &mut self,
         send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
@@ -382,15 +425,49 @@ impl Session {
         let behind = self.out.is_behind();
         let mut sent = Sent::default();
         let flushed = self.out.flush(send, &mut sent);
+        self.settle(flushed, sent, behind, cx)
+    }
+
+    /// Puts what the next send hands the kernel into `out`; returns how
+    /// many bytes that is. Report the kernel's answer with
+    /// [`sent`](Self::sent).
+    pub(crate) fn fill<'a>(&'a self, out: &mut impl SendBuf<'a>) -> usize {
+        if self.closed || self.out.is_blocked() {
+            return 0;
+        }
+        self.out.fill(out)
+    }
+
+    /// The kernel's answer to a send of the `offered` bytes
+    /// [`fill`](Self::fill) gave.
+    pub(crate) fn sent(&mut self, result: io::Result<usize>, offered: usize, cx: &Cx<'_>) -> Turn {
+        let behind = self.out.is_behind();
+        let mut sent = Sent::default();
+        let flushed = self.out.sent(result, offered, &mut sent);
+        self.settle(flushed, sent, behind, cx)
+    }
+
+    fn settle(&mut self, flushed: Flushed, sent: Sent, behind: bool, cx: &Cx<'_>) -> Turn {
         self.count_sent(sent, cx);
+        let took = sent.bytes + sent.own_bytes > 0;
         let close = match flushed {
             Flushed::Drained { caught_up } => {
                 if let Some(episode) = caught_up {
                     self.caught_up(episode, cx);
                 }
+                self.stalled_since = None;
                 None
             }
-            Flushed::Blocked => None,
+            Flushed::More => {
+                self.stalled_since = None;
+                None
+            }
+            Flushed::Blocked => {
+                if took || self.stalled_since.is_none() {
+                    self.stalled_since = Some(Instant::now());
+                }
+                None
+            }
             Flushed::Failed(e) => {
                 tracing::debug!(conn = self.id, peer = %self.peer, error = %e, "send failed");
                 Some(CloseReason::WriteError)
@@ -402,29 +479,14 @@ impl Session {
         }
     }
 
-    /// The socket is writable again; the engine's own send of the front
-    /// message, if it made one, took `result` bytes.
-    pub(crate) fn writable(&mut self, result: io::Result<usize>, cx: &Cx<'_>) -> Turn {
-        match result {
-            Ok(n) => {
-                let behind = self.out.is_behind();
-                let mut sent = Sent::default();
-                self.out.sent_async(n, &mut sent);
-                self.count_sent(sent, cx);
-                self.out.unblock();
-                Turn {
-                    close: None,
-                    room: behind && sent.messages > 0,
-                }
-            }
-            Err(e) => {
-                tracing::debug!(conn = self.id, peer = %self.peer, error = %e, "send failed");
-                Turn {
-                    close: Some(CloseReason::WriteError),
-                    room: false,
-                }
-            }
-        }
+    /// The socket is writable again: the queue may go to the kernel.
+    pub(crate) fn writable(&mut self) {
+        self.out.unblock();
+    }
+
+    /// True while the kernel refuses and the engine waits for the socket.
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.out.is_blocked()
     }
 
     /// Marks the connection closed and drops what is queued. False if it
@@ -473,18 +535,9 @@ impl Session {
 pub(crate) trait Link {
     /// Runs `f` on the connection's state.
     fn with<R>(&self, f: impl FnOnce(&mut Session) -> R) -> R;
-    /// Sends without blocking; see [`crate::sys::send::send_now`].
-    fn try_send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
-    /// Wakes the writer (a permit is kept if it is not waiting).
-    fn wake_writer(&self);
-    /// Resolves when the writer is woken.
-    fn writer_woken(&self) -> impl Future<Output = ()>;
     /// Where deliverers holding a message for this connection wait for
-    /// room; the writer notifies it.
+    /// room; whoever settles a send notifies it.
     fn room(&self) -> &Notify;
-    /// Resolves once the socket takes more: the engine may hand `rest` to
-    /// the kernel itself and report how much it took, or report 0.
-    fn writable(&self, rest: Bytes) -> impl Future<Output = io::Result<usize>>;
     /// Reads at most `max` bytes into `inbound`'s buffer.
     fn read(&self, inbound: &mut Inbound, max: usize) -> impl Future<Output = io::Result<usize>>;
     /// Shuts the socket down, so any read or write in flight completes.
@@ -498,19 +551,26 @@ pub(crate) trait Host {
     type Link: Link;
     /// The counters of the running thread, and the settings.
     fn cx(&self) -> Cx<'_>;
-    /// Takes a local client's lines, in order, to every connection of the
-    /// server (and to the cluster).
-    fn publish(&self, lines: &[Bytes]) -> impl Future<Output = ()>;
-    /// A reader has published a read's lines: wake whoever they were sent to.
-    fn lines_done(&self);
+    /// Takes a run of a local client's lines to every connection of the
+    /// server (and to the cluster), telling every other core (and the
+    /// cluster) before it waits for anyone.
+    fn publish(&self, run: &Run) -> impl Future<Output = ()>;
+    /// The connection has something to send, or a state its writer must
+    /// look at: the engine sees to it soon.
+    fn wake(&self, link: &Self::Link);
+    /// Hands the queues of `links` to the kernel now and settles the
+    /// kernel's answers (see [`Action::Full`]); one whose socket refuses
+    /// gets a wait for writability.
+    fn send_now(&self, links: &[&Self::Link]);
     /// Removes a closed connection from the host.
     fn forget(&self, link: &Self::Link);
     /// A reader task ended.
     fn reader_exited(&self);
     /// Shutdown began: readers stop after their current read.
     fn stopping(&self) -> bool;
-    /// Nothing more will be delivered: writers close once flushed.
-    fn flushing(&self) -> bool;
+    /// Nothing more will be delivered, since when: writers close once
+    /// flushed.
+    fn flushing(&self) -> Option<Instant>;
     /// The host's write pacer.
     fn coalescer(&self) -> &Coalescer;
     /// How long the host's deliverers may still wait for held messages.
@@ -518,10 +578,11 @@ pub(crate) trait Host {
     /// The current idle tick.
     fn tick(&self) -> u64;
 }
+
 mod deliver;
 mod read;
 mod write;
 
 pub(crate) use deliver::{close, close_idle, deliver};
 pub(crate) use read::read_loop;
-pub(crate) use write::write_loop;
+pub(crate) use write::settled;

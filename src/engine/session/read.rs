@@ -1,18 +1,15 @@
-//! A connection's reader: bytes in, lines out to [`Host::publish`], for
-//! line clients and WebSocket clients alike.
-
-use bytes::Bytes;
+//! A connection's reader: bytes in, runs of lines out to
+//! [`Host::publish`], for line clients and WebSocket clients alike.
 
 use super::{Action, CloseReason, Host, Link, Session, close};
 use crate::ops::clients::Transport;
 use crate::policy::inbound::Inbound;
+use crate::policy::run::{RUN_LINES, Run};
 use crate::policy::websocket::{self, Decoder, Event, Opening};
 
 /// Lines a reader publishes before it lets the other tasks of its core
 /// run, so one flooding client cannot starve the rest.
 pub(crate) const LINE_BUDGET: usize = 256;
-/// Most lines a reader hands to [`Host::publish`] at once.
-pub(crate) const LINE_BATCH: usize = 64;
 
 /// Reads lines from the client and publishes them, in order, until the
 /// client leaves, sends an overlong line, or shutdown begins. A WebSocket
@@ -25,9 +22,8 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
     };
     // Room for a WebSocket frame's header beside its longest payload.
     let mut inbound = Inbound::new(max_line.saturating_add(14));
-    // Grows to the most lines one read held (at most LINE_BATCH), so a
-    // client that never publishes costs nothing here.
-    let mut batch = Batch::default();
+    // Lines published since the other tasks of the core last ran.
+    let mut spent = 0;
     loop {
         let max = inbound.prepare();
         let result = link.read(&mut inbound, max).await;
@@ -65,15 +61,11 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
             break;
         }
         let ended = match &mut framing {
-            Framing::Lines => publish_lines(host, &mut inbound, &mut batch).await,
+            Framing::Lines => publish_lines(host, &mut inbound, &mut spent).await,
             Framing::Handshake(_) | Framing::Frames(_) => {
-                read_websocket(host, link, &mut inbound, &mut framing, &mut batch).await
+                read_websocket(host, link, &mut inbound, &mut framing, &mut spent).await
             }
         };
-        // Wake the other cores for this read's lines on every way out: a
-        // client that leaves with an overlong line sends nothing more that
-        // would wake them for the lines before it.
-        host.lines_done();
         let tick = host.tick();
         link.with(|s| {
             s.last_active = tick;
@@ -117,51 +109,27 @@ enum Ended {
     Answered,
 }
 
-/// Publishes every complete line in `inbound`.
-async fn publish_lines<H: Host>(host: &H, inbound: &mut Inbound, batch: &mut Batch) -> Ended {
-    let ended = loop {
-        match inbound.next_line() {
-            Ok(Some(line)) => batch.push(host, line).await,
-            Ok(None) => break Ended::No,
-            Err(_) => break Ended::TooLong,
-        }
-    };
-    // The lines before an overlong one are published too.
-    batch.publish(host).await;
-    ended
-}
-
-/// A reader's lines on their way to [`Host::publish`]: handed over
-/// [`LINE_BATCH`] at a time, and the other tasks of the core run after
-/// every [`LINE_BUDGET`] of them.
-#[derive(Default)]
-struct Batch {
-    lines: Vec<Bytes>,
-    /// Lines published since the other tasks last ran.
-    spent: usize,
-}
-
-impl Batch {
-    async fn push<H: Host>(&mut self, host: &H, line: Bytes) {
-        self.lines.push(line);
-        if self.lines.len() == LINE_BATCH {
-            self.publish(host).await;
+/// Publishes every complete line in `inbound`, in runs of at most
+/// [`RUN_LINES`].
+async fn publish_lines<H: Host>(host: &H, inbound: &mut Inbound, spent: &mut usize) -> Ended {
+    loop {
+        match inbound.next_run(RUN_LINES) {
+            Ok(Some(run)) => publish(host, &run, spent).await,
+            Ok(None) => return Ended::No,
+            // The lines before an overlong one were published.
+            Err(_) => return Ended::TooLong,
         }
     }
+}
 
-    /// Publishes the lines held, if any.
-    async fn publish<H: Host>(&mut self, host: &H) {
-        if self.lines.is_empty() {
-            return;
-        }
-        host.publish(&self.lines).await;
-        self.spent += self.lines.len();
-        self.lines.clear();
-        if self.spent >= LINE_BUDGET {
-            host.lines_done();
-            tokio::task::yield_now().await;
-            self.spent = 0;
-        }
+/// Publishes `run`, and lets the other tasks of the core run after every
+/// [`LINE_BUDGET`] lines.
+async fn publish<H: Host>(host: &H, run: &Run, spent: &mut usize) {
+    host.publish(run).await;
+    *spent += run.lines as usize;
+    if *spent >= LINE_BUDGET {
+        tokio::task::yield_now().await;
+        *spent = 0;
     }
 }
 
@@ -172,14 +140,14 @@ async fn read_websocket<H: Host>(
     link: &H::Link,
     inbound: &mut Inbound,
     framing: &mut Framing,
-    batch: &mut Batch,
+    spent: &mut usize,
 ) -> Ended {
     if let Framing::Handshake(_) = framing {
         match websocket::opening(inbound.buffer()) {
             Opening::Incomplete => return Ended::No,
             Opening::Upgrade { response, consumed } => {
                 let _ = inbound.buffer().split_to(consumed);
-                own(link, |s| {
+                own(host, link, |s| {
                     s.open();
                     s.send_own(response)
                 });
@@ -189,7 +157,7 @@ async fn read_websocket<H: Host>(
                 *framing = Framing::Frames(decoder);
             }
             Opening::Http { response } => {
-                own(link, |s| {
+                own(host, link, |s| {
                     s.close_when_sent(CloseReason::Answered);
                     s.send_own(response)
                 });
@@ -203,16 +171,13 @@ async fn read_websocket<H: Host>(
     while let Some(event) = decoder.next(inbound.buffer()) {
         match event {
             Event::Lines(lines) => {
-                let mut start = 0;
-                for end in memchr::memchr_iter(b'\n', &lines) {
-                    batch.push(host, lines.slice(start..=end)).await;
-                    start = end + 1;
+                for run in Run::split(&lines) {
+                    publish(host, &run, spent).await;
                 }
-                batch.publish(host).await;
             }
-            Event::Reply(frame) => own(link, |s| s.send_own(frame)),
+            Event::Reply(frame) => own(host, link, |s| s.send_own(frame)),
             Event::Closed(frame) => {
-                own(link, |s| {
+                own(host, link, |s| {
                     s.close_when_sent(CloseReason::PeerClosed);
                     s.send_own(frame)
                 });
@@ -222,7 +187,7 @@ async fn read_websocket<H: Host>(
                 link.with(|s| {
                     tracing::info!(conn = s.id, peer = %s.peer, why, "websocket client broke the protocol; closing it");
                 });
-                own(link, |s| {
+                own(host, link, |s| {
                     s.close_when_sent(CloseReason::ProtocolError);
                     s.send_own(close)
                 });
@@ -234,8 +199,8 @@ async fn read_websocket<H: Host>(
 }
 
 /// Runs `f`, which queues something the server sends, and wakes the writer.
-fn own<L: Link>(link: &L, f: impl FnOnce(&mut Session) -> Action) {
+fn own<H: Host>(host: &H, link: &H::Link, f: impl FnOnce(&mut Session) -> Action) {
     if link.with(f) == Action::Wake {
-        link.wake_writer();
+        host.wake(link);
     }
 }

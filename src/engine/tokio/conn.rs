@@ -7,7 +7,7 @@ use std::net::Shutdown;
 use std::os::fd::AsRawFd as _;
 use std::sync::Mutex;
 
-use bytes::{BufMut as _, Bytes};
+use bytes::BufMut as _;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -36,34 +36,39 @@ impl Conn {
     }
 }
 
-impl Link for Conn {
-    fn with<R>(&self, f: impl FnOnce(&mut Session) -> R) -> R {
-        f(&mut self.session.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Through tokio, so that a refused send clears the socket's readiness
-    /// and [`writable`](Self::writable) waits for the next edge.
-    fn try_send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+impl Conn {
+    /// Sends without blocking, through tokio, so that a refused send
+    /// clears the socket's readiness and [`writable`](Self::writable)
+    /// waits for the next edge.
+    pub(super) fn try_send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.stream.try_io(Interest::WRITABLE, || {
             send_now(self.stream.as_raw_fd(), bufs)
         })
     }
 
-    fn wake_writer(&self) {
+    /// Wakes the writer (a permit is kept if it is not waiting).
+    pub(super) fn wake_writer(&self) {
         self.writer.notify_one();
     }
 
-    fn writer_woken(&self) -> impl Future<Output = ()> {
+    /// Resolves when the writer is woken.
+    pub(super) fn writer_woken(&self) -> impl Future<Output = ()> {
         self.writer.notified()
+    }
+
+    /// Waits for epoll to report the socket writable; sends nothing.
+    pub(super) async fn writable(&self) -> io::Result<()> {
+        self.stream.writable().await
+    }
+}
+
+impl Link for Conn {
+    fn with<R>(&self, f: impl FnOnce(&mut Session) -> R) -> R {
+        f(&mut self.session.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn room(&self) -> &Notify {
         &self.room
-    }
-
-    /// Waits for epoll to report the socket writable; sends nothing itself.
-    async fn writable(&self, _rest: Bytes) -> io::Result<usize> {
-        self.stream.writable().await.map(|()| 0)
     }
 
     async fn read(&self, inbound: &mut Inbound, max: usize) -> io::Result<usize> {

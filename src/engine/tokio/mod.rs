@@ -14,14 +14,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 
 use self::conn::Conn;
 use super::mesh::Doorbell;
-use super::session::{self, CloseReason, Cx, Host, Link as _, Session, Settings, SlowReport};
+use super::session::{self, CloseReason, Cx, Host, Link as _, Next, Session, Settings, SlowReport};
 use super::{
     Control, ExitWatch, IDLE_TICKS, Listening, Roster, accept_until_stopped, close_spread_out,
     failpoint, notified_until, sweep_idle_forever,
@@ -33,6 +32,7 @@ use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
 use crate::policy::limits::Gate;
 use crate::policy::patience::Patience;
+use crate::policy::run::Run;
 use crate::sys::net;
 use crate::sys::timer::FlushTimer;
 use crossbeam_queue::ArrayQueue;
@@ -73,7 +73,7 @@ pub(crate) fn start(
         next_id: AtomicUsize::new(0),
         readers: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
-        flushing: AtomicBool::new(false),
+        flushing: std::sync::OnceLock::new(),
         changed: Notify::new(),
         gate: Gate::new(config.max_clients),
         idle_timeout: config.idle_timeout,
@@ -197,7 +197,8 @@ struct Hub {
     next_id: AtomicUsize,
     readers: AtomicUsize,
     stopping: AtomicBool,
-    flushing: AtomicBool,
+    /// Since when nothing more is delivered (shutdown), if it is so.
+    flushing: std::sync::OnceLock<Instant>,
     changed: Notify,
     gate: Gate,
     idle_timeout: Option<Duration>,
@@ -216,7 +217,7 @@ struct Hub {
 const CLUSTER_QUEUE: usize = 16 * 1024;
 
 struct ClusterOut {
-    lines: ArrayQueue<Bytes>,
+    lines: ArrayQueue<Run>,
     bell: Doorbell,
 }
 
@@ -224,7 +225,7 @@ struct ClusterOut {
 struct BridgeLocal(Arc<ClusterOut>);
 
 impl crate::ops::cluster::LocalLines for BridgeLocal {
-    fn pop(&mut self) -> Option<Bytes> {
+    fn pop(&mut self) -> Option<Run> {
         self.0.lines.pop()
     }
 
@@ -245,11 +246,11 @@ struct BridgeRemote {
 }
 
 impl crate::ops::cluster::RemoteLines for BridgeRemote {
-    async fn deliver(&mut self, line: Bytes) {
+    async fn deliver(&mut self, run: Run) {
         // The bridge thread writes a metrics shard of its own.
         SHARD.with(|s| s.set(self.shard));
         if !self.hub.stopping() {
-            self.hub.deliver(std::slice::from_ref(&line)).await;
+            self.hub.deliver(std::slice::from_ref(&run)).await;
         }
     }
 
@@ -267,26 +268,37 @@ impl Host for Hub {
         }
     }
 
-    /// Delivers lines from a local client, and hands them to the cluster.
-    async fn publish(&self, msgs: &[Bytes]) {
+    /// Hands a local client's run to the cluster, telling the bridge at
+    /// once, then delivers it.
+    async fn publish(&self, run: &Run) {
         let shard = self.shard();
-        for msg in msgs {
-            shard.received(msg.len());
-            if let Some(out) = &self.cluster_out
-                && out.lines.push(msg.clone()).is_err()
-            {
-                shard.cluster_dropped(1);
+        shard.received(run.lines, run.bytes.len());
+        if let Some(out) = &self.cluster_out {
+            if out.lines.push(run.clone()).is_err() {
+                shard.cluster_dropped(run.lines as usize);
             }
+            out.bell.ring();
         }
-        if self.deliver(msgs).await {
+        if self.deliver(std::slice::from_ref(run)).await {
             // Everyone woken with us gets a turn before we take more room.
             tokio::task::yield_now().await;
         }
     }
 
-    fn lines_done(&self) {
-        if let Some(out) = &self.cluster_out {
-            out.bell.ring();
+    fn wake(&self, link: &Conn) {
+        link.wake_writer();
+    }
+
+    /// One send after the other: epoll has no way to hand many sockets
+    /// their bytes in one system call.
+    fn send_now(&self, links: &[&Conn]) {
+        let cx = self.cx();
+        for link in links {
+            let turn = link.with(|s| s.flush(|bufs| link.try_send(bufs), &cx));
+            if session::settled(self, link, turn) && link.with(|s| s.is_blocked()) {
+                // Its writer waits for the socket to take more.
+                link.wake_writer();
+            }
         }
     }
 
@@ -305,8 +317,8 @@ impl Host for Hub {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    fn flushing(&self) -> bool {
-        self.flushing.load(Ordering::SeqCst)
+    fn flushing(&self) -> Option<Instant> {
+        self.flushing.get().copied()
     }
 
     fn coalescer(&self) -> &Coalescer {
@@ -345,10 +357,10 @@ impl Hub {
         cached.unwrap_or_else(|| self.conns_mut().snapshot())
     }
 
-    /// Offers `msgs` to everyone connected now. Returns whether it waited
+    /// Offers `runs` to everyone connected now. Returns whether it waited
     /// for one of them.
-    async fn deliver(&self, msgs: &[Bytes]) -> bool {
-        session::deliver(self, &self.snapshot(), msgs).await
+    async fn deliver(&self, runs: &[Run]) -> bool {
+        session::deliver(self, &self.snapshot(), runs).await
     }
 
     async fn serve(
@@ -384,7 +396,7 @@ impl Hub {
         self.wait_changed(|| self.readers.load(Ordering::SeqCst) == 0)
             .await;
         // No reader is left, so no message is in flight: flush and close.
-        self.flushing.store(true, Ordering::SeqCst);
+        let _ = self.flushing.set(Instant::now());
         for link in self.conns().iter() {
             link.wake_writer();
         }
@@ -423,7 +435,66 @@ impl Hub {
         let (hub, reader) = (Arc::clone(self), Arc::clone(&conn));
         tokio::spawn(async move { session::read_loop(&*hub, &*reader).await });
         let hub = Arc::clone(self);
-        tokio::spawn(async move { session::write_loop(&*hub, &*conn).await });
+        tokio::spawn(async move { hub.write_loop(&conn).await });
+    }
+
+    /// A connection's writer: hands what is queued to the kernel,
+    /// coalesced while the runtime is busy, and waits for the socket when
+    /// the kernel refuses, until the connection closes.
+    async fn write_loop(&self, conn: &Conn) {
+        // A flush came while this writer waited to coalesce.
+        let mut flush_due = false;
+        loop {
+            let cx = self.cx();
+            let coalescer = &self.coalescer;
+            let next = conn.with(|s| {
+                s.next(self.flushing(), &cx, |out| {
+                    !flush_due && coalescer.should_wait(out)
+                })
+            });
+            match next {
+                Next::Exit => return,
+                Next::Close(reason) => {
+                    session::close(self, conn, reason);
+                    return;
+                }
+                Next::Sleep => conn.writer_woken().await,
+                Next::Coalesce => {
+                    tokio::select! {
+                        () = coalescer.next_flush() => flush_due = true,
+                        () = conn.writer_woken() => {}
+                    }
+                }
+                Next::Send => {
+                    flush_due = false;
+                    let turn = conn.with(|s| s.flush(|bufs| conn.try_send(bufs), &cx));
+                    if !session::settled(self, conn, turn) {
+                        return;
+                    }
+                }
+                Next::Wait { give_up } => {
+                    let deadline = async {
+                        match give_up {
+                            Some(at) => tokio::time::sleep_until(at.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        writable = conn.writable() => match writable {
+                            Ok(()) => conn.with(|s| s.writable()),
+                            Err(_) => {
+                                session::close(self, conn, CloseReason::WriteError);
+                                return;
+                            }
+                        },
+                        // Shutdown may have begun: look again.
+                        () = conn.writer_woken() => {}
+                        // The drain's stall time passed: `next` says so.
+                        () = deadline => {}
+                    }
+                }
+            }
+        }
     }
 
     async fn wait_changed(&self, ready: impl Fn() -> bool) {

@@ -1,28 +1,29 @@
 //! One client connection on a `uring` core: the runtime glue the shared
-//! [`crate::engine::session`] code needs, and nothing else.
+//! [`crate::engine::session`] code needs, and nothing else. Its sends and
+//! its waits for room go through the core's send ring (see
+//! [`crate::sys::sendring`]).
 
-use std::cell::RefCell;
-use std::future::Future;
-use std::io::{self, IoSlice};
+use std::cell::{Cell, RefCell};
+use std::io;
 use std::net::Shutdown;
-use std::os::fd::AsRawFd as _;
+use std::os::fd::{AsRawFd as _, RawFd};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_uring::buf::BoundedBuf as _;
 use tokio_uring::net::TcpStream;
 
 use crate::engine::session::{Link, Session};
 use crate::policy::inbound::Inbound;
-use crate::sys::send::send_now;
 
 pub(super) struct Conn {
     session: RefCell<Session>,
     stream: TcpStream,
-    /// Wakes the writer (one waiter; a permit is kept if it is busy).
-    writer: Notify,
     /// Wakes deliverers waiting for room in the queue.
     room: Notify,
+    /// In the core's list of connections with something to send.
+    pub(super) due: Cell<bool>,
+    /// A wait for the socket to take more is armed on the send ring.
+    pub(super) polling: Cell<bool>,
 }
 
 impl Conn {
@@ -30,9 +31,15 @@ impl Conn {
         Self {
             session: RefCell::new(session),
             stream,
-            writer: Notify::new(),
             room: Notify::new(),
+            due: Cell::new(false),
+            polling: Cell::new(false),
         }
+    }
+
+    /// The socket, for the send ring.
+    pub(super) fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
     }
 }
 
@@ -41,30 +48,8 @@ impl Link for Conn {
         f(&mut self.session.borrow_mut())
     }
 
-    fn try_send(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        send_now(self.stream.as_raw_fd(), bufs)
-    }
-
-    fn wake_writer(&self) {
-        self.writer.notify_one();
-    }
-
-    fn writer_woken(&self) -> impl Future<Output = ()> {
-        self.writer.notified()
-    }
-
     fn room(&self) -> &Notify {
         &self.room
-    }
-
-    /// Hands `rest` to the kernel through the ring: the write completes
-    /// once the socket has room for some of it.
-    async fn writable(&self, rest: Bytes) -> io::Result<usize> {
-        let (result, _) = self.stream.write(rest).submit().await;
-        match result {
-            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
-            other => other,
-        }
     }
 
     async fn read(&self, inbound: &mut Inbound, max: usize) -> io::Result<usize> {

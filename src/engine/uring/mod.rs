@@ -1,13 +1,21 @@
 //! The `uring` engine: one pinned OS thread per core, each running its own
 //! tokio-uring runtime with its own SO_REUSEPORT listener.
 //!
-//! A core owns its connections outright (`Rc`, `RefCell`, no locks). A
-//! message read on core `i` is delivered to core `i`'s connections directly
-//! and pushed onto the ring towards every other core, whose drainer task
-//! delivers it there. See [`super::mesh`]. Everything a connection does is
-//! in [`super::session`]; this module only runs it on io_uring.
+//! A core owns its connections outright (`Rc`, `RefCell`, no locks). A run
+//! of lines read on core `i` is pushed onto the ring towards every other
+//! core, whose drainer task delivers it there, and delivered to core `i`'s
+//! connections. See [`super::mesh`]. Everything a connection does is in
+//! [`super::session`]; this module only runs it on io_uring.
+//!
+//! A core's sends go through its send ring ([`crate::sys::sendring`]):
+//! deliveries mark connections due, and the core's flusher, once the tasks
+//! that were ready with it have run, hands every due queue to the kernel in
+//! one submission. A queue that fills mid-delivery goes at once, with the
+//! others that filled in the same delivery. A socket that refuses gets a
+//! poll for room on the same ring.
 
 mod conn;
+mod flush;
 
 use std::cell::{Cell, RefCell};
 use std::net::TcpListener as StdListener;
@@ -17,11 +25,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_uring::net::TcpListener;
 
 use self::conn::Conn;
+use self::flush::Flusher;
 use super::mesh::{self, Doorbell, Inbox, Outbox, Pushed};
 use super::session::{self, CloseReason, Cx, Host, Link as _, Session, SlowReport};
 use super::{
@@ -32,15 +40,16 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::ops::clients::{self, Transport};
 use crate::ops::metrics::{Metrics, Shard};
-use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
+use crate::policy::coalesce::Coalescer;
 use crate::policy::limits::Gate;
 use crate::policy::patience::Patience;
+use crate::policy::run::Run;
 use crate::sys::net::{self, URING_ENTRIES};
-use crate::sys::timer::FlushTimer;
+use crate::sys::sendring::SendRing;
 
-/// Messages a drainer takes from one ring before looking at the next, and
-/// before the core's writers run: each writer then sends what the batch
-/// queued in one go (docs/decisions/0026).
+/// Lines a drainer takes from one ring before looking at the next, and
+/// before the core's other tasks run: the flusher then sends what the
+/// batch queued in one go (docs/decisions/0026).
 const RING_BATCH: usize = 256;
 
 /// State every core sees: how many cores have stopped reading.
@@ -86,8 +95,6 @@ pub(crate) fn start(
             conn: config.session_settings(),
             idle_timeout: config.idle_timeout,
             lame_duck: config.lame_duck,
-            coalesce: config.coalesce,
-            coalesce_above: config.coalesce_above,
         };
         let (metrics, control, shared, ready_tx) = (
             Arc::clone(metrics),
@@ -102,10 +109,11 @@ pub(crate) fn start(
                 if let Some(id) = pin_to {
                     core_affinity::set_for_current(id);
                 }
-                let runtime = match tokio_uring::Runtime::new(
-                    tokio_uring::builder().entries(URING_ENTRIES),
-                ) {
-                    Ok(rt) => rt,
+                let rings =
+                    tokio_uring::Runtime::new(tokio_uring::builder().entries(URING_ENTRIES))
+                        .and_then(|rt| Ok((rt, SendRing::new(crate::sys::sendring::SETUP)?)));
+                let (runtime, ring) = match rings {
+                    Ok(rings) => rings,
                     Err(source) => {
                         let _ = ready_tx.send(Err(Error::Runtime {
                             engine: "uring",
@@ -123,14 +131,17 @@ pub(crate) fn start(
                     conns: RefCell::new(Roster::new()),
                     outbox,
                     shared,
+                    flusher: Flusher::new(ring),
                     stopping: Cell::new(false),
                     rings_closed: Cell::new(false),
-                    flushing: Cell::new(false),
+                    flushing: Cell::new(None),
                     readers: Cell::new(0),
                     next_id: Cell::new(0),
                     tick: Cell::new(0),
                     changed: tokio::sync::Notify::new(),
-                    coalescer: Coalescer::new(settings.coalesce, settings.coalesce_above),
+                    // Sends are coalesced by the flusher's rounds, not by
+                    // a timer: this one is off.
+                    coalescer: Coalescer::new(Duration::ZERO, 0),
                     patience: Patience::new(settings.conn.grace, Instant::now()),
                 });
                 runtime.block_on(core.run(listener, inbox, inspections, control));
@@ -174,8 +185,6 @@ struct Settings {
     conn: session::Settings,
     idle_timeout: Option<Duration>,
     lame_duck: Option<Duration>,
-    coalesce: Duration,
-    coalesce_above: u64,
 }
 
 /// One core: its connections, its rings, its counters.
@@ -184,14 +193,16 @@ struct Core {
     settings: Settings,
     metrics: Arc<Metrics>,
     conns: RefCell<Roster<Rc<Conn>>>,
-    outbox: Outbox,
+    outbox: Outbox<Run>,
     shared: Arc<Shared>,
+    /// Hands the core's queues to the kernel.
+    flusher: Flusher,
     /// Shutdown began: readers stop after their current read.
     stopping: Cell<bool>,
     /// Every core has stopped reading: once the rings are empty, nothing more arrives.
     rings_closed: Cell<bool>,
-    /// Rings are drained: writers close their connection once their queue is empty.
-    flushing: Cell<bool>,
+    /// Rings are drained, since when: connections close once their queue is empty.
+    flushing: Cell<Option<Instant>>,
     /// Reader tasks still running.
     readers: Cell<usize>,
     next_id: Cell<u64>,
@@ -216,35 +227,40 @@ impl Host for Core {
         }
     }
 
-    /// To every other core first, so they start writing while this core
-    /// delivers locally.
-    async fn publish(&self, lines: &[Bytes]) {
+    /// To every other core first, told at once, so they start writing
+    /// while this core delivers locally, and hear of the run before this
+    /// core waits for any client of its own.
+    async fn publish(&self, run: &Run) {
+        self.shard().received(run.lines, run.bytes.len());
         let mut waited = false;
-        for line in lines {
-            self.shard().received(line.len());
-            for peer in self.outbox.peers() {
-                // A full ring stops reading this client until that core (or
-                // the cluster bridge) catches up.
-                let (pushed, wait) = self.outbox.push(peer, line.clone()).await;
-                waited |= wait;
-                if pushed == Pushed::Abandoned {
-                    // Only the bridge leaves before the cores do.
-                    self.shard().cluster_dropped(1);
-                }
+        for peer in self.outbox.peers() {
+            // A full ring stops reading this client until that core (or
+            // the cluster bridge) catches up.
+            let (pushed, wait) = self.outbox.push(peer, run.clone()).await;
+            waited |= wait;
+            if pushed == Pushed::Abandoned {
+                // Only the bridge leaves before the cores do.
+                self.shard().cluster_dropped(run.lines as usize);
             }
         }
-        waited |= self.deliver_local(lines).await;
+        self.outbox.ring();
+        waited |= self.deliver_local(std::slice::from_ref(run)).await;
         if waited {
             // Everyone woken with us gets a turn before we take more room.
             tokio::task::yield_now().await;
         }
     }
 
-    fn lines_done(&self) {
-        self.outbox.ring();
+    fn wake(&self, link: &Conn) {
+        self.flusher.mark(link);
+    }
+
+    fn send_now(&self, links: &[&Conn]) {
+        self.flusher.send(self, links);
     }
 
     fn forget(&self, link: &Conn) {
+        self.flusher.forget(link);
         self.conns.borrow_mut().remove(link.with(|s| s.key()));
         self.shared.gate.release();
         self.changed.notify_waiters();
@@ -259,7 +275,7 @@ impl Host for Core {
         self.stopping.get()
     }
 
-    fn flushing(&self) -> bool {
+    fn flushing(&self) -> Option<Instant> {
         self.flushing.get()
     }
 
@@ -284,7 +300,7 @@ impl Core {
     async fn run(
         self: Rc<Self>,
         listening: Listening,
-        inbox: Inbox,
+        inbox: Inbox<Run>,
         inspections: mpsc::UnboundedReceiver<clients::Request>,
         control: Control,
     ) {
@@ -294,8 +310,8 @@ impl Core {
         }
         tokio_uring::spawn(Rc::clone(&self).drain_rings(inbox));
         tokio_uring::spawn(Rc::clone(&self).answer_inspections(inspections));
-        let core = Rc::clone(&self);
-        tokio_uring::spawn(async move { core.coalescer.run_with(UringTimer::new).await });
+        tokio_uring::spawn(flush::flush_forever(Rc::clone(&self)));
+        tokio_uring::spawn(flush::reap_polls_forever(Rc::clone(&self)));
         if let Some(timeout) = self.settings.idle_timeout {
             tokio_uring::spawn(Rc::clone(&self).sweep_idle(timeout));
         }
@@ -390,10 +406,8 @@ impl Core {
         self.shard().accepted();
         self.readers.set(self.readers.get() + 1);
         tracing::debug!(conn = id, %peer, core = self.index, "connected");
-        let (core, reader) = (Rc::clone(self), Rc::clone(&conn));
-        tokio_uring::spawn(async move { session::read_loop(&*core, &*reader).await });
         let core = Rc::clone(self);
-        tokio_uring::spawn(async move { session::write_loop(&*core, &*conn).await });
+        tokio_uring::spawn(async move { session::read_loop(&*core, &*conn).await });
     }
 
     /// Ends every reader: shutting down the read side makes pending reads
@@ -426,11 +440,11 @@ impl Core {
         }
     }
 
-    /// Offers `msgs` to everyone connected to this core now. Returns
+    /// Offers `runs` to everyone connected to this core now. Returns
     /// whether it waited for one of them.
-    async fn deliver_local(&self, msgs: &[Bytes]) -> bool {
+    async fn deliver_local(&self, runs: &[Run]) -> bool {
         let conns = self.conns.borrow_mut().snapshot();
-        session::deliver(self, &conns, msgs).await
+        session::deliver(self, &conns, runs).await
     }
 
     /// Tells whoever asks (`/clients`) how this core's clients are doing.
@@ -469,17 +483,19 @@ impl Core {
     /// client's grace (see [`crate::policy::outbound`]), at most once per
     /// slow episode, and every other client of the core gets the line
     /// first.
-    async fn drain_rings(self: Rc<Self>, mut inbox: Inbox) {
-        let mut batch: Vec<Bytes> = Vec::with_capacity(RING_BATCH);
+    async fn drain_rings(self: Rc<Self>, mut inbox: Inbox<Run>) {
+        let mut batch: Vec<Run> = Vec::with_capacity(RING_BATCH);
         loop {
             let closed = self.rings_closed.get();
             let mut any = false;
             for peer in inbox.peers() {
-                while batch.len() < RING_BATCH {
-                    let Some(msg) = inbox.pop_from(peer) else {
+                let mut lines = 0;
+                while lines < RING_BATCH {
+                    let Some(run) = inbox.pop_from(peer) else {
                         break;
                     };
-                    batch.push(msg);
+                    lines += run.lines as usize;
+                    batch.push(run);
                 }
                 if batch.is_empty() {
                     continue;
@@ -498,56 +514,25 @@ impl Core {
             }
             inbox.wait_or(|| self.rings_closed.get()).await;
         }
-        self.flushing.set(true);
+        // Nothing more arrives: every connection closes once its queue is
+        // out, or once its socket has taken nothing for a while.
+        self.flushing.set(Some(Instant::now()));
         for link in self.conns.borrow().iter() {
-            link.wake_writer();
+            self.flusher.mark(link);
         }
-    }
-}
-
-/// The coalescer's timer on io_uring: a timerfd, read through the ring.
-struct UringTimer {
-    timer: FlushTimer,
-    file: tokio_uring::fs::File,
-    buf: Option<Vec<u8>>,
-}
-
-impl UringTimer {
-    fn new() -> std::io::Result<Self> {
-        let timer = FlushTimer::new(false)?;
-        let fd = timer.fd().try_clone_to_owned()?;
-        Ok(Self {
-            timer,
-            file: tokio_uring::fs::File::from_std(std::fs::File::from(fd)),
-            buf: Some(vec![0; 8]),
-        })
-    }
-}
-
-impl Timer for UringTimer {
-    async fn sleep(&mut self, after: Duration) {
-        let buf = self.buf.take().unwrap_or_else(|| vec![0; 8]);
-        if self.timer.arm(after).is_ok() {
-            // The read completes when the timer expires.
-            let (result, buf) = self.file.read_at(buf, 0).await;
-            self.buf = Some(buf);
-            if result.is_ok() {
-                return;
-            }
-        }
-        TokioTimer.sleep(after).await;
+        tokio_uring::spawn(flush::close_stalled(Rc::clone(&self)));
     }
 }
 
 /// The bridge's view of the cores' rings towards it.
-struct BridgeLocal(Inbox);
+struct BridgeLocal(Inbox<Run>);
 
 impl crate::ops::cluster::LocalLines for BridgeLocal {
-    fn pop(&mut self) -> Option<Bytes> {
+    fn pop(&mut self) -> Option<Run> {
         let peers = self.0.peers();
         for core in peers {
-            if let Some(line) = self.0.pop_from(core) {
-                return Some(line);
+            if let Some(run) = self.0.pop_from(core) {
+                return Some(run);
             }
         }
         None
@@ -566,15 +551,15 @@ impl crate::ops::cluster::LocalLines for BridgeLocal {
 
 /// The bridge's rings towards every core.
 struct BridgeRemote {
-    outbox: Outbox,
+    outbox: Outbox<Run>,
     stop: tokio_util::sync::CancellationToken,
 }
 
 impl crate::ops::cluster::RemoteLines for BridgeRemote {
-    async fn deliver(&mut self, line: Bytes) {
+    async fn deliver(&mut self, run: Run) {
         for core in self.outbox.peers() {
             tokio::select! {
-                _ = self.outbox.push(core, line.clone()) => {}
+                _ = self.outbox.push(core, run.clone()) => {}
                 // Shutting down: lines from other nodes are not flushed.
                 () = self.stop.cancelled() => return,
             }

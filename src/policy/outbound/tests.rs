@@ -1,6 +1,7 @@
 //! Unit tests of the outbound policy, without sockets.
 
 use super::*;
+use crate::policy::run::Run;
 
 fn msg(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -38,21 +39,36 @@ impl Socket {
     }
 }
 
+/// Offers the one-line run `s` as an engine does: when the queue is full
+/// and the kernel has not refused since, the queue goes to `sock` at once
+/// and the rest is offered again.
+fn offer_at(q: &mut Outbound, s: &str, sock: &mut Socket, at: Instant) -> Offer {
+    offer_run(q, &msg(s), sock, at)
+}
+
+fn offer_run(q: &mut Outbound, run: &Bytes, sock: &mut Socket, at: Instant) -> Offer {
+    let lines = Run::of(run.clone()).lines;
+    let mut from = 0;
+    loop {
+        let rest = run.slice(Kind::Lines.offset_of(run, from)..);
+        match q.offer(&rest, lines - from, Kind::Lines, || at) {
+            Offer::Full { took } => {
+                from += took;
+                if let Flushed::Failed(e) = flush(q, sock) {
+                    panic!("the socket failed: {e}");
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 fn offer(q: &mut Outbound, s: &str, sock: &mut Socket) -> Offer {
-    q.offer(
-        &msg(s),
-        |b| sock.send(b),
-        Instant::now,
-        &mut Sent::default(),
-    )
+    offer_at(q, s, sock, Instant::now())
 }
 
 fn flush(q: &mut Outbound, sock: &mut Socket) -> Flushed {
     q.flush(|b| sock.send(b), &mut Sent::default())
-}
-
-fn offer_at(q: &mut Outbound, s: &str, sock: &mut Socket, at: Instant) -> Offer {
-    q.offer(&msg(s), |b| sock.send(b), || at, &mut Sent::default())
 }
 
 const GRACE: Duration = Duration::from_millis(5);
@@ -81,7 +97,7 @@ fn a_full_allowance_holds_once_for_the_grace_and_room_ends_it() {
     let (mut q, mut sock) = full(t0);
     let until = t0 + GRACE;
     assert!(
-        matches!(offer_at(&mut q, "b\n", &mut sock, t0), Offer::Hold { until: u } if u == until)
+        matches!(offer_at(&mut q, "b\n", &mut sock, t0), Offer::Hold { until: u, .. } if u == until)
     );
     assert!(!q.has_room() && q.is_behind());
     // The client reads: the writer drains the queue, and the held
@@ -114,7 +130,7 @@ fn ending_the_grace_early_drops_the_held_message_and_starts_the_cooldown() {
     q.end_grace(early);
     assert!(matches!(
         offer_at(&mut q, "b\n", &mut sock, early),
-        Offer::Dropped { started: true }
+        Offer::Dropped { started: true, .. }
     ));
     // It used a grace up: the next time it is behind, no grace.
     sock.room = usize::MAX;
@@ -127,7 +143,7 @@ fn ending_the_grace_early_drops_the_held_message_and_starts_the_cooldown() {
     offer_at(&mut q, "c\n", &mut sock, early);
     assert!(matches!(
         offer_at(&mut q, "d\n", &mut sock, early),
-        Offer::Dropped { started: true }
+        Offer::Dropped { started: true, .. }
     ));
     assert!(q.ran_out_before());
     // Ending a grace that is not running changes nothing.
@@ -136,7 +152,7 @@ fn ending_the_grace_early_drops_the_held_message_and_starts_the_cooldown() {
     offer_at(&mut q, "a\n", &mut sock, t0);
     assert!(matches!(
         offer_at(&mut q, "b\n", &mut sock, t0),
-        Offer::Hold { until } if until == t0 + GRACE
+        Offer::Hold { until, .. } if until == t0 + GRACE
     ));
 }
 
@@ -161,12 +177,12 @@ fn progress_does_not_renew_the_grace() {
     ));
     let later = t0 + GRACE / 2;
     assert!(
-        matches!(offer_at(&mut q, "d\n", &mut sock, later), Offer::Hold { until } if until == t0 + GRACE),
+        matches!(offer_at(&mut q, "d\n", &mut sock, later), Offer::Hold { until, .. } if until == t0 + GRACE),
         "the same deadline, not a new one"
     );
     assert!(matches!(
         offer_at(&mut q, "d\n", &mut sock, t0 + GRACE),
-        Offer::Dropped { started: true }
+        Offer::Dropped { started: true, .. }
     ));
     assert!(q.episode().is_some());
 }
@@ -185,7 +201,7 @@ fn a_client_that_used_its_grace_up_gets_none_for_a_cooldown_that_doubles() {
         now += GRACE;
         assert!(matches!(
             offer_at(&mut q, "x\n", &mut sock, now),
-            Offer::Dropped { started: true }
+            Offer::Dropped { started: true, .. }
         ));
         // It catches up, and fills again within the cooldown: no wait.
         assert!(matches!(
@@ -196,7 +212,7 @@ fn a_client_that_used_its_grace_up_gets_none_for_a_cooldown_that_doubles() {
         assert!(
             matches!(
                 offer_at(&mut q, "z\n", &mut sock, now + cooldown - GRACE),
-                Offer::Dropped { started: true }
+                Offer::Dropped { started: true, .. }
             ),
             "round {round}: still cooling down"
         );
@@ -222,7 +238,7 @@ fn a_client_that_used_its_grace_up_gets_none_for_a_cooldown_that_doubles() {
     now += GRACE;
     assert!(matches!(
         offer_at(&mut q, "x\n", &mut sock, now),
-        Offer::Dropped { started: true }
+        Offer::Dropped { started: true, .. }
     ));
     catch_up_and_refill(&mut q, &mut sock, now);
     assert!(
@@ -305,7 +321,7 @@ fn a_slow_client_drops_until_it_has_caught_up_completely() {
     offer(&mut q, "b\n", &mut sock);
     assert!(matches!(
         offer(&mut q, "c\n", &mut sock),
-        Offer::Dropped { started: true }
+        Offer::Dropped { started: true, .. }
     ));
     // It reads one message' worth: room in the queue, but still behind.
     sock.room = 2;
@@ -314,7 +330,7 @@ fn a_slow_client_drops_until_it_has_caught_up_completely() {
     assert_eq!(q.len(), 1);
     assert!(matches!(
         offer(&mut q, "d\n", &mut sock),
-        Offer::Dropped { started: false }
+        Offer::Dropped { started: false, .. }
     ));
     sock.room = 100;
     q.unblock();
@@ -346,20 +362,168 @@ fn no_send_while_the_engine_waits_on_the_socket() {
     assert!(matches!(flush(&mut q, &mut sock), Flushed::Blocked));
     assert!(matches!(
         offer(&mut q, "gh\n", &mut sock),
-        Offer::Dropped { started: true }
+        Offer::Dropped { started: true, .. }
     ));
     assert_eq!(sock.calls, calls, "blocked: the socket is not touched");
-    // The engine's own asynchronous send of the front finishes it.
-    assert_eq!(q.front().as_deref(), Some(&b"cd\n"[..]));
-    let mut sent = Sent::default();
-    q.sent_async(3, &mut sent);
-    assert_eq!(sent.messages, 1);
+    // The socket is writable: what is queued goes, and the episode ends.
     q.unblock();
     assert!(matches!(
         flush(&mut q, &mut sock),
         Flushed::Drained { caught_up: Some(_) }
     ));
-    assert_eq!(sock.got, b"ab\nef\n");
+    assert_eq!(sock.got, b"ab\ncd\nef\n");
+}
+
+#[test]
+fn whatever_send_takes_the_last_byte_ends_the_episode() {
+    // A queue of one, refused mid-message: the send that finishes the
+    // message empties the queue, and that alone ends the slow episode.
+    let mut q = Outbound::new(1, Duration::ZERO);
+    let mut sock = Socket::with_room(2);
+    offer(&mut q, "abcd\n", &mut sock);
+    assert!(matches!(flush(&mut q, &mut sock), Flushed::Blocked));
+    assert!(matches!(
+        offer(&mut q, "x\n", &mut sock),
+        Offer::Dropped { started: true, .. }
+    ));
+    assert!(q.episode().is_some());
+    q.unblock();
+    let mut buf = Owned::default();
+    let offered = q.fill(&mut buf);
+    assert_eq!((offered, &buf.bytes[..]), (3, &b"cd\n"[..]));
+    assert!(matches!(
+        q.sent(Ok(3), offered, &mut Sent::default()),
+        Flushed::Drained { caught_up: Some(_) }
+    ));
+    assert!(q.episode().is_none() && q.is_empty());
+    assert!(matches!(
+        offer(&mut q, "y\n", &mut sock),
+        Offer::Queued { wake: true }
+    ));
+}
+
+/// A [`SendBuf`] that copies everything, as an engine that sends later
+/// keeps what it sends.
+#[derive(Default)]
+struct Owned {
+    bytes: Vec<u8>,
+    pieces: usize,
+}
+
+impl SendBuf<'_> for Owned {
+    fn copy(&mut self, part: &[u8]) {
+        self.bytes.extend_from_slice(part);
+    }
+
+    fn refer(&mut self, bytes: &Bytes, start: usize) {
+        self.bytes.extend_from_slice(&bytes[start..]);
+        self.pieces += 1;
+    }
+}
+
+#[test]
+fn a_run_is_one_entry_counted_as_its_messages_and_cut_where_it_stops_fitting() {
+    let mut q = Outbound::new(5, Duration::ZERO);
+    let run = msg("a\nb\nc\n");
+    assert!(matches!(
+        q.offer(&run, 3, Kind::Lines, Instant::now),
+        Offer::Queued { wake: true }
+    ));
+    assert_eq!((q.len(), q.bytes()), (3, 6));
+    // Room for two of three: those two go in, and the kernel is asked.
+    assert!(matches!(
+        q.offer(&msg("d\ne\nf\n"), 3, Kind::Lines, Instant::now),
+        Offer::Full { took: 2 }
+    ));
+    assert_eq!((q.len(), q.bytes()), (5, 10));
+    // The kernel takes a line and a half: one message more is whole.
+    let mut sent = Sent::default();
+    let mut buf = Owned::default();
+    let offered = q.fill(&mut buf);
+    assert_eq!(&buf.bytes[..], b"a\nb\nc\nd\ne\n");
+    assert!(matches!(
+        q.sent(Ok(3), offered, &mut sent),
+        Flushed::Blocked
+    ));
+    assert_eq!((sent.messages, sent.bytes, q.len()), (1, 3, 4));
+    // That made room for one; the next is refused and dropped: the queue
+    // keeps the oldest.
+    assert!(matches!(
+        q.offer(&msg("f\n"), 1, Kind::Lines, Instant::now),
+        Offer::Queued { wake: false }
+    ));
+    assert!(matches!(
+        q.offer(&msg("g\n"), 1, Kind::Lines, Instant::now),
+        Offer::Dropped {
+            started: true,
+            took: 0,
+            dropped: 1
+        }
+    ));
+    q.unblock();
+    let mut sock = Socket::with_room(100);
+    let mut sent = Sent::default();
+    assert!(matches!(
+        q.flush(|b| sock.send(b), &mut sent),
+        Flushed::Drained { caught_up: Some(_) }
+    ));
+    assert_eq!(sock.got, b"\nc\nd\ne\nf\n");
+    assert_eq!((sent.messages, sent.bytes, sent.sends), (5, 9, 1));
+}
+
+#[test]
+fn partial_sends_of_frames_count_whole_frames() {
+    let frames: Vec<Bytes> = ["one", "two", "three"]
+        .iter()
+        .map(|l| crate::policy::websocket::frame_line(l.as_bytes()))
+        .collect();
+    let run: Bytes = frames.concat().into();
+    let mut q = Outbound::new(10, Duration::ZERO);
+    q.offer(&run, 3, Kind::Frames, Instant::now);
+    let mut sent = Sent::default();
+    // The whole first frame and the header of the second.
+    let n = frames[0].len() + 2;
+    assert!(matches!(
+        q.sent(Ok(n), run.len(), &mut sent),
+        Flushed::Blocked
+    ));
+    assert_eq!((sent.messages, q.len()), (1, 2));
+    let rest = run.len() - n;
+    assert!(matches!(
+        q.sent(Ok(rest), rest, &mut sent),
+        Flushed::Drained { .. }
+    ));
+    assert_eq!((sent.messages, sent.bytes, q.len()), (3, run.len(), 0));
+}
+
+#[test]
+fn the_servers_own_bytes_are_not_messages() {
+    let mut q = Outbound::new(1, Duration::ZERO);
+    q.push_own(msg("pong"));
+    q.push_own(msg("pong"));
+    assert!(q.has_room(), "own bytes take no room");
+    assert!(matches!(
+        q.offer(&msg("a\n"), 1, Kind::Lines, Instant::now),
+        Offer::Queued { .. }
+    ));
+    assert_eq!((q.len(), q.bytes(), q.own_bytes()), (1, 10, 8));
+    let mut sock = Socket::with_room(100);
+    let mut sent = Sent::default();
+    q.flush(|b| sock.send(b), &mut sent);
+    assert_eq!(
+        sent,
+        Sent {
+            messages: 1,
+            bytes: 2,
+            own_bytes: 8,
+            sends: 1
+        }
+    );
+    // A send of own bytes alone is not a send of messages.
+    q.push_own(msg("pong"));
+    let mut sent = Sent::default();
+    q.flush(|b| sock.send(b), &mut sent);
+    assert_eq!((sent.sends, sent.own_bytes, q.own_bytes()), (0, 4, 0));
 }
 
 #[test]
@@ -379,10 +543,10 @@ fn partial_sends_resume_mid_message() {
         Sent {
             messages: 0,
             bytes: 5,
+            own_bytes: 0,
             sends: 1
         }
     );
-    assert_eq!(q.front().as_deref(), Some(&b"\n"[..]));
     assert_eq!(q.bytes(), 7);
     sock.room = 100;
     q.unblock();
@@ -396,6 +560,7 @@ fn partial_sends_resume_mid_message() {
         Sent {
             messages: 2,
             bytes: 7,
+            own_bytes: 0,
             sends: 1
         }
     );
@@ -449,10 +614,6 @@ fn a_failing_socket_is_reported() {
     let mut q = Outbound::new(1, Duration::ZERO);
     offer(&mut q, "a\n", &mut Socket::with_room(0));
     let broken = |_: &[IoSlice<'_>]| Err(io::Error::from(io::ErrorKind::BrokenPipe));
-    assert!(matches!(
-        q.offer(&msg("b\n"), broken, Instant::now, &mut Sent::default()),
-        Offer::Failed(_)
-    ));
     assert!(matches!(
         q.flush(broken, &mut Sent::default()),
         Flushed::Failed(_)

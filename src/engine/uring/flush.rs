@@ -1,0 +1,317 @@
+//! A core's writer: every queue the core has to send goes to the kernel
+//! through the core's send ring, many connections to one submission.
+//!
+//! Deliveries mark connections due ([`Flusher::mark`]). The flusher task
+//! wakes at the first, lets the tasks that were ready with it run (readers
+//! and drainers that queue more in the same round), then sends every due
+//! queue at once ([`Flusher::send`]). So what piles up during a busy round
+//! goes out in one send per connection, with no timer, and a quiet core
+//! sends a line as soon as it is delivered. A queue that fills during a
+//! delivery goes at once, with the others that filled in that delivery
+//! ([`crate::engine::session::Host::send_now`]). Every answer is settled by
+//! the shared policy; a socket that refuses gets a poll for room, whose
+//! reports mark the connection due again. That poll is multishot and stays
+//! armed until the connection closes (see [`crate::sys::sendring`] for
+//! why): a connection arms at most one, the first time its socket refuses.
+
+use std::cell::RefCell;
+use std::ops::Deref;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+
+use super::conn::Conn;
+use super::{Core, notified_until};
+use crate::engine::session::{self, Host as _, Link as _, Next};
+use crate::sys::sendring::SendRing;
+
+/// One core's writer. See the module documentation.
+pub(super) struct Flusher {
+    ring: RefCell<SendRing>,
+    /// Roster keys of connections marked due since the last round.
+    due: RefCell<Vec<usize>>,
+    /// Wakes the flusher task when the first connection becomes due.
+    wanted: Notify,
+    /// Wakes the poll reaper when a poll is armed.
+    armed: Notify,
+    /// Polls of closed connections, to remove once the ring is free (a
+    /// connection may close while a batch is being answered).
+    cancels: RefCell<Vec<u64>>,
+    scratch: RefCell<Scratch>,
+}
+
+/// What one round of sends keeps track of, reused from round to round.
+#[derive(Default)]
+struct Scratch {
+    /// Each send of the batch: the connection's index, and the bytes offered.
+    sends: Vec<(usize, usize)>,
+    /// Connections to look at again once the batch is answered.
+    after: Vec<usize>,
+    /// What the polls reported: token, and whether the poll ended.
+    woken: Vec<(u64, bool)>,
+}
+
+impl Flusher {
+    pub(super) fn new(ring: SendRing) -> Self {
+        Self {
+            ring: RefCell::new(ring),
+            due: RefCell::new(Vec::new()),
+            wanted: Notify::new(),
+            armed: Notify::new(),
+            cancels: RefCell::new(Vec::new()),
+            scratch: RefCell::new(Scratch::default()),
+        }
+    }
+
+    /// `conn` has something to send, or a state to look at: it goes in the
+    /// next round.
+    pub(super) fn mark(&self, conn: &Conn) {
+        if conn.due.replace(true) {
+            return;
+        }
+        let mut due = self.due.borrow_mut();
+        due.push(conn.with(|s| s.key()));
+        if due.len() == 1 {
+            self.wanted.notify_one();
+        }
+    }
+
+    /// Hands the queue of each of `conns` to the kernel, all in one
+    /// submission, and settles the answers: each connection then has sent
+    /// everything, is marked due for more, waits for room, or is closed.
+    pub(super) fn send<L: Deref<Target = Conn>>(&self, core: &Core, conns: &[L]) {
+        let cx = core.cx();
+        let flushing = core.flushing();
+        let mut scratch = self.scratch.borrow_mut();
+        let Scratch {
+            sends,
+            after,
+            woken,
+        } = &mut *scratch;
+        sends.clear();
+        after.clear();
+        {
+            let mut ring = self.ring.borrow_mut();
+            let mut batch = ring.batch();
+            for (i, conn) in conns.iter().enumerate() {
+                conn.due.set(false);
+                if conn.with(|s| s.next(flushing, &cx, |_| false)) == Next::Send {
+                    let mut offered = 0;
+                    batch.add(conn.fd(), |job| {
+                        offered = conn.with(|s| s.fill(job));
+                        offered
+                    });
+                    sends.push((i, offered));
+                } else {
+                    after.push(i);
+                }
+            }
+            let results = batch.submit();
+            for (&(i, offered), result) in sends.iter().zip(results.iter_mut()) {
+                let result = std::mem::replace(result, Ok(0));
+                let conn = &conns[i];
+                let turn = conn.with(|s| s.sent(result, offered, &cx));
+                if session::settled(core, conn, turn) {
+                    after.push(i);
+                }
+            }
+        }
+        // What each connection does next, now that the kernel has answered.
+        let mut armed = false;
+        for &i in after.iter() {
+            let conn = &conns[i];
+            match conn.with(|s| s.next(flushing, &cx, |_| false)) {
+                // The send took all it was offered and more is queued.
+                Next::Send => self.mark(conn),
+                Next::Wait { .. } => armed |= self.poll(conn),
+                Next::Close(reason) => session::close(core, conn, reason),
+                Next::Sleep | Next::Exit | Next::Coalesce => {}
+            }
+        }
+        let mut ring = self.ring.borrow_mut();
+        if armed {
+            ring.submit();
+            self.armed.notify_one();
+        }
+        self.submit_cancels(&mut ring);
+        ring.take_woken(woken);
+        drop(ring);
+        self.wake_polled(core, woken);
+    }
+
+    /// Arms a poll for room on `conn`'s socket, unless one is armed;
+    /// returns whether it armed one. The poll reports each time room frees,
+    /// until the connection closes.
+    fn poll(&self, conn: &Conn) -> bool {
+        if conn.polling.replace(true) {
+            return false;
+        }
+        let token = conn.with(|s| poll_token(s.key(), s.id()));
+        self.ring.borrow_mut().poll_writable(conn.fd(), token);
+        true
+    }
+
+    /// A connection is closing: its poll, if any, is removed, so that the
+    /// kernel lets go of its socket.
+    pub(super) fn forget(&self, conn: &Conn) {
+        if conn.polling.replace(false) {
+            let token = conn.with(|s| poll_token(s.key(), s.id()));
+            self.cancels.borrow_mut().push(token);
+            // Inside a batch the ring is busy: its end removes it.
+            if let Ok(mut ring) = self.ring.try_borrow_mut() {
+                self.submit_cancels(&mut ring);
+            }
+        }
+    }
+
+    fn submit_cancels(&self, ring: &mut SendRing) {
+        let mut cancels = self.cancels.borrow_mut();
+        if cancels.is_empty() {
+            return;
+        }
+        for token in cancels.drain(..) {
+            ring.cancel_poll(token);
+        }
+        ring.submit();
+    }
+
+    /// Takes what the polls reported and marks their connections due: the
+    /// socket may take more.
+    fn reap(&self, core: &Core) {
+        let mut scratch = self.scratch.borrow_mut();
+        let mut ring = self.ring.borrow_mut();
+        ring.submit();
+        ring.take_woken(&mut scratch.woken);
+        drop(ring);
+        self.wake_polled(core, &mut scratch.woken);
+    }
+
+    fn wake_polled(&self, core: &Core, woken: &mut Vec<(u64, bool)>) {
+        for (token, ended) in woken.drain(..) {
+            let key = (token >> 32) as usize;
+            let Some(conn) = core.conns.borrow().get(key).cloned() else {
+                continue;
+            };
+            // A poll of a connection that left, whose key was taken again.
+            if conn.with(|s| poll_token(s.key(), s.id())) != token {
+                continue;
+            }
+            if ended {
+                // Armed again the next time the socket refuses.
+                conn.polling.set(false);
+            }
+            // A report while the queue is not blocked is old news.
+            if conn.with(|s| s.is_blocked()) {
+                conn.with(|s| s.writable());
+                self.mark(&conn);
+            }
+        }
+    }
+}
+
+/// Names a connection in a poll's completion: its roster key, and the low
+/// bits of its id, so that a completion for a connection that has left is
+/// never taken for the one that got its key.
+fn poll_token(key: usize, id: u64) -> u64 {
+    ((key as u64) << 32 | (id & 0xffff_ffff)) & !(0b11 << 62)
+}
+
+/// Sends, round after round, what the core's deliveries queued.
+pub(super) async fn flush_forever(core: Rc<Core>) {
+    let mut conns: Vec<Rc<Conn>> = Vec::new();
+    loop {
+        notified_until(&core.flusher.wanted, || {
+            !core.flusher.due.borrow().is_empty()
+        })
+        .await;
+        // The tasks that were ready with this one run first: what they
+        // queue goes out in this round.
+        tokio::task::yield_now().await;
+        {
+            let mut due = core.flusher.due.borrow_mut();
+            let roster = core.conns.borrow();
+            // A key may be stale (its connection left, or was sent since
+            // it was marked) or listed twice: a connection goes once, and
+            // only while it is marked due. Twice in one batch, its queue
+            // would be sent twice.
+            conns.extend(
+                due.drain(..)
+                    .filter_map(|key| roster.get(key))
+                    .filter(|conn| conn.due.replace(false))
+                    .cloned(),
+            );
+        }
+        core.flusher.send(&core, &conns);
+        conns.clear();
+    }
+}
+
+/// Reaps what the polls for room report while any is armed, waking on the
+/// send ring's descriptor (as tokio-uring does on its own ring's). Reports
+/// that come while the core is busy are taken by the flusher's
+/// submissions anyway.
+pub(super) async fn reap_polls_forever(core: Rc<Core>) {
+    let fd = watch(Rc::clone(&core))
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, core = core.index, "cannot wait on the send ring; polling it every millisecond instead");
+        })
+        .ok();
+    loop {
+        notified_until(&core.flusher.armed, || {
+            core.flusher.ring.borrow().armed() > 0
+        })
+        .await;
+        match &fd {
+            Some(fd) => match fd.readable().await {
+                Ok(mut ready) => ready.clear_ready(),
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            },
+            None => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+        core.flusher.reap(&core);
+    }
+}
+
+/// The send ring's descriptor, for the runtime's epoll: it is readable
+/// while completions wait to be reaped.
+struct RingFd(Rc<Core>);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.flusher.ring.borrow().as_raw_fd()
+    }
+}
+
+// The runtime's epoll is the only way to sleep until the send ring has
+// completions, and tokio made registering a raw descriptor unsafe (it
+// cannot check the descriptor's lifetime).
+#[allow(unsafe_code)]
+fn watch(core: Rc<Core>) -> std::io::Result<AsyncFd<RingFd>> {
+    // SAFETY: `register` needs the descriptor to stay open, and to be the
+    // one `as_raw_fd` returns, while the AsyncFd lives. `RingFd` holds the
+    // core, which owns the ring, which owns the descriptor and never
+    // replaces it; it is closed only when the ring drops, after the
+    // AsyncFd (and with it this `Rc`) is gone.
+    unsafe { AsyncFd::register_with_interest(RingFd(core), Interest::READABLE) }
+        .map_err(std::io::Error::from)
+}
+
+/// During the drain, closes connections whose socket has taken nothing for
+/// the drain's stall time; the others close as their queues empty.
+pub(super) async fn close_stalled(core: Rc<Core>) {
+    let every = (core.settings.conn.drain_stall / 4).max(Duration::from_millis(1));
+    while !core.conns.borrow().is_empty() {
+        tokio::time::sleep(every).await;
+        let conns = core.conns.borrow_mut().snapshot();
+        let (cx, flushing) = (core.cx(), core.flushing());
+        for conn in conns.iter() {
+            if let Next::Close(reason) = conn.with(|s| s.next(flushing, &cx, |_| false)) {
+                session::close(&*core, conn, reason);
+            }
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! The `uring` engine's send ring: a second io_uring per core, beside
+//! tokio-uring's own, that carries a core's sends and its waits for
+//! writable sockets.
+//!
+//! tokio-uring's ring is private and submits only when its runtime parks.
+//! This one is driven by hand, with the `io-uring` crate:
+//!
+//! - **Sends go together.** A [`Batch`] collects one send per connection
+//!   and submits them all with one `io_uring_enter`. Each is a
+//!   `MSG_DONTWAIT` send, which the kernel issues at once and completes with
+//!   what the socket took, or `EAGAIN`: never parked to retry later. So
+//!   [`Batch::submit`] returns every answer before it returns, and the
+//!   policy decides on the socket's real answer, as it would after a
+//!   `sendmsg(2)`.
+//! - **Waiting for room moves no bytes.** [`SendRing::poll_writable`] arms
+//!   a multishot `POLL_ADD` for `POLLOUT`; a completion only says the
+//!   socket may have room, and the next send goes through the policy like
+//!   any other. Multishot, because it reports edges, as epoll's
+//!   edge-triggered mode does: a one-shot poll looks at the socket's state
+//!   when armed, and io_uring always reports `EPOLLRDHUP`, so on a socket
+//!   shut for reading a one-shot poll for room completes at once, every
+//!   time, however full the socket is. A multishot poll stays armed until
+//!   [`SendRing::cancel_poll`] (or the ring) ends it; it holds its own
+//!   reference to the socket until then.
+//!
+//! # Memory safety
+//!
+//! This is the crate's one module of hand-written `unsafe` for io_uring.
+//! A submission points the kernel at memory: the bytes to send, the iovec
+//! array and the `msghdr` of a vectored send. Everything a send points at
+//! is owned by the ring itself (a copy in its arena, or a clone of the
+//! queued `Bytes` handle), and is released only once that send's
+//! completion has been reaped. If a submission fails midway, the batch's
+//! storage is kept until every completion it is owed has arrived
+//! ([`SendRing::owed`]), never reused while the kernel may still read it. A
+//! poll points at nothing. Dropping the ring with sends outstanding cannot
+//! happen: a batch is reaped before `submit` returns, or its storage is
+//! kept in `stuck` (leaked on drop rather than freed under the kernel).
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, RawFd};
+
+use bytes::Bytes;
+use io_uring::{IoUring, opcode, squeue, types};
+use nix::libc;
+
+use crate::policy::outbound::SendBuf;
+
+/// Submission entries of a send ring: a batch bigger than this goes in
+/// chunks of it.
+pub(crate) const SEND_ENTRIES: u32 = 1024;
+
+/// Marks a completion as a poll's.
+const POLL: u64 = 1 << 63;
+/// Marks a completion as a poll removal's.
+const REMOVE: u64 = 1 << 62;
+/// A send's user data is its batch's generation above this shift and its
+/// index in the batch below it.
+const GENERATION_SHIFT: u32 = 32;
+
+/// How the engine's send rings are set up.
+pub(crate) const SETUP: Setup = Setup {
+    defer_taskrun: false,
+    coop_taskrun: false,
+};
+
+/// How the ring is set up; see docs/decisions for what each costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Setup {
+    /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`.
+    pub(crate) defer_taskrun: bool,
+    /// `IORING_SETUP_COOP_TASKRUN`.
+    pub(crate) coop_taskrun: bool,
+}
+
+/// One core's send ring. See the module documentation.
+pub(crate) struct SendRing {
+    ring: IoUring,
+    /// Storage of the batch being built or in flight.
+    store: Store,
+    /// Counts batches, so that a late answer is never taken for one of
+    /// the current batch.
+    generation: u64,
+    /// Storage of batches whose submission failed midway, kept until the
+    /// kernel has answered every send of theirs.
+    stuck: Vec<Store>,
+    /// Answers still owed to the batches in `stuck`.
+    owed: usize,
+    /// The answer to each send of the last batch, in order.
+    results: Vec<io::Result<usize>>,
+    /// Polls that reported, not yet taken: token, and whether the poll
+    /// ended (it must be armed again to report more).
+    woken: Vec<(u64, bool)>,
+    /// Polls armed and not yet ended.
+    armed: usize,
+    /// Polls to arm (fd, token) or remove (no fd), not yet in the
+    /// submission queue.
+    to_push: Vec<(Option<RawFd>, u64)>,
+}
+
+/// What the sends of one batch point at.
+#[derive(Default)]
+struct Store {
+    /// Bytes copied for gathered sends.
+    arena: Vec<u8>,
+    /// Handles of queued bytes that vectored sends refer to.
+    held: Vec<Bytes>,
+    /// Each piece: a range of the arena, or a held handle from an offset.
+    pieces: Vec<Piece>,
+    /// Each send: its socket and its pieces.
+    jobs: Vec<(RawFd, Range<usize>)>,
+    iovecs: Vec<libc::iovec>,
+    msgs: Vec<libc::msghdr>,
+}
+
+enum Piece {
+    Arena(Range<usize>),
+    Held(usize, usize),
+}
+
+impl Store {
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.held.clear();
+        self.pieces.clear();
+        self.jobs.clear();
+        self.iovecs.clear();
+        self.msgs.clear();
+    }
+}
+
+impl SendRing {
+    /// A ring with [`SEND_ENTRIES`] entries, set up as `setup` says.
+    pub(crate) fn new(setup: Setup) -> io::Result<Self> {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(SEND_ENTRIES * 4);
+        if setup.defer_taskrun {
+            builder.setup_single_issuer().setup_defer_taskrun();
+        }
+        if setup.coop_taskrun {
+            builder.setup_coop_taskrun();
+        }
+        Ok(Self {
+            ring: builder.build(SEND_ENTRIES)?,
+            store: Store::default(),
+            generation: 0,
+            stuck: Vec::new(),
+            owed: 0,
+            results: Vec::new(),
+            woken: Vec::new(),
+            armed: 0,
+            to_push: Vec::new(),
+        })
+    }
+
+    /// Starts a batch of sends.
+    pub(crate) fn batch(&mut self) -> Batch<'_> {
+        self.store.clear();
+        Batch { ring: self }
+    }
+
+    /// Arms a multishot poll for `fd` to take more: `token` (below 2^62)
+    /// comes back from [`take_woken`](Self::take_woken) each time the
+    /// socket frees room (or changes state), until the poll ends.
+    /// Submitted with the next batch or [`submit`](Self::submit).
+    pub(crate) fn poll_writable(&mut self, fd: RawFd, token: u64) {
+        self.to_push.push((Some(fd), token & !(POLL | REMOVE)));
+        self.armed += 1;
+    }
+
+    /// Ends the poll armed with `token`: the kernel lets go of the socket.
+    /// Its last report still comes back, as ended.
+    pub(crate) fn cancel_poll(&mut self, token: u64) {
+        self.to_push.push((None, token & !(POLL | REMOVE)));
+    }
+
+    /// Polls armed and not yet completed.
+    pub(crate) fn armed(&self) -> usize {
+        self.armed
+    }
+
+    /// Submits the polls armed since the last submission, and takes the
+    /// completions there are, without waiting.
+    pub(crate) fn submit(&mut self) {
+        self.push_polls();
+        if let Err(e) = self.ring.submit()
+            && !retry(&e)
+        {
+            tracing::warn!(error = %e, "io_uring submission failed; tried again with the next");
+        }
+        self.reap(&mut 0);
+    }
+
+    /// Moves what the polls reported into `into`: each token, and whether
+    /// that poll ended.
+    pub(crate) fn take_woken(&mut self, into: &mut Vec<(u64, bool)>) {
+        into.append(&mut self.woken);
+    }
+
+    /// Pushes the polls to arm or remove into the submission queue, as far
+    /// as there is room, in the order they were asked for.
+    fn push_polls(&mut self) {
+        let mut pushed = 0;
+        for &(fd, token) in &self.to_push {
+            let entry = match fd {
+                Some(fd) => opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
+                    .multi(true)
+                    .build()
+                    .user_data(POLL | token),
+                None => opcode::PollRemove::new(POLL | token)
+                    .build()
+                    .user_data(POLL | REMOVE | token),
+            };
+            // SAFETY: a poll and its removal point at no memory of ours; the
+            // kernel holds its own reference to the socket.
+            if unsafe { self.ring.submission().push(&entry) }.is_err() {
+                break;
+            }
+            pushed += 1;
+        }
+        self.to_push.drain(..pushed);
+    }
+
+    /// Takes every completion there is: a send's answer into `results`
+    /// (counting it in `answered`), a poll's token into `woken`.
+    fn reap(&mut self, answered: &mut usize) {
+        for cqe in self.ring.completion() {
+            let data = cqe.user_data();
+            if data & REMOVE != 0 {
+                continue;
+            }
+            if data & POLL != 0 {
+                let ended = !io_uring::cqueue::more(cqe.flags());
+                if ended {
+                    self.armed = self.armed.saturating_sub(1);
+                }
+                self.woken.push((data & !POLL, ended));
+                continue;
+            }
+            if data >> GENERATION_SHIFT != self.generation {
+                // An answer owed to a batch whose submission failed.
+                self.owed = self.owed.saturating_sub(1);
+                if self.owed == 0 {
+                    self.stuck.clear();
+                }
+                continue;
+            }
+            let index = (data & ((1 << GENERATION_SHIFT) - 1)) as usize;
+            if let Some(slot) = self.results.get_mut(index) {
+                *slot = if cqe.result() >= 0 {
+                    Ok(cqe.result() as usize)
+                } else {
+                    Err(io::Error::from_raw_os_error(-cqe.result()))
+                };
+                *answered += 1;
+            }
+        }
+    }
+
+    /// Builds the iovecs and message headers of every send of the batch,
+    /// once the arena no longer moves.
+    fn point_sends(&mut self) {
+        let store = &mut self.store;
+        store.iovecs.clear();
+        store.msgs.clear();
+        for (_, pieces) in &store.jobs {
+            for piece in &store.pieces[pieces.clone()] {
+                let part: &[u8] = match piece {
+                    Piece::Arena(range) => &store.arena[range.clone()],
+                    Piece::Held(i, start) => &store.held[*i][*start..],
+                };
+                store.iovecs.push(libc::iovec {
+                    iov_base: part.as_ptr().cast_mut().cast(),
+                    iov_len: part.len(),
+                });
+            }
+        }
+        let base = store.iovecs.as_mut_ptr();
+        for (_, pieces) in &store.jobs {
+            // SAFETY: an all-zero msghdr is a valid empty one.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            // SAFETY: `pieces` is a range of `iovecs`, which holds one
+            // entry per piece, in order, so the pointer stays inside it.
+            msg.msg_iov = unsafe { base.add(pieces.start) };
+            msg.msg_iovlen = pieces.len() as _;
+            store.msgs.push(msg);
+        }
+    }
+
+    /// The submission entry of send `i`: a plain send of one piece, or a
+    /// vectored one.
+    fn entry(&self, i: usize) -> squeue::Entry {
+        let store = &self.store;
+        let (fd, pieces) = &store.jobs[i];
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        let entry = match pieces.len() {
+            0 => opcode::Send::new(types::Fd(*fd), std::ptr::null(), 0)
+                .flags(flags)
+                .build(),
+            1 => {
+                let iov = &store.iovecs[pieces.start];
+                opcode::Send::new(
+                    types::Fd(*fd),
+                    iov.iov_base.cast(),
+                    u32::try_from(iov.iov_len).unwrap_or(u32::MAX),
+                )
+                .flags(flags)
+                .build()
+            }
+            _ => opcode::SendMsg::new(types::Fd(*fd), &raw const store.msgs[i])
+                .flags(flags as u32)
+                .build(),
+        };
+        entry.user_data(self.generation << GENERATION_SHIFT | i as u64)
+    }
+}
+
+/// Errors of `io_uring_enter` after which the submission is simply made
+/// again.
+fn retry(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+    )
+}
+
+impl AsRawFd for SendRing {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+}
+
+/// The sends of one round, built one connection at a time, then submitted
+/// together.
+pub(crate) struct Batch<'r> {
+    ring: &'r mut SendRing,
+}
+
+impl<'r> Batch<'r> {
+    /// Adds a send to `fd` of what `fill` puts into the buffer it is given
+    /// (see [`SendBuf`]); `fill` returns how many bytes that is. Returns
+    /// the send's index in the batch.
+    pub(crate) fn add(&mut self, fd: RawFd, fill: impl FnOnce(&mut Job<'_>) -> usize) -> usize {
+        let first = self.ring.store.pieces.len();
+        fill(&mut Job {
+            store: &mut self.ring.store,
+        });
+        let store = &mut self.ring.store;
+        store.jobs.push((fd, first..store.pieces.len()));
+        store.jobs.len() - 1
+    }
+
+    /// Submits every send of the batch, with the polls armed since the last
+    /// submission, and returns the kernel's answer to each, in the order
+    /// they were added. Every answer is in before it returns: the sends do
+    /// not wait for room.
+    pub(crate) fn submit(self) -> &'r mut [io::Result<usize>] {
+        let ring = self.ring;
+        let count = ring.store.jobs.len();
+        ring.generation = (ring.generation + 1) & ((1 << (63 - GENERATION_SHIFT)) - 1);
+        ring.results.clear();
+        ring.results
+            .resize_with(count, || Err(io::ErrorKind::Interrupted.into()));
+        if count == 0 {
+            ring.submit();
+            return &mut ring.results;
+        }
+        ring.point_sends();
+        let (mut pushed, mut answered) = (0, 0);
+        while answered < count {
+            // As many sends as the submission queue takes.
+            let before = pushed;
+            while pushed < count {
+                let entry = ring.entry(pushed);
+                // SAFETY: the entry points into `ring.store` (see
+                // `point_sends`), which is neither changed nor freed until
+                // every send of the batch has been answered, below, or is
+                // kept in `stuck` until then if the submission fails.
+                if unsafe { ring.ring.submission().push(&entry) }.is_err() {
+                    break;
+                }
+                pushed += 1;
+            }
+            ring.push_polls();
+            let want = (pushed - before).max(1);
+            if let Err(e) = ring.ring.submit_and_wait(want)
+                && !retry(&e)
+            {
+                // The kernel may still hold sends of this batch, or find
+                // them in the submission queue later: keep what they point
+                // at until each is answered. The sends not answered are
+                // reported as interrupted, and tried again.
+                tracing::warn!(error = %e, "io_uring submission failed; its sends are tried again");
+                ring.reap(&mut answered);
+                ring.owed += pushed - answered;
+                ring.stuck.push(std::mem::take(&mut ring.store));
+                ring.generation = (ring.generation + 1) & ((1 << (63 - GENERATION_SHIFT)) - 1);
+                break;
+            }
+            ring.reap(&mut answered);
+        }
+        &mut ring.results
+    }
+}
+
+/// The buffer of one send of a [`Batch`].
+pub(crate) struct Job<'s> {
+    store: &'s mut Store,
+}
+
+impl<'a> SendBuf<'a> for Job<'_> {
+    fn copy(&mut self, part: &[u8]) {
+        let store = &mut *self.store;
+        let start = store.arena.len();
+        store.arena.extend_from_slice(part);
+        // Consecutive copies of one send make one piece. (A piece before
+        // this send's first belongs to another send.)
+        let first_of_send = store.jobs.last().map_or(0, |(_, p)| p.end);
+        if store.pieces.len() > first_of_send
+            && let Some(Piece::Arena(range)) = store.pieces.last_mut()
+            && range.end == start
+        {
+            range.end = store.arena.len();
+            return;
+        }
+        store.pieces.push(Piece::Arena(start..store.arena.len()));
+    }
+
+    fn refer(&mut self, bytes: &'a Bytes, start: usize) {
+        let store = &mut *self.store;
+        store.held.push(bytes.clone());
+        store.pieces.push(Piece::Held(store.held.len() - 1, start));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        (client, server)
+    }
+
+    #[test]
+    fn a_batch_sends_to_every_socket_in_one_submission_and_answers_each() {
+        let mut ring = SendRing::new(Setup::default()).expect("ring");
+        let mut pairs: Vec<_> = (0..3).map(|_| pair()).collect();
+        let held = Bytes::from_static(b"held piece\n");
+        let mut batch = ring.batch();
+        // A gathered send, a vectored one, and an empty one.
+        batch.add(pairs[0].0.as_raw_fd(), |job| {
+            job.copy(b"one ");
+            job.copy(b"two\n");
+            8
+        });
+        batch.add(pairs[1].0.as_raw_fd(), |job| {
+            job.refer(&held, 5);
+            job.refer(&held, 0);
+            6 + 11
+        });
+        batch.add(pairs[2].0.as_raw_fd(), |_| 0);
+        let results: Vec<usize> = batch
+            .submit()
+            .iter()
+            .map(|r| *r.as_ref().expect("sent"))
+            .collect();
+        assert_eq!(results, [8, 17, 0]);
+        let mut got = [0u8; 17];
+        pairs[0].1.read_exact(&mut got[..8]).expect("read");
+        assert_eq!(&got[..8], b"one two\n");
+        pairs[1].1.read_exact(&mut got).expect("read");
+        assert_eq!(&got, b"piece\nheld piece\n");
+    }
+
+    #[test]
+    fn a_full_socket_answers_at_once_and_a_poll_says_when_it_takes_more() {
+        let mut ring = SendRing::new(Setup::default()).expect("ring");
+        let (client, mut server) = pair();
+        server.set_nonblocking(true).expect("nonblocking");
+        let chunk = vec![7u8; 1 << 16];
+        // Fill the socket until the kernel refuses: never a wait.
+        let mut refused = None;
+        for _ in 0..1000 {
+            let mut batch = ring.batch();
+            batch.add(client.as_raw_fd(), |job| {
+                job.copy(&chunk);
+                chunk.len()
+            });
+            match &batch.submit()[0] {
+                Ok(n) if *n == chunk.len() => {}
+                other => {
+                    refused = Some(format!("{other:?}"));
+                    break;
+                }
+            }
+        }
+        let refused = refused.expect("the socket filled up");
+        assert!(
+            refused.contains("WouldBlock") || refused.starts_with("Ok("),
+            "{refused}"
+        );
+        ring.poll_writable(client.as_raw_fd(), 42);
+        ring.submit();
+        let mut woken = Vec::new();
+        ring.take_woken(&mut woken);
+        assert!(woken.is_empty(), "full: no room yet");
+        assert_eq!(ring.armed(), 1);
+        // The peer reads: the poll completes.
+        let mut buf = vec![0u8; 1 << 20];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while woken.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the poll never completed"
+            );
+            let _ = server.read(&mut buf);
+            ring.submit();
+            ring.take_woken(&mut woken);
+        }
+        assert_eq!(woken[0], (42, false), "reported, and still armed");
+        // Removed: its last report says so, and the socket is let go.
+        ring.cancel_poll(42);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ring.armed() > 0 {
+            assert!(std::time::Instant::now() < deadline, "the poll never ended");
+            ring.submit();
+        }
+        woken.clear();
+        ring.take_woken(&mut woken);
+        assert_eq!(woken.last(), Some(&(42, true)));
+    }
+
+    #[test]
+    fn a_poll_for_room_on_a_socket_shut_for_reading_waits_for_room() {
+        // io_uring reports EPOLLRDHUP to any poll: a one-shot poll for room
+        // on a socket shut for reading completes at once, full or not. The
+        // multishot poll reports it once, then only when room frees.
+        let mut ring = SendRing::new(Setup::default()).expect("ring");
+        let (client, mut server) = pair();
+        server.set_nonblocking(true).expect("nonblocking");
+        client.shutdown(std::net::Shutdown::Read).expect("shutdown");
+        let chunk = vec![7u8; 1 << 16];
+        loop {
+            let mut batch = ring.batch();
+            batch.add(client.as_raw_fd(), |job| {
+                job.copy(&chunk);
+                chunk.len()
+            });
+            if batch.submit()[0]
+                .as_ref()
+                .map_or(true, |n| *n < chunk.len())
+            {
+                break;
+            }
+        }
+        ring.poll_writable(client.as_raw_fd(), 9);
+        ring.submit();
+        let mut woken = Vec::new();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        ring.submit();
+        ring.take_woken(&mut woken);
+        assert!(
+            woken.len() <= 1,
+            "{woken:?}: it kept reporting a full socket"
+        );
+        woken.clear();
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            ring.submit();
+        }
+        ring.take_woken(&mut woken);
+        assert!(
+            woken.is_empty(),
+            "{woken:?}: nothing changed, nothing to report"
+        );
+        // Room frees: it reports.
+        let mut buf = vec![0u8; 1 << 20];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while woken.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "room never reported");
+            let _ = server.read(&mut buf);
+            ring.submit();
+            ring.take_woken(&mut woken);
+        }
+        assert_eq!(woken[0], (9, false));
+    }
+}
