@@ -98,6 +98,11 @@ impl Coalescer {
             && self.is_busy(now)
     }
 
+    /// True while the runtime counts as busy, now.
+    pub(crate) fn is_busy_now(&self) -> bool {
+        self.is_busy(self.now_ns())
+    }
+
     /// Waits for the next flush, asking for one unless it is already
     /// coming.
     pub(crate) async fn next_flush(&self) {

@@ -127,7 +127,7 @@ pub(crate) fn probe_uring() -> io::Result<()> {
     std::thread::scope(|s| {
         s.spawn(|| {
             let runtime = io_uring::IoUring::new(URING_ENTRIES)?;
-            let send = crate::sys::sendring::SendRing::new(crate::sys::sendring::SETUP)?;
+            let send = crate::sys::sendring::SendRing::new()?;
             drop((runtime, send));
             Ok(())
         })

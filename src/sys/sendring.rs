@@ -25,7 +25,9 @@
 //!
 //! # Memory safety
 //!
-//! This is the crate's one module of hand-written `unsafe` for io_uring.
+//! This is the crate's one module of hand-written `unsafe` for io_uring
+//! (and for registering the ring's descriptor with tokio's epoll,
+//! [`watch`]).
 //! A submission points the kernel at memory: the bytes to send, the iovec
 //! array and the `msghdr` of a vectored send. Everything a send points at
 //! is owned by the ring itself (a copy in its arena, or a clone of the
@@ -39,13 +41,17 @@
 
 #![allow(unsafe_code)]
 
+use std::cell::RefCell;
 use std::io;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use io_uring::{IoUring, opcode, squeue, types};
 use nix::libc;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 use crate::policy::outbound::SendBuf;
 
@@ -60,21 +66,6 @@ const REMOVE: u64 = 1 << 62;
 /// A send's user data is its batch's generation above this shift and its
 /// index in the batch below it.
 const GENERATION_SHIFT: u32 = 32;
-
-/// How the engine's send rings are set up.
-pub(crate) const SETUP: Setup = Setup {
-    defer_taskrun: false,
-    coop_taskrun: false,
-};
-
-/// How the ring is set up; see docs/decisions for what each costs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Setup {
-    /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`.
-    pub(crate) defer_taskrun: bool,
-    /// `IORING_SETUP_COOP_TASKRUN`.
-    pub(crate) coop_taskrun: bool,
-}
 
 /// One core's send ring. See the module documentation.
 pub(crate) struct SendRing {
@@ -133,18 +124,13 @@ impl Store {
 }
 
 impl SendRing {
-    /// A ring with [`SEND_ENTRIES`] entries, set up as `setup` says.
-    pub(crate) fn new(setup: Setup) -> io::Result<Self> {
-        let mut builder = IoUring::builder();
-        builder.setup_cqsize(SEND_ENTRIES * 4);
-        if setup.defer_taskrun {
-            builder.setup_single_issuer().setup_defer_taskrun();
-        }
-        if setup.coop_taskrun {
-            builder.setup_coop_taskrun();
-        }
+    /// A ring with [`SEND_ENTRIES`] entries. Plain: registered files and
+    /// the task-run setup flags measured no better (decision 0033).
+    pub(crate) fn new() -> io::Result<Self> {
         Ok(Self {
-            ring: builder.build(SEND_ENTRIES)?,
+            ring: IoUring::builder()
+                .setup_cqsize(SEND_ENTRIES * 4)
+                .build(SEND_ENTRIES)?,
             store: Store::default(),
             generation: 0,
             stuck: Vec::new(),
@@ -333,6 +319,31 @@ impl AsRawFd for SendRing {
     }
 }
 
+/// The ring's descriptor, registered with the runtime's epoll: readable
+/// while completions wait to be reaped. Holding the ring keeps the
+/// descriptor open for as long as the registration lives.
+pub(crate) struct Watched(Rc<RefCell<SendRing>>);
+
+impl AsRawFd for Watched {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.borrow().as_raw_fd()
+    }
+}
+
+/// Registers `ring`'s descriptor with the running tokio runtime's epoll,
+/// so that a task can sleep until the ring has completions (as
+/// tokio-uring does for its own ring). tokio made registering a raw
+/// descriptor unsafe: it cannot check the descriptor's lifetime.
+pub(crate) fn watch(ring: Rc<RefCell<SendRing>>) -> io::Result<AsyncFd<Watched>> {
+    // SAFETY: `register_with_interest` needs the descriptor to stay open,
+    // and to be the one `as_raw_fd` returns, while the AsyncFd lives.
+    // `Watched` holds the ring, which owns the descriptor, never replaces
+    // it, and closes it only when dropped: after the AsyncFd, which holds
+    // this reference, is gone.
+    unsafe { AsyncFd::register_with_interest(Watched(ring), Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
 /// The sends of one round, built one connection at a time, then submitted
 /// together.
 pub(crate) struct Batch<'r> {
@@ -452,7 +463,7 @@ mod tests {
 
     #[test]
     fn a_batch_sends_to_every_socket_in_one_submission_and_answers_each() {
-        let mut ring = SendRing::new(Setup::default()).expect("ring");
+        let mut ring = SendRing::new().expect("ring");
         let mut pairs: Vec<_> = (0..3).map(|_| pair()).collect();
         let held = Bytes::from_static(b"held piece\n");
         let mut batch = ring.batch();
@@ -483,7 +494,7 @@ mod tests {
 
     #[test]
     fn a_full_socket_answers_at_once_and_a_poll_says_when_it_takes_more() {
-        let mut ring = SendRing::new(Setup::default()).expect("ring");
+        let mut ring = SendRing::new().expect("ring");
         let (client, mut server) = pair();
         server.set_nonblocking(true).expect("nonblocking");
         let chunk = vec![7u8; 1 << 16];
@@ -544,7 +555,7 @@ mod tests {
         // io_uring reports EPOLLRDHUP to any poll: a one-shot poll for room
         // on a socket shut for reading completes at once, full or not. The
         // multishot poll reports it once, then only when room frees.
-        let mut ring = SendRing::new(Setup::default()).expect("ring");
+        let mut ring = SendRing::new().expect("ring");
         let (client, mut server) = pair();
         server.set_nonblocking(true).expect("nonblocking");
         client.shutdown(std::net::Shutdown::Read).expect("shutdown");

@@ -16,22 +16,21 @@
 
 use std::cell::RefCell;
 use std::ops::Deref;
-use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 
 use super::conn::Conn;
 use super::{Core, notified_until};
 use crate::engine::session::{self, Host as _, Link as _, Next};
-use crate::sys::sendring::SendRing;
+use crate::policy::coalesce::{Timer, TokioTimer};
+use crate::sys::sendring::{self, SendRing};
+use crate::sys::timer::FlushTimer;
 
 /// One core's writer. See the module documentation.
 pub(super) struct Flusher {
-    ring: RefCell<SendRing>,
+    ring: Rc<RefCell<SendRing>>,
     /// Roster keys of connections marked due since the last round.
     due: RefCell<Vec<usize>>,
     /// Wakes the flusher task when the first connection becomes due.
@@ -58,7 +57,7 @@ struct Scratch {
 impl Flusher {
     pub(super) fn new(ring: SendRing) -> Self {
         Self {
-            ring: RefCell::new(ring),
+            ring: Rc::new(RefCell::new(ring)),
             due: RefCell::new(Vec::new()),
             wanted: Notify::new(),
             armed: Notify::new(),
@@ -228,9 +227,17 @@ pub(super) async fn flush_forever(core: Rc<Core>) {
             !core.flusher.due.borrow().is_empty()
         })
         .await;
-        // The tasks that were ready with this one run first: what they
-        // queue goes out in this round.
-        tokio::task::yield_now().await;
+        let coalescer = &core.coalescer;
+        if coalescer.enabled() && coalescer.is_busy_now() {
+            // Busy: what arrives until the next flush goes out with this
+            // round. A queue that fills meanwhile goes at once, from its
+            // delivery (decision 0032).
+            coalescer.next_flush().await;
+        } else {
+            // The tasks that were ready with this one run first: what they
+            // queue goes out in this round.
+            tokio::task::yield_now().await;
+        }
         {
             let mut due = core.flusher.due.borrow_mut();
             let roster = core.conns.borrow();
@@ -255,7 +262,7 @@ pub(super) async fn flush_forever(core: Rc<Core>) {
 /// that come while the core is busy are taken by the flusher's
 /// submissions anyway.
 pub(super) async fn reap_polls_forever(core: Rc<Core>) {
-    let fd = watch(Rc::clone(&core))
+    let fd = sendring::watch(Rc::clone(&core.flusher.ring))
         .inspect_err(|e| {
             tracing::warn!(error = %e, core = core.index, "cannot wait on the send ring; polling it every millisecond instead");
         })
@@ -276,28 +283,39 @@ pub(super) async fn reap_polls_forever(core: Rc<Core>) {
     }
 }
 
-/// The send ring's descriptor, for the runtime's epoll: it is readable
-/// while completions wait to be reaped.
-struct RingFd(Rc<Core>);
+/// The coalescing timer on io_uring: a timerfd, read through tokio-uring's
+/// ring.
+pub(super) struct UringTimer {
+    timer: FlushTimer,
+    file: tokio_uring::fs::File,
+    buf: Option<Vec<u8>>,
+}
 
-impl AsRawFd for RingFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.flusher.ring.borrow().as_raw_fd()
+impl UringTimer {
+    pub(super) fn new() -> std::io::Result<Self> {
+        let timer = FlushTimer::new(false)?;
+        let fd = timer.fd().try_clone_to_owned()?;
+        Ok(Self {
+            timer,
+            file: tokio_uring::fs::File::from_std(std::fs::File::from(fd)),
+            buf: Some(vec![0; 8]),
+        })
     }
 }
 
-// The runtime's epoll is the only way to sleep until the send ring has
-// completions, and tokio made registering a raw descriptor unsafe (it
-// cannot check the descriptor's lifetime).
-#[allow(unsafe_code)]
-fn watch(core: Rc<Core>) -> std::io::Result<AsyncFd<RingFd>> {
-    // SAFETY: `register` needs the descriptor to stay open, and to be the
-    // one `as_raw_fd` returns, while the AsyncFd lives. `RingFd` holds the
-    // core, which owns the ring, which owns the descriptor and never
-    // replaces it; it is closed only when the ring drops, after the
-    // AsyncFd (and with it this `Rc`) is gone.
-    unsafe { AsyncFd::register_with_interest(RingFd(core), Interest::READABLE) }
-        .map_err(std::io::Error::from)
+impl Timer for UringTimer {
+    async fn sleep(&mut self, after: Duration) {
+        let buf = self.buf.take().unwrap_or_else(|| vec![0; 8]);
+        if self.timer.arm(after).is_ok() {
+            // The read completes when the timer expires.
+            let (result, buf) = self.file.read_at(buf, 0).await;
+            self.buf = Some(buf);
+            if result.is_ok() {
+                return;
+            }
+        }
+        TokioTimer.sleep(after).await;
+    }
 }
 
 /// During the drain, closes connections whose socket has taken nothing for

@@ -95,6 +95,8 @@ pub(crate) fn start(
             conn: config.session_settings(),
             idle_timeout: config.idle_timeout,
             lame_duck: config.lame_duck,
+            coalesce: config.coalesce,
+            coalesce_above: config.coalesce_above,
         };
         let (metrics, control, shared, ready_tx) = (
             Arc::clone(metrics),
@@ -111,7 +113,7 @@ pub(crate) fn start(
                 }
                 let rings =
                     tokio_uring::Runtime::new(tokio_uring::builder().entries(URING_ENTRIES))
-                        .and_then(|rt| Ok((rt, SendRing::new(crate::sys::sendring::SETUP)?)));
+                        .and_then(|rt| Ok((rt, SendRing::new()?)));
                 let (runtime, ring) = match rings {
                     Ok(rings) => rings,
                     Err(source) => {
@@ -139,9 +141,7 @@ pub(crate) fn start(
                     next_id: Cell::new(0),
                     tick: Cell::new(0),
                     changed: tokio::sync::Notify::new(),
-                    // Sends are coalesced by the flusher's rounds, not by
-                    // a timer: this one is off.
-                    coalescer: Coalescer::new(Duration::ZERO, 0),
+                    coalescer: Coalescer::new(settings.coalesce, settings.coalesce_above),
                     patience: Patience::new(settings.conn.grace, Instant::now()),
                 });
                 runtime.block_on(core.run(listener, inbox, inspections, control));
@@ -185,6 +185,8 @@ struct Settings {
     conn: session::Settings,
     idle_timeout: Option<Duration>,
     lame_duck: Option<Duration>,
+    coalesce: Duration,
+    coalesce_above: u64,
 }
 
 /// One core: its connections, its rings, its counters.
@@ -311,6 +313,8 @@ impl Core {
         tokio_uring::spawn(Rc::clone(&self).drain_rings(inbox));
         tokio_uring::spawn(Rc::clone(&self).answer_inspections(inspections));
         tokio_uring::spawn(flush::flush_forever(Rc::clone(&self)));
+        let core = Rc::clone(&self);
+        tokio_uring::spawn(async move { core.coalescer.run_with(flush::UringTimer::new).await });
         tokio_uring::spawn(flush::reap_polls_forever(Rc::clone(&self)));
         if let Some(timeout) = self.settings.idle_timeout {
             tokio_uring::spawn(Rc::clone(&self).sweep_idle(timeout));
