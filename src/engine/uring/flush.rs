@@ -14,7 +14,7 @@
 //! armed until the connection closes (see [`crate::sys::sendring`] for
 //! why): a connection arms at most one, the first time its socket refuses.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::Deref;
 use std::rc::Rc;
 use std::time::Duration;
@@ -35,6 +35,11 @@ pub(super) struct Flusher {
     due: RefCell<Vec<usize>>,
     /// Wakes the flusher task when the first connection becomes due.
     wanted: Notify,
+    /// A socket that refused took more: its queue goes without waiting
+    /// for the coalescing tick.
+    urgent: Cell<bool>,
+    /// Ends the flusher's wait for the coalescing tick.
+    urged: Notify,
     /// Wakes the poll reaper when a poll is armed.
     armed: Notify,
     /// Polls of closed connections, to remove once the ring is free (a
@@ -60,6 +65,8 @@ impl Flusher {
             ring: Rc::new(RefCell::new(ring)),
             due: RefCell::new(Vec::new()),
             wanted: Notify::new(),
+            urgent: Cell::new(false),
+            urged: Notify::new(),
             armed: Notify::new(),
             cancels: RefCell::new(Vec::new()),
             scratch: RefCell::new(Scratch::default()),
@@ -207,6 +214,11 @@ impl Flusher {
             if conn.with(|s| s.is_blocked()) {
                 conn.with(|s| s.writable());
                 self.mark(&conn);
+                // It was behind, and a deliverer may be holding a line for
+                // it: it does not wait for the coalescing tick.
+                if !self.urgent.replace(true) {
+                    self.urged.notify_one();
+                }
             }
         }
     }
@@ -228,16 +240,21 @@ pub(super) async fn flush_forever(core: Rc<Core>) {
         })
         .await;
         let coalescer = &core.coalescer;
-        if coalescer.enabled() && coalescer.is_busy_now() {
+        if !core.flusher.urgent.get() && coalescer.enabled() && coalescer.is_busy_now() {
             // Busy: what arrives until the next flush goes out with this
             // round. A queue that fills meanwhile goes at once, from its
-            // delivery (decision 0032).
-            coalescer.next_flush().await;
+            // delivery, and one whose socket took more after refusing
+            // cuts the wait short (decision 0032).
+            tokio::select! {
+                () = coalescer.next_flush() => {}
+                () = core.flusher.urged.notified() => {}
+            }
         } else {
             // The tasks that were ready with this one run first: what they
             // queue goes out in this round.
             tokio::task::yield_now().await;
         }
+        core.flusher.urgent.set(false);
         {
             let mut due = core.flusher.due.borrow_mut();
             let roster = core.conns.borrow();
