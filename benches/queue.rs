@@ -76,10 +76,7 @@ fn outbound(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("offer_dropped", |b| {
         let mut q = Outbound::new(CAPACITY, Duration::ZERO);
-        while matches!(
-            q.offer(&line, 1, Kind::Lines, || now),
-            Offer::Queued { .. }
-        ) {}
+        while matches!(q.offer(&line, 1, Kind::Lines, || now), Offer::Queued { .. }) {}
         black_box(q.flush(refuses, &mut sent));
         b.iter(|| black_box(q.offer(black_box(&line), 1, Kind::Lines, || now)));
     });

@@ -8,20 +8,25 @@
 //!   [`Server`] with a [`Config`], run it until a shutdown future resolves.
 //! - `policy/`: decisions with no I/O.
 //!   - `line`: bytes into lines.
+//!   - `run`: the unit of fan-out, a read's lines as one buffer.
 //!   - `inbound`: how much a connection reads next, into which buffer.
-//!   - `outbound`: a connection's queue, its sends, and what it drops.
+//!   - `outbound`: a connection's queue, what it hands the kernel, and
+//!     what it drops.
 //!   - `coalesce`: when a busy core holds writes back.
 //!   - `limits`: the client cap, accept backoff, log throttling.
 //! - `sys/`: the operating system.
 //!   - `net`: sockets (SO_REUSEPORT, SO_SNDBUF) and the io_uring probe.
-//!   - `send`: the non-blocking send both engines use.
+//!   - `send`: the non-blocking send of the tokio engine.
+//!   - `sendring`: the uring engine's send ring: a core's sends in one
+//!     submission, and its polls for room (the io_uring `unsafe`).
 //!   - `timer`: the timerfd the coalescer sleeps on.
 //! - `engine/`: the runtimes.
 //!   - `session`: one connection's whole life, from read to write,
 //!     written once for both engines.
 //!   - `mesh`: the bounded rings between `uring`'s cores.
 //!   - `roster`: a core's connections, as fan-out walks them.
-//!   - `uring/`, `tokio/`: each engine's runtime glue, and nothing else.
+//!   - `uring/`, `tokio/`: each engine's runtime glue, and nothing else
+//!     (`uring/flush`: a core's sends, round by round).
 //! - `ops/`: what operators see.
 //!   - [`ops::metrics`]: per-core counters, summed on scrape.
 //!   - `cluster`: the NATS bridge that shares lines between nodes.

@@ -20,16 +20,42 @@
 use std::cell::{Cell, RefCell};
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam_utils::CachePadded;
 
 use tokio::sync::Notify;
 
-/// Messages each cross-core ring holds before the publisher must wait.
+/// Lines each cross-core ring holds before the publisher must wait,
+/// however they are grouped into runs.
 ///
 /// This is how far one core may run ahead of another, and every line
 /// waiting in a ring is late for all of that core's clients: five client
 /// queues deep absorbs a burst, and no more
 /// (docs/decisions/0011-cross-core-ring-depth-512.md).
 pub const RING_CAPACITY: usize = 512;
+
+/// What a ring's capacity counts: a run weighs its lines.
+pub trait Weight {
+    /// How much of a ring's capacity this takes (at least 1).
+    fn weight(&self) -> usize;
+}
+
+impl Weight for crate::policy::run::Run {
+    fn weight(&self) -> usize {
+        (self.lines as usize).max(1)
+    }
+}
+
+impl Weight for bytes::Bytes {
+    fn weight(&self) -> usize {
+        1
+    }
+}
+
+/// The weight in one ring: added by its producer, taken off by its
+/// consumer.
+type Load = Arc<CachePadded<AtomicUsize>>;
 /// Wakes a core that went to sleep waiting for something.
 #[derive(Debug, Default)]
 pub(crate) struct Doorbell {
@@ -161,6 +187,10 @@ struct Bells {
 pub struct Outbox<T> {
     me: usize,
     rings: Vec<Option<RefCell<rtrb::Producer<T>>>>,
+    /// The weight in each ring.
+    loads: Vec<Option<Load>>,
+    /// The most weight a ring holds.
+    capacity: usize,
     /// Rings pushed to since the last [`ring`](Self::ring).
     dirty: Vec<Cell<bool>>,
     bells: Arc<Bells>,
@@ -172,6 +202,8 @@ pub struct Outbox<T> {
 pub struct Inbox<T> {
     me: usize,
     rings: Vec<Option<rtrb::Consumer<T>>>,
+    /// The weight in each ring.
+    loads: Vec<Option<Load>>,
     bells: Arc<Bells>,
 }
 
@@ -185,9 +217,10 @@ pub enum Pushed {
     Abandoned,
 }
 
-/// Builds the mesh for `members` members, each ring holding `capacity`
-/// messages. Element `i` of the result belongs to member `i`.
-pub fn mesh<T>(members: usize, capacity: usize) -> Vec<(Outbox<T>, Inbox<T>)> {
+/// Builds the mesh for `members` members, each ring holding `capacity` of
+/// weight (see [`Weight`]); a message heavier than that still goes into an
+/// empty ring. Element `i` of the result belongs to member `i`.
+pub fn mesh<T: Weight>(members: usize, capacity: usize) -> Vec<(Outbox<T>, Inbox<T>)> {
     let bells = Arc::new(Bells {
         data: (0..members).map(|_| Doorbell::default()).collect(),
         space: (0..members).map(|_| Doorbell::default()).collect(),
@@ -198,28 +231,40 @@ pub fn mesh<T>(members: usize, capacity: usize) -> Vec<(Outbox<T>, Inbox<T>)> {
     let mut consumers: Vec<Vec<Option<rtrb::Consumer<T>>>> = (0..members)
         .map(|_| (0..members).map(|_| None).collect())
         .collect();
+    let mut out_loads: Vec<Vec<Option<Load>>> = (0..members)
+        .map(|_| (0..members).map(|_| None).collect())
+        .collect();
+    let mut in_loads = out_loads.clone();
     for from in 0..members {
         for to in (0..members).filter(|&to| to != from) {
-            let (p, c) = rtrb::RingBuffer::new(capacity);
+            // Every message weighs at least 1: `capacity` slots are enough.
+            let (p, c) = rtrb::RingBuffer::new(capacity.max(1));
             producers[from][to] = Some(RefCell::new(p));
             consumers[to][from] = Some(c);
+            let load = Load::default();
+            out_loads[from][to] = Some(Arc::clone(&load));
+            in_loads[to][from] = Some(load);
         }
     }
     producers
         .into_iter()
         .zip(consumers)
+        .zip(out_loads.into_iter().zip(in_loads))
         .enumerate()
-        .map(|(me, (out, inb))| {
+        .map(|(me, ((out, inb), (out_loads, in_loads)))| {
             (
                 Outbox {
                     me,
                     dirty: (0..members).map(|_| Cell::new(false)).collect(),
                     rings: out,
+                    loads: out_loads,
+                    capacity: capacity.max(1),
                     bells: Arc::clone(&bells),
                 },
                 Inbox {
                     me,
                     rings: inb,
+                    loads: in_loads,
                     bells: Arc::clone(&bells),
                 },
             )
@@ -227,7 +272,7 @@ pub fn mesh<T>(members: usize, capacity: usize) -> Vec<(Outbox<T>, Inbox<T>)> {
         .collect()
 }
 
-impl<T> Outbox<T> {
+impl<T: Weight> Outbox<T> {
     /// The other members, in order.
     pub fn peers(&self) -> impl Iterator<Item = usize> + use<T> {
         let me = self.me;
@@ -242,38 +287,57 @@ impl<T> Outbox<T> {
         let mut msg = msg;
         let mut waited = false;
         loop {
+            let weight = msg.weight();
             match self.try_push(to, msg) {
                 Ok(pushed) => return (pushed, waited),
                 Err(back) => msg = back,
             }
             self.ring();
             self.bells.space[self.me]
-                .wait_until(|| self.has_room(to))
+                .wait_until(|| self.has_room(to, weight))
                 .await;
             waited = true;
         }
     }
 
     fn try_push(&self, to: usize, msg: T) -> Result<Pushed, T> {
-        let Some(ring) = self.rings.get(to).and_then(Option::as_ref) else {
+        let (Some(ring), Some(load)) = (
+            self.rings.get(to).and_then(Option::as_ref),
+            self.loads.get(to).and_then(Option::as_ref),
+        ) else {
             return Ok(Pushed::Queued); // no ring to ourselves
         };
         let mut ring = ring.borrow_mut();
         if ring.is_abandoned() {
             return Ok(Pushed::Abandoned);
         }
-        ring.push(msg).map_err(|rtrb::PushError::Full(m)| m)?;
+        let weight = msg.weight();
+        if !fits(load.load(Ordering::Acquire), weight, self.capacity) {
+            return Err(msg);
+        }
+        // Counted before it goes in, so that the consumer never takes off
+        // weight not yet added.
+        load.fetch_add(weight, Ordering::Release);
+        if let Err(rtrb::PushError::Full(msg)) = ring.push(msg) {
+            load.fetch_sub(weight, Ordering::Release);
+            return Err(msg);
+        }
         self.dirty[to].set(true);
         Ok(Pushed::Queued)
     }
 
-    /// True if the ring towards `to` has room for one more message, or no
+    /// True if the ring towards `to` has room for `weight` more, or no
     /// consumer any more.
-    fn has_room(&self, to: usize) -> bool {
-        self.rings.get(to).and_then(Option::as_ref).is_none_or(|r| {
-            let r = r.borrow();
-            !r.is_full() || r.is_abandoned()
-        })
+    fn has_room(&self, to: usize, weight: usize) -> bool {
+        let (Some(ring), Some(load)) = (
+            self.rings.get(to).and_then(Option::as_ref),
+            self.loads.get(to).and_then(Option::as_ref),
+        ) else {
+            return true;
+        };
+        let ring = ring.borrow();
+        ring.is_abandoned()
+            || (!ring.is_full() && fits(load.load(Ordering::Acquire), weight, self.capacity))
     }
 
     /// Wakes every member that was sent something since the last ring and
@@ -293,14 +357,19 @@ impl<T> Outbox<T> {
     }
 }
 
-impl<T> Inbox<T> {
+impl<T: Weight> Inbox<T> {
     /// Pops the oldest message from member `from`'s ring.
     pub fn pop_from(&mut self, from: usize) -> Option<T> {
-        self.rings
+        let msg = self
+            .rings
             .get_mut(from)
             .and_then(Option::as_mut)?
             .pop()
-            .ok()
+            .ok()?;
+        if let Some(load) = self.loads.get(from).and_then(Option::as_ref) {
+            load.fetch_sub(msg.weight(), Ordering::Release);
+        }
+        Some(msg)
     }
 
     /// Tells member `from` its ring towards us has room again.
@@ -325,6 +394,13 @@ impl<T> Inbox<T> {
             .wait_until(|| stop() || self.has_pending())
             .await;
     }
+}
+
+/// Whether `weight` more fits in a ring holding `load` of `capacity`: it
+/// does if there is room, or if the ring is empty (a run heavier than a
+/// ring still goes, alone).
+fn fits(load: usize, weight: usize, capacity: usize) -> bool {
+    load == 0 || load + weight <= capacity
 }
 
 impl<T> Drop for Inbox<T> {
@@ -387,6 +463,31 @@ mod tests {
         });
         producer.join().expect("producer");
         assert_eq!(consumer.join().expect("consumer"), N);
+    }
+
+    #[test]
+    fn a_ring_holds_its_capacity_in_lines_whatever_the_runs() {
+        use crate::policy::run::Run;
+        let run = |lines: u32| Run {
+            bytes: Bytes::from("x\n".repeat(lines as usize)),
+            lines,
+        };
+        let mut links = mesh::<Run>(2, 512);
+        let (_, mut inbox) = links.pop().expect("member 1");
+        let (outbox, _) = links.pop().expect("member 0");
+        // Eight runs of 64 lines fill 512; a ninth does not fit.
+        for _ in 0..8 {
+            assert_eq!(outbox.try_push(1, run(64)).ok(), Some(Pushed::Queued));
+        }
+        assert!(outbox.try_push(1, run(1)).is_err(), "full in lines");
+        assert!(!outbox.has_room(1, 1));
+        // Taking one run out makes room for 64 lines.
+        assert_eq!(inbox.pop_from(0).map(|r| r.lines), Some(64));
+        assert!(outbox.has_room(1, 64) && !outbox.has_room(1, 65));
+        // A run heavier than a whole ring goes into an empty one, alone.
+        while inbox.pop_from(0).is_some() {}
+        assert_eq!(outbox.try_push(1, run(600)).ok(), Some(Pushed::Queued));
+        assert!(outbox.try_push(1, run(1)).is_err());
     }
 
     #[test]

@@ -113,7 +113,8 @@ pub(crate) fn stop_listening(listener: std::os::fd::RawFd) {
 }
 
 /// Checks that this process may set up the io_uring instances a core
-/// will: the runtime's ring, and its send ring, of the same sizes.
+/// will: the runtime's ring, and its send ring, of the same sizes, with the
+/// multishot polls the send ring relies on.
 ///
 /// Fails where the kernel lacks io_uring, where the
 /// `kernel.io_uring_disabled` sysctl forbids it, where a seccomp filter
@@ -127,8 +128,8 @@ pub(crate) fn probe_uring() -> io::Result<()> {
     std::thread::scope(|s| {
         s.spawn(|| {
             let runtime = io_uring::IoUring::new(URING_ENTRIES)?;
-            let send = crate::sys::sendring::SendRing::new()?;
-            drop((runtime, send));
+            crate::sys::sendring::probe()?;
+            drop(runtime);
             Ok(())
         })
         .join()

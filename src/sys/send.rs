@@ -1,4 +1,5 @@
-//! The one way both engines hand bytes to a client socket at once.
+//! How the tokio engine hands bytes to a client socket at once (the uring
+//! engine sends through its send ring, [`crate::sys::sendring`]).
 
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;

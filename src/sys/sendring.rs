@@ -31,13 +31,17 @@
 //! A submission points the kernel at memory: the bytes to send, the iovec
 //! array and the `msghdr` of a vectored send. Everything a send points at
 //! is owned by the ring itself (a copy in its arena, or a clone of the
-//! queued `Bytes` handle), and is released only once that send's
-//! completion has been reaped. If a submission fails midway, the batch's
-//! storage is kept until every completion it is owed has arrived
-//! ([`SendRing::owed`]), never reused while the kernel may still read it. A
-//! poll points at nothing. Dropping the ring with sends outstanding cannot
-//! happen: a batch is reaped before `submit` returns, or its storage is
-//! kept in `stuck` (leaked on drop rather than freed under the kernel).
+//! queued `Bytes` handle), and is released only once every send of the
+//! batch has been answered. A poll points at nothing.
+//!
+//! If `io_uring_enter` fails for a reason other than a retry, sends of the
+//! batch may sit in the submission queue, and the kernel would take them at
+//! the next submission: the ring is then **broken** for good. Its batch's
+//! storage is kept for the ring's life (the ring's descriptor is closed
+//! first when it drops, and the kernel discards what it never took), the
+//! sends not answered fail, and the ring submits nothing more: a send is
+//! never made twice, and never reaches a descriptor reused since. The
+//! engine stops the core ([`SendRing::broken`]).
 
 #![allow(unsafe_code)]
 
@@ -59,27 +63,28 @@ use crate::policy::outbound::SendBuf;
 /// chunks of it.
 pub(crate) const SEND_ENTRIES: u32 = 1024;
 
-/// Marks a completion as a poll's.
+/// Marks a completion as a poll's; a send's user data is its index in the
+/// batch.
 const POLL: u64 = 1 << 63;
-/// Marks a completion as a poll removal's.
+/// Under [`POLL`], marks the completion of a poll's removal.
 const REMOVE: u64 = 1 << 62;
-/// A send's user data is its batch's generation above this shift and its
-/// index in the batch below it.
-const GENERATION_SHIFT: u32 = 32;
+/// Bytes of copies a batch should hold at most: a caller starts another
+/// batch past this ([`Batch::copied`]), so the arena stays near it.
+pub(crate) const BATCH_COPIES: usize = 1 << 20;
+/// Bytes the arena keeps between batches: a batch holds at most
+/// [`BATCH_COPIES`] and one more send's copy.
+const ARENA_KEEP: usize = 2 * BATCH_COPIES;
 
 /// One core's send ring. See the module documentation.
 pub(crate) struct SendRing {
     ring: IoUring,
     /// Storage of the batch being built or in flight.
     store: Store,
-    /// Counts batches, so that a late answer is never taken for one of
-    /// the current batch.
-    generation: u64,
-    /// Storage of batches whose submission failed midway, kept until the
-    /// kernel has answered every send of theirs.
-    stuck: Vec<Store>,
-    /// Answers still owed to the batches in `stuck`.
-    owed: usize,
+    /// Why the ring broke, if it did; see the module documentation.
+    broken: Option<io::ErrorKind>,
+    /// The storage of the batch whose submission broke the ring, kept for
+    /// the ring's life: the kernel may still read it.
+    stuck: Option<Store>,
     /// The answer to each send of the last batch, in order.
     results: Vec<io::Result<usize>>,
     /// Polls that reported, not yet taken: token, and whether the poll
@@ -132,9 +137,8 @@ impl SendRing {
                 .setup_cqsize(SEND_ENTRIES * 4)
                 .build(SEND_ENTRIES)?,
             store: Store::default(),
-            generation: 0,
-            stuck: Vec::new(),
-            owed: 0,
+            broken: None,
+            stuck: None,
             results: Vec::new(),
             woken: Vec::new(),
             armed: 0,
@@ -144,6 +148,7 @@ impl SendRing {
 
     /// Starts a batch of sends.
     pub(crate) fn batch(&mut self) -> Batch<'_> {
+        // A broken ring's batch storage is in `stuck`; this one is ours.
         self.store.clear();
         Batch { ring: self }
     }
@@ -163,21 +168,44 @@ impl SendRing {
         self.to_push.push((None, token & !(POLL | REMOVE)));
     }
 
-    /// Polls armed and not yet completed.
+    /// Polls armed and not yet ended.
     pub(crate) fn armed(&self) -> usize {
         self.armed
     }
 
-    /// Submits the polls armed since the last submission, and takes the
-    /// completions there are, without waiting.
+    /// Why the ring broke, if it did: it submits nothing more, and every
+    /// send fails. See the module documentation.
+    pub(crate) fn broken(&self) -> Option<io::ErrorKind> {
+        self.broken
+    }
+
+    /// Submits the polls to arm or remove, all of them, and takes the
+    /// completions there are, without waiting. What the polls reported is
+    /// then in [`take_woken`](Self::take_woken).
     pub(crate) fn submit(&mut self) {
-        self.push_polls();
-        if let Err(e) = self.ring.submit()
-            && !retry(&e)
-        {
-            tracing::warn!(error = %e, "io_uring submission failed; tried again with the next");
+        loop {
+            if self.broken.is_some() {
+                return;
+            }
+            self.push_polls();
+            if let Err(e) = self.ring.submit()
+                && !retry(&e)
+            {
+                self.break_down(&e);
+                return;
+            }
+            self.reap(&mut 0);
+            if self.to_push.is_empty() {
+                return;
+            }
         }
-        self.reap(&mut 0);
+    }
+
+    /// `io_uring_enter` failed for good: see the module documentation.
+    fn break_down(&mut self, e: &io::Error) {
+        tracing::error!(error = %e, "io_uring submission of the send ring failed; this core stops");
+        self.broken = Some(e.kind());
+        self.stuck = Some(std::mem::take(&mut self.store));
     }
 
     /// Moves what the polls reported into `into`: each token, and whether
@@ -215,27 +243,24 @@ impl SendRing {
     fn reap(&mut self, answered: &mut usize) {
         for cqe in self.ring.completion() {
             let data = cqe.user_data();
-            if data & REMOVE != 0 {
-                continue;
-            }
             if data & POLL != 0 {
-                let ended = !io_uring::cqueue::more(cqe.flags());
-                if ended {
-                    self.armed = self.armed.saturating_sub(1);
-                }
-                self.woken.push((data & !POLL, ended));
-                continue;
-            }
-            if data >> GENERATION_SHIFT != self.generation {
-                // An answer owed to a batch whose submission failed.
-                self.owed = self.owed.saturating_sub(1);
-                if self.owed == 0 {
-                    self.stuck.clear();
+                if data & REMOVE == 0 {
+                    // A poll reports room, or a change of state; one that
+                    // has ended (removed, or cut off) must be armed again.
+                    let ended = !io_uring::cqueue::more(cqe.flags());
+                    if ended {
+                        self.armed = self.armed.saturating_sub(1);
+                    }
+                    self.woken.push((data & !POLL, ended));
                 }
                 continue;
             }
-            let index = (data & ((1 << GENERATION_SHIFT) - 1)) as usize;
-            if let Some(slot) = self.results.get_mut(index) {
+            // A batch returns only once every send of it is answered, and
+            // a broken ring submits no other: the index is this batch's.
+            if let Some(slot) = usize::try_from(data)
+                .ok()
+                .and_then(|i| self.results.get_mut(i))
+            {
                 *slot = if cqe.result() >= 0 {
                     Ok(cqe.result() as usize)
                 } else {
@@ -300,7 +325,37 @@ impl SendRing {
                 .flags(flags as u32)
                 .build(),
         };
-        entry.user_data(self.generation << GENERATION_SHIFT | i as u64)
+        entry.user_data(i as u64)
+    }
+}
+
+/// Checks that the kernel has what a send ring needs beyond io_uring
+/// itself: multishot polls (Linux 5.13). Without them a poll for room would
+/// end at every report, and a socket shut for reading would be polled in a
+/// loop; the engine is then not offered.
+pub(crate) fn probe() -> io::Result<()> {
+    let mut ring = SendRing::new()?;
+    let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+    // An empty socket has room: the poll reports at once.
+    ring.poll_writable(a.as_raw_fd(), 1);
+    ring.submit();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut woken = Vec::new();
+    while woken.is_empty() {
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::other("an io_uring poll never reported"));
+        }
+        std::thread::yield_now();
+        ring.submit();
+        ring.take_woken(&mut woken);
+    }
+    ring.cancel_poll(1);
+    ring.submit();
+    match woken[0] {
+        (_, false) => Ok(()),
+        (_, true) => Err(io::Error::other(
+            "io_uring has no multishot polls (Linux 5.13 or later needed)",
+        )),
     }
 }
 
@@ -364,15 +419,23 @@ impl<'r> Batch<'r> {
         store.jobs.len() - 1
     }
 
+    /// Bytes copied into the batch so far.
+    pub(crate) fn copied(&self) -> usize {
+        self.ring.store.arena.len()
+    }
+
     /// Submits every send of the batch, with the polls armed since the last
     /// submission, and returns the kernel's answer to each, in the order
     /// they were added. Every answer is in before it returns: the sends do
-    /// not wait for room.
+    /// not wait for room. On a broken ring, every send fails.
     pub(crate) fn submit(self) -> &'r mut [io::Result<usize>] {
         let ring = self.ring;
         let count = ring.store.jobs.len();
-        ring.generation = (ring.generation + 1) & ((1 << (63 - GENERATION_SHIFT)) - 1);
         ring.results.clear();
+        if let Some(kind) = ring.broken {
+            ring.results.resize_with(count, || Err(kind.into()));
+            return &mut ring.results;
+        }
         ring.results
             .resize_with(count, || Err(io::ErrorKind::Interrupted.into()));
         if count == 0 {
@@ -400,18 +463,28 @@ impl<'r> Batch<'r> {
             if let Err(e) = ring.ring.submit_and_wait(want)
                 && !retry(&e)
             {
-                // The kernel may still hold sends of this batch, or find
-                // them in the submission queue later: keep what they point
-                // at until each is answered. The sends not answered are
-                // reported as interrupted, and tried again.
-                tracing::warn!(error = %e, "io_uring submission failed; its sends are tried again");
+                // Sends of this batch may sit in the submission queue: the
+                // ring is broken, and the sends not answered fail.
                 ring.reap(&mut answered);
-                ring.owed += pushed - answered;
-                ring.stuck.push(std::mem::take(&mut ring.store));
-                ring.generation = (ring.generation + 1) & ((1 << (63 - GENERATION_SHIFT)) - 1);
-                break;
+                ring.break_down(&e);
+                for result in &mut ring.results {
+                    if result
+                        .as_ref()
+                        .is_err_and(|r| r.kind() == io::ErrorKind::Interrupted)
+                    {
+                        *result = Err(e.kind().into());
+                    }
+                }
+                return &mut ring.results;
             }
             ring.reap(&mut answered);
+        }
+        // Every send is answered: the handles go now, not with the next
+        // batch, and a big batch's copies are given back.
+        ring.store.held.clear();
+        if ring.store.arena.capacity() > ARENA_KEEP {
+            ring.store.arena.clear();
+            ring.store.arena.shrink_to(ARENA_KEEP);
         }
         &mut ring.results
     }
@@ -548,6 +621,64 @@ mod tests {
         woken.clear();
         ring.take_woken(&mut woken);
         assert_eq!(woken.last(), Some(&(42, true)));
+    }
+
+    #[test]
+    fn more_polls_than_the_submission_queue_holds_are_all_armed_at_once() {
+        let mut ring = SendRing::new().expect("ring");
+        let count = SEND_ENTRIES as usize + 200;
+        let pairs: Vec<_> = (0..count)
+            .map(|_| std::os::unix::net::UnixStream::pair().expect("pair"))
+            .collect();
+        for (i, (a, _)) in pairs.iter().enumerate() {
+            ring.poll_writable(a.as_raw_fd(), i as u64);
+        }
+        ring.submit();
+        assert!(ring.to_push.is_empty(), "every poll is in the kernel");
+        // Every socket has room: every poll reports.
+        let mut woken = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while woken.len() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {count} reported",
+                woken.len()
+            );
+            ring.submit();
+            ring.take_woken(&mut woken);
+        }
+        assert_eq!(ring.armed(), count, "multishot: all still armed");
+    }
+
+    #[test]
+    fn a_batch_lets_go_of_its_handles_and_its_big_copies_once_answered() {
+        let mut ring = SendRing::new().expect("ring");
+        let (client, mut server) = pair();
+        server.set_nonblocking(true).expect("nonblocking");
+        let held = Bytes::from(vec![1u8; 1000]);
+        let copy = vec![2u8; 64 * 1024];
+        let mut batch = ring.batch();
+        batch.add(client.as_raw_fd(), |job| {
+            job.refer(&held, 0);
+            1000
+        });
+        // Many copies, as a batch of many small sends would make, to a
+        // socket that takes what it can.
+        for _ in 0..56 {
+            batch.add(client.as_raw_fd(), |job| {
+                job.copy(&copy);
+                copy.len()
+            });
+        }
+        assert!(batch.copied() > 3 * BATCH_COPIES);
+        let _ = batch.submit();
+        assert!(held.is_unique(), "the handle was let go");
+        assert!(ring.store.arena.capacity() <= ARENA_KEEP);
+    }
+
+    #[test]
+    fn the_probe_finds_multishot_polls_on_this_kernel() {
+        probe().expect("Linux 5.13 or later");
     }
 
     #[test]

@@ -2,13 +2,13 @@
 //! the kernel at once where a queue is full, held for a moment for one that
 //! is behind, and how a connection is closed.
 
+use std::cell::RefCell;
 use std::net::Shutdown;
 use std::ops::Deref;
 use std::pin::pin;
 use std::time::Instant;
 
 use bytes::Bytes;
-use smallvec::SmallVec;
 
 use super::{Action, CloseReason, Cx, Host, Link};
 use crate::ops::clients::Transport;
@@ -58,6 +58,14 @@ pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
     waited
 }
 
+thread_local! {
+    /// Connections whose queue filled during a delivery on this thread, by
+    /// index, and where they stopped. A delivery finishes with it before it
+    /// waits for anything, so one list per thread serves them all, and a
+    /// delivery allocates nothing per receiver.
+    static FULL: RefCell<Vec<(usize, Cursor)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Offers `runs` to every connection, then hands every queue that filled
 /// to the kernel at once and offers those connections the rest, until each
 /// has taken it or its socket refused. Returns those that hold a line:
@@ -68,38 +76,36 @@ fn offer_everyone<'c, H: Host, L: Deref<Target = H::Link>>(
     runs: &[Run],
     frames: &mut Frames,
 ) -> Vec<(&'c H::Link, Cursor, Instant)> {
-    // On the stack (this is no async fn), so a delivery allocates nothing
-    // per receiver, and a connection's task holds none of it.
-    let mut full: SmallVec<[(&H::Link, Cursor); 64]> = SmallVec::new();
     let mut held = Vec::new();
-    let cx = host.cx();
-    for link in conns {
-        match offer_from(host, link, runs, Cursor::START, frames, &cx) {
-            Stop::Done => {}
-            Stop::Full(at) => full.push((&**link, at)),
-            Stop::Held(at, until) => held.push((&**link, at, until)),
-        }
-    }
-    let mut sending: SmallVec<[&H::Link; 64]> = SmallVec::new();
-    while !full.is_empty() {
-        sending.clear();
-        sending.extend(full.iter().map(|&(link, _)| link));
-        host.send_now(&sending);
+    FULL.with_borrow_mut(|full| {
+        full.clear();
         let cx = host.cx();
-        let mut kept = 0;
-        for i in 0..full.len() {
-            let (link, at) = full[i];
-            match offer_from(host, link, runs, at, frames, &cx) {
+        for (i, link) in conns.iter().enumerate() {
+            match offer_from(host, link, runs, Cursor::START, frames, &cx) {
                 Stop::Done => {}
-                Stop::Full(at) => {
-                    full[kept] = (link, at);
-                    kept += 1;
-                }
-                Stop::Held(at, until) => held.push((link, at, until)),
+                Stop::Full(at) => full.push((i, at)),
+                Stop::Held(at, until) => held.push((&**link, at, until)),
             }
         }
-        full.truncate(kept);
-    }
+        while !full.is_empty() {
+            host.send_now(conns, full.iter().map(|&(i, _)| i));
+            let cx = host.cx();
+            let mut kept = 0;
+            for j in 0..full.len() {
+                let (i, at) = full[j];
+                let link = &conns[i];
+                match offer_from(host, link, runs, at, frames, &cx) {
+                    Stop::Done => {}
+                    Stop::Full(at) => {
+                        full[kept] = (i, at);
+                        kept += 1;
+                    }
+                    Stop::Held(at, until) => held.push((&**link, at, until)),
+                }
+            }
+            full.truncate(kept);
+        }
+    });
     held
 }
 
@@ -121,7 +127,7 @@ fn offer_alone<H: Host>(
             // Each round the kernel takes some (the queue has room again)
             // or refuses (the next offer holds or drops): it ends.
             Stop::Full(next) => {
-                host.send_now(&[link]);
+                host.send_now(std::slice::from_ref(&link), 0..1);
                 at = next;
             }
         }

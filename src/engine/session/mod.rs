@@ -23,6 +23,7 @@
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
+use std::ops::Deref;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -558,10 +559,15 @@ pub(crate) trait Host {
     /// The connection has something to send, or a state its writer must
     /// look at: the engine sees to it soon.
     fn wake(&self, link: &Self::Link);
-    /// Hands the queues of `links` to the kernel now and settles the
-    /// kernel's answers (see [`Action::Full`]); one whose socket refuses
-    /// gets a wait for writability.
-    fn send_now(&self, links: &[&Self::Link]);
+    /// Hands the queues of `conns[i]`, for `i` in `which` (each at most
+    /// once), to the kernel now and settles the kernel's answers (see
+    /// [`Action::Full`]); one whose socket refuses gets a wait for
+    /// writability.
+    fn send_now<L: Deref<Target = Self::Link>>(
+        &self,
+        conns: &[L],
+        which: impl Iterator<Item = usize>,
+    );
     /// Removes a closed connection from the host.
     fn forget(&self, link: &Self::Link);
     /// A reader task ended.

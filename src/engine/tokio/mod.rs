@@ -9,6 +9,7 @@
 mod conn;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::ops::Deref;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -92,7 +93,8 @@ pub(crate) fn start(
         ),
         cluster_out: config.cluster.as_ref().map(|_| {
             Arc::new(ClusterOut {
-                lines: ArrayQueue::new(CLUSTER_QUEUE),
+                runs: ArrayQueue::new(CLUSTER_QUEUE),
+                lines: AtomicUsize::new(0),
                 bell: Doorbell::default(),
             })
         }),
@@ -216,8 +218,12 @@ struct Hub {
 /// Lines waiting for the cluster bridge; full means dropped (counted).
 const CLUSTER_QUEUE: usize = 16 * 1024;
 
+/// Runs of local lines on their way to the bridge, at most
+/// [`CLUSTER_QUEUE`] lines in all.
 struct ClusterOut {
-    lines: ArrayQueue<Run>,
+    runs: ArrayQueue<Run>,
+    /// Lines in `runs`.
+    lines: AtomicUsize,
     bell: Doorbell,
 }
 
@@ -226,7 +232,11 @@ struct BridgeLocal(Arc<ClusterOut>);
 
 impl crate::ops::cluster::LocalLines for BridgeLocal {
     fn pop(&mut self) -> Option<Run> {
-        self.0.lines.pop()
+        let run = self.0.runs.pop()?;
+        self.0
+            .lines
+            .fetch_sub(run.lines as usize, Ordering::Relaxed);
+        Some(run)
     }
 
     fn release(&mut self) {}
@@ -234,7 +244,7 @@ impl crate::ops::cluster::LocalLines for BridgeLocal {
     async fn wait(&self, stop: &(dyn Fn() -> bool + Sync)) {
         self.0
             .bell
-            .wait_until(|| stop() || !self.0.lines.is_empty())
+            .wait_until(|| stop() || !self.0.runs.is_empty())
             .await;
     }
 }
@@ -274,8 +284,13 @@ impl Host for Hub {
         let shard = self.shard();
         shard.received(run.lines, run.bytes.len());
         if let Some(out) = &self.cluster_out {
-            if out.lines.push(run.clone()).is_err() {
-                shard.cluster_dropped(run.lines as usize);
+            // Counted before it goes in, so that the bridge never takes
+            // off lines not yet added.
+            let lines = run.lines as usize;
+            let before = out.lines.fetch_add(lines, Ordering::Relaxed);
+            if before + lines > CLUSTER_QUEUE || out.runs.push(run.clone()).is_err() {
+                out.lines.fetch_sub(lines, Ordering::Relaxed);
+                shard.cluster_dropped(lines);
             }
             out.bell.ring();
         }
@@ -291,9 +306,9 @@ impl Host for Hub {
 
     /// One send after the other: epoll has no way to hand many sockets
     /// their bytes in one system call.
-    fn send_now(&self, links: &[&Conn]) {
+    fn send_now<L: Deref<Target = Conn>>(&self, conns: &[L], which: impl Iterator<Item = usize>) {
         let cx = self.cx();
-        for link in links {
+        for link in which.map(|i| &*conns[i]) {
             let turn = link.with(|s| s.flush(|bufs| link.try_send(bufs), &cx));
             if session::settled(self, link, turn) && link.with(|s| s.is_blocked()) {
                 // Its writer waits for the socket to take more.

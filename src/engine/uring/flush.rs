@@ -4,15 +4,20 @@
 //! Deliveries mark connections due ([`Flusher::mark`]). The flusher task
 //! wakes at the first, lets the tasks that were ready with it run (readers
 //! and drainers that queue more in the same round), then sends every due
-//! queue at once ([`Flusher::send`]). So what piles up during a busy round
-//! goes out in one send per connection, with no timer, and a quiet core
-//! sends a line as soon as it is delivered. A queue that fills during a
-//! delivery goes at once, with the others that filled in that delivery
-//! ([`crate::engine::session::Host::send_now`]). Every answer is settled by
-//! the shared policy; a socket that refuses gets a poll for room, whose
-//! reports mark the connection due again. That poll is multishot and stays
-//! armed until the connection closes (see [`crate::sys::sendring`] for
-//! why): a connection arms at most one, the first time its socket refuses.
+//! queue at once ([`Flusher::send`]). While the core delivers more than
+//! `--coalesce-above` lines a second, it waits instead for the coalescer's
+//! next tick (`--coalesce`), so that what piles up goes out in one send per
+//! connection; a queue that fills goes at once, from its delivery, with the
+//! others that filled in that delivery
+//! ([`crate::engine::session::Host::send_now`]), and a socket that took
+//! more after refusing cuts the wait short. A quiet core sends a line as
+//! soon as it is delivered.
+//!
+//! Every answer is settled by the shared policy; a socket that refuses
+//! gets a poll for room, whose reports mark the connection due again. That
+//! poll is multishot and stays armed until the connection closes (see
+//! [`crate::sys::sendring`] for why): a connection arms at most one, the
+//! first time its socket refuses.
 
 use std::cell::{Cell, RefCell};
 use std::ops::Deref;
@@ -86,10 +91,17 @@ impl Flusher {
         }
     }
 
-    /// Hands the queue of each of `conns` to the kernel, all in one
-    /// submission, and settles the answers: each connection then has sent
-    /// everything, is marked due for more, waits for room, or is closed.
-    pub(super) fn send<L: Deref<Target = Conn>>(&self, core: &Core, conns: &[L]) {
+    /// Hands the queue of each of `conns[i]`, for `i` in `which`, to the
+    /// kernel, in one submission (or one per megabyte of copies), and
+    /// settles the answers: each connection then has sent everything, is
+    /// marked due for more, waits for room, or is closed. Each connection
+    /// at most once: twice in one batch, its queue would be sent twice.
+    pub(super) fn send<L: Deref<Target = Conn>>(
+        &self,
+        core: &Core,
+        conns: &[L],
+        which: impl Iterator<Item = usize>,
+    ) {
         let cx = core.cx();
         let flushing = core.flushing();
         let mut scratch = self.scratch.borrow_mut();
@@ -98,12 +110,16 @@ impl Flusher {
             after,
             woken,
         } = &mut *scratch;
-        sends.clear();
         after.clear();
-        {
+        let mut which = which.peekable();
+        while which.peek().is_some() {
+            sends.clear();
             let mut ring = self.ring.borrow_mut();
             let mut batch = ring.batch();
-            for (i, conn) in conns.iter().enumerate() {
+            // A core holds about a megabyte of copies for its sends at once.
+            while batch.copied() < sendring::BATCH_COPIES {
+                let Some(i) = which.next() else { break };
+                let conn = &conns[i];
                 conn.due.set(false);
                 if conn.with(|s| s.next(flushing, &cx, |_| false)) == Next::Send {
                     let mut offered = 0;
@@ -145,8 +161,12 @@ impl Flusher {
         }
         self.submit_cancels(&mut ring);
         ring.take_woken(woken);
+        let broken = ring.broken();
         drop(ring);
         self.wake_polled(core, woken);
+        if let Some(why) = broken {
+            core.fail(why);
+        }
     }
 
     /// Arms a poll for room on `conn`'s socket, unless one is armed;
@@ -163,15 +183,26 @@ impl Flusher {
 
     /// A connection is closing: its poll, if any, is removed, so that the
     /// kernel lets go of its socket.
-    pub(super) fn forget(&self, conn: &Conn) {
-        if conn.polling.replace(false) {
-            let token = conn.with(|s| poll_token(s.key(), s.id()));
-            self.cancels.borrow_mut().push(token);
-            // Inside a batch the ring is busy: its end removes it.
-            if let Ok(mut ring) = self.ring.try_borrow_mut() {
-                self.submit_cancels(&mut ring);
-            }
+    pub(super) fn forget(&self, core: &Core, conn: &Conn) {
+        if !conn.polling.replace(false) {
+            return;
         }
+        let token = conn.with(|s| poll_token(s.key(), s.id()));
+        self.cancels.borrow_mut().push(token);
+        // Inside a round the ring or the scratch is busy: the round's end
+        // removes it, and takes what other polls reported meanwhile.
+        let (Ok(mut scratch), Ok(mut ring)) =
+            (self.scratch.try_borrow_mut(), self.ring.try_borrow_mut())
+        else {
+            return;
+        };
+        self.submit_cancels(&mut ring);
+        // The submission may have taken another connection's report: it
+        // is acted on here, or it would be lost (the ring's descriptor
+        // says nothing more about it).
+        ring.take_woken(&mut scratch.woken);
+        drop(ring);
+        self.wake_polled(core, &mut scratch.woken);
     }
 
     fn submit_cancels(&self, ring: &mut SendRing) {
@@ -192,7 +223,11 @@ impl Flusher {
         let mut ring = self.ring.borrow_mut();
         ring.submit();
         ring.take_woken(&mut scratch.woken);
+        let broken = ring.broken();
         drop(ring);
+        if let Some(why) = broken {
+            core.fail(why);
+        }
         self.wake_polled(core, &mut scratch.woken);
     }
 
@@ -269,7 +304,7 @@ pub(super) async fn flush_forever(core: Rc<Core>) {
                     .cloned(),
             );
         }
-        core.flusher.send(&core, &conns);
+        core.flusher.send(&core, &conns, 0..conns.len());
         conns.clear();
     }
 }

@@ -19,6 +19,7 @@ mod flush;
 
 use std::cell::{Cell, RefCell};
 use std::net::TcpListener as StdListener;
+use std::ops::Deref;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -141,6 +142,7 @@ pub(crate) fn start(
                     next_id: Cell::new(0),
                     tick: Cell::new(0),
                     changed: tokio::sync::Notify::new(),
+                    failed: tokio::sync::Notify::new(),
                     coalescer: Coalescer::new(settings.coalesce, settings.coalesce_above),
                     patience: Patience::new(settings.conn.grace, Instant::now()),
                 });
@@ -212,6 +214,8 @@ struct Core {
     tick: Cell<u64>,
     /// Wakes the core's main task when a reader exits or a connection closes.
     changed: tokio::sync::Notify,
+    /// Stops the core: its send ring broke.
+    failed: tokio::sync::Notify,
     /// Holds this core's writes back briefly while it is busy.
     coalescer: Coalescer,
     /// How long this core may still wait for clients that are behind.
@@ -257,12 +261,12 @@ impl Host for Core {
         self.flusher.mark(link);
     }
 
-    fn send_now(&self, links: &[&Conn]) {
-        self.flusher.send(self, links);
+    fn send_now<L: Deref<Target = Conn>>(&self, conns: &[L], which: impl Iterator<Item = usize>) {
+        self.flusher.send(self, conns, which);
     }
 
     fn forget(&self, link: &Conn) {
-        self.flusher.forget(link);
+        self.flusher.forget(self, link);
         self.conns.borrow_mut().remove(link.with(|s| s.key()));
         self.shared.gate.release();
         self.changed.notify_waiters();
@@ -325,7 +329,19 @@ impl Core {
             () = &mut abort => {
                 self.close_all(CloseReason::DrainTimeout);
             }
+            // The send ring broke (logged there): this core stops, and with
+            // it the process, for a supervisor to restart.
+            () = self.failed.notified() => {
+                self.close_all(CloseReason::WriteError);
+            }
         }
+    }
+
+    /// The core cannot go on (its send ring broke): it closes its clients
+    /// and stops.
+    fn fail(&self, why: std::io::ErrorKind) {
+        tracing::error!(core = self.index, error = %why, "core stops: its send ring failed");
+        self.failed.notify_one();
     }
 
     /// Accepts until shutdown begins, then shuts down gracefully.
