@@ -653,7 +653,7 @@ mod tests {
     #[test]
     fn a_batch_lets_go_of_its_handles_and_its_big_copies_once_answered() {
         let mut ring = SendRing::new().expect("ring");
-        let (client, mut server) = pair();
+        let (client, server) = pair();
         server.set_nonblocking(true).expect("nonblocking");
         let held = Bytes::from(vec![1u8; 1000]);
         let copy = vec![2u8; 64 * 1024];
