@@ -125,7 +125,7 @@ pub const MAX_STALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default `--coalesce`.
 pub const DEFAULT_COALESCE: Duration = Duration::from_millis(1);
 /// Default `--coalesce-above`.
-pub const DEFAULT_COALESCE_ABOVE: u64 = 200_000;
+pub const DEFAULT_COALESCE_ABOVE: u64 = 400_000;
 /// Default `--max-clients`.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// Default `--drain-timeout`.
