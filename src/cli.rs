@@ -133,8 +133,9 @@ pub(crate) struct ServeArgs {
     /// While a core is busy (see --coalesce-above), hold a client's writes
     /// back by up to this long (e.g. `1ms`, `500us`) so that
     /// one write carries many lines: far fewer writes, so less CPU and, on a
-    /// loaded server, lower latency. A client with a quarter of --queue or
-    /// 16 KiB waiting is written at once. `0` turns coalescing off.
+    /// loaded server, lower latency. A client whose queue is full is written
+    /// at once (on the tokio engine, already at a quarter of --queue or
+    /// 16 KiB). `0` turns coalescing off.
     #[arg(long, env = "RINGCAST_COALESCE", value_name = "DUR", default_value = "1ms", value_parser = humantime::parse_duration)]
     coalesce: Duration,
 

@@ -46,7 +46,7 @@
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Write as _};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -74,6 +74,11 @@ pub(crate) const BATCH_COPIES: usize = 1 << 20;
 /// Bytes the arena keeps between batches: a batch holds at most
 /// [`BATCH_COPIES`] and one more send's copy.
 const ARENA_KEEP: usize = 2 * BATCH_COPIES;
+/// Entries each list of a [`Store`] keeps between batches. A batch of
+/// vectored sends to many clients has no copies to bound it, so its lists
+/// grow with the clients (about 100 B per piece); past this they are given
+/// back once it is answered.
+const LIST_KEEP: usize = 4 * SEND_ENTRIES as usize;
 
 /// One core's send ring. See the module documentation.
 pub(crate) struct SendRing {
@@ -118,6 +123,24 @@ enum Piece {
 }
 
 impl Store {
+    /// Once a batch is answered: lets go of its handles at once, and gives
+    /// back what a big batch grew beyond what the next one likely needs.
+    fn let_go(&mut self) {
+        fn trim<T>(list: &mut Vec<T>, keep: usize) {
+            if list.capacity() > keep {
+                list.clear();
+                list.shrink_to(keep);
+            }
+        }
+        self.held.clear();
+        trim(&mut self.held, LIST_KEEP);
+        trim(&mut self.arena, ARENA_KEEP);
+        trim(&mut self.pieces, LIST_KEEP);
+        trim(&mut self.jobs, LIST_KEEP);
+        trim(&mut self.iovecs, LIST_KEEP);
+        trim(&mut self.msgs, LIST_KEEP);
+    }
+
     fn clear(&mut self) {
         self.arena.clear();
         self.held.clear();
@@ -351,11 +374,47 @@ pub(crate) fn probe() -> io::Result<()> {
     }
     ring.cancel_poll(1);
     ring.submit();
-    match woken[0] {
-        (_, false) => Ok(()),
-        (_, true) => Err(io::Error::other(
+    if woken[0].1 {
+        return Err(io::Error::other(
             "io_uring has no multishot polls (Linux 5.13 or later needed)",
-        )),
+        ));
+    }
+    sends_are_answered_at_once(&mut ring)
+}
+
+/// Checks what the module rests on: a `MSG_DONTWAIT` send to a full socket
+/// is answered with `EAGAIN` at once, not parked until the socket has room
+/// (which would hold the core in [`Batch::submit`] for as long as a client
+/// does not read). A kernel that parks it still answers once the peer
+/// closes, which a watchdog does after a second.
+fn sends_are_answered_at_once(ring: &mut SendRing) -> io::Result<()> {
+    let (full, peer) = std::os::unix::net::UnixStream::pair()?;
+    full.set_nonblocking(true)?;
+    let chunk = [0u8; 4096];
+    while (&full).write(&chunk).is_ok() {}
+    let (done, watching) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let _ = watching.recv_timeout(std::time::Duration::from_secs(1));
+        drop(peer);
+    });
+    let started = std::time::Instant::now();
+    let mut batch = ring.batch();
+    batch.add(full.as_raw_fd(), |job| {
+        job.copy(&chunk[..1]);
+        1
+    });
+    let answer = batch.submit()[0]
+        .as_ref()
+        .map(|n| *n)
+        .map_err(io::Error::kind);
+    let waited = started.elapsed();
+    let _ = done.send(());
+    let _ = watchdog.join();
+    match answer {
+        Err(io::ErrorKind::WouldBlock) if waited < std::time::Duration::from_secs(1) => Ok(()),
+        other => Err(io::Error::other(format!(
+            "an io_uring send to a full socket was not answered at once ({other:?} after {waited:?}): this kernel parks MSG_DONTWAIT sends; a newer one is needed"
+        ))),
     }
 }
 
@@ -480,12 +539,8 @@ impl<'r> Batch<'r> {
             ring.reap(&mut answered);
         }
         // Every send is answered: the handles go now, not with the next
-        // batch, and a big batch's copies are given back.
-        ring.store.held.clear();
-        if ring.store.arena.capacity() > ARENA_KEEP {
-            ring.store.arena.clear();
-            ring.store.arena.shrink_to(ARENA_KEEP);
-        }
+        // batch, and a big batch's storage is given back.
+        ring.store.let_go();
         &mut ring.results
     }
 }
@@ -677,7 +732,38 @@ mod tests {
     }
 
     #[test]
-    fn the_probe_finds_multishot_polls_on_this_kernel() {
+    fn a_batch_to_many_clients_gives_back_its_lists_once_answered() {
+        let mut ring = SendRing::new().expect("ring");
+        let (client, server) = pair();
+        server.set_nonblocking(true).expect("nonblocking");
+        let held = Bytes::from(vec![1u8; 16]);
+        // Vectored sends copy nothing, so only the count of sends and
+        // pieces grows the lists: as a batch to thousands of clients would.
+        let mut batch = ring.batch();
+        for _ in 0..3 * LIST_KEEP {
+            batch.add(client.as_raw_fd(), |job| {
+                job.refer(&held, 0);
+                job.refer(&held, 0);
+                32
+            });
+        }
+        assert_eq!(batch.copied(), 0);
+        let _ = batch.submit();
+        assert!(held.is_unique(), "the handles were let go");
+        let store = &ring.store;
+        for (list, capacity) in [
+            ("held", store.held.capacity()),
+            ("pieces", store.pieces.capacity()),
+            ("jobs", store.jobs.capacity()),
+            ("iovecs", store.iovecs.capacity()),
+            ("msgs", store.msgs.capacity()),
+        ] {
+            assert!(capacity <= LIST_KEEP, "{list} kept {capacity} entries");
+        }
+    }
+
+    #[test]
+    fn the_probe_finds_multishot_polls_and_sends_answered_at_once_on_this_kernel() {
         probe().expect("Linux 5.13 or later");
     }
 

@@ -157,7 +157,7 @@ struct EpollTimer(AsyncFd<FlushTimer>);
 
 impl EpollTimer {
     /// Must be called on the runtime.
-    // The one unsafe block: tokio made registering a raw fd unsafe (it
+    // Unsafe: tokio made registering a raw fd unsafe (it
     // cannot check the fd's lifetime), and there is no safe way to wait for
     // a timerfd's readiness on this runtime.
     #[allow(unsafe_code)]

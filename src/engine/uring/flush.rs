@@ -5,7 +5,7 @@
 //! wakes at the first, lets the tasks that were ready with it run (readers
 //! and drainers that queue more in the same round), then sends every due
 //! queue at once ([`Flusher::send`]). While the core delivers more than
-//! `--coalesce-above` lines a second, it waits instead for the coalescer's
+//! `--coalesce-above` deliveries a second (lines × receivers), it waits instead for the coalescer's
 //! next tick (`--coalesce`), so that what piles up goes out in one send per
 //! connection; a queue that fills goes at once, from its delivery, with the
 //! others that filled in that delivery
