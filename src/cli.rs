@@ -77,24 +77,30 @@ pub(crate) struct ServeArgs {
     engine: EngineArg,
 
     /// Worker threads, one per core [default: number of available cores].
+    /// At most 4 per available core, and 1024.
     #[arg(long, env = "RINGCAST_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
 
     /// Per-client outgoing queue, in messages the kernel has not taken yet.
     /// A message for a client whose queue and kernel send buffer are both
     /// full is dropped for that client alone, and counted (after one short
-    /// wait, see --stall-timeout); it drops until it has caught up.
+    /// wait, see --stall-timeout); it drops until it has caught up. At most
+    /// 1000000.
     #[arg(long, env = "RINGCAST_QUEUE", value_name = "N", default_value_t = config::DEFAULT_QUEUE)]
     queue: usize,
 
-    /// Longest line a client may send, in bytes, not counting the newline.
-    /// A client that sends more without a newline is disconnected.
+    /// Longest line a client may send, in bytes, not counting the newline
+    /// (for a WebSocket client: the longest message). A client that sends
+    /// more without a newline is disconnected (a WebSocket client: closed
+    /// with 1009), and counted in ringcast_lines_too_long_total. At most
+    /// 1 GiB.
     #[arg(long, env = "RINGCAST_MAX_LINE", value_name = "BYTES", default_value_t = config::DEFAULT_MAX_LINE)]
     max_line: usize,
 
-    /// Kernel send buffer per client (SO_SNDBUF; Linux doubles it), at
-    /// least 4096. With --queue, it is all a slow client may hold before
-    /// its messages are dropped.
+    /// Kernel send buffer per client (SO_SNDBUF; Linux doubles it), from
+    /// 4096 to 1073741823. With --queue, it is all a slow client may hold
+    /// before its messages are dropped. Above net.core.wmem_max the kernel
+    /// gives wmem_max instead, and a warning at start says so.
     #[arg(long, env = "RINGCAST_SNDBUF", value_name = "BYTES", default_value_t = config::DEFAULT_SNDBUF)]
     sndbuf: usize,
 
@@ -109,12 +115,14 @@ pub(crate) struct ServeArgs {
     /// traffic the kernel probes the peer, every quarter of it (at least
     /// 1 s), and drops the connection after four unanswered probes; so a
     /// peer that vanished without a FIN or RST (a NAT timeout, a pulled
-    /// cable) goes within about twice this. `0` turns it off.
+    /// cable) goes within about twice this. At most 32767s (the kernel's
+    /// limit); `0` turns it off.
     #[arg(long, env = "RINGCAST_TCP_KEEPALIVE", value_name = "DUR", default_value = "60s", value_parser = humantime::parse_duration)]
     tcp_keepalive: Duration,
 
     /// TCP_USER_TIMEOUT on every client socket: drop a connection whose
-    /// sent data stays unacknowledged this long. `0` leaves the kernel's
+    /// sent data stays unacknowledged this long, at most 2147483647ms
+    /// (about 24.8 days, the kernel's limit). `0` leaves the kernel's
     /// default, about 15 minutes of retransmits.
     #[arg(long, env = "RINGCAST_TCP_USER_TIMEOUT", value_name = "DUR", default_value = "60s", value_parser = humantime::parse_duration)]
     tcp_user_timeout: Duration,
@@ -135,7 +143,7 @@ pub(crate) struct ServeArgs {
     /// one write carries many lines: far fewer writes, so less CPU and, on a
     /// loaded server, lower latency. A client whose queue is full is written
     /// at once (on the tokio engine, already at a quarter of --queue or
-    /// 16 KiB). `0` turns coalescing off.
+    /// 16 KiB). At most `1s`; `0` turns coalescing off.
     #[arg(long, env = "RINGCAST_COALESCE", value_name = "DUR", default_value = "1ms", value_parser = humantime::parse_duration)]
     coalesce: Duration,
 
@@ -158,8 +166,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RINGCAST_DRAIN_TIMEOUT", value_name = "DUR", default_value = "2s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
 
-    /// Most clients connected at once. Past it, a new connection is accepted
-    /// and closed at once, and counted in
+    /// Most clients connected at once (at most 10000000). Past it, a new
+    /// connection is accepted and closed at once, and counted in
     /// ringcast_connections_rejected_total.
     #[arg(long, env = "RINGCAST_MAX_CLIENTS", value_name = "N", default_value_t = config::DEFAULT_MAX_CLIENTS)]
     max_clients: usize,

@@ -107,12 +107,29 @@ pub struct Config {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
 /// Default `--queue`.
 pub const DEFAULT_QUEUE: usize = 100;
+/// Longest `--queue`.
+pub const MAX_QUEUE: usize = 1_000_000;
 /// Default `--max-line`.
 pub const DEFAULT_MAX_LINE: usize = 65536;
+/// Longest `--max-line`: 1 GiB.
+pub const MAX_MAX_LINE: usize = 1 << 30;
 /// Default `--sndbuf`. The kernel doubles it for bookkeeping.
 pub const DEFAULT_SNDBUF: usize = 64 * 1024;
 /// Smallest `--sndbuf`: below this the kernel's own floor applies anyway.
 pub const MIN_SNDBUF: usize = 4096;
+/// Largest `--sndbuf`: the kernel takes an `int` and doubles it, so it
+/// never gives more than this (and `net.core.wmem_max` usually far less).
+pub const MAX_SNDBUF: usize = (i32::MAX / 2) as usize;
+/// Most `--threads` per available core: more only share the cores.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+/// Most `--threads` on any machine: on `uring` every pair of threads has
+/// rings of its own.
+pub const MAX_THREADS: usize = 1024;
+/// Longest `--tcp-keepalive`: the kernel's limit for `TCP_KEEPIDLE`.
+pub const MAX_KEEPALIVE: Duration = Duration::from_secs(32_767);
+/// Longest `--tcp-user-timeout`: the kernel takes it in milliseconds, as an
+/// `int` (about 24.8 days).
+pub const MAX_USER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 /// Default `--tcp-keepalive`: a silent dead peer goes within about two
 /// minutes.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -124,10 +141,14 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_millis(5);
 pub const MAX_STALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default `--coalesce`.
 pub const DEFAULT_COALESCE: Duration = Duration::from_millis(1);
+/// Longest `--coalesce`: a core holds its sends for at most this long.
+pub const MAX_COALESCE: Duration = Duration::from_secs(1);
 /// Default `--coalesce-above`.
 pub const DEFAULT_COALESCE_ABOVE: u64 = 400_000;
 /// Default `--max-clients`.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Most `--max-clients`.
+pub const MAX_MAX_CLIENTS: usize = 10_000_000;
 /// Default `--drain-timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest timeout any option takes (30 days): longer ones would overflow
@@ -170,39 +191,76 @@ impl Config {
             .max(1)
     }
 
-    /// Checks every value, naming the option at fault.
+    /// The most `--threads` this machine takes: [`MAX_THREADS_PER_CORE`]
+    /// per available core, and at most [`MAX_THREADS`].
+    pub fn max_threads() -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.saturating_mul(MAX_THREADS_PER_CORE).min(MAX_THREADS)
+    }
+
+    /// Checks every value, naming the option at fault: each number has an
+    /// absolute bound, within what the kernel and the machine accept.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |what: &str| Err(Error::Config(what.to_owned()));
+        let at_most = |name: &str, value: usize, max: usize, why: &str| {
+            if value > max {
+                Err(Error::Config(format!("{name} must be at most {max}{why}")))
+            } else {
+                Ok(())
+            }
+        };
         if self.threads == Some(0) {
             return bad("--threads must be at least 1");
+        }
+        if let Some(threads) = self.threads {
+            at_most(
+                "--threads",
+                threads,
+                Self::max_threads(),
+                &format!(" ({MAX_THREADS_PER_CORE} per available core, {MAX_THREADS} in all)"),
+            )?;
         }
         if self.queue == 0 {
             return bad("--queue must be at least 1");
         }
+        at_most("--queue", self.queue, MAX_QUEUE, "")?;
         if self.max_line == 0 {
             return bad("--max-line must be at least 1");
         }
+        at_most("--max-line", self.max_line, MAX_MAX_LINE, " (1 GiB)")?;
         if self.sndbuf < MIN_SNDBUF {
             return Err(Error::Config(format!(
                 "--sndbuf must be at least {MIN_SNDBUF}"
             )));
         }
+        at_most("--sndbuf", self.sndbuf, MAX_SNDBUF, " (the kernel's limit)")?;
         if self.max_clients == 0 {
             return bad("--max-clients must be at least 1");
         }
+        at_most("--max-clients", self.max_clients, MAX_MAX_CLIENTS, "")?;
         if self.stall_timeout > MAX_STALL_TIMEOUT {
             return Err(Error::Config(format!(
                 "--stall-timeout must be at most {MAX_STALL_TIMEOUT:?}"
             )));
         }
+        if self.coalesce > MAX_COALESCE {
+            return Err(Error::Config(format!(
+                "--coalesce must be at most {MAX_COALESCE:?}"
+            )));
+        }
+        if self.keepalive.is_some_and(|d| d > MAX_KEEPALIVE) {
+            return bad("--tcp-keepalive must be at most 32767s (the kernel's limit)");
+        }
+        if self.user_timeout.is_some_and(|d| d > MAX_USER_TIMEOUT) {
+            return bad(
+                "--tcp-user-timeout must be at most 2147483647ms, about 24.8 days (the kernel's limit)",
+            );
+        }
         let timeouts = [
-            ("--coalesce", Some(self.coalesce)),
             ("--drain-timeout", Some(self.drain_timeout)),
             ("--idle-timeout", self.idle_timeout),
             ("--slow-disconnect", self.slow_disconnect),
-            ("--tcp-keepalive", self.keepalive),
             ("--lame-duck", self.lame_duck),
-            ("--tcp-user-timeout", self.user_timeout),
         ];
         for (name, value) in timeouts {
             if value.is_some_and(|d| d > MAX_TIMEOUT) {
@@ -285,9 +343,21 @@ mod tests {
     fn the_defaults_are_valid_and_each_bad_value_names_its_option() {
         assert!(Config::default().validate().is_ok());
         type Spoil = fn(&mut Config);
-        let cases: [(&str, Spoil); 9] = [
+        let cases: [(&str, Spoil); 17] = [
             ("--stall-timeout", |c| {
                 c.stall_timeout = Duration::from_secs(2)
+            }),
+            ("--threads", |c| c.threads = Some(MAX_THREADS + 1)),
+            ("--queue", |c| c.queue = MAX_QUEUE + 1),
+            ("--max-line", |c| c.max_line = MAX_MAX_LINE + 1),
+            ("--sndbuf", |c| c.sndbuf = MAX_SNDBUF + 1),
+            ("--max-clients", |c| c.max_clients = usize::MAX),
+            ("--coalesce", |c| c.coalesce = Duration::from_millis(1001)),
+            ("--tcp-keepalive", |c| {
+                c.keepalive = Some(Duration::from_secs(32_768))
+            }),
+            ("--tcp-user-timeout", |c| {
+                c.user_timeout = Some(MAX_USER_TIMEOUT + Duration::from_millis(1))
             }),
             ("--queue", |c| c.queue = 0),
             ("--max-line", |c| c.max_line = 0),
@@ -306,6 +376,26 @@ mod tests {
             let err = c.validate().expect_err(name).to_string();
             assert!(err.contains(name), "{err} should name {name}");
         }
+    }
+
+    #[test]
+    fn the_bounds_themselves_are_valid() {
+        let c = Config {
+            threads: Some(Config::max_threads()),
+            queue: MAX_QUEUE,
+            max_line: MAX_MAX_LINE,
+            sndbuf: MAX_SNDBUF,
+            max_clients: MAX_MAX_CLIENTS,
+            coalesce: MAX_COALESCE,
+            keepalive: Some(MAX_KEEPALIVE),
+            user_timeout: Some(MAX_USER_TIMEOUT),
+            drain_timeout: MAX_TIMEOUT,
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        // The kernel takes them: an int of milliseconds, an int doubled.
+        assert!(i32::try_from(MAX_USER_TIMEOUT.as_millis()).is_ok());
+        assert!(i32::try_from(MAX_SNDBUF * 2).is_ok());
     }
 
     #[test]

@@ -33,6 +33,22 @@ pub struct Server {
     inspections: Vec<mpsc::UnboundedReceiver<clients::Request>>,
 }
 
+/// `--sndbuf` above `net.core.wmem_max` is capped by the kernel: one warn
+/// line says what every client socket gets instead. (Refusing would make a
+/// configuration shared by a fleet fail on the one machine whose sysctl
+/// differs.)
+fn warn_if_sndbuf_capped(asked: usize, listener: &TcpListener) {
+    if let Some(effective) = net::sndbuf_granted(listener).filter(|&e| e < asked) {
+        let wmem_max = net::wmem_max().map_or_else(|| "unknown".to_owned(), |w| w.to_string());
+        tracing::warn!(
+            asked,
+            effective,
+            wmem_max = %wmem_max,
+            "--sndbuf is above net.core.wmem_max: every client socket gets the effective size; raise the sysctl for more"
+        );
+    }
+}
+
 impl Server {
     /// Checks the configuration, resolves the engine, binds the listen
     /// address and starts the HTTP endpoints (if any). Clients can connect
@@ -52,6 +68,7 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        warn_if_sndbuf_capped(config.sndbuf, &listeners[0]);
         let ws_listeners = match config.ws {
             Some(addr) => net::bind_listeners(addr, listener_count, &config.sockets(), engine)?,
             None => Vec::new(),

@@ -86,6 +86,136 @@ fn bad_flags_fail_with_a_clear_message() {
     );
 }
 
+/// Runs `ringcast serve --listen 127.0.0.1:0 ARGS`, killing it if it is
+/// still running after a few seconds: a value that should have been refused
+/// would otherwise leave it serving.
+fn serve_briefly(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+/// Every numeric option has an absolute bound: an absurd value is one
+/// clear error line at start, naming the option, and a non-zero exit;
+/// never a panic, an abort, a misleading "cannot listen", or a server that
+/// runs with some other value.
+#[test]
+fn absurd_numbers_are_one_clear_error_line_each() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--threads", "65535"], "--threads must be at most"),
+        (
+            &["--threads", "65535", "--engine", "tokio"],
+            "--threads must be at most",
+        ),
+        (
+            &["--tcp-keepalive", "32768s"],
+            "--tcp-keepalive must be at most 32767s",
+        ),
+        (
+            &["--tcp-user-timeout", "25days"],
+            "--tcp-user-timeout must be at most",
+        ),
+        (&["--sndbuf", "2147483648"], "--sndbuf must be at most"),
+        (
+            &["--sndbuf", "18446744073709551615"],
+            "--sndbuf must be at most",
+        ),
+        (
+            &["--max-line", "18446744073709551615"],
+            "--max-line must be at most",
+        ),
+        (
+            &["--queue", "18446744073709551615"],
+            "--queue must be at most",
+        ),
+        (
+            &["--max-clients", "18446744073709551615"],
+            "--max-clients must be at most",
+        ),
+        (&["--coalesce", "1h"], "--coalesce must be at most"),
+        (
+            &["--stall-timeout", "1h"],
+            "--stall-timeout must be at most",
+        ),
+        (&["--lame-duck", "1000days"], "--lame-duck must be at most"),
+        (
+            &["--drain-timeout", "1000days"],
+            "--drain-timeout must be at most",
+        ),
+        (
+            &["--slow-disconnect", "1000days"],
+            "--slow-disconnect must be at most",
+        ),
+        (
+            &["--idle-timeout", "1000days"],
+            "--idle-timeout must be at most",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = serve_briefly(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code().is_some_and(|c| c != 0),
+            "{args:?}: expected a non-zero exit, got {:?}; stderr: {stderr}",
+            out.status
+        );
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line, not {stderr}");
+        assert!(
+            lines[0].contains(needle),
+            "{args:?}: {needle:?} not in {stderr}"
+        );
+        assert!(lines[0].contains("error"), "{args:?}: {stderr}");
+    }
+}
+
+/// `--sndbuf` above `net.core.wmem_max` runs, with one warning that says
+/// what the kernel gives each socket instead.
+#[test]
+fn an_sndbuf_above_wmem_max_is_a_warning_with_the_effective_value() {
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if wmem_max >= ringcast::config::MAX_SNDBUF {
+        eprintln!("net.core.wmem_max {wmem_max} is at --sndbuf's own bound: nothing to check");
+        return;
+    }
+    let asked = (wmem_max + 1).to_string();
+    let mut server = ServerProcess::start(&["--sndbuf", &asked]);
+    let warnings: Vec<&String> = server
+        .startup
+        .iter()
+        .filter(|l| l.contains("--sndbuf"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", server.startup);
+    assert!(
+        warnings[0].contains("WARN")
+            && warnings[0].contains(&format!("wmem_max={wmem_max}"))
+            && warnings[0].contains(&format!("effective={wmem_max}")),
+        "{warnings:?}"
+    );
+    // It serves.
+    let mut a = server.connect(1).remove(0);
+    a.send(b"hi\n");
+    assert_eq!(a.read_lines(1), vec![b"hi\n".to_vec()]);
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait_exit().success());
+}
+
 #[test]
 fn a_port_in_use_is_one_line_and_a_nonzero_exit() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

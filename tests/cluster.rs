@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{Client, PATIENCE, TestServer, assert_per_sender_order, wait_for};
+use common::{
+    Client, PATIENCE, ServerProcess, TestServer, assert_per_sender_order, scratch_path, wait_for,
+};
 use ringcast::ClusterConfig;
 use ringcast::EngineChoice;
 
@@ -18,11 +20,18 @@ use ringcast::EngineChoice;
 struct Nats {
     child: Child,
     port: u16,
+    /// Its port for routes from other servers of a NATS cluster.
+    route_port: Option<u16>,
 }
 
 impl Nats {
     /// Starts on `port`, or on a port of the kernel's choosing for 0.
     fn start(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// As [`Nats::start`], with more arguments for nats-server.
+    fn start_with(port: u16, args: &[&str]) -> Self {
         let port_arg = if port == 0 {
             "-1".to_string()
         } else {
@@ -30,23 +39,65 @@ impl Nats {
         };
         let mut child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port_arg])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("nats-server must be installed: apt-get install -y nats-server");
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let port = loop {
+        let routes = args.contains(&"--cluster");
+        let (mut port, mut route_port) = (None, None);
+        let after = |line: &str, what: &str| -> Option<u16> {
+            let rest = line.split(what).nth(1)?;
+            rest.trim().rsplit(':').next()?.parse().ok()
+        };
+        while port.is_none() || (routes && route_port.is_none()) {
             let mut line = String::new();
             assert!(
                 stderr.read_line(&mut line).unwrap() > 0,
                 "nats-server exited early"
             );
-            if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
-                break rest.trim().rsplit(':').next().unwrap().parse().unwrap();
-            }
-        };
+            port = port.or(after(&line, "Listening for client connections on "));
+            route_port = route_port.or(after(&line, "Listening for route connections on "));
+        }
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Self { child, port }
+        Self {
+            child,
+            port: port.unwrap(),
+            route_port,
+        }
+    }
+
+    /// Two nats-servers routed into one NATS cluster, each knowing of the
+    /// other, so that a client of one learns the other's address.
+    fn pair() -> (Self, Self) {
+        let cluster = [
+            "--cluster",
+            "nats://127.0.0.1:-1",
+            "--cluster_name",
+            "ringcast-test",
+        ];
+        let first = Self::start_with(0, &cluster);
+        let route = format!("nats://127.0.0.1:{}", first.route_port.unwrap());
+        let mut args = cluster.to_vec();
+        args.extend(["--routes", &route]);
+        let second = Self::start_with(0, &args);
+        // A client of the first is told of the second once the route is
+        // up and the servers have swapped their client addresses.
+        let second_url = format!("127.0.0.1:{}", second.port);
+        wait_for("the NATS servers to route to each other", PATIENCE, || {
+            first.info().contains(&second_url).then_some(())
+        });
+        (first, second)
+    }
+
+    /// The `INFO` line a client of this server gets first.
+    fn info(&self) -> String {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        line
     }
 
     fn url(&self) -> String {
@@ -106,7 +157,148 @@ fn link(from: &mut Client, to: &mut Client, others: &mut [&mut Client]) {
     }
 }
 
-on_both_engines!(a_held_line_never_delays_the_other_nodes);
+on_both_engines!(
+    a_held_line_never_delays_the_other_nodes,
+    lines_from_other_nodes_obey_max_line,
+    a_batch_over_max_payload_is_split_and_only_a_line_over_it_is_dropped,
+);
+
+fn engine_name(engine: EngineChoice) -> &'static str {
+    match engine {
+        EngineChoice::Uring => "uring",
+        _ => "tokio",
+    }
+}
+
+/// A node with a smaller --max-line drops, counts and logs the longer
+/// lines of other nodes, and delivers the rest in order.
+fn lines_from_other_nodes_obey_max_line(engine: EngineChoice) {
+    const MAX: usize = 100;
+    let nats = Nats::start(0);
+    let a = node(engine, &nats, "node-a");
+    let b = node_with(engine, &nats, "node-b", |c| c.max_line = MAX);
+    let mut publisher = Client::connect(a.addr);
+    let mut reader = Client::connect(b.addr);
+    a.wait_connected(1);
+    b.wait_connected(1);
+    link(&mut publisher, &mut reader, &mut []);
+    let line = |byte: u8, len: usize| [vec![byte; len], b"\n".to_vec()].concat();
+    let sent = [
+        line(b'a', MAX),
+        line(b'b', MAX + 1),
+        line(b'c', 1),
+        line(b'd', 5 * MAX),
+        line(b'e', MAX),
+    ];
+    publisher.send(&sent.concat());
+    publisher.send(b"end\n");
+    // Only the lines within node B's --max-line, in order.
+    assert_eq!(
+        reader.read_lines(4),
+        vec![
+            sent[0].clone(),
+            sent[2].clone(),
+            sent[4].clone(),
+            b"end\n".to_vec()
+        ]
+    );
+    b.wait_totals("the long lines to be counted", |t| {
+        t.cluster_inbound_too_long == 2
+    });
+    // Node A's own clients got them all.
+    assert_eq!(publisher.read_lines(5), sent.to_vec());
+}
+
+/// With a NATS server whose max_payload is 1 KiB, a batch of 3 KiB
+/// reaches the other node whole, in several messages; a line longer than
+/// max_payload alone is dropped, counted and logged, and the lines around
+/// it still go.
+fn a_batch_over_max_payload_is_split_and_only_a_line_over_it_is_dropped(engine: EngineChoice) {
+    let config = scratch_path("nats.conf");
+    std::fs::write(&config, "max_payload: 1024\n").unwrap();
+    let nats = Nats::start_with(0, &["-c", config.to_str().unwrap()]);
+    assert!(
+        nats.info().contains("\"max_payload\":1024"),
+        "{}",
+        nats.info()
+    );
+    let a = ServerProcess::start(&[
+        "--engine",
+        engine_name(engine),
+        "--cluster",
+        &nats.url(),
+        "--cluster-subject",
+        "test.lines",
+        "--node-id",
+        "node-a",
+    ]);
+    let b = node(engine, &nats, "node-b");
+    let mut publisher = a.connect(1).remove(0);
+    let mut reader = Client::connect(b.addr);
+    b.wait_connected(1);
+    link(&mut publisher, &mut reader, &mut []);
+    let short: Vec<Vec<u8>> = (0..30)
+        .map(|n| format!("s0 {n} {}\n", "x".repeat(90)).into_bytes())
+        .collect();
+    let mut sent = short[..20].concat();
+    sent.extend(vec![b'L'; 2000]);
+    sent.push(b'\n');
+    sent.extend(short[20..].concat());
+    publisher.send(&sent);
+    assert_eq!(reader.read_lines(30), short);
+    wait_for("the long line to be counted", PATIENCE, || {
+        a.scrape()
+            .lines()
+            .any(|l| l == "ringcast_cluster_too_long_total 1")
+            .then_some(())
+    });
+    let metrics = a.scrape();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "ringcast_cluster_dropped_total 0"),
+        "{metrics}"
+    );
+    wait_for("a warning about the long line", PATIENCE, || {
+        let log = a.log.lock().unwrap();
+        log.iter()
+            .any(|(_, l)| l.contains("WARN") && l.contains("max_payload=1024"))
+            .then_some(())
+    });
+    let _ = std::fs::remove_file(config);
+}
+
+/// After a failover to another server of a NATS cluster, the log names the
+/// server the node is now connected to, not the one that died.
+#[test]
+fn after_a_failover_the_log_names_the_server_connected_to() {
+    let (first, second) = Nats::pair();
+    let (first_url, second_url) = (first.url(), second.url());
+    let node = ServerProcess::start(&["--cluster", &first_url]);
+    let connected = || -> Vec<String> {
+        let log = node.log.lock().unwrap();
+        node.startup
+            .iter()
+            .cloned()
+            .chain(log.iter().map(|(_, l)| l.clone()))
+            .filter(|l| l.contains("cluster: connected to NATS"))
+            .collect()
+    };
+    let lines = wait_for("the node to connect", PATIENCE, || {
+        Some(connected()).filter(|l| !l.is_empty())
+    });
+    assert!(lines[0].contains(&first_url), "{lines:?}");
+    // One connected line a second at most: the next one may come now.
+    std::thread::sleep(Duration::from_millis(1100));
+    drop(first);
+    let line = wait_for("a connected line after the failover", PATIENCE, || {
+        connected().get(lines.len()).cloned()
+    });
+    assert!(
+        line.contains(&second_url) && !line.contains(&first_url),
+        "after failing over to {second_url}, the log says: {line}"
+    );
+}
 
 fn a_held_line_never_delays_the_other_nodes(engine: EngineChoice) {
     // Node A holds a line for a client whose queue is full, for up to a
@@ -119,7 +311,8 @@ fn a_held_line_never_delays_the_other_nodes(engine: EngineChoice) {
         c.max_line = 2 << 20;
         c.stall_timeout = grace;
     });
-    let b = node(engine, &nats, "node-b");
+    // Node B takes the big line too: lines over its --max-line are dropped.
+    let b = node_with(engine, &nats, "node-b", |c| c.max_line = 2 << 20);
     let _stalled = Client::connect_small_rcvbuf(a.addr);
     let mut publisher = Client::connect(a.addr);
     let mut reader = Client::connect(b.addr);

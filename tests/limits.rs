@@ -1,5 +1,6 @@
-//! Limits and starvation: --max-clients, running out of descriptors,
-//! --idle-timeout, and a flooding publisher beside a quiet one.
+//! Limits and starvation: --max-line to the byte, --max-clients, running
+//! out of descriptors, --idle-timeout, and a flooding publisher beside a
+//! quiet one.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -13,6 +14,7 @@ use common::{Client, PATIENCE, ServerProcess, TestServer, connect_all, wait_for}
 use ringcast::EngineChoice;
 
 on_both_engines!(
+    max_line_holds_to_the_byte_on_tcp_and_websocket,
     past_max_clients_new_connections_are_closed_and_counted,
     running_out_of_descriptors_keeps_serving_and_recovers,
     idle_timeout_disconnects_only_silent_clients,
@@ -21,6 +23,67 @@ on_both_engines!(
     a_flooding_publisher_does_not_starve_a_quiet_one,
     five_thousand_idle_clients_cost_no_cpu,
 );
+
+/// A line of exactly `--max-line` bytes (newline not counted) reaches
+/// everyone; one byte more disconnects its sender and is counted, from a
+/// TCP client and from a WebSocket client alike. No WebSocket frame header
+/// stretches the TCP limit.
+fn max_line_holds_to_the_byte_on_tcp_and_websocket(engine: EngineChoice) {
+    const MAX: usize = 100;
+    let server = TestServer::start_with(engine, |c| {
+        c.max_line = MAX;
+        c.ws = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let mut clients = connect_all(&server, 2);
+    let mut tcp = clients.pop().unwrap();
+    let mut reader = clients.pop().unwrap();
+    let line = |byte: u8, len: usize| [vec![byte; len], b"\n".to_vec()].concat();
+
+    tcp.send(&line(b'a', MAX));
+    assert_eq!(reader.read_lines(1), vec![line(b'a', MAX)]);
+    // One byte over: refused, however few bytes a frame header would take.
+    tcp.send(&line(b'b', MAX + 1));
+    assert!(
+        tcp.wait_closed_by_server(),
+        "a line of --max-line + 1 bytes"
+    );
+    let t = server.wait_totals("the TCP offender to be counted and gone", |t| {
+        t.lines_too_long == 1 && t.connected == 1
+    });
+    assert_eq!(t.received, 1, "the overlong line was published: {t:?}");
+
+    let mut ws = ws_client(server.ws_addr.unwrap());
+    server.wait_connected(2);
+    ws.send(tungstenite::Message::binary(vec![b'c'; MAX]))
+        .unwrap();
+    assert_eq!(reader.read_lines(1), vec![line(b'c', MAX)]);
+    ws.send(tungstenite::Message::binary(vec![b'd'; MAX + 1]))
+        .unwrap();
+    // The server closes (with 1009); whatever the client reads, it ends.
+    wait_for("the WebSocket offender to be closed", PATIENCE, || {
+        ws.read().is_err().then_some(())
+    });
+    let t = server.wait_totals("the WebSocket offender to be counted and gone", |t| {
+        t.lines_too_long == 2 && t.connected == 1
+    });
+    assert_eq!(t.received, 2, "the overlong message was published: {t:?}");
+    // Nothing overlong reached anyone.
+    tcp_still_served(&mut reader);
+}
+
+/// The reader is still connected and gets nothing but its own probe.
+fn tcp_still_served(reader: &mut Client) {
+    reader.send(b"probe\n");
+    assert_eq!(reader.read_lines(1), vec![b"probe\n".to_vec()]);
+}
+
+fn ws_client(addr: std::net::SocketAddr) -> tungstenite::WebSocket<std::net::TcpStream> {
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let (ws, response) = tungstenite::client::client(format!("ws://{addr}/"), stream).unwrap();
+    assert_eq!(response.status(), 101);
+    ws
+}
 
 fn past_max_clients_new_connections_are_closed_and_counted(engine: EngineChoice) {
     let server = TestServer::start_with(engine, |c| c.max_clients = 3);

@@ -9,9 +9,14 @@
 //! - Outbound, the bridge batches local lines into NATS messages on the
 //!   subject, each with a `Ringcast-Node` header naming this node and a
 //!   `Ringcast-Instance` nonce naming this process.
+//!   A batch longer than the server's `max_payload` goes as several
+//!   messages; a single line longer than that cannot go at all, and is
+//!   dropped, counted (`ringcast_cluster_too_long_total`) and logged.
 //! - Inbound, it subscribes to the subject, skips messages carrying its own
 //!   nonce (two nodes given one id still hear each other, and are warned),
-//!   and splits the rest back into lines (without copying). Messages move
+//!   and splits the rest back into lines (without copying). Lines over this
+//!   node's `--max-line` are dropped, counted
+//!   (`ringcast_cluster_inbound_too_long_total`) and logged. Messages move
 //!   off the subscription at once into a bounded queue of the bridge's own:
 //!   while local delivery is behind and it is full, their lines are
 //!   dropped and counted (`ringcast_cluster_inbound_dropped_total`).
@@ -34,7 +39,7 @@ use crate::config::ClusterConfig;
 use crate::error::Error;
 use crate::ops::metrics::Metrics;
 use crate::policy::limits::Throttle;
-use crate::policy::run::Run;
+use crate::policy::run::{RUN_LINES, Run};
 
 /// The NATS header that names the node a message came from.
 pub(crate) const NODE_HEADER: &str = "Ringcast-Node";
@@ -69,9 +74,12 @@ pub(crate) trait RemoteLines: Send + 'static {
 }
 
 /// Runs the bridge on a thread of its own until `stop` is cancelled.
-/// `shard` is the metrics shard only the bridge writes.
+/// `shard` is the metrics shard only the bridge writes; lines from other
+/// nodes longer than `max_line` (newline not counted) are dropped.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn start(
     config: ClusterConfig,
+    max_line: usize,
     metrics: Arc<Metrics>,
     shard: usize,
     local: impl LocalLines,
@@ -91,27 +99,53 @@ pub(crate) fn start(
         .spawn(move || {
             // `Server::bind` has filled in the default id.
             let node_id = config.node_id.clone().unwrap_or_default();
-            runtime.block_on(run(config, node_id, metrics, shard, local, remote, stop));
+            let bridge = Bridge {
+                node_id,
+                max_line,
+                metrics,
+                shard,
+            };
+            runtime.block_on(run(config, bridge, local, remote, stop));
             on_exit();
         })
         .map_err(Error::Thread)?;
     Ok(())
 }
 
-async fn run(
-    config: ClusterConfig,
+/// What the bridge's parts share.
+struct Bridge {
     node_id: String,
+    /// Longest line from another node, newline not counted.
+    max_line: usize,
     metrics: Arc<Metrics>,
     shard: usize,
+}
+
+async fn run(
+    config: ClusterConfig,
+    bridge: Bridge,
     local: impl LocalLines,
     remote: impl RemoteLines,
     stop: CancellationToken,
 ) {
+    let Bridge {
+        node_id,
+        max_line,
+        metrics,
+        shard,
+    } = bridge;
     let url = config.url.clone();
     let throttles = Arc::new(EventThrottles::default());
-    let events = move |event: async_nats::Event| {
-        let (url, throttles) = (url.clone(), Arc::clone(&throttles));
-        async move { log_event(&event, &url, &throttles) }
+    // The event callback names the server the client is on; the client
+    // exists only once `connect` returns, before any event is handled.
+    let handle = Arc::new(std::sync::OnceLock::<async_nats::Client>::new());
+    let events = {
+        let handle = Arc::clone(&handle);
+        move |event: async_nats::Event| {
+            let (url, throttles) = (url.clone(), Arc::clone(&throttles));
+            let server = handle.get().map(async_nats::Client::server_info);
+            async move { log_event(&event, &url, server.as_ref(), &throttles) }
+        }
     };
     let options = async_nats::ConnectOptions::new()
         .name(format!("ringcast {node_id}"))
@@ -129,6 +163,7 @@ async fn run(
             return;
         }
     };
+    let _ = handle.set(client.clone());
     metrics.set_cluster({
         let client = client.clone();
         move || connected(&client)
@@ -159,8 +194,7 @@ async fn run(
         config.subject,
         me,
         remote,
-        metrics,
-        shard,
+        (max_line, metrics, shard),
         stop.clone(),
     );
     tokio::select! {
@@ -186,18 +220,46 @@ struct EventThrottles {
     other: Throttle,
 }
 
-fn log_event(event: &async_nats::Event, url: &str, throttles: &EventThrottles) {
+/// The server a client is on, as its `INFO` names it: the address it
+/// listens on (as a URL), and its name. `None` before the first `INFO`.
+fn server_named(info: Option<&async_nats::ServerInfo>) -> Option<(String, String)> {
+    let info = info.filter(|i| i.port != 0)?;
+    let host = if info.host.contains(':') {
+        format!("[{}]", info.host)
+    } else {
+        info.host.clone()
+    };
+    Some((
+        format!("nats://{host}:{}", info.port),
+        info.server_name.clone(),
+    ))
+}
+
+/// Logs a NATS event. `server` is the client's latest server `INFO`: on
+/// the bridge's one-thread runtime the client stores a new server's
+/// `INFO` before its event task runs, so at `Connected` it is the server
+/// just connected to (after a failover, not the one `--cluster` names),
+/// and at `Disconnected` the one lost.
+fn log_event(
+    event: &async_nats::Event,
+    url: &str,
+    server: Option<&async_nats::ServerInfo>,
+    throttles: &EventThrottles,
+) {
     use async_nats::Event;
+    let (server, server_name) =
+        server_named(server).unwrap_or_else(|| (url.to_owned(), String::new()));
     match event {
         Event::Connected => {
             if let Some(suppressed) = throttles.connected.allow() {
-                tracing::info!(%url, also_since_last_line = suppressed, "cluster: connected to NATS");
+                tracing::info!(%server, %server_name, also_since_last_line = suppressed, "cluster: connected to NATS");
             }
         }
         Event::Disconnected => {
             if let Some(suppressed) = throttles.disconnected.allow() {
                 tracing::warn!(
-                    %url,
+                    %server,
+                    %server_name,
                     also_since_last_line = suppressed,
                     "cluster: lost NATS; local broadcast goes on, lines for other nodes are dropped (counted) until it is back; reconnecting with backoff"
                 );
@@ -206,7 +268,7 @@ fn log_event(event: &async_nats::Event, url: &str, throttles: &EventThrottles) {
         Event::SlowConsumer(_) => {
             if let Some(suppressed) = throttles.slow.allow() {
                 tracing::warn!(
-                    %url,
+                    %server,
                     also_since_last_line = suppressed,
                     "cluster: NATS dropped messages for this node: it could not take them off the connection fast enough"
                 );
@@ -214,7 +276,7 @@ fn log_event(event: &async_nats::Event, url: &str, throttles: &EventThrottles) {
         }
         other => {
             if let Some(suppressed) = throttles.other.allow() {
-                tracing::info!(%url, event = %other, also_since_last_line = suppressed, "cluster: NATS event");
+                tracing::info!(%server, event = %other, also_since_last_line = suppressed, "cluster: NATS event");
             }
         }
     }
@@ -260,6 +322,16 @@ impl Origin {
         headers
     }
 
+    /// How much of a message's `max_payload` the headers take, as NATS
+    /// counts them: `NATS/1.0\r\n`, each `Name: value\r\n`, then `\r\n`.
+    fn headers_len(&self) -> usize {
+        let field = |name: &str, value: &str| name.len() + 2 + value.len() + 2;
+        b"NATS/1.0\r\n".len()
+            + field(NODE_HEADER, &self.node_id)
+            + field(NONCE_HEADER, &self.nonce)
+            + 2
+    }
+
     fn judge(&self, headers: Option<&async_nats::HeaderMap>) -> Seen {
         let get = |name| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
         match (get(NODE_HEADER), get(NONCE_HEADER)) {
@@ -303,6 +375,8 @@ async fn collect(
 }
 
 /// Publishes batches while NATS is connected; drops (and counts) the rest.
+/// A batch longer than the server's `max_payload` goes as several
+/// messages; a line that alone is longer is dropped, counted and logged.
 async fn publish(
     client: async_nats::Client,
     subject: String,
@@ -312,21 +386,114 @@ async fn publish(
     shard: usize,
 ) {
     let headers = me.headers();
+    let headers_len = me.headers_len();
+    let too_long = Throttle::default();
     while let Some((batch, lines)) = batches.recv().await {
         if !connected(&client) {
             metrics.shard(shard).cluster_dropped(lines);
             continue;
         }
-        match client
-            .publish_with_headers(subject.clone(), headers.clone(), batch)
-            .await
-        {
-            Ok(()) => metrics.shard(shard).cluster_published(lines),
-            Err(e) => {
-                metrics.shard(shard).cluster_dropped(lines);
-                tracing::debug!(error = %e, lines, "cluster: publish failed; lines dropped");
+        // What the server we are on takes, less the headers.
+        let max_payload = client.max_payload();
+        let room = max_payload.saturating_sub(headers_len);
+        let pieces = Pieces {
+            bytes: &batch,
+            max_bytes: room,
+            max_lines: usize::MAX,
+            max_line: usize::MAX,
+        };
+        for piece in pieces.iter() {
+            let run = match piece {
+                Piece::Lines(run) => run,
+                Piece::TooLong(length) => {
+                    metrics.shard(shard).cluster_too_long(1);
+                    if let Some(suppressed) = too_long.allow() {
+                        tracing::warn!(
+                            length,
+                            max_payload,
+                            also_since_last_warning = suppressed,
+                            "cluster: a local line is longer than the NATS server's max_payload; it reaches this node's clients, not the other nodes' (raise max_payload, or lower --max-line to match)"
+                        );
+                    }
+                    continue;
+                }
+            };
+            let lines = run.lines as usize;
+            match client
+                .publish_with_headers(subject.clone(), headers.clone(), run.bytes)
+                .await
+            {
+                Ok(()) => metrics.shard(shard).cluster_published(lines),
+                Err(e) => {
+                    metrics.shard(shard).cluster_dropped(lines);
+                    tracing::debug!(error = %e, lines, "cluster: publish failed; lines dropped");
+                }
             }
         }
+    }
+}
+
+/// Whole lines of `bytes`, cut into pieces of at most `max_bytes` and
+/// `max_lines` lines, without copying; a line longer than `max_line`
+/// (newline not counted), or than `max_bytes` with its newline, is left out
+/// and reported. Anything after the last newline is left out.
+struct Pieces<'a> {
+    bytes: &'a Bytes,
+    max_bytes: usize,
+    max_lines: usize,
+    max_line: usize,
+}
+
+/// A piece of [`Pieces`].
+#[derive(Debug, PartialEq, Eq)]
+enum Piece {
+    /// Lines within the limits.
+    Lines(Run),
+    /// A line left out, this long (newline not counted).
+    TooLong(usize),
+}
+
+impl<'a> Pieces<'a> {
+    fn iter(self) -> impl Iterator<Item = Piece> + 'a {
+        let Pieces {
+            bytes,
+            max_bytes,
+            max_lines,
+            max_line,
+        } = self;
+        let mut newlines = memchr::memchr_iter(b'\n', bytes).peekable();
+        // Where the next piece starts.
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            let (mut end, mut lines) = (start, 0u32);
+            while (lines as usize) < max_lines {
+                let Some(&at) = newlines.peek() else { break };
+                let length = at - end;
+                if length > max_line || length >= max_bytes {
+                    if lines > 0 {
+                        // The lines before it go first.
+                        break;
+                    }
+                    newlines.next();
+                    start = at + 1;
+                    return Some(Piece::TooLong(length));
+                }
+                if at + 1 - start > max_bytes {
+                    break;
+                }
+                newlines.next();
+                end = at + 1;
+                lines += 1;
+            }
+            (lines > 0).then(|| {
+                let run = Run {
+                    bytes: bytes.slice(start..end),
+                    lines,
+                };
+                start = end;
+                Piece::Lines(run)
+            })
+        })
     }
 }
 
@@ -339,8 +506,7 @@ async fn receive(
     subject: String,
     me: Origin,
     mut remote: impl RemoteLines,
-    metrics: Arc<Metrics>,
-    shard: usize,
+    (max_line, metrics, shard): (usize, Arc<Metrics>, usize),
     stop: CancellationToken,
 ) {
     use futures_util::StreamExt as _;
@@ -354,6 +520,7 @@ async fn receive(
     };
     let (inbound, mut queued) = mpsc::channel::<Bytes>(INBOUND_BATCHES);
     let same_id = Throttle::default();
+    let too_long = Throttle::default();
     let take = async {
         while let Some(message) = subscription.next().await {
             match me.judge(message.headers.as_ref()) {
@@ -376,10 +543,31 @@ async fn receive(
     };
     let deliver = async {
         while let Some(payload) = queued.recv().await {
-            for run in Run::split(&payload) {
-                let lines = run.lines as usize;
-                remote.deliver(run).await;
-                metrics.shard(shard).cluster_received(lines);
+            let pieces = Pieces {
+                bytes: &payload,
+                max_bytes: usize::MAX,
+                max_lines: RUN_LINES,
+                max_line,
+            };
+            for piece in pieces.iter() {
+                match piece {
+                    Piece::Lines(run) => {
+                        let lines = run.lines as usize;
+                        remote.deliver(run).await;
+                        metrics.shard(shard).cluster_received(lines);
+                    }
+                    Piece::TooLong(length) => {
+                        metrics.shard(shard).cluster_inbound_too_long(1);
+                        if let Some(suppressed) = too_long.allow() {
+                            tracing::warn!(
+                                length,
+                                max_line,
+                                also_since_last_warning = suppressed,
+                                "cluster: a line from another node is longer than --max-line; dropped (give every node the same --max-line)"
+                            );
+                        }
+                    }
+                }
             }
             remote.flush();
             if stop.is_cancelled() {
@@ -417,6 +605,87 @@ mod tests {
         assert_eq!(me.judge(Some(&twin.headers())), Seen::SameId);
         assert_eq!(me.judge(Some(&other.headers())), Seen::Other);
         assert_eq!(me.judge(None), Seen::Other);
+    }
+
+    fn pieces(
+        bytes: &'static [u8],
+        max_bytes: usize,
+        max_lines: usize,
+        max_line: usize,
+    ) -> Vec<Piece> {
+        let bytes = Bytes::from_static(bytes);
+        Pieces {
+            bytes: &bytes,
+            max_bytes,
+            max_lines,
+            max_line,
+        }
+        .iter()
+        .collect()
+    }
+
+    fn lines(text: &'static [u8]) -> Piece {
+        Piece::Lines(Run::of(Bytes::from_static(text)))
+    }
+
+    #[test]
+    fn a_batch_over_max_payload_is_cut_at_lines_and_only_a_line_over_it_is_left_out() {
+        // Pieces of at most 8 bytes: whole lines, in order.
+        assert_eq!(
+            pieces(b"aaa\nbbb\ncc\nd\n", 8, usize::MAX, usize::MAX),
+            vec![lines(b"aaa\nbbb\n"), lines(b"cc\nd\n")]
+        );
+        // A line that alone exceeds 8 bytes (with its newline) is left out;
+        // the lines around it go.
+        assert_eq!(
+            pieces(b"a\n12345678\nb\nc\n", 8, usize::MAX, usize::MAX),
+            vec![lines(b"a\n"), Piece::TooLong(8), lines(b"b\nc\n")]
+        );
+        assert_eq!(
+            pieces(b"1234567\n", 8, usize::MAX, usize::MAX),
+            vec![lines(b"1234567\n")],
+            "exactly 8 with its newline"
+        );
+        // A batch that fits is one piece; a tail without newline is not sent.
+        assert_eq!(
+            pieces(b"a\nb\ntail", 100, usize::MAX, usize::MAX),
+            vec![lines(b"a\nb\n")]
+        );
+        assert_eq!(pieces(b"", 100, usize::MAX, usize::MAX), vec![]);
+        assert_eq!(
+            pieces(b"ab\n", 0, usize::MAX, usize::MAX),
+            vec![Piece::TooLong(2)]
+        );
+    }
+
+    #[test]
+    fn lines_from_other_nodes_over_max_line_are_left_out_and_runs_stay_short() {
+        assert_eq!(
+            pieces(b"1234\n12345\n\n123\n12345\n", usize::MAX, 64, 4),
+            vec![
+                lines(b"1234\n"),
+                Piece::TooLong(5),
+                lines(b"\n123\n"),
+                Piece::TooLong(5),
+            ]
+        );
+        assert_eq!(
+            pieces(b"a\nb\nc\n", usize::MAX, 2, 4),
+            vec![lines(b"a\nb\n"), lines(b"c\n")]
+        );
+    }
+
+    #[test]
+    fn headers_len_is_what_nats_counts() {
+        let me = Origin::new("host:9000".into());
+        let mut wire = b"NATS/1.0\r\n".to_vec();
+        for (name, value) in me.headers().iter() {
+            for value in value {
+                wire.extend_from_slice(format!("{name}: {}\r\n", value.as_str()).as_bytes());
+            }
+        }
+        wire.extend_from_slice(b"\r\n");
+        assert_eq!(me.headers_len(), wire.len());
     }
 
     #[test]

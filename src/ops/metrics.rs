@@ -38,6 +38,8 @@ pub(crate) struct Shard {
     cluster_received: AtomicU64,
     cluster_dropped: AtomicU64,
     cluster_inbound_dropped: AtomicU64,
+    cluster_too_long: AtomicU64,
+    cluster_inbound_too_long: AtomicU64,
 }
 
 // Each shard has one writer, so a relaxed load and store is enough and
@@ -139,6 +141,18 @@ impl Shard {
         self.check_writer();
         bump(&self.cluster_dropped, n as u64);
     }
+    /// A local line was not forwarded: it is longer than NATS's
+    /// `max_payload`.
+    pub(crate) fn cluster_too_long(&self, n: usize) {
+        self.check_writer();
+        bump(&self.cluster_too_long, n as u64);
+    }
+    /// `n` lines from other nodes were dropped: each is longer than
+    /// `--max-line`.
+    pub(crate) fn cluster_inbound_too_long(&self, n: usize) {
+        self.check_writer();
+        bump(&self.cluster_inbound_too_long, n as u64);
+    }
     /// A connection was turned away because `--max-clients` were connected.
     pub(crate) fn rejected(&self) {
         self.check_writer();
@@ -187,6 +201,12 @@ pub struct Totals {
     pub cluster_dropped: u64,
     /// Lines from other nodes dropped because local delivery was slower.
     pub cluster_inbound_dropped: u64,
+    /// Local lines not forwarded because they are longer than NATS's
+    /// `max_payload`.
+    pub cluster_too_long: u64,
+    /// Lines from other nodes dropped because they are longer than
+    /// `--max-line`.
+    pub cluster_inbound_too_long: u64,
     /// Whether the cluster bridge is connected (`None`: no cluster).
     pub cluster_connected: Option<bool>,
 }
@@ -272,6 +292,8 @@ impl Metrics {
             t.cluster_received += s.cluster_received.load(Relaxed);
             t.cluster_dropped += s.cluster_dropped.load(Relaxed);
             t.cluster_inbound_dropped += s.cluster_inbound_dropped.load(Relaxed);
+            t.cluster_too_long += s.cluster_too_long.load(Relaxed);
+            t.cluster_inbound_too_long += s.cluster_inbound_too_long.load(Relaxed);
         }
         t.connected = t.accepted.saturating_sub(closed);
         t.slow_clients = t.slow_episodes.saturating_sub(slow_ended);
@@ -408,6 +430,16 @@ impl Collector for Collect {
                 "ringcast_cluster_inbound_dropped",
                 "Lines from other nodes dropped because local delivery was slower than the cluster",
                 t.cluster_inbound_dropped,
+            ),
+            (
+                "ringcast_cluster_too_long",
+                "Local lines not forwarded to the cluster because they are longer than NATS's max_payload",
+                t.cluster_too_long,
+            ),
+            (
+                "ringcast_cluster_inbound_too_long",
+                "Lines from other nodes dropped because they are longer than --max-line",
+                t.cluster_inbound_too_long,
             ),
         ];
         if let Some(connected) = t.cluster_connected {

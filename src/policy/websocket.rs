@@ -24,6 +24,9 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 /// The longest opening handshake a client may send.
 pub(crate) const MAX_HANDSHAKE: usize = 8 * 1024;
+/// The longest header of a client frame: 2 bytes, 8 of extended length
+/// and a 4-byte mask (RFC 6455, 5.2).
+pub(crate) const MAX_HEADER: usize = 14;
 
 /// The demo chat page, served at `/` of the `--ws` address.
 const CHAT_PAGE: &str = include_str!("../../web/chat.html");
@@ -195,6 +198,13 @@ pub(crate) enum Event {
         /// What went wrong, for the log.
         why: &'static str,
     },
+}
+
+/// Whether `close`, the frame of an [`Event::Failed`], closes for a message
+/// over `--max-line` (1009): such a client is counted as one that sent an
+/// overlong line.
+pub(crate) fn too_long(close: &[u8]) -> bool {
+    close.get(2..4) == Some(&TOO_BIG.to_be_bytes()[..])
 }
 
 /// Close codes, from RFC 6455.
@@ -512,6 +522,21 @@ mod tests {
         let mut over = client_frame(0x1, false, b"abc");
         over.extend(client_frame(0x0, true, b"de"));
         assert_eq!(close_code(&decode(4, &over)[0]), 1009, "fragments add up");
+        let failed = |events: Vec<Event>| match events.into_iter().next() {
+            Some(Event::Failed { close, .. }) => close,
+            other => panic!("not a failure: {other:?}"),
+        };
+        assert!(too_long(&failed(decode(4, &over))));
+        assert!(!too_long(&failed(decode(100, &two))), "1002 is not 1009");
+        // A message of exactly --max-line is lines; one byte more is not.
+        assert_eq!(
+            decode(4, &client_frame(0x2, true, b"abcd")),
+            vec![Event::Lines(Bytes::from_static(b"abcd\n"))]
+        );
+        assert!(too_long(&failed(decode(
+            4,
+            &client_frame(0x2, true, b"abcde")
+        ))));
         assert_eq!(
             close_code(&decode(100, &client_frame(0x8, true, &[0x03, 0xed]))[0]),
             1002

@@ -104,6 +104,25 @@ fn finish_listener(
     Ok(socket.into())
 }
 
+/// What the kernel made of `--sndbuf` on `listener` (which accepted
+/// sockets inherit): the size it grants, undoubled, as `--sndbuf` counts
+/// it. Less than asked when `net.core.wmem_max` caps it.
+pub(crate) fn sndbuf_granted(listener: &TcpListener) -> Option<usize> {
+    socket2::SockRef::from(listener)
+        .send_buffer_size()
+        .ok()
+        .map(|doubled| doubled / 2)
+}
+
+/// `net.core.wmem_max`, the most `SO_SNDBUF` an unprivileged socket gets.
+pub(crate) fn wmem_max() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Stops a listening socket for good, without closing its descriptor:
 /// connects that arrive from now on are refused, those still in the backlog
 /// are reset, and an accept in flight (an io_uring op holds its own

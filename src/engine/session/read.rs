@@ -16,12 +16,16 @@ pub(crate) const LINE_BUDGET: usize = 256;
 /// client's frames are taken apart first (see [`websocket`]).
 pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
     let max_line = host.cx().settings.max_line;
-    let mut framing = match link.with(|s| s.transport()) {
-        Transport::Tcp => Framing::Lines,
-        Transport::Websocket => Framing::Handshake(Decoder::new(max_line)),
+    let (mut framing, mut inbound) = match link.with(|s| s.transport()) {
+        // The splitter holds TCP lines to --max-line exactly.
+        Transport::Tcp => (Framing::Lines, Inbound::new(max_line)),
+        // The decoder holds messages to --max-line; the buffer has room for
+        // a frame's header beside the longest payload, and splits nothing.
+        Transport::Websocket => (
+            Framing::Handshake(Decoder::new(max_line)),
+            Inbound::new(max_line.saturating_add(websocket::MAX_HEADER)),
+        ),
     };
-    // Room for a WebSocket frame's header beside its longest payload.
-    let mut inbound = Inbound::new(max_line.saturating_add(14));
     // Lines published since the other tasks of the core last ran.
     let mut spent = 0;
     loop {
@@ -184,6 +188,9 @@ async fn read_websocket<H: Host>(
                 return Ended::Answered;
             }
             Event::Failed { close, why } => {
+                if websocket::too_long(&close) {
+                    host.cx().shard.too_long();
+                }
                 link.with(|s| {
                     tracing::info!(conn = s.id, peer = %s.peer, why, "websocket client broke the protocol; closing it");
                 });

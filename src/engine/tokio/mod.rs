@@ -118,6 +118,7 @@ pub(crate) fn start(
         };
         crate::ops::cluster::start(
             cluster,
+            config.max_line,
             Arc::clone(metrics),
             super::bridge_shard(threads),
             BridgeLocal(out),
