@@ -168,6 +168,14 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RINGCAST_IDLE_TIMEOUT", value_name = "DUR", value_parser = humantime::parse_duration)]
     idle_timeout: Option<Duration>,
 
+    /// Close a --ws connection whose opening handshake has not arrived
+    /// whole this long after it connected, and count it in
+    /// ringcast_handshake_timeouts_total. Until its handshake completes, a
+    /// WebSocket connection takes no --max-clients slot; at most 1024 wait
+    /// at once.
+    #[arg(long, env = "RINGCAST_HANDSHAKE_TIMEOUT", value_name = "DUR", default_value = "5s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
+
     /// Share lines with other ringcast nodes through this NATS server
     /// (e.g. `nats://127.0.0.1:4222`). Lines from this node's clients are
     /// published to --cluster-subject; lines from other nodes go to every
@@ -249,6 +257,7 @@ impl ServeArgs {
             lame_duck: self.lame_duck,
             max_clients: self.max_clients,
             idle_timeout: self.idle_timeout,
+            handshake_timeout: self.handshake_timeout,
             slow_disconnect: self.slow_disconnect,
             ws: self.ws,
             metrics: self.metrics,

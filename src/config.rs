@@ -91,6 +91,9 @@ pub struct Config {
     pub max_clients: usize,
     /// Disconnect clients that send nothing for this long; `None` never does.
     pub idle_timeout: Option<Duration>,
+    /// Close a WebSocket connection whose opening handshake has not
+    /// arrived whole this long after its connect.
+    pub handshake_timeout: Duration,
     /// Disconnect a client that has been dropping messages (its queue and
     /// socket full) for this long; `None` never does.
     pub slow_disconnect: Option<Duration>,
@@ -128,6 +131,8 @@ pub const DEFAULT_COALESCE: Duration = Duration::from_millis(1);
 pub const DEFAULT_COALESCE_ABOVE: u64 = 400_000;
 /// Default `--max-clients`.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Default `--handshake-timeout`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `--drain-timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest timeout any option takes (30 days): longer ones would overflow
@@ -154,6 +159,7 @@ impl Default for Config {
             lame_duck: None,
             max_clients: DEFAULT_MAX_CLIENTS,
             idle_timeout: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             slow_disconnect: None,
             ws: None,
             metrics: None,
@@ -199,6 +205,7 @@ impl Config {
             ("--coalesce", Some(self.coalesce)),
             ("--drain-timeout", Some(self.drain_timeout)),
             ("--idle-timeout", self.idle_timeout),
+            ("--handshake-timeout", Some(self.handshake_timeout)),
             ("--slow-disconnect", self.slow_disconnect),
             ("--tcp-keepalive", self.keepalive),
             ("--lame-duck", self.lame_duck),
@@ -211,6 +218,9 @@ impl Config {
         }
         if self.idle_timeout.is_some_and(|t| t.is_zero()) {
             return bad("--idle-timeout must be longer than 0");
+        }
+        if self.handshake_timeout.is_zero() {
+            return bad("--handshake-timeout must be longer than 0");
         }
         if self.slow_disconnect.is_some_and(|t| t.is_zero()) {
             return bad("--slow-disconnect must be longer than 0");
@@ -247,6 +257,7 @@ impl Config {
             grace: self.stall_timeout,
             slow_disconnect: self.slow_disconnect,
             drain_stall: self.drain_timeout / 8,
+            handshake_timeout: self.handshake_timeout,
         }
     }
 }

@@ -34,6 +34,10 @@ pub(crate) struct Shard {
     held_nanos: AtomicU64,
     too_long: AtomicU64,
     rejected: AtomicU64,
+    handshakes_begun: AtomicU64,
+    handshakes_ended: AtomicU64,
+    handshake_timeouts: AtomicU64,
+    protocol_errors: AtomicU64,
     cluster_published: AtomicU64,
     cluster_received: AtomicU64,
     cluster_dropped: AtomicU64,
@@ -64,6 +68,26 @@ impl Shard {
     pub(crate) fn accepted(&self) {
         self.check_writer();
         bump(&self.accepted, 1);
+    }
+    /// A WebSocket connection was accepted: its handshake is pending.
+    pub(crate) fn handshake_begun(&self) {
+        self.check_writer();
+        bump(&self.handshakes_begun, 1);
+    }
+    /// A pending handshake completed, or its connection closed.
+    pub(crate) fn handshake_ended(&self) {
+        self.check_writer();
+        bump(&self.handshakes_ended, 1);
+    }
+    /// A handshake did not complete within `--handshake-timeout`.
+    pub(crate) fn handshake_timed_out(&self) {
+        self.check_writer();
+        bump(&self.handshake_timeouts, 1);
+    }
+    /// A WebSocket client broke the protocol and was closed with its code.
+    pub(crate) fn protocol_error(&self) {
+        self.check_writer();
+        bump(&self.protocol_errors, 1);
     }
     /// A connection was closed (for any reason).
     pub(crate) fn closed(&self) {
@@ -149,8 +173,17 @@ impl Shard {
 /// Totals across all shards at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Clients connected now.
+    /// Clients connected now, WebSocket clients once their handshake
+    /// completed.
     pub connected: u64,
+    /// WebSocket connections whose handshake is pending (or that were
+    /// answered with plain HTTP and are closing).
+    pub pending_handshakes: u64,
+    /// WebSocket connections closed for not completing their handshake
+    /// within `--handshake-timeout`.
+    pub handshake_timeouts: u64,
+    /// WebSocket clients closed for breaking the protocol.
+    pub protocol_errors: u64,
     /// Connections accepted since start.
     pub accepted: u64,
     /// Complete messages received from clients.
@@ -253,7 +286,12 @@ impl Metrics {
         let mut t = Totals::default();
         let mut closed = 0;
         let mut slow_ended = 0;
+        let (mut begun, mut ended) = (0, 0);
         for s in self.shards.iter() {
+            begun += s.handshakes_begun.load(Relaxed);
+            ended += s.handshakes_ended.load(Relaxed);
+            t.handshake_timeouts += s.handshake_timeouts.load(Relaxed);
+            t.protocol_errors += s.protocol_errors.load(Relaxed);
             t.slow_episodes += s.slow_started.load(Relaxed);
             slow_ended += s.slow_ended.load(Relaxed);
             t.slow_disconnects += s.slow_disconnected.load(Relaxed);
@@ -273,7 +311,11 @@ impl Metrics {
             t.cluster_dropped += s.cluster_dropped.load(Relaxed);
             t.cluster_inbound_dropped += s.cluster_inbound_dropped.load(Relaxed);
         }
-        t.connected = t.accepted.saturating_sub(closed);
+        t.pending_handshakes = begun.saturating_sub(ended);
+        t.connected = t
+            .accepted
+            .saturating_sub(closed)
+            .saturating_sub(t.pending_handshakes);
         t.slow_clients = t.slow_episodes.saturating_sub(slow_ended);
         t.cluster_connected = self.cluster.get().map(|connected| connected());
         t
@@ -312,8 +354,13 @@ impl Collector for Collect {
         let gauges = [
             (
                 "ringcast_connected_clients",
-                "Clients connected now",
+                "Clients connected now (WebSocket clients once their handshake completed)",
                 t.connected,
+            ),
+            (
+                "ringcast_pending_handshakes",
+                "WebSocket connections whose handshake is pending",
+                t.pending_handshakes,
             ),
             (
                 "ringcast_slow_clients",
@@ -384,8 +431,18 @@ impl Collector for Collect {
             ),
             (
                 "ringcast_connections_rejected",
-                "Connections closed at once because --max-clients were connected",
+                "Connections closed at once because --max-clients were connected, or as many handshakes were pending",
                 t.rejected,
+            ),
+            (
+                "ringcast_handshake_timeouts",
+                "WebSocket connections closed for not completing their handshake within --handshake-timeout",
+                t.handshake_timeouts,
+            ),
+            (
+                "ringcast_websocket_protocol_errors",
+                "WebSocket clients closed for breaking the protocol (close code 1002, 1007 or 1009)",
+                t.protocol_errors,
             ),
         ];
         let cluster = [
@@ -463,9 +520,20 @@ mod tests {
         m.shard(1).slow_started();
         m.shard(1).slow_ended();
         m.shard(2).too_long();
+        // A WebSocket connection pending its handshake is not a client.
+        m.shard(0).accepted();
+        m.shard(0).handshake_begun();
+        assert_eq!(
+            (m.totals().connected, m.totals().pending_handshakes),
+            (2, 1)
+        );
+        m.shard(1).handshake_ended();
+        m.shard(1).handshake_timed_out();
+        m.shard(1).closed();
         let t = m.totals();
+        assert_eq!(t.handshake_timeouts, 1);
         assert_eq!(t.connected, 2);
-        assert_eq!(t.accepted, 3);
+        assert_eq!(t.accepted, 4);
         assert_eq!((t.received, t.bytes_received), (1, 10));
         assert_eq!((t.sent, t.bytes_sent, t.batches), (4, 40, 2));
         assert_eq!((t.dropped, t.lines_too_long), (1, 1));
@@ -492,6 +560,9 @@ mod tests {
             "ringcast_slow_client_episodes_total 0",
             "ringcast_slow_disconnects_total 0",
             "ringcast_connections_rejected_total 0",
+            "ringcast_pending_handshakes 0",
+            "ringcast_handshake_timeouts_total 0",
+            "ringcast_websocket_protocol_errors_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
