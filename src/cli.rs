@@ -159,7 +159,8 @@ pub(crate) struct ServeArgs {
 
     /// Most clients connected at once. Past it, a new connection is accepted
     /// and closed at once, and counted in
-    /// ringcast_connections_rejected_total.
+    /// ringcast_connections_rejected_total. A WebSocket client counts once
+    /// its handshake completes (then, with every slot taken, it gets 503).
     #[arg(long, env = "RINGCAST_MAX_CLIENTS", value_name = "N", default_value_t = config::DEFAULT_MAX_CLIENTS)]
     max_clients: usize,
 
