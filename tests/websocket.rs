@@ -290,6 +290,8 @@ fn the_servers_own_frames_are_not_delivered_messages(engine: EngineChoice) {
         (0, 0, 0),
         "no line was sent: handshakes, pongs, the page and closes are not messages"
     );
+    // They have a counter of their own: at least ten pongs and the page.
+    assert!(t.own_bytes_sent > 10 * 3 + 2000, "{t:?}");
 }
 
 /// The server's resident memory, in KiB.

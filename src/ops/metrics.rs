@@ -27,6 +27,7 @@ pub(crate) struct Shard {
     sent: AtomicU64,
     bytes_sent: AtomicU64,
     batches: AtomicU64,
+    own_bytes_sent: AtomicU64,
     dropped: AtomicU64,
     slow_started: AtomicU64,
     slow_ended: AtomicU64,
@@ -108,6 +109,12 @@ impl Shard {
         bump(&self.sent, messages as u64);
         bump(&self.bytes_sent, bytes as u64);
         bump(&self.batches, sends as u64);
+    }
+    /// `bytes` bytes of the server's own (handshake answers, pongs,
+    /// closes, HTTP answers) went to one client's socket.
+    pub(crate) fn own_sent(&self, bytes: usize) {
+        self.check_writer();
+        bump(&self.own_bytes_sent, bytes as u64);
     }
     /// `n` messages were dropped for one slow client.
     pub(crate) fn dropped(&self, n: u32) {
@@ -197,6 +204,9 @@ pub struct Totals {
     /// Sends that handed something to the kernel: `sent / batches` is how
     /// many messages a send carried on average.
     pub batches: u64,
+    /// Bytes of the server's own handed to the kernel: WebSocket
+    /// handshake answers, pongs and closes, and HTTP answers on `--ws`.
+    pub own_bytes_sent: u64,
     /// Messages dropped for slow receivers, once per receiver.
     pub dropped: u64,
     /// Clients dropping messages now.
@@ -303,6 +313,7 @@ impl Metrics {
             t.sent += s.sent.load(Relaxed);
             t.bytes_sent += s.bytes_sent.load(Relaxed);
             t.batches += s.batches.load(Relaxed);
+            t.own_bytes_sent += s.own_bytes_sent.load(Relaxed);
             t.dropped += s.dropped.load(Relaxed);
             t.lines_too_long += s.too_long.load(Relaxed);
             t.rejected += s.rejected.load(Relaxed);
@@ -413,6 +424,11 @@ impl Collector for Collect {
                 "ringcast_bytes_sent",
                 "Bytes handed to the kernel",
                 t.bytes_sent,
+            ),
+            (
+                "ringcast_own_bytes_sent",
+                "Bytes the server sent of its own: WebSocket handshake answers, pongs and closes, and HTTP answers on --ws",
+                t.own_bytes_sent,
             ),
             (
                 "ringcast_write_batches",
@@ -563,6 +579,7 @@ mod tests {
             "ringcast_pending_handshakes 0",
             "ringcast_handshake_timeouts_total 0",
             "ringcast_websocket_protocol_errors_total 0",
+            "ringcast_own_bytes_sent_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

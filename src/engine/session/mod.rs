@@ -389,6 +389,9 @@ impl Session {
             self.sent += sent.messages as u64;
             cx.shard.sent(sent.messages, sent.bytes, sent.sends);
         }
+        if sent.own_bytes > 0 {
+            cx.shard.own_sent(sent.own_bytes);
+        }
     }
 
     /// How the client is doing, for `/clients`.
