@@ -496,7 +496,7 @@ impl Session {
             conn = self.id,
             peer = %self.peer,
             why,
-            also_broke_it_since_last_line = suppressed,
+            also_broke_the_protocol_since_last_line = suppressed,
             "websocket client broke the protocol; closing it"
         );
         true
