@@ -168,7 +168,8 @@ pub(crate) struct ServeArgs {
 
     /// Most clients connected at once (at most 10000000). Past it, a new
     /// connection is accepted and closed at once, and counted in
-    /// ringcast_connections_rejected_total.
+    /// ringcast_connections_rejected_total. A WebSocket client counts once
+    /// its handshake completes (then, with every slot taken, it gets 503).
     #[arg(long, env = "RINGCAST_MAX_CLIENTS", value_name = "N", default_value_t = config::DEFAULT_MAX_CLIENTS)]
     max_clients: usize,
 
@@ -176,6 +177,14 @@ pub(crate) struct ServeArgs {
     /// Off by default: idle clients cost no timers and no CPU.
     #[arg(long, env = "RINGCAST_IDLE_TIMEOUT", value_name = "DUR", value_parser = humantime::parse_duration)]
     idle_timeout: Option<Duration>,
+
+    /// Close a --ws connection whose opening handshake has not arrived
+    /// whole this long after it connected, and count it in
+    /// ringcast_handshake_timeouts_total. Until its handshake completes, a
+    /// WebSocket connection takes no --max-clients slot; at most 1024 wait
+    /// at once.
+    #[arg(long, env = "RINGCAST_HANDSHAKE_TIMEOUT", value_name = "DUR", default_value = "5s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
 
     /// Share lines with other ringcast nodes through this NATS server
     /// (e.g. `nats://127.0.0.1:4222`). Lines from this node's clients are
@@ -258,6 +267,7 @@ impl ServeArgs {
             lame_duck: self.lame_duck,
             max_clients: self.max_clients,
             idle_timeout: self.idle_timeout,
+            handshake_timeout: self.handshake_timeout,
             slow_disconnect: self.slow_disconnect,
             ws: self.ws,
             metrics: self.metrics,

@@ -91,6 +91,9 @@ pub struct Config {
     pub max_clients: usize,
     /// Disconnect clients that send nothing for this long; `None` never does.
     pub idle_timeout: Option<Duration>,
+    /// Close a WebSocket connection whose opening handshake has not
+    /// arrived whole this long after its connect.
+    pub handshake_timeout: Duration,
     /// Disconnect a client that has been dropping messages (its queue and
     /// socket full) for this long; `None` never does.
     pub slow_disconnect: Option<Duration>,
@@ -149,6 +152,8 @@ pub const DEFAULT_COALESCE_ABOVE: u64 = 400_000;
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// Most `--max-clients`.
 pub const MAX_MAX_CLIENTS: usize = 10_000_000;
+/// Default `--handshake-timeout`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `--drain-timeout`.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest timeout any option takes (30 days): longer ones would overflow
@@ -175,6 +180,7 @@ impl Default for Config {
             lame_duck: None,
             max_clients: DEFAULT_MAX_CLIENTS,
             idle_timeout: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             slow_disconnect: None,
             ws: None,
             metrics: None,
@@ -259,6 +265,7 @@ impl Config {
         let timeouts = [
             ("--drain-timeout", Some(self.drain_timeout)),
             ("--idle-timeout", self.idle_timeout),
+            ("--handshake-timeout", Some(self.handshake_timeout)),
             ("--slow-disconnect", self.slow_disconnect),
             ("--lame-duck", self.lame_duck),
         ];
@@ -269,6 +276,9 @@ impl Config {
         }
         if self.idle_timeout.is_some_and(|t| t.is_zero()) {
             return bad("--idle-timeout must be longer than 0");
+        }
+        if self.handshake_timeout.is_zero() {
+            return bad("--handshake-timeout must be longer than 0");
         }
         if self.slow_disconnect.is_some_and(|t| t.is_zero()) {
             return bad("--slow-disconnect must be longer than 0");
@@ -305,6 +315,7 @@ impl Config {
             grace: self.stall_timeout,
             slow_disconnect: self.slow_disconnect,
             drain_stall: self.drain_timeout / 8,
+            handshake_timeout: self.handshake_timeout,
         }
     }
 }

@@ -6,9 +6,12 @@
 mod common;
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, TestServer, wait_for};
+use common::{Client, PATIENCE, ServerProcess, TestServer, wait_for};
 use ringcast::EngineChoice;
 use ringcast::ops::clients::Transport;
 use tungstenite::{Message, WebSocket};
@@ -19,6 +22,10 @@ on_both_engines!(
     the_ws_address_serves_the_page_and_answers_bad_handshakes,
     ping_gets_pong_and_close_gets_close,
     protocol_errors_close_with_their_code,
+    the_servers_own_frames_are_not_delivered_messages,
+    a_client_that_pings_and_never_reads_costs_the_server_one_pong,
+    the_close_code_reaches_a_client_that_keeps_sending,
+    half_handshakes_time_out_and_take_no_client_slot,
 );
 
 fn start(engine: EngineChoice) -> (TestServer, SocketAddr) {
@@ -194,4 +201,233 @@ fn protocol_errors_close_with_their_code(engine: EngineChoice) {
     );
     server.wait_connected(0);
     assert_eq!(server.totals().received, 0, "nothing broken was published");
+}
+
+/// A WebSocket client on a raw socket with a small receive buffer, past
+/// its handshake: for clients that misbehave.
+fn raw_ws_client(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        got.push(byte[0]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101 "), "{got:?}");
+    s
+}
+
+/// Reads server frames, after those that start `buf`, until a close frame
+/// and returns its code, or what came first instead: an end of file or an
+/// error.
+fn read_until_close(s: &mut TcpStream, mut buf: Vec<u8>) -> Result<u16, String> {
+    let mut chunk = [0u8; 65536];
+    let mut frames = 0;
+    loop {
+        while buf.len() >= 2 {
+            let (header, len) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (4, usize::from(u16::from_be_bytes([buf[2], buf[3]]))),
+                127 if buf.len() >= 10 => (
+                    10,
+                    u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                ),
+                126 | 127 => break,
+                n => (2, usize::from(n)),
+            };
+            if buf.len() < header + len {
+                break;
+            }
+            if buf[0] & 0x0f == 0x8 {
+                return Ok(u16::from_be_bytes([buf[header], buf[header + 1]]));
+            }
+            frames += 1;
+            buf.drain(..header + len);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return Err(format!("end of file after {frames} frames")),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("{e} after {frames} frames")),
+        }
+    }
+}
+
+/// Reads and drops everything `stream` receives, in a thread.
+fn drain(stream: &TcpStream) {
+    let mut stream = stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+    });
+}
+
+fn the_servers_own_frames_are_not_delivered_messages(engine: EngineChoice) {
+    let (server, ws_addr) = start(engine);
+    let mut ws = ws_client(ws_addr);
+    server.wait_connected(1);
+    let me = ws.get_ref().local_addr().unwrap();
+    for i in 0..10u8 {
+        ws.send(Message::Ping(vec![i].into())).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::Pong(vec![i].into()));
+    }
+    let page = raw_request(ws_addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    let info = wait_for("the ws client listed", PATIENCE, || {
+        server.clients().into_iter().find(|c| c.peer == me)
+    });
+    assert_eq!(info.sent, 0, "a pong is not a delivered message");
+    // Once it is gone, everything it was sent has been counted.
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
+    server.wait_connected(0);
+    let t = server.totals();
+    assert_eq!(
+        (t.sent, t.bytes_sent, t.batches),
+        (0, 0, 0),
+        "no line was sent: handshakes, pongs, the page and closes are not messages"
+    );
+    // They have a counter of their own: at least ten pongs and the page.
+    assert!(t.own_bytes_sent > 10 * 3 + 2000, "{t:?}");
+}
+
+/// The server's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+fn a_client_that_pings_and_never_reads_costs_the_server_one_pong(engine: EngineChoice) {
+    let name = match engine {
+        EngineChoice::Uring => "uring",
+        _ => "tokio",
+    };
+    let server = ServerProcess::start(&["--ws", "127.0.0.1:0", "--engine", name, "--threads", "2"]);
+    let ready: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&server.ready_file).unwrap()).unwrap();
+    let ws_addr: SocketAddr = ready["ws"].as_str().unwrap().parse().unwrap();
+    let mut tcp = server.connect(1).pop().unwrap();
+    // It reads nothing, ever.
+    let mut pinger = raw_ws_client(ws_addr);
+    let ping = frame(0x89, b"beat");
+    // Every ping before a message is answered before it is published.
+    let mut flood = |pings: usize, then: &str| {
+        pinger.write_all(&ping.repeat(pings)).unwrap();
+        pinger.write_all(&frame(0x81, then.as_bytes())).unwrap();
+        assert_eq!(tcp.read_lines(1), [format!("{then}\n").into_bytes()]);
+    };
+    // Buffers and the allocator's pools reach their size.
+    flood(20_000, "warm");
+    let before = rss_kib(server.child.id());
+    flood(300_000, "done");
+    let after = rss_kib(server.child.id());
+    // One queued pong per ping would be some 100 bytes each: 30 MB.
+    assert!(
+        after < before + 4 * 1024,
+        "300,000 unanswered pings grew the server from {before} KiB to {after} KiB"
+    );
+}
+
+fn the_close_code_reaches_a_client_that_keeps_sending(engine: EngineChoice) {
+    let server = TestServer::start_with(engine, |c| {
+        c.ws = Some("127.0.0.1:0".parse().unwrap());
+        c.sndbuf = 4096;
+        c.queue = 4;
+    });
+    let mut ws = raw_ws_client(server.ws_addr.unwrap());
+    let me = ws.local_addr().unwrap();
+    let mut tcp = Client::connect(server.addr);
+    drain(&tcp.stream);
+    server.wait_connected(2);
+    // The WebSocket client reads nothing until its queue and socket are
+    // full: the close frame will wait behind them.
+    let line = [vec![b'x'; 200], b"\n".to_vec()].concat().repeat(50);
+    wait_for("the ws client to be slow", PATIENCE, || {
+        tcp.send(&line);
+        server
+            .clients()
+            .into_iter()
+            .any(|c| c.peer == me && c.slow)
+            .then_some(())
+    });
+    // An unmasked frame: 1002. Then it goes on sending.
+    ws.write_all(b"\x81\x02hi").unwrap();
+    server.wait_totals("the protocol error", |t| t.protocol_errors == 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = std::thread::spawn({
+        let (stop, mut ws) = (Arc::clone(&stop), ws.try_clone().unwrap());
+        ws.set_write_timeout(Some(PATIENCE)).unwrap();
+        let junk = frame(0x81, b"more").repeat(100);
+        move || {
+            while !stop.load(Ordering::Relaxed) && ws.write_all(&junk).is_ok() {}
+        }
+    });
+    // It reads a little at a time until its queue and the close frame
+    // have gone to the kernel, where they wait for it to read on.
+    let mut got = Vec::new();
+    wait_for("its queue to go to the kernel", PATIENCE, || {
+        let mut chunk = [0u8; 512];
+        let n = ws.read(&mut chunk).unwrap();
+        got.extend_from_slice(&chunk[..n]);
+        let listed = server.clients().into_iter().find(|c| c.peer == me);
+        listed.is_none_or(|c| c.queued == 0).then_some(())
+    });
+    let code = read_until_close(&mut ws, got);
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    assert_eq!(code, Ok(1002), "the close frame with its code");
+    let _ = ws.shutdown(Shutdown::Write);
+    server.wait_connected(1);
+}
+
+fn half_handshakes_time_out_and_take_no_client_slot(engine: EngineChoice) {
+    let timeout = Duration::from_millis(500);
+    let server = TestServer::start_with(engine, |c| {
+        c.ws = Some("127.0.0.1:0".parse().unwrap());
+        c.max_clients = 3;
+        c.handshake_timeout = timeout;
+    });
+    let ws_addr = server.ws_addr.unwrap();
+    let start = Instant::now();
+    let mut half: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = TcpStream::connect(ws_addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    server.wait_totals("50 pending handshakes", |t| t.pending_handshakes == 50);
+    // Line clients get every --max-clients slot meanwhile.
+    let mut tcp: Vec<Client> = (0..3).map(|_| Client::connect(server.addr)).collect();
+    server.wait_connected(3);
+    tcp[0].send(b"hi\n");
+    for c in &mut tcp {
+        assert_eq!(c.read_lines(1), [b"hi\n".to_vec()]);
+    }
+    // A handshake that completes while they are all taken is answered.
+    let full = raw_request(
+        ws_addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert!(full.starts_with("HTTP/1.1 503 "), "{full}");
+    // The half-handshakes are closed once their time is up.
+    for s in &mut half {
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "nothing is answered: {rest:?}");
+    }
+    assert!(start.elapsed() >= timeout, "closed before their time");
+    let t = server.wait_totals(
+        "50 handshake timeouts, and no WebSocket connection left",
+        |t| t.handshake_timeouts == 50 && t.pending_handshakes == 0 && t.connected == 3,
+    );
+    assert_eq!(t.rejected, 1, "the handshake that found every slot taken");
 }

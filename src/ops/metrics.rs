@@ -27,6 +27,7 @@ pub(crate) struct Shard {
     sent: AtomicU64,
     bytes_sent: AtomicU64,
     batches: AtomicU64,
+    own_bytes_sent: AtomicU64,
     dropped: AtomicU64,
     slow_started: AtomicU64,
     slow_ended: AtomicU64,
@@ -34,6 +35,10 @@ pub(crate) struct Shard {
     held_nanos: AtomicU64,
     too_long: AtomicU64,
     rejected: AtomicU64,
+    handshakes_begun: AtomicU64,
+    handshakes_ended: AtomicU64,
+    handshake_timeouts: AtomicU64,
+    protocol_errors: AtomicU64,
     cluster_published: AtomicU64,
     cluster_received: AtomicU64,
     cluster_dropped: AtomicU64,
@@ -67,6 +72,26 @@ impl Shard {
         self.check_writer();
         bump(&self.accepted, 1);
     }
+    /// A WebSocket connection was accepted: its handshake is pending.
+    pub(crate) fn handshake_begun(&self) {
+        self.check_writer();
+        bump(&self.handshakes_begun, 1);
+    }
+    /// A pending handshake completed, or its connection closed.
+    pub(crate) fn handshake_ended(&self) {
+        self.check_writer();
+        bump(&self.handshakes_ended, 1);
+    }
+    /// A handshake did not complete within `--handshake-timeout`.
+    pub(crate) fn handshake_timed_out(&self) {
+        self.check_writer();
+        bump(&self.handshake_timeouts, 1);
+    }
+    /// A WebSocket client broke the protocol and was closed with its code.
+    pub(crate) fn protocol_error(&self) {
+        self.check_writer();
+        bump(&self.protocol_errors, 1);
+    }
     /// A connection was closed (for any reason).
     pub(crate) fn closed(&self) {
         self.check_writer();
@@ -86,6 +111,12 @@ impl Shard {
         bump(&self.sent, messages as u64);
         bump(&self.bytes_sent, bytes as u64);
         bump(&self.batches, sends as u64);
+    }
+    /// `bytes` bytes of the server's own (handshake answers, pongs,
+    /// closes, HTTP answers) went to one client's socket.
+    pub(crate) fn own_sent(&self, bytes: usize) {
+        self.check_writer();
+        bump(&self.own_bytes_sent, bytes as u64);
     }
     /// `n` messages were dropped for one slow client.
     pub(crate) fn dropped(&self, n: u32) {
@@ -163,8 +194,17 @@ impl Shard {
 /// Totals across all shards at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// Clients connected now.
+    /// Clients connected now, WebSocket clients once their handshake
+    /// completed.
     pub connected: u64,
+    /// WebSocket connections whose handshake is pending (or that were
+    /// answered with plain HTTP and are closing).
+    pub pending_handshakes: u64,
+    /// WebSocket connections closed for not completing their handshake
+    /// within `--handshake-timeout`.
+    pub handshake_timeouts: u64,
+    /// WebSocket clients closed for breaking the protocol.
+    pub protocol_errors: u64,
     /// Connections accepted since start.
     pub accepted: u64,
     /// Complete messages received from clients.
@@ -178,6 +218,9 @@ pub struct Totals {
     /// Sends that handed something to the kernel: `sent / batches` is how
     /// many messages a send carried on average.
     pub batches: u64,
+    /// Bytes of the server's own handed to the kernel: WebSocket
+    /// handshake answers, pongs and closes, and HTTP answers on `--ws`.
+    pub own_bytes_sent: u64,
     /// Messages dropped for slow receivers, once per receiver.
     pub dropped: u64,
     /// Clients dropping messages now.
@@ -273,7 +316,12 @@ impl Metrics {
         let mut t = Totals::default();
         let mut closed = 0;
         let mut slow_ended = 0;
+        let (mut begun, mut ended) = (0, 0);
         for s in self.shards.iter() {
+            begun += s.handshakes_begun.load(Relaxed);
+            ended += s.handshakes_ended.load(Relaxed);
+            t.handshake_timeouts += s.handshake_timeouts.load(Relaxed);
+            t.protocol_errors += s.protocol_errors.load(Relaxed);
             t.slow_episodes += s.slow_started.load(Relaxed);
             slow_ended += s.slow_ended.load(Relaxed);
             t.slow_disconnects += s.slow_disconnected.load(Relaxed);
@@ -285,6 +333,7 @@ impl Metrics {
             t.sent += s.sent.load(Relaxed);
             t.bytes_sent += s.bytes_sent.load(Relaxed);
             t.batches += s.batches.load(Relaxed);
+            t.own_bytes_sent += s.own_bytes_sent.load(Relaxed);
             t.dropped += s.dropped.load(Relaxed);
             t.lines_too_long += s.too_long.load(Relaxed);
             t.rejected += s.rejected.load(Relaxed);
@@ -295,7 +344,11 @@ impl Metrics {
             t.cluster_too_long += s.cluster_too_long.load(Relaxed);
             t.cluster_inbound_too_long += s.cluster_inbound_too_long.load(Relaxed);
         }
-        t.connected = t.accepted.saturating_sub(closed);
+        t.pending_handshakes = begun.saturating_sub(ended);
+        t.connected = t
+            .accepted
+            .saturating_sub(closed)
+            .saturating_sub(t.pending_handshakes);
         t.slow_clients = t.slow_episodes.saturating_sub(slow_ended);
         t.cluster_connected = self.cluster.get().map(|connected| connected());
         t
@@ -334,8 +387,13 @@ impl Collector for Collect {
         let gauges = [
             (
                 "ringcast_connected_clients",
-                "Clients connected now",
+                "Clients connected now (WebSocket clients once their handshake completed)",
                 t.connected,
+            ),
+            (
+                "ringcast_pending_handshakes",
+                "WebSocket connections whose handshake is pending",
+                t.pending_handshakes,
             ),
             (
                 "ringcast_slow_clients",
@@ -390,6 +448,11 @@ impl Collector for Collect {
                 t.bytes_sent,
             ),
             (
+                "ringcast_own_bytes_sent",
+                "Bytes the server sent of its own: WebSocket handshake answers, pongs and closes, and HTTP answers on --ws",
+                t.own_bytes_sent,
+            ),
+            (
                 "ringcast_write_batches",
                 "Sends that handed queued messages to a client's socket",
                 t.batches,
@@ -406,8 +469,18 @@ impl Collector for Collect {
             ),
             (
                 "ringcast_connections_rejected",
-                "Connections closed at once because --max-clients were connected",
+                "Connections closed at once because --max-clients were connected, or as many handshakes were pending",
                 t.rejected,
+            ),
+            (
+                "ringcast_handshake_timeouts",
+                "WebSocket connections closed for not completing their handshake within --handshake-timeout",
+                t.handshake_timeouts,
+            ),
+            (
+                "ringcast_websocket_protocol_errors",
+                "WebSocket clients closed for breaking the protocol (close code 1002, 1007 or 1009)",
+                t.protocol_errors,
             ),
         ];
         let cluster = [
@@ -495,9 +568,20 @@ mod tests {
         m.shard(1).slow_started();
         m.shard(1).slow_ended();
         m.shard(2).too_long();
+        // A WebSocket connection pending its handshake is not a client.
+        m.shard(0).accepted();
+        m.shard(0).handshake_begun();
+        assert_eq!(
+            (m.totals().connected, m.totals().pending_handshakes),
+            (2, 1)
+        );
+        m.shard(1).handshake_ended();
+        m.shard(1).handshake_timed_out();
+        m.shard(1).closed();
         let t = m.totals();
+        assert_eq!(t.handshake_timeouts, 1);
         assert_eq!(t.connected, 2);
-        assert_eq!(t.accepted, 3);
+        assert_eq!(t.accepted, 4);
         assert_eq!((t.received, t.bytes_received), (1, 10));
         assert_eq!((t.sent, t.bytes_sent, t.batches), (4, 40, 2));
         assert_eq!((t.dropped, t.lines_too_long), (1, 1));
@@ -524,6 +608,10 @@ mod tests {
             "ringcast_slow_client_episodes_total 0",
             "ringcast_slow_disconnects_total 0",
             "ringcast_connections_rejected_total 0",
+            "ringcast_pending_handshakes 0",
+            "ringcast_handshake_timeouts_total 0",
+            "ringcast_websocket_protocol_errors_total 0",
+            "ringcast_own_bytes_sent_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -45,6 +45,11 @@ impl ClientLimit {
     }
 }
 
+/// Most WebSocket connections waiting for their handshake at once, across
+/// all cores; more are accepted and closed at once. Each waits at most
+/// `--handshake-timeout`.
+pub(crate) const PENDING_HANDSHAKES: usize = 1024;
+
 /// Lets one event through per second, and counts the rest.
 #[derive(Debug)]
 pub(crate) struct Throttle {
@@ -131,6 +136,8 @@ impl AcceptBackoff {
 #[derive(Debug)]
 pub(crate) struct Gate {
     limit: ClientLimit,
+    /// It bounds pending WebSocket handshakes, not clients.
+    handshakes: bool,
     /// Rung when a client leaves, so that accept loops paused for want of
     /// descriptors try again at once.
     freed: tokio::sync::Notify,
@@ -141,8 +148,20 @@ pub(crate) struct Gate {
 impl Gate {
     /// A gate letting in at most `max_clients` at once.
     pub(crate) fn new(max_clients: usize) -> Self {
+        Self::with(max_clients, false)
+    }
+
+    /// A gate letting at most [`PENDING_HANDSHAKES`] WebSocket connections
+    /// wait for their handshake at once. They take no `--max-clients`
+    /// slot until it completes.
+    pub(crate) fn for_handshakes() -> Self {
+        Self::with(PENDING_HANDSHAKES, true)
+    }
+
+    fn with(max: usize, handshakes: bool) -> Self {
         Self {
-            limit: ClientLimit::new(max_clients),
+            limit: ClientLimit::new(max),
+            handshakes,
             freed: tokio::sync::Notify::new(),
             rejections: Throttle::default(),
             accept_errors: Throttle::default(),
@@ -157,7 +176,17 @@ impl Gate {
             return true;
         }
         shard.rejected();
-        if let Some(suppressed) = self.rejections.allow() {
+        let Some(suppressed) = self.rejections.allow() else {
+            return false;
+        };
+        if self.handshakes {
+            tracing::warn!(
+                %peer,
+                pending = self.limit.max(),
+                also_rejected_since_last_warning = suppressed,
+                "too many WebSocket handshakes pending: closed the new connection at once; connected clients are unaffected"
+            );
+        } else {
             tracing::warn!(
                 %peer,
                 max_clients = self.limit.max(),

@@ -63,6 +63,11 @@ pub(crate) const SEND_IOVECS: usize = 64;
 pub(crate) const GATHER_BELOW: usize = 512;
 /// Most bytes one gathered send carries.
 pub(crate) const GATHER_BYTES: usize = 64 * 1024;
+/// Most bytes of the server's own (handshake answers, pongs, closes) a
+/// connection may have queued: past it, the client is closed. A client
+/// that sends pings and never reads has one pong queued at a time (see
+/// [`Outbound::push_pong`]), so only a misbehaving client gets near it.
+pub(crate) const OWN_BACKLOG: usize = 64 * 1024;
 
 /// How long a client that used its grace up gets none, the first time.
 pub(crate) const COOLDOWN: Duration = Duration::from_secs(1);
@@ -201,6 +206,12 @@ pub struct Outbound {
     bytes: usize,
     /// Of those, bytes of the server's own.
     own_bytes: usize,
+    /// Entries ever taken off the front of `queue`: an entry's place
+    /// counted from the first ever queued is this plus its index.
+    popped: u64,
+    /// The place of the last pong queued, if the kernel has taken none of
+    /// it: a newer pong replaces it.
+    pong: Option<u64>,
     capacity: usize,
     /// The kernel refused the last send and the engine waits for the
     /// socket: no send until [`unblock`](Self::unblock).
@@ -225,6 +236,8 @@ impl Outbound {
             messages: 0,
             bytes: 0,
             own_bytes: 0,
+            popped: 0,
+            pong: None,
             capacity: capacity.max(1),
             blocked: false,
             pace: Pace::Keeping,
@@ -313,10 +326,34 @@ impl Outbound {
     }
 
     /// Queues bytes the server sends of its own (a handshake answer, a
-    /// pong, a close): beyond the allowance, never dropped.
-    pub fn push_own(&mut self, bytes: Bytes) {
+    /// close): beyond the allowance of messages, never dropped. Returns
+    /// false if the server's own bytes queued now pass [`OWN_BACKLOG`]: the
+    /// client should be closed.
+    pub fn push_own(&mut self, bytes: Bytes) -> bool {
         self.own_bytes += bytes.len();
         self.push(bytes, 0, Kind::Lines);
+        self.own_bytes <= OWN_BACKLOG
+    }
+
+    /// Queues a pong, as [`push_own`](Self::push_own) does, unless a pong
+    /// the kernel has taken nothing of is still queued: that one is
+    /// replaced, so only the latest ping is answered (RFC 6455, 5.5.3). A
+    /// client that pings and never reads so costs one pong, not one per
+    /// ping.
+    pub fn push_pong(&mut self, bytes: Bytes) -> bool {
+        let queued = self.pong.and_then(|at| {
+            let i = usize::try_from(at.checked_sub(self.popped)?).ok()?;
+            // The kernel took part of the front entry: it stays as it is.
+            (i > 0 || self.front.sent == 0).then_some(i)
+        });
+        if let Some(entry) = queued.and_then(|i| self.queue.get_mut(i)) {
+            self.bytes = self.bytes - entry.bytes.len() + bytes.len();
+            self.own_bytes = self.own_bytes - entry.bytes.len() + bytes.len();
+            entry.bytes = bytes;
+            return self.own_bytes <= OWN_BACKLOG;
+        }
+        self.pong = Some(self.popped + self.queue.len() as u64);
+        self.push_own(bytes)
     }
 
     /// True when a held message can be offered again: there is room in the
@@ -494,6 +531,7 @@ impl Outbound {
             }
             self.front = Front::default();
             self.queue.pop_front();
+            self.popped += 1;
         }
         sent.own_bytes += own_before - self.own_bytes;
         if sent.bytes > bytes_before {
@@ -543,6 +581,8 @@ impl Outbound {
     /// Drops everything queued (the connection is going away) and returns
     /// the episode that was running, if any.
     pub fn clear(&mut self) -> Option<Episode> {
+        self.popped += self.queue.len() as u64;
+        self.pong = None;
         self.queue.clear();
         self.front = Front::default();
         self.messages = 0;

@@ -119,6 +119,17 @@ pub(crate) fn opening(buf: &[u8]) -> Opening {
     }
 }
 
+/// The answer to a WebSocket handshake that completed while
+/// `--max-clients` were connected.
+pub(crate) fn unavailable() -> Bytes {
+    response(
+        503,
+        "Service Unavailable",
+        "text/plain; charset=utf-8",
+        "too many clients connected; try again later\n",
+    )
+}
+
 fn http(code: u16, reason: &str, body: &str) -> Opening {
     Opening::Http {
         response: response(code, reason, "text/plain; charset=utf-8", body),
@@ -187,8 +198,8 @@ fn append_frame(opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
 pub(crate) enum Event {
     /// A whole text or binary message, as lines: the payload plus `\n`.
     Lines(Bytes),
-    /// Send this frame back (the pong for a ping).
-    Reply(Bytes),
+    /// Send this pong back: the answer to a ping.
+    Pong(Bytes),
     /// The client closes: send this close frame, then close.
     Closed(Bytes),
     /// A protocol error: send this close frame, then close.
@@ -286,10 +297,9 @@ impl Decoder {
 
     fn frame(&mut self, opcode: OpCode, last: bool, payload: BytesMut) -> Option<Event> {
         match opcode {
-            OpCode::Control(Control::Ping) if last => Some(Event::Reply(frame(
-                OpCode::Control(Control::Pong),
-                &payload,
-            ))),
+            OpCode::Control(Control::Ping) if last => {
+                Some(Event::Pong(frame(OpCode::Control(Control::Pong), &payload)))
+            }
             OpCode::Control(Control::Pong) if last => None,
             OpCode::Control(Control::Close) if last => {
                 let code = match payload.len() {
@@ -474,7 +484,7 @@ mod tests {
         bytes.extend(client_frame(0xA, true, b"ignored"));
         bytes.extend(client_frame(0x8, true, &[0x03, 0xe8]));
         let events = decode(100, &bytes);
-        assert_eq!(events[0], Event::Reply(Bytes::from_static(b"\x8a\x02hb")));
+        assert_eq!(events[0], Event::Pong(Bytes::from_static(b"\x8a\x02hb")));
         assert_eq!(events.len(), 2);
         assert_eq!(close_code(&events[1]), 1000);
     }

@@ -291,7 +291,26 @@ pub(crate) fn close<H: Host>(host: &H, link: &H::Link, reason: CloseReason) {
             %peer,
             "client kept dropping messages for --slow-disconnect; disconnected it"
         ),
+        CloseReason::OwnBacklog => tracing::warn!(
+            conn = id,
+            %peer,
+            limit = crate::policy::outbound::OWN_BACKLOG,
+            "websocket client does not read the server's control frames (pongs, closes); disconnected it"
+        ),
         _ => tracing::debug!(conn = id, %peer, reason = reason.as_str(), "connection closed"),
+    }
+}
+
+/// The writer's end of a connection the server closes once what is queued
+/// is out: closes it, unless the client's reader still reads what the
+/// client sends (see [`super::LINGER`]); then the write side is shut, so
+/// the client reads the answer and an end of file, and the reader closes
+/// the connection.
+pub(crate) fn finish<H: Host>(host: &H, link: &H::Link, reason: CloseReason) {
+    if link.with(|s| s.finish_writing()) {
+        link.shutdown(Shutdown::Write);
+    } else {
+        close(host, link, reason);
     }
 }
 

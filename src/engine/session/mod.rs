@@ -53,7 +53,17 @@ pub(crate) struct Settings {
     /// During the drain, a client whose socket takes nothing for this long
     /// is not reading: it is closed rather than waited for.
     pub(crate) drain_stall: Duration,
+    /// `--handshake-timeout`: a WebSocket client's opening handshake must
+    /// arrive whole within this long of its connect.
+    pub(crate) handshake_timeout: Duration,
 }
+
+/// How long a connection the server closes after answering it (an HTTP
+/// answer, a WebSocket close or protocol error) has to read the answer:
+/// meanwhile, what the client still sends is read and dropped, so that
+/// closing with unread input does not reset the connection and lose the
+/// answer on its way.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// Why a connection was closed, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +78,15 @@ pub(crate) enum CloseReason {
     LineTooLong,
     /// A WebSocket client broke the protocol (closed with its code).
     ProtocolError,
+    /// A WebSocket client did not complete its handshake within
+    /// `--handshake-timeout`.
+    HandshakeTimeout,
+    /// A WebSocket client completed its handshake while `--max-clients`
+    /// were connected (answered 503).
+    Rejected,
+    /// The server's own frames queued for it passed
+    /// [`OWN_BACKLOG`](crate::policy::outbound::OWN_BACKLOG).
+    OwnBacklog,
     /// A plain HTTP request on the `--ws` address was answered.
     Answered,
     /// The client sent nothing for `--idle-timeout`.
@@ -90,6 +109,9 @@ impl CloseReason {
             CloseReason::WriteError => "write failed",
             CloseReason::LineTooLong => "line too long",
             CloseReason::ProtocolError => "websocket protocol error",
+            CloseReason::HandshakeTimeout => "websocket handshake timed out",
+            CloseReason::Rejected => "--max-clients reached at the websocket handshake",
+            CloseReason::OwnBacklog => "too many control frames queued",
             CloseReason::Answered => "http request answered",
             CloseReason::IdleTimeout => "idle for --idle-timeout",
             CloseReason::SlowDisconnect => "dropping for --slow-disconnect",
@@ -100,12 +122,15 @@ impl CloseReason {
     }
 }
 
-/// Reports slow episodes: one warn line when a client starts dropping,
-/// one info line when it catches up, each at most once a second.
+/// Log lines any client can cause as often as it likes, each kind at most
+/// once a second, with a count of those left out: one warn line when a
+/// client starts dropping, one info line when it catches up, one info line
+/// when a WebSocket client breaks the protocol.
 #[derive(Debug, Default)]
-pub(crate) struct SlowReport {
+pub(crate) struct LogLimits {
     started: Throttle,
     caught_up: Throttle,
+    protocol_errors: Throttle,
 }
 
 /// What the shared code needs from the engine at one moment: the
@@ -114,7 +139,7 @@ pub(crate) struct SlowReport {
 pub(crate) struct Cx<'a> {
     pub(crate) shard: &'a Shard,
     pub(crate) settings: &'a Settings,
-    pub(crate) slow: &'a SlowReport,
+    pub(crate) logs: &'a LogLimits,
 }
 
 /// The state of one connection, behind the engine's `RefCell` (uring) or
@@ -146,6 +171,37 @@ pub(crate) struct Session {
     publishing: bool,
     /// Since when the socket has taken nothing, while the kernel refuses.
     stalled_since: Option<Instant>,
+    /// Where a connection the server is closing stands (see [`LINGER`]).
+    linger: Linger,
+    /// Which limit the connection counts against.
+    slot: Slot,
+}
+
+/// Which limit a connection counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// `--max-clients`: a line client, or a WebSocket client past its
+    /// handshake.
+    Client,
+    /// The pending handshakes' own bound: a WebSocket connection before
+    /// its handshake completed (or one answered with plain HTTP).
+    Handshake,
+}
+
+/// A connection the server closes after answering it: the writer shuts
+/// the socket's write side once the answer is out, the reader reads and
+/// drops what the client still sends until it closes its side or
+/// [`LINGER`] passes, and whichever comes last closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Linger {
+    /// Not closing, or closing without lingering.
+    No,
+    /// The answer is on its way; the reader reads and drops.
+    Reading,
+    /// The answer is out and the write side shut; the reader closes.
+    WriteShut,
+    /// The reader is done; the writer closes once the answer is out.
+    InputDone,
 }
 
 /// What the engine does for a connection after an offer.
@@ -227,7 +283,17 @@ impl Session {
             last_active: tick,
             publishing: false,
             stalled_since: None,
+            linger: Linger::No,
+            slot: match transport {
+                Transport::Tcp => Slot::Client,
+                Transport::Websocket => Slot::Handshake,
+            },
         }
+    }
+
+    /// Which limit the connection counts against now.
+    pub(crate) fn slot(&self) -> Slot {
+        self.slot
     }
 
     pub(crate) fn key(&self) -> usize {
@@ -323,6 +389,9 @@ impl Session {
             self.sent += sent.messages as u64;
             cx.shard.sent(sent.messages, sent.bytes, sent.sends);
         }
+        if sent.own_bytes > 0 {
+            cx.shard.own_sent(sent.own_bytes);
+        }
     }
 
     /// How the client is doing, for `/clients`.
@@ -340,26 +409,97 @@ impl Session {
         }
     }
 
-    /// Queues `bytes` the server itself sends (a handshake answer, a pong,
-    /// a close), whatever the allowance: they are never dropped.
+    /// Queues `bytes` the server itself sends (a handshake answer, a
+    /// close), whatever the allowance of messages. Past
+    /// [`OWN_BACKLOG`](crate::policy::outbound::OWN_BACKLOG) of them, the
+    /// client is closed.
     pub(crate) fn send_own(&mut self, bytes: Bytes) -> Action {
+        if self.closed {
+            return Action::None;
+        }
         let was_empty = self.out.is_empty();
-        self.out.push_own(bytes);
-        if was_empty && !self.out.is_blocked() {
+        let within = self.out.push_own(bytes);
+        self.queued_own(was_empty, within)
+    }
+
+    /// Queues the pong for a ping, replacing one not yet sent.
+    pub(crate) fn pong(&mut self, frame: Bytes) -> Action {
+        if self.closed {
+            return Action::None;
+        }
+        let was_empty = self.out.is_empty();
+        let within = self.out.push_pong(frame);
+        self.queued_own(was_empty, within)
+    }
+
+    fn queued_own(&self, was_empty: bool, within: bool) -> Action {
+        if !within {
+            Action::Close(CloseReason::OwnBacklog)
+        } else if was_empty && !self.out.is_blocked() {
             Action::Wake
         } else {
             Action::None
         }
     }
 
-    /// The WebSocket handshake is done: the client takes messages now.
-    pub(crate) fn open(&mut self) {
+    /// The WebSocket handshake is done: the client takes messages now,
+    /// and counts against `--max-clients`.
+    pub(crate) fn open(&mut self, cx: &Cx<'_>) {
         self.open = true;
+        if self.slot == Slot::Handshake {
+            cx.shard.handshake_ended();
+        }
+        self.slot = Slot::Client;
     }
 
     /// Closes once what is queued has gone out, taking no more messages.
-    pub(crate) fn close_when_sent(&mut self, reason: CloseReason) {
-        self.closing.get_or_insert(reason);
+    /// `linger`: the client is sent an answer it should get whole (see
+    /// [`LINGER`]).
+    pub(crate) fn close_when_sent(&mut self, reason: CloseReason, linger: bool) {
+        if self.closing.is_none() {
+            self.closing = Some(reason);
+            if linger {
+                self.linger = Linger::Reading;
+            }
+        }
+    }
+
+    /// The writer has sent everything before a close. True if the reader
+    /// is still reading what the client sends: the writer shuts the write
+    /// side and leaves the close to the reader.
+    fn finish_writing(&mut self) -> bool {
+        if self.closed || self.linger != Linger::Reading {
+            return false;
+        }
+        self.linger = Linger::WriteShut;
+        true
+    }
+
+    /// The reader has read all it will of a connection being closed. True
+    /// if the answer is out (or the connection closed): the reader closes
+    /// it now; else the writer does once the answer is out.
+    fn input_done(&mut self) -> bool {
+        if self.closed || self.linger == Linger::WriteShut {
+            return true;
+        }
+        self.linger = Linger::InputDone;
+        false
+    }
+
+    /// Logs that the client broke the protocol, at most once a second.
+    /// Returns whether it logged.
+    pub(crate) fn report_protocol_error(&self, why: &str, cx: &Cx<'_>) -> bool {
+        let Some(suppressed) = cx.logs.protocol_errors.allow() else {
+            return false;
+        };
+        tracing::info!(
+            conn = self.id,
+            peer = %self.peer,
+            why,
+            also_broke_the_protocol_since_last_line = suppressed,
+            "websocket client broke the protocol; closing it"
+        );
+        true
     }
 
     /// How the client speaks.
@@ -381,7 +521,7 @@ impl Session {
         cx: &Cx<'_>,
         coalesce: impl FnOnce(&Outbound) -> bool,
     ) -> Next {
-        if self.closed {
+        if self.closed || self.linger == Linger::WriteShut {
             return Next::Exit;
         }
         if self.out.is_blocked() {
@@ -496,6 +636,9 @@ impl Session {
         if std::mem::replace(&mut self.closed, true) {
             return false;
         }
+        if self.slot == Slot::Handshake {
+            cx.shard.handshake_ended();
+        }
         if self.out.clear().is_some() {
             cx.shard.slow_ended();
         }
@@ -504,7 +647,7 @@ impl Session {
 
     fn slow_started(&self, cx: &Cx<'_>) {
         cx.shard.slow_started();
-        if let Some(suppressed) = cx.slow.started.allow() {
+        if let Some(suppressed) = cx.logs.started.allow() {
             tracing::warn!(
                 conn = self.id,
                 peer = %self.peer,
@@ -518,7 +661,7 @@ impl Session {
 
     fn caught_up(&self, episode: Episode, cx: &Cx<'_>) {
         cx.shard.slow_ended();
-        if let Some(suppressed) = cx.slow.caught_up.allow() {
+        if let Some(suppressed) = cx.logs.caught_up.allow() {
             tracing::info!(
                 conn = self.id,
                 peer = %self.peer,
@@ -568,7 +711,13 @@ pub(crate) trait Host {
         conns: &[L],
         which: impl Iterator<Item = usize>,
     );
-    /// Removes a closed connection from the host.
+    /// A WebSocket client completed its handshake: takes a
+    /// `--max-clients` slot for it and gives back its handshake slot, or,
+    /// when every slot is taken, counts and reports the rejection and
+    /// returns false.
+    fn admit_client(&self, peer: SocketAddr) -> bool;
+    /// Removes a closed connection from the host, and gives back the slot
+    /// it held ([`Session::slot`]).
     fn forget(&self, link: &Self::Link);
     /// A reader task ended.
     fn reader_exited(&self);
@@ -589,6 +738,33 @@ mod deliver;
 mod read;
 mod write;
 
-pub(crate) use deliver::{close, close_idle, deliver};
+pub(crate) use deliver::{close, close_idle, deliver, finish};
 pub(crate) use read::read_loop;
 pub(crate) use write::settled;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::metrics::Metrics;
+
+    #[test]
+    fn protocol_errors_are_logged_at_most_once_a_second() {
+        let metrics = Metrics::new(1);
+        let settings = crate::config::Config::default().session_settings();
+        let logs = LogLimits::default();
+        let cx = Cx {
+            shard: metrics.shard(0),
+            settings: &settings,
+            logs: &logs,
+        };
+        let peer = "127.0.0.1:1".parse().expect("an address");
+        let sessions: Vec<Session> = (0..100)
+            .map(|id| Session::new(id, peer, 0, Transport::Websocket, &settings, 0))
+            .collect();
+        let logged = sessions
+            .iter()
+            .filter(|s| s.report_protocol_error("a test", &cx))
+            .count();
+        assert_eq!(logged, 1, "one line for a burst of 100");
+    }
+}

@@ -1,7 +1,11 @@
 //! A connection's reader: bytes in, runs of lines out to
 //! [`Host::publish`], for line clients and WebSocket clients alike.
 
-use super::{Action, CloseReason, Host, Link, Session, close};
+use std::net::Shutdown;
+use std::pin::pin;
+use std::time::Instant;
+
+use super::{Action, CloseReason, Host, LINGER, Link, Session, close};
 use crate::ops::clients::Transport;
 use crate::policy::inbound::Inbound;
 use crate::policy::run::{RUN_LINES, Run};
@@ -13,9 +17,12 @@ pub(crate) const LINE_BUDGET: usize = 256;
 
 /// Reads lines from the client and publishes them, in order, until the
 /// client leaves, sends an overlong line, or shutdown begins. A WebSocket
-/// client's frames are taken apart first (see [`websocket`]).
+/// client's frames are taken apart first (see [`websocket`]); its
+/// handshake must arrive within `--handshake-timeout`. A client the server
+/// answers and closes gets [`LINGER`] to read the answer.
 pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
-    let max_line = host.cx().settings.max_line;
+    let settings = *host.cx().settings;
+    let max_line = settings.max_line;
     let (mut framing, mut inbound) = match link.with(|s| s.transport()) {
         // The splitter holds TCP lines to --max-line exactly.
         Transport::Tcp => (Framing::Lines, Inbound::new(max_line)),
@@ -26,11 +33,24 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
             Inbound::new(max_line.saturating_add(websocket::MAX_HEADER)),
         ),
     };
+    let handshake_by = Instant::now() + settings.handshake_timeout;
     // Lines published since the other tasks of the core last ran.
     let mut spent = 0;
+    let mut answered = None;
     loop {
         let max = inbound.prepare();
-        let result = link.read(&mut inbound, max).await;
+        let result = if let Framing::Handshake(_) = framing {
+            match read_until(link, &mut inbound, max, handshake_by).await {
+                Some(result) => result,
+                None => {
+                    host.cx().shard.handshake_timed_out();
+                    close(host, link, CloseReason::HandshakeTimeout);
+                    break;
+                }
+            }
+        } else {
+            link.read(&mut inbound, max).await
+        };
         // During shutdown a reader publishes the lines it already holds,
         // then stops, however much the client still sends.
         let stopping = host.stopping();
@@ -82,14 +102,79 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
                 close(host, link, CloseReason::LineTooLong);
                 break;
             }
-            // The writer closes once the answer is out.
-            Ended::Answered => break,
+            Ended::Answered(reason) => {
+                answered = reason;
+                break;
+            }
         }
         if stopping {
             break;
         }
     }
+    // A lingering reader publishes nothing: shutdown need not wait for it.
     host.reader_exited();
+    if let Some(reason) = answered {
+        linger(host, link, &mut inbound, reason).await;
+    }
+}
+
+/// A read that gives up at `until`: `None` if it did. The read is ended by
+/// shutting the socket's read side down and waited for, not dropped: on
+/// io_uring a dropped read would go on in the kernel.
+async fn read_until(
+    link: &impl Link,
+    inbound: &mut Inbound,
+    max: usize,
+    until: Instant,
+) -> Option<std::io::Result<usize>> {
+    let mut read = pin!(link.read(inbound, max));
+    tokio::select! {
+        result = &mut read => Some(result),
+        () = tokio::time::sleep_until(until.into()) => {
+            link.shutdown(Shutdown::Read);
+            drop(read.await);
+            None
+        }
+    }
+}
+
+/// After an answer the server closes on (see [`super::LINGER`]): reads and
+/// drops what the client still sends until it closes its side, the read
+/// fails, or [`LINGER`] passes; then closes the connection, or leaves that
+/// to the writer if the answer is not out yet, for at most the rest of
+/// [`LINGER`].
+async fn linger<H: Host>(host: &H, link: &H::Link, inbound: &mut Inbound, reason: CloseReason) {
+    let until = Instant::now() + LINGER;
+    loop {
+        inbound.buffer().clear();
+        let max = inbound.prepare();
+        match read_until(link, inbound, max, until).await {
+            Some(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+    }
+    if !link.with(|s| s.input_done()) {
+        // The writer closes once the answer is out; a client that does
+        // not read it is closed when the time is up.
+        wait_closed(link, until).await;
+    }
+    close(host, link, reason);
+}
+
+/// Waits until the connection is closed or `until` passes.
+async fn wait_closed(link: &impl Link, until: Instant) {
+    let mut deadline = pin!(tokio::time::sleep_until(until.into()));
+    loop {
+        // Closing a connection wakes those waiting for its room.
+        let notified = pin!(link.room().notified());
+        if link.with(|s| s.closed) {
+            return;
+        }
+        tokio::select! {
+            () = notified => {}
+            () = &mut deadline => return,
+        }
+    }
 }
 
 /// How a reader takes its client's bytes apart.
@@ -109,8 +194,9 @@ enum Ended {
     /// An overlong line.
     TooLong,
     /// The server answered and closes once the answer is out (an HTTP
-    /// request, a WebSocket close or protocol error).
-    Answered,
+    /// request, a WebSocket close or protocol error); with the reason if
+    /// the reader is to linger (see [`LINGER`]).
+    Answered(Option<CloseReason>),
 }
 
 /// Publishes every complete line in `inbound`, in runs of at most
@@ -151,10 +237,23 @@ async fn read_websocket<H: Host>(
             Opening::Incomplete => return Ended::No,
             Opening::Upgrade { response, consumed } => {
                 let _ = inbound.buffer().split_to(consumed);
-                own(host, link, |s| {
-                    s.open();
-                    s.send_own(response)
+                // From a handshake slot to a client slot, in one step.
+                let cx = host.cx();
+                let admitted = link.with(|s| {
+                    let admitted = !s.closed && host.admit_client(s.peer);
+                    if admitted {
+                        s.open(&cx);
+                    }
+                    admitted
                 });
+                if !admitted {
+                    own(host, link, |s| {
+                        s.close_when_sent(CloseReason::Rejected, true);
+                        s.send_own(websocket::unavailable())
+                    });
+                    return Ended::Answered(Some(CloseReason::Rejected));
+                }
+                own(host, link, |s| s.send_own(response));
                 let Framing::Handshake(decoder) = std::mem::replace(framing, Framing::Lines) else {
                     unreachable!("matched above");
                 };
@@ -162,10 +261,10 @@ async fn read_websocket<H: Host>(
             }
             Opening::Http { response } => {
                 own(host, link, |s| {
-                    s.close_when_sent(CloseReason::Answered);
+                    s.close_when_sent(CloseReason::Answered, true);
                     s.send_own(response)
                 });
-                return Ended::Answered;
+                return Ended::Answered(Some(CloseReason::Answered));
             }
         }
     }
@@ -179,35 +278,40 @@ async fn read_websocket<H: Host>(
                     publish(host, &run, spent).await;
                 }
             }
-            Event::Reply(frame) => own(host, link, |s| s.send_own(frame)),
+            Event::Pong(frame) => own(host, link, |s| s.pong(frame)),
             Event::Closed(frame) => {
+                // The client closed first: it sends nothing more, and the
+                // server closes once the answer is out (RFC 6455, 7.1.1).
                 own(host, link, |s| {
-                    s.close_when_sent(CloseReason::PeerClosed);
+                    s.close_when_sent(CloseReason::PeerClosed, false);
                     s.send_own(frame)
                 });
-                return Ended::Answered;
+                return Ended::Answered(None);
             }
             Event::Failed { close, why } => {
                 if websocket::too_long(&close) {
                     host.cx().shard.too_long();
                 }
-                link.with(|s| {
-                    tracing::info!(conn = s.id, peer = %s.peer, why, "websocket client broke the protocol; closing it");
-                });
+                let cx = host.cx();
+                cx.shard.protocol_error();
+                link.with(|s| s.report_protocol_error(why, &cx));
                 own(host, link, |s| {
-                    s.close_when_sent(CloseReason::ProtocolError);
+                    s.close_when_sent(CloseReason::ProtocolError, true);
                     s.send_own(close)
                 });
-                return Ended::Answered;
+                return Ended::Answered(Some(CloseReason::ProtocolError));
             }
         }
     }
     Ended::No
 }
 
-/// Runs `f`, which queues something the server sends, and wakes the writer.
+/// Runs `f`, which queues something the server sends, and wakes the
+/// writer, or closes the connection if `f` says so.
 fn own<H: Host>(host: &H, link: &H::Link, f: impl FnOnce(&mut Session) -> Action) {
-    if link.with(f) == Action::Wake {
-        host.wake(link);
+    match link.with(f) {
+        Action::Wake => host.wake(link),
+        Action::Close(reason) => close(host, link, reason),
+        _ => {}
     }
 }

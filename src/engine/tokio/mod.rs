@@ -21,7 +21,9 @@ use tokio::sync::{Notify, mpsc};
 
 use self::conn::Conn;
 use super::mesh::Doorbell;
-use super::session::{self, CloseReason, Cx, Host, Link as _, Next, Session, Settings, SlowReport};
+use super::session::{
+    self, CloseReason, Cx, Host, Link as _, LogLimits, Next, Session, Settings, Slot,
+};
 use super::{
     Control, ExitWatch, IDLE_TICKS, Listening, Roster, accept_until_stopped, close_spread_out,
     failpoint, notified_until, sweep_idle_forever,
@@ -69,7 +71,7 @@ pub(crate) fn start(
     let hub = Arc::new(Hub {
         metrics: Arc::clone(metrics),
         settings: config.session_settings(),
-        slow: SlowReport::default(),
+        logs: LogLimits::default(),
         conns: RwLock::new(Roster::new()),
         next_id: AtomicUsize::new(0),
         readers: AtomicUsize::new(0),
@@ -77,6 +79,7 @@ pub(crate) fn start(
         flushing: std::sync::OnceLock::new(),
         changed: Notify::new(),
         gate: Gate::new(config.max_clients),
+        handshakes: Gate::for_handshakes(),
         idle_timeout: config.idle_timeout,
         lame_duck: config.lame_duck,
         tick: AtomicU64::new(0),
@@ -195,7 +198,7 @@ impl Timer for EpollTimer {
 struct Hub {
     metrics: Arc<Metrics>,
     settings: Settings,
-    slow: SlowReport,
+    logs: LogLimits,
     conns: RwLock<Roster<Arc<Conn>>>,
     next_id: AtomicUsize,
     readers: AtomicUsize,
@@ -203,7 +206,10 @@ struct Hub {
     /// Since when nothing more is delivered (shutdown), if it is so.
     flushing: std::sync::OnceLock<Instant>,
     changed: Notify,
+    /// `--max-clients`.
     gate: Gate,
+    /// WebSocket connections before their handshake completed.
+    handshakes: Gate,
     idle_timeout: Option<Duration>,
     lame_duck: Option<Duration>,
     /// Advanced by the idle sweeper; readers stamp it on their connection.
@@ -275,7 +281,7 @@ impl Host for Hub {
         Cx {
             shard: self.shard(),
             settings: &self.settings,
-            slow: &self.slow,
+            logs: &self.logs,
         }
     }
 
@@ -318,9 +324,21 @@ impl Host for Hub {
         }
     }
 
+    fn admit_client(&self, peer: SocketAddr) -> bool {
+        let admitted = self.gate.admit(peer, self.shard());
+        if admitted {
+            self.handshakes.release();
+        }
+        admitted
+    }
+
     fn forget(&self, link: &Conn) {
-        self.conns_mut().remove(link.with(|s| s.key()));
-        self.gate.release();
+        let (key, slot) = link.with(|s| (s.key(), s.slot()));
+        self.conns_mut().remove(key);
+        match slot {
+            Slot::Client => self.gate.release(),
+            Slot::Handshake => self.handshakes.release(),
+        }
         self.changed.notify_waiters();
     }
 
@@ -427,10 +445,14 @@ impl Hub {
         control: &Control,
     ) {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        let gate = match transport {
+            Transport::Tcp => &self.gate,
+            Transport::Websocket => &self.handshakes,
+        };
         accept_until_stopped(
             0,
             &control.accepting_ends,
-            &self.gate,
+            gate,
             || self.shard(),
             || listener.accept(),
             || net::stop_listening(fd),
@@ -446,6 +468,9 @@ impl Hub {
         let key = self.conns_mut().insert(Arc::clone(&conn));
         conn.with(|s| s.set_key(key));
         self.shard().accepted();
+        if transport == Transport::Websocket {
+            self.shard().handshake_begun();
+        }
         self.readers.fetch_add(1, Ordering::SeqCst);
         tracing::debug!(conn = id, %peer, "connected");
         let (hub, reader) = (Arc::clone(self), Arc::clone(&conn));
@@ -471,7 +496,7 @@ impl Hub {
             match next {
                 Next::Exit => return,
                 Next::Close(reason) => {
-                    session::close(self, conn, reason);
+                    session::finish(self, conn, reason);
                     return;
                 }
                 Next::Sleep => conn.writer_woken().await,

@@ -150,7 +150,7 @@ impl Flusher {
                 // The send took all it was offered and more is queued.
                 Next::Send => self.mark(conn),
                 Next::Wait { .. } => armed |= self.poll(conn),
-                Next::Close(reason) => session::close(core, conn, reason),
+                Next::Close(reason) => session::finish(core, conn, reason),
                 Next::Sleep | Next::Exit | Next::Coalesce => {}
             }
         }

@@ -32,7 +32,7 @@ use tokio_uring::net::TcpListener;
 use self::conn::Conn;
 use self::flush::Flusher;
 use super::mesh::{self, Doorbell, Inbox, Outbox, Pushed};
-use super::session::{self, CloseReason, Cx, Host, Link as _, Session, SlowReport};
+use super::session::{self, CloseReason, Cx, Host, Link as _, LogLimits, Session, Slot};
 use super::{
     Control, ExitWatch, IDLE_TICKS, Listening, Roster, accept_until_stopped, close_spread_out,
     failpoint, notified_until, sweep_idle_forever,
@@ -57,10 +57,13 @@ const RING_BATCH: usize = 256;
 #[derive(Debug)]
 struct Shared {
     cores: usize,
+    /// `--max-clients`.
     gate: Gate,
+    /// WebSocket connections before their handshake completed.
+    handshakes: Gate,
     quiet: AtomicUsize,
     quiet_bell: Doorbell,
-    slow: SlowReport,
+    logs: LogLimits,
 }
 
 /// Starts one thread per listener. Returns once every runtime is up, or the
@@ -77,9 +80,10 @@ pub(crate) fn start(
     let shared = Arc::new(Shared {
         cores,
         gate: Gate::new(config.max_clients),
+        handshakes: Gate::for_handshakes(),
         quiet: AtomicUsize::new(0),
         quiet_bell: Doorbell::default(),
-        slow: SlowReport::default(),
+        logs: LogLimits::default(),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     // With a cluster, the bridge is one more core of the mesh: it drains a
@@ -230,7 +234,7 @@ impl Host for Core {
         Cx {
             shard: self.shard(),
             settings: &self.settings.conn,
-            slow: &self.shared.slow,
+            logs: &self.shared.logs,
         }
     }
 
@@ -266,10 +270,22 @@ impl Host for Core {
         self.flusher.send(self, conns, which);
     }
 
+    fn admit_client(&self, peer: std::net::SocketAddr) -> bool {
+        let admitted = self.shared.gate.admit(peer, self.shard());
+        if admitted {
+            self.shared.handshakes.release();
+        }
+        admitted
+    }
+
     fn forget(&self, link: &Conn) {
         self.flusher.forget(self, link);
-        self.conns.borrow_mut().remove(link.with(|s| s.key()));
-        self.shared.gate.release();
+        let (key, slot) = link.with(|s| (s.key(), s.slot()));
+        self.conns.borrow_mut().remove(key);
+        match slot {
+            Slot::Client => self.shared.gate.release(),
+            Slot::Handshake => self.shared.handshakes.release(),
+        }
         self.changed.notify_waiters();
     }
 
@@ -391,10 +407,14 @@ impl Core {
         // itself lives until every op on it has completed.
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let listener = TcpListener::from_std(listener);
+        let gate = match transport {
+            Transport::Tcp => &self.shared.gate,
+            Transport::Websocket => &self.shared.handshakes,
+        };
         accept_until_stopped(
             self.index,
             &control.accepting_ends,
-            &self.shared.gate,
+            gate,
             || self.shard(),
             || listener.accept(),
             // Refuses new connects, and ends the accept in flight.
@@ -425,6 +445,9 @@ impl Core {
         let key = self.conns.borrow_mut().insert(Rc::clone(&conn));
         conn.with(|s| s.set_key(key));
         self.shard().accepted();
+        if transport == Transport::Websocket {
+            self.shard().handshake_begun();
+        }
         self.readers.set(self.readers.get() + 1);
         tracing::debug!(conn = id, %peer, core = self.index, "connected");
         let core = Rc::clone(self);

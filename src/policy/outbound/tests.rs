@@ -527,6 +527,49 @@ fn the_servers_own_bytes_are_not_messages() {
 }
 
 #[test]
+fn only_the_latest_unsent_pong_is_queued() {
+    let mut q = Outbound::new(4, Duration::ZERO);
+    let mut sock = Socket::with_room(3);
+    for i in 0..10_000 {
+        assert!(q.push_pong(msg(&format!("p{i:04}"))), "within the bound");
+    }
+    assert_eq!(q.own_bytes(), 5, "one pong, the latest");
+    // The kernel takes part of it: that one stays, and the next ping gets
+    // a pong of its own, which later ones replace.
+    let mut sent = Sent::default();
+    assert!(matches!(
+        q.flush(|b| sock.send(b), &mut sent),
+        Flushed::Blocked
+    ));
+    q.push_pong(msg("pa"));
+    q.push_pong(msg("pb"));
+    assert_eq!(
+        q.offer(&msg("x\n"), 1, Kind::Lines, Instant::now),
+        Offer::Queued { wake: false }
+    );
+    q.push_pong(msg("pc"));
+    assert_eq!((q.own_bytes(), q.bytes()), (2 + 2, 2 + 2 + 2));
+    sock.room = 100;
+    q.unblock();
+    let mut sent = Sent::default();
+    q.flush(|b| sock.send(b), &mut sent);
+    assert_eq!(sock.got, b"p9999pcx\n");
+    assert_eq!((sent.messages, sent.own_bytes, q.own_bytes()), (1, 4, 0));
+    // Once sent, a pong is not replaced: the next ping gets its own.
+    q.push_pong(msg("pd"));
+    assert_eq!(q.own_bytes(), 2);
+}
+
+#[test]
+fn an_own_backlog_past_its_bound_says_so() {
+    let mut q = Outbound::new(4, Duration::ZERO);
+    let chunk = Bytes::from(vec![b'c'; 1024]);
+    let fits = (0..OWN_BACKLOG / 1024).all(|_| q.push_own(chunk.clone()));
+    assert!(fits, "up to the bound");
+    assert!(!q.push_own(chunk), "past it");
+}
+
+#[test]
 fn partial_sends_resume_mid_message() {
     let mut q = Outbound::new(4, Duration::ZERO);
     let mut sock = Socket::with_room(5);
