@@ -7,10 +7,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{TestServer, connect_all};
 use ringcast::EngineChoice;
+use ringcast::config::MAX_COALESCE;
 
 on_both_engines!(
     a_reads_lines_reach_each_client_in_one_send,
@@ -75,14 +76,16 @@ fn a_busy_server_gathers_lines_into_fewer_writes(engine: EngineChoice) {
 }
 
 fn a_quarter_full_queue_is_written_without_waiting(engine: EngineChoice) {
-    // A flush would take a minute, far past the test's patience; a queue of
-    // 8 goes out at once from 2 messages.
+    // The longest flush there is: a line held for it arrives a whole
+    // `MAX_COALESCE` after it was sent, never sooner. A queue of 8 goes out
+    // at once from 2 messages.
     let server = TestServer::start_with(engine, |c| {
-        c.coalesce = Duration::from_secs(60);
+        c.coalesce = MAX_COALESCE;
         c.coalesce_above = 0;
         c.queue = 8;
     });
     let mut clients = connect_all(&server, CLIENTS);
+    let sent = Instant::now();
     clients[0].send(b"one\n");
     // The writers now wait for a flush; the second line must wake them.
     server.wait_totals("the first line read", |t| t.received == 1);
@@ -90,20 +93,31 @@ fn a_quarter_full_queue_is_written_without_waiting(engine: EngineChoice) {
     for c in &mut clients {
         assert_eq!(c.read_lines(2), vec![b"one\n".to_vec(), b"two\n".to_vec()]);
     }
+    let took = sent.elapsed();
+    assert!(
+        took < MAX_COALESCE * 3 / 4,
+        "the lines waited {took:?}, as for a flush"
+    );
 }
 
 fn a_lightly_loaded_server_writes_each_line_at_once(engine: EngineChoice) {
-    // The default busy mark, and a flush a minute away: a line held back
-    // for a flush would outlast the test's patience. Each line is sent only
-    // once every client has the previous one.
-    let server = TestServer::start_with(engine, |c| c.coalesce = Duration::from_secs(60));
+    // The default busy mark, and the longest flush there is: each line held
+    // back for a flush would arrive `MAX_COALESCE` late. Each line is sent
+    // only once every client has the previous one.
+    let server = TestServer::start_with(engine, |c| c.coalesce = MAX_COALESCE);
     let mut clients = connect_all(&server, CLIENTS);
+    let started = Instant::now();
     for n in 0..LINES {
         clients[0].send(format!("line {n}\n").as_bytes());
         for c in &mut clients {
             assert_eq!(c.read_lines(1).len(), 1);
         }
     }
+    let took = started.elapsed();
+    assert!(
+        took < MAX_COALESCE * LINES as u32 / 2,
+        "{LINES} lines took {took:?}, as if held for flushes"
+    );
     let t = server.wait_totals("all sent", |t| t.sent == (CLIENTS * LINES) as u64);
     assert_eq!(t.batches, t.sent, "one write per line");
 }
