@@ -77,7 +77,7 @@ pub(crate) struct ServeArgs {
     engine: EngineArg,
 
     /// Worker threads, one per core [default: number of available cores].
-    /// At most 4 per available core, and 1024.
+    /// At most 4 per available core, and 256.
     #[arg(long, env = "RINGCAST_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
 

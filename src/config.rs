@@ -126,8 +126,9 @@ pub const MAX_SNDBUF: usize = (i32::MAX / 2) as usize;
 /// Most `--threads` per available core: more only share the cores.
 pub const MAX_THREADS_PER_CORE: usize = 4;
 /// Most `--threads` on any machine: on `uring` every pair of threads has
-/// rings of its own.
-pub const MAX_THREADS: usize = 1024;
+/// a ring of its own, made at start (512 slots of about 40 B), so the
+/// rings take threads² × 20 KiB: 1.3 GiB at this bound.
+pub const MAX_THREADS: usize = 256;
 /// Longest `--tcp-keepalive`: the kernel's limit for `TCP_KEEPIDLE`.
 pub const MAX_KEEPALIVE: Duration = Duration::from_secs(32_767);
 /// Longest `--tcp-user-timeout`: the kernel takes it in milliseconds, as an

@@ -138,9 +138,10 @@ pub(crate) struct Gate {
     limit: ClientLimit,
     /// It bounds pending WebSocket handshakes, not clients.
     handshakes: bool,
-    /// Rung when a client leaves, so that accept loops paused for want of
-    /// descriptors try again at once.
-    freed: tokio::sync::Notify,
+    /// Rung when a client or a pending handshake leaves, so that accept
+    /// loops paused for want of descriptors try again at once. Shared by
+    /// a server's two gates: a descriptor freed by either serves both.
+    freed: std::sync::Arc<tokio::sync::Notify>,
     rejections: Throttle,
     accept_errors: Throttle,
 }
@@ -148,21 +149,26 @@ pub(crate) struct Gate {
 impl Gate {
     /// A gate letting in at most `max_clients` at once.
     pub(crate) fn new(max_clients: usize) -> Self {
-        Self::with(max_clients, false)
+        Self::with(max_clients, false, std::sync::Arc::default())
     }
 
     /// A gate letting at most [`PENDING_HANDSHAKES`] WebSocket connections
     /// wait for their handshake at once. They take no `--max-clients`
-    /// slot until it completes.
-    pub(crate) fn for_handshakes() -> Self {
-        Self::with(PENDING_HANDSHAKES, true)
+    /// slot until it completes. A slot freed at either gate wakes the
+    /// accept loops of both.
+    pub(crate) fn for_handshakes(clients: &Gate) -> Self {
+        Self::with(
+            PENDING_HANDSHAKES,
+            true,
+            std::sync::Arc::clone(&clients.freed),
+        )
     }
 
-    fn with(max: usize, handshakes: bool) -> Self {
+    fn with(max: usize, handshakes: bool, freed: std::sync::Arc<tokio::sync::Notify>) -> Self {
         Self {
             limit: ClientLimit::new(max),
             handshakes,
-            freed: tokio::sync::Notify::new(),
+            freed,
             rejections: Throttle::default(),
             accept_errors: Throttle::default(),
         }
@@ -172,6 +178,20 @@ impl Gate {
     /// rejection, warns (at most once a second) and returns false: the
     /// caller closes the connection at once.
     pub(crate) fn admit(&self, peer: SocketAddr, shard: &Shard) -> bool {
+        self.admit_or("closed the new connection at once", peer, shard)
+    }
+
+    /// As [`admit`](Self::admit), for a WebSocket client whose handshake
+    /// just completed: when all slots are taken, it is answered 503.
+    pub(crate) fn admit_handshaken(&self, peer: SocketAddr, shard: &Shard) -> bool {
+        self.admit_or(
+            "answered a completed WebSocket handshake with 503",
+            peer,
+            shard,
+        )
+    }
+
+    fn admit_or(&self, refused: &'static str, peer: SocketAddr, shard: &Shard) -> bool {
         if self.limit.try_admit() {
             return true;
         }
@@ -191,7 +211,7 @@ impl Gate {
                 %peer,
                 max_clients = self.limit.max(),
                 also_rejected_since_last_warning = suppressed,
-                "--max-clients reached: closed the new connection at once; connected clients are unaffected"
+                "--max-clients reached: {refused}; connected clients are unaffected"
             );
         }
         false
@@ -255,6 +275,25 @@ mod tests {
         assert!(!limit.try_admit());
         limit.release();
         assert!(limit.try_admit());
+    }
+
+    #[test]
+    fn a_slot_freed_at_either_gate_wakes_the_accept_loops_of_both() {
+        fn woken(freed: tokio::sync::futures::Notified<'_>) -> bool {
+            let mut freed = std::pin::pin!(freed);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            freed.as_mut().poll(&mut cx).is_ready()
+        }
+        use std::future::Future as _;
+        let clients = Gate::new(1);
+        let handshakes = Gate::for_handshakes(&clients);
+        assert!(clients.limit.try_admit() && handshakes.limit.try_admit());
+        let waiting = clients.freed();
+        handshakes.release();
+        assert!(woken(waiting), "a handshake's slot freed a descriptor");
+        let waiting = handshakes.freed();
+        clients.release();
+        assert!(woken(waiting), "a client's slot freed a descriptor");
     }
 
     #[test]

@@ -253,7 +253,9 @@ async fn read_websocket<H: Host>(
                     });
                     return Ended::Answered(Some(CloseReason::Rejected));
                 }
-                own(host, link, |s| s.send_own(response));
+                if !own(host, link, |s| s.send_own(response)) {
+                    return Ended::Answered(None);
+                }
                 let Framing::Handshake(decoder) = std::mem::replace(framing, Framing::Lines) else {
                     unreachable!("matched above");
                 };
@@ -278,7 +280,13 @@ async fn read_websocket<H: Host>(
                     publish(host, &run, spent).await;
                 }
             }
-            Event::Pong(frame) => own(host, link, |s| s.pong(frame)),
+            Event::Pong(frame) => {
+                if !own(host, link, |s| s.pong(frame)) {
+                    // Closed for its backlog of the server's own frames:
+                    // nothing more of it is published.
+                    return Ended::Answered(None);
+                }
+            }
             Event::Closed(frame) => {
                 // The client closed first: it sends nothing more, and the
                 // server closes once the answer is out (RFC 6455, 7.1.1).
@@ -307,11 +315,15 @@ async fn read_websocket<H: Host>(
 }
 
 /// Runs `f`, which queues something the server sends, and wakes the
-/// writer, or closes the connection if `f` says so.
-fn own<H: Host>(host: &H, link: &H::Link, f: impl FnOnce(&mut Session) -> Action) {
+/// writer, or closes the connection if `f` says so: false then.
+fn own<H: Host>(host: &H, link: &H::Link, f: impl FnOnce(&mut Session) -> Action) -> bool {
     match link.with(f) {
         Action::Wake => host.wake(link),
-        Action::Close(reason) => close(host, link, reason),
+        Action::Close(reason) => {
+            close(host, link, reason);
+            return false;
+        }
         _ => {}
     }
+    true
 }

@@ -68,6 +68,7 @@ pub(crate) fn start(
             engine: "tokio",
             source,
         })?;
+    let gate = Gate::new(config.max_clients);
     let hub = Arc::new(Hub {
         metrics: Arc::clone(metrics),
         settings: config.session_settings(),
@@ -78,8 +79,8 @@ pub(crate) fn start(
         stopping: AtomicBool::new(false),
         flushing: std::sync::OnceLock::new(),
         changed: Notify::new(),
-        gate: Gate::new(config.max_clients),
-        handshakes: Gate::for_handshakes(),
+        handshakes: Gate::for_handshakes(&gate),
+        gate,
         idle_timeout: config.idle_timeout,
         lame_duck: config.lame_duck,
         tick: AtomicU64::new(0),
@@ -325,7 +326,7 @@ impl Host for Hub {
     }
 
     fn admit_client(&self, peer: SocketAddr) -> bool {
-        let admitted = self.gate.admit(peer, self.shard());
+        let admitted = self.gate.admit_handshaken(peer, self.shard());
         if admitted {
             self.handshakes.release();
         }

@@ -77,10 +77,11 @@ pub(crate) fn start(
 ) -> Result<(), Error> {
     let cores = listeners.len();
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
+    let gate = Gate::new(config.max_clients);
     let shared = Arc::new(Shared {
         cores,
-        gate: Gate::new(config.max_clients),
-        handshakes: Gate::for_handshakes(),
+        handshakes: Gate::for_handshakes(&gate),
+        gate,
         quiet: AtomicUsize::new(0),
         quiet_bell: Doorbell::default(),
         logs: LogLimits::default(),
@@ -271,7 +272,7 @@ impl Host for Core {
     }
 
     fn admit_client(&self, peer: std::net::SocketAddr) -> bool {
-        let admitted = self.shared.gate.admit(peer, self.shard());
+        let admitted = self.shared.gate.admit_handshaken(peer, self.shard());
         if admitted {
             self.shared.handshakes.release();
         }
