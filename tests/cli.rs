@@ -105,6 +105,28 @@ fn a_port_in_use_is_one_line_and_a_nonzero_exit() {
 }
 
 #[test]
+fn a_configuration_error_exits_2_and_a_failure_to_run_1() {
+    // Starting again fails the same way: a supervisor should not retry.
+    for args in [
+        &["serve", "--queue", "0"][..],
+        &["serve", "--idle-timeout", "0s"],
+        &["serve", "--log", "[[["],
+        &["serve", "--cluster", "http://127.0.0.1:4222"],
+        // clap's own, for a flag it cannot parse.
+        &["serve", "--frobnicate"],
+        &["serve", "--queue", "lots"],
+    ] {
+        let out = ringcast(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+    // May work next time: a port still held by the previous process.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = ringcast(&["serve", "--listen", &addr]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[test]
 fn a_core_that_dies_ends_the_process_with_one_error_line() {
     for (engine, failpoint, what) in [
         ("uring", "core-exit:1", "core 1"),

@@ -162,3 +162,78 @@ fn systemd_is_told_when_the_server_is_ready_and_when_it_stops() {
     c.stream.read_to_end(&mut rest).unwrap();
     let _ = std::fs::remove_file(path);
 }
+
+/// Kills the child however the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ready_means_every_core_accepts() {
+    for engine in ["uring", "tokio"] {
+        let path = scratch_path("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let mut cmd = ServerProcess::command(&[], &["--engine", engine, "--threads", "2"]);
+        // Every accept loop starts 3 s late.
+        cmd.env("NOTIFY_SOCKET", &path)
+            .env("RINGCAST_FAILPOINT", "accept-late");
+        let ready_file = ServerProcess::ready_file(&cmd);
+        let mut child = Killed(cmd.spawn().unwrap());
+        let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
+        // The endpoints are up before the engine starts.
+        let metrics = loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "{engine}: exited");
+            if let Some(at) = line.split("metrics at http://").nth(1) {
+                break at.split('/').next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let mut unready = 0;
+        wait_for("/readyz to turn 200", PATIENCE, || {
+            let answer = http_get(&metrics, "/readyz");
+            if answer.starts_with("HTTP/1.0 200") {
+                return Some(());
+            }
+            assert!(answer.starts_with("HTTP/1.0 503"), "{engine}: {answer}");
+            unready += 1;
+            std::thread::sleep(Duration::from_millis(10));
+            None
+        });
+        let ready_at = Instant::now();
+        assert!(unready > 0, "{engine}: ready before the cores accept");
+        // systemd was told first, and the ready file written.
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).expect("READY=1 before /readyz");
+        assert_eq!(&buf[..n], b"READY=1\n", "{engine}");
+        let ready: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&ready_file).unwrap()).unwrap();
+        let addr: std::net::SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
+        // Ready means served at once, on every core: accepted, registered
+        // and sent a line.
+        let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(addr)).collect();
+        wait_for("the clients to be registered", PATIENCE, || {
+            http_get(&metrics, "/metrics")
+                .lines()
+                .any(|l| l == "ringcast_connected_clients 4")
+                .then_some(())
+        });
+        clients[0].send(b"up\n");
+        for c in &mut clients {
+            assert_eq!(c.read_lines(1), vec![b"up\n".to_vec()], "{engine}");
+        }
+        let took = ready_at.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "{engine}: a line went through {took:?} after ready"
+        );
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&ready_file);
+    }
+}

@@ -460,7 +460,12 @@ impl ServerProcess {
     }
 
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        wait_for("the server to exit", PATIENCE, || {
+        self.wait_exit_within(PATIENCE)
+    }
+
+    /// Waits for the server to exit; panics if it has not after `limit`.
+    pub fn wait_exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        wait_for("the server to exit", limit, || {
             self.child.try_wait().unwrap()
         })
     }
