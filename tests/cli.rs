@@ -134,24 +134,22 @@ fn a_core_that_dies_ends_the_process_with_one_error_line() {
     ] {
         let mut cmd = ServerProcess::command(&[], &["--engine", engine, "--threads", "2"]);
         cmd.env("RINGCAST_FAILPOINT", failpoint);
-        let mut server = ServerProcess::spawn(cmd);
-        let status = server.wait_exit();
-        assert_eq!(status.code(), Some(1), "{engine}: {status:?}");
-        // The reader thread may still be taking the last lines in.
-        let errors = wait_for("the error line", PATIENCE, || {
-            let log = server.log.lock().unwrap();
-            let errors: Vec<String> = log
-                .iter()
-                .map(|(_, l)| l.clone())
-                .filter(|l| l.to_lowercase().contains("error"))
-                .collect();
-            (!errors.is_empty()).then_some(errors)
-        });
-        assert_eq!(errors.len(), 1, "{engine}: {errors:?}");
+        let ready_file = ServerProcess::ready_file(&cmd);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{engine}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.to_lowercase().contains("error"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{engine}: {stderr}");
         assert!(
             errors[0].contains(&format!("{what} stopped unexpectedly")),
             "{engine}: {errors:?}"
         );
+        // It never accepted on every core: never ready.
+        assert!(!stderr.contains("serving"), "{engine}: {stderr}");
+        assert!(!ready_file.exists(), "{engine}: a ready file");
     }
 }
 
