@@ -9,8 +9,14 @@ use std::io::{BufRead as _, Read as _};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, ServerProcess, http_get, scratch_path, wait_for};
+use common::{
+    Client, PATIENCE, ServerProcess, TestServer, connect_all, http_get, scratch_path, wait_for,
+};
 use nix::sys::signal::Signal;
+use ringcast::EngineChoice;
+use ringcast::ops::clients::SortBy;
+
+on_both_engines!(clients_answers_at_once_with_thousands_connected);
 
 #[test]
 fn sighup_is_logged_and_the_server_carries_on() {
@@ -236,4 +242,32 @@ fn ready_means_every_core_accepts() {
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(&ready_file);
     }
+}
+
+/// Every core walks its clients a chunk at a time and sends only `limit`.
+fn clients_answers_at_once_with_thousands_connected(engine: EngineChoice) {
+    const CLIENTS: usize = 3_000;
+    let server = TestServer::start(engine);
+    let _clients = connect_all(&server, CLIENTS);
+    let start = Instant::now();
+    let all = server.clients();
+    assert_eq!(all.len(), CLIENTS);
+    let mut ids: Vec<u64> = all.iter().map(|c| c.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), CLIENTS, "each client once");
+    let oldest = server.query(SortBy::ConnectedSecs, Some(3));
+    assert_eq!(oldest.len(), 3);
+    assert!(
+        oldest
+            .windows(2)
+            .all(|w| w[0].connected_secs >= w[1].connected_secs),
+        "{oldest:?}"
+    );
+    let first = server.query(SortBy::Id, Some(5));
+    assert_eq!(
+        first.iter().map(|c| c.id).collect::<Vec<_>>(),
+        ids[..5].to_vec()
+    );
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}");
 }
