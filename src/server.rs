@@ -222,9 +222,11 @@ impl Server {
             }
         };
         if ended.is_none() {
-            self.ready.store(true, Ordering::SeqCst);
+            // Whoever was told (a supervisor, a script) hears it before
+            // `/readyz` says it.
             match on_ready() {
                 Ok(()) => {
+                    self.ready.store(true, Ordering::SeqCst);
                     tracing::info!(
                         engine = self.engine.name(),
                         addr = %self.local_addr,
