@@ -212,7 +212,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RINGCAST_WS", value_name = "ADDR")]
     ws: Option<SocketAddr>,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics.
+    /// Serve Prometheus metrics at http://ADDR/metrics, and /healthz,
+    /// /readyz and /clients. A request header must arrive within 3 s.
     #[arg(long, env = "RINGCAST_METRICS", value_name = "ADDR")]
     metrics: Option<SocketAddr>,
 
@@ -228,9 +229,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RINGCAST_LOG_FORMAT", value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,
 
-    /// Once listening, write the bound addresses as JSON to this file
-    /// (`{"listen": ..., "metrics": ..., "engine": ..., "pid": ...}`), for
-    /// scripts that start the server on port 0.
+    /// Once every core accepts clients, write the bound addresses as JSON
+    /// to this file (`{"listen": ..., "metrics": ..., "engine": ...,
+    /// "pid": ...}`), for scripts that start the server on port 0.
     #[arg(long, env = "RINGCAST_READY_FILE", value_name = "PATH")]
     pub(crate) ready_file: Option<std::path::PathBuf>,
 }

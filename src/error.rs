@@ -46,6 +46,15 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// What was to be done once the server was ready (such as writing
+    /// `--ready-file`) failed.
+    #[error("{what}")]
+    Ready {
+        /// What failed.
+        what: String,
+        /// What the kernel said.
+        source: io::Error,
+    },
     /// A core (or the whole engine) stopped while the server was serving:
     /// its clients are gone, and the process should be restarted.
     #[error("{what} stopped unexpectedly; exiting so that a supervisor can restart ringcast")]
@@ -53,6 +62,15 @@ pub enum Error {
         /// Which part: "core 1", "the tokio engine", ...
         what: String,
     },
+}
+
+impl Error {
+    /// True if the configuration is at fault: starting again with the same
+    /// one fails the same way. A bad value, or `--engine uring` where
+    /// io_uring cannot run.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::Config(_) | Error::UringUnavailable(_))
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,15 @@ use ringcast_load::{LoadArgs, Plan};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
+/// Exit status for a failure while starting or serving (including a second
+/// SIGTERM or SIGINT that cut shutdown short). 0 is a clean stop.
+const EXIT_FAILURE: u8 = 1;
+
+/// Exit status for a configuration that cannot work: starting again with
+/// it fails the same way (`RestartPreventExitStatus=2`). Also clap's, for a
+/// flag it cannot parse.
+const EXIT_CONFIG: u8 = 2;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -21,7 +30,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringcast: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            let config = e
+                .chain()
+                .filter_map(|cause| cause.downcast_ref::<ringcast::Error>())
+                .any(ringcast::Error::is_config);
+            std::process::ExitCode::from(if config { EXIT_CONFIG } else { EXIT_FAILURE })
         }
     }
 }
@@ -37,7 +50,8 @@ fn init_logging(
     tracing_appender::non_blocking::ErrorCounter,
 )> {
     let filter = match level {
-        Some(l) => EnvFilter::try_new(l).with_context(|| format!("invalid --log filter {l:?}"))?,
+        Some(l) => EnvFilter::try_new(l)
+            .map_err(|e| ringcast::Error::Config(format!("invalid --log filter {l:?}: {e}")))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
@@ -56,7 +70,8 @@ fn init_logging(
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let (_flush_logs, dropped_logs) = init_logging(args.log.as_deref(), args.log_format)?;
+    let (flush_logs, dropped_logs) = init_logging(args.log.as_deref(), args.log_format)?;
+    let mut flush_logs = Some(flush_logs);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -78,25 +93,55 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         if let Some(addr) = server.ws_addr() {
             tracing::info!(%addr, "websocket clients at ws://{addr}/, the chat page at http://{addr}/");
         }
-        if let Some(path) = &args.ready_file {
-            write_ready_file(path, &server)?;
-        }
-        // Clients can connect now; systemd (Type=notify) may route to us.
-        notify(&[sd_notify::NotifyState::Ready]);
-        let shutdown = async move {
+        let ready_file = args.ready_file.clone();
+        let addresses = addresses(&server);
+        // Once every core accepts: scripts and systemd (Type=notify) may
+        // send clients now.
+        let on_ready = move || {
+            if let Some(path) = &ready_file {
+                write_ready_file(path, &addresses)?;
+            }
+            notify(&[sd_notify::NotifyState::Ready]);
+            Ok(())
+        };
+        let (asked, stop_asked) = tokio::sync::oneshot::channel::<()>();
+        // The first SIGTERM or SIGINT begins shutdown; the second is
+        // returned.
+        let signals = async move {
+            let mut asked = Some(asked);
             loop {
-                tokio::select! {
-                    _ = term.recv() => break tracing::info!("SIGTERM received"),
-                    _ = int.recv() => break tracing::info!("SIGINT received"),
-                    _ = hup.recv() => tracing::info!(
-                        "SIGHUP received: nothing to reload, the configuration is read at start and logs go to stderr; still serving"
-                    ),
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                    _ = hup.recv() => {
+                        tracing::info!(
+                            "SIGHUP received: nothing to reload, the configuration is read at start and logs go to stderr; still serving"
+                        );
+                        continue;
+                    }
+                };
+                match asked.take() {
+                    Some(asked) => {
+                        tracing::info!("{name} received");
+                        notify(&[sd_notify::NotifyState::Stopping]);
+                        let _ = asked.send(());
+                    }
+                    None => return name,
                 }
             }
-            notify(&[sd_notify::NotifyState::Stopping]);
         };
-        server.run(shutdown).await?;
-        Ok(())
+        let shutdown = async {
+            let _ = stop_asked.await;
+        };
+        tokio::select! {
+            ran = server.run_with_ready(shutdown, on_ready) => Ok(ran?),
+            name = signals => {
+                tracing::error!("{name} received again while stopping: exiting at once, without draining");
+                // The log line goes out before the process ends.
+                drop(flush_logs.take());
+                std::process::exit(i32::from(EXIT_FAILURE))
+            }
+        }
     })
 }
 
@@ -107,21 +152,31 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
-/// Writes the server's addresses as JSON, through a temporary file renamed
-/// into place, so a reader never sees half of it.
-fn write_ready_file(path: &std::path::Path, server: &ringcast::Server) -> anyhow::Result<()> {
-    let ready = serde_json::json!({
+/// The server's addresses, as `--ready-file` holds them.
+fn addresses(server: &ringcast::Server) -> serde_json::Value {
+    serde_json::json!({
         "listen": server.local_addr().to_string(),
         "metrics": server.metrics_addr().map(|a| a.to_string()),
         "ws": server.ws_addr().map(|a| a.to_string()),
         "engine": server.engine().name(),
         "pid": std::process::id(),
-    });
+    })
+}
+
+/// Writes the server's addresses as JSON, through a temporary file renamed
+/// into place, so a reader never sees half of it.
+fn write_ready_file(
+    path: &std::path::Path,
+    addresses: &serde_json::Value,
+) -> Result<(), ringcast::Error> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    std::fs::write(&tmp, format!("{ready}\n"))
+    std::fs::write(&tmp, format!("{addresses}\n"))
         .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write --ready-file {}", path.display()))
+        .map_err(|source| ringcast::Error::Ready {
+            what: format!("cannot write --ready-file {}", path.display()),
+            source,
+        })
 }
 
 fn load(args: &LoadArgs) -> anyhow::Result<()> {

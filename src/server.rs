@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -96,6 +97,7 @@ impl Server {
                         metrics: Arc::clone(&metrics),
                         clients: clients.clone(),
                         ready: Arc::clone(&ready),
+                        inspecting: Endpoints::inspecting(),
                     },
                 )
             })
@@ -153,14 +155,29 @@ impl Server {
     /// tokio runtime can drive it. If a core stops on its own while serving,
     /// the rest are shut down too and the error says which.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        self.run_with_ready(shutdown, || Ok(())).await
+    }
+
+    /// Like [`run`](Server::run), and calls `on_ready` once every core
+    /// accepts clients (not before: a connect then is served at once). This
+    /// is when `/readyz` turns 200, and when to tell a supervisor. If
+    /// `on_ready` fails, the server stops and returns its error. It is not
+    /// called if `shutdown` resolves first.
+    pub async fn run_with_ready(
+        self,
+        shutdown: impl Future<Output = ()>,
+        on_ready: impl FnOnce() -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let (alive, mut engine_done) = mpsc::channel::<()>(1);
         let (exits, mut died) = mpsc::unbounded_channel::<String>();
+        let (accepting, mut accepts) = mpsc::unbounded_channel::<()>();
         let control = Control {
             accepting_ends: CancellationToken::new(),
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             alive,
             exits,
+            accepting,
         };
         let mut ws = self.ws_listeners.into_iter();
         let listening: Vec<Listening> = self
@@ -168,6 +185,11 @@ impl Server {
             .into_iter()
             .map(|tcp| Listening { tcp, ws: ws.next() })
             .collect();
+        // One accept loop per listener.
+        let mut accept_loops: usize = listening
+            .iter()
+            .map(|l| 1 + usize::from(l.ws.is_some()))
+            .sum();
         let started = match self.engine {
             Engine::Uring => engine::uring::start(
                 listening,
@@ -203,31 +225,53 @@ impl Server {
             while engine_done.recv().await.is_some() {}
             return Err(e);
         }
-        self.ready.store(true, Ordering::SeqCst);
-        tracing::info!(
-            engine = self.engine.name(),
-            addr = %self.local_addr,
-            threads = self.config.thread_count(),
-            stall_timeout = ?self.config.stall_timeout,
-            coalesce = ?self.config.coalesce,
-            coalesce_above = self.config.coalesce_above,
-            "serving"
-        );
-        let died_with = |what: Option<String>| what.unwrap_or_else(|| "the engine".into());
-        let mut dead = tokio::select! {
-            () = shutdown => None,
-            what = died.recv() => Some(died_with(what)),
+        let died_of = |what: Option<String>| Ended::Died(died_with(what));
+        let mut shutdown = pin!(shutdown);
+        // Ready once every accept loop runs.
+        let mut ended = loop {
+            if accept_loops == 0 {
+                break None;
+            }
+            tokio::select! {
+                () = &mut shutdown => break Some(Ended::Asked),
+                what = died.recv() => break Some(died_of(what)),
+                Some(()) = accepts.recv() => accept_loops -= 1,
+            }
         };
+        if ended.is_none() {
+            // Whoever was told (a supervisor, a script) hears it before
+            // `/readyz` says it.
+            match on_ready() {
+                Ok(()) => {
+                    self.ready.store(true, Ordering::SeqCst);
+                    tracing::info!(
+                        engine = self.engine.name(),
+                        addr = %self.local_addr,
+                        threads = self.config.thread_count(),
+                        stall_timeout = ?self.config.stall_timeout,
+                        coalesce = ?self.config.coalesce,
+                        coalesce_above = self.config.coalesce_above,
+                        "serving"
+                    );
+                    ended = Some(tokio::select! {
+                        () = &mut shutdown => Ended::Asked,
+                        what = died.recv() => died_of(what),
+                    });
+                }
+                Err(e) => ended = Some(Ended::Failed(e)),
+            }
+        }
+        let mut ended = ended.unwrap_or(Ended::Asked);
         self.ready.store(false, Ordering::SeqCst);
         accepting_ends.cancel();
-        if let (None, Some(over)) = (&dead, self.config.lame_duck) {
+        if let (Ended::Asked, Some(over)) = (&ended, self.config.lame_duck) {
             tracing::info!(lame_duck = ?over, "lame duck: not accepting, closing clients spread over the lame duck time");
             tokio::select! {
                 () = tokio::time::sleep(over) => {}
-                what = died.recv() => dead = Some(died_with(what)),
+                what = died.recv() => ended = died_of(what),
             }
         }
-        if dead.is_none() {
+        if let Ended::Asked = ended {
             tracing::info!(drain_timeout = ?self.config.drain_timeout, "shutting down: no new clients, flushing queued output");
         }
         stop.cancel();
@@ -236,7 +280,7 @@ impl Server {
         })
         .await;
         if drained.is_err() {
-            if dead.is_none() {
+            if let Ended::Asked = ended {
                 tracing::warn!(
                     drain_timeout = ?self.config.drain_timeout,
                     "drain timeout passed with output still queued; closing the remaining connections"
@@ -246,14 +290,29 @@ impl Server {
             while engine_done.recv().await.is_some() {}
         }
         drop(self.http);
-        match dead {
-            Some(what) => Err(Error::Died { what }),
-            None => {
+        match ended {
+            Ended::Died(what) => Err(Error::Died { what }),
+            Ended::Failed(e) => Err(e),
+            Ended::Asked => {
                 tracing::info!("stopped");
                 Ok(())
             }
         }
     }
+}
+
+/// Why the server stops.
+enum Ended {
+    /// Its shutdown future resolved.
+    Asked,
+    /// A part of the engine stopped on its own.
+    Died(String),
+    /// `on_ready` failed.
+    Failed(Error),
+}
+
+fn died_with(what: Option<String>) -> String {
+    what.unwrap_or_else(|| "the engine".into())
 }
 
 /// Picks the engine: `auto` probes io_uring and falls back to tokio with a

@@ -235,6 +235,28 @@ fn a_port_in_use_is_one_line_and_a_nonzero_exit() {
 }
 
 #[test]
+fn a_configuration_error_exits_2_and_a_failure_to_run_1() {
+    // Starting again fails the same way: a supervisor should not retry.
+    for args in [
+        &["serve", "--queue", "0"][..],
+        &["serve", "--idle-timeout", "0s"],
+        &["serve", "--log", "[[["],
+        &["serve", "--cluster", "http://127.0.0.1:4222"],
+        // clap's own, for a flag it cannot parse.
+        &["serve", "--frobnicate"],
+        &["serve", "--queue", "lots"],
+    ] {
+        let out = ringcast(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+    // May work next time: a port still held by the previous process.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = ringcast(&["serve", "--listen", &addr]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[test]
 fn a_core_that_dies_ends_the_process_with_one_error_line() {
     for (engine, failpoint, what) in [
         ("uring", "core-exit:1", "core 1"),
@@ -242,24 +264,22 @@ fn a_core_that_dies_ends_the_process_with_one_error_line() {
     ] {
         let mut cmd = ServerProcess::command(&[], &["--engine", engine, "--threads", "2"]);
         cmd.env("RINGCAST_FAILPOINT", failpoint);
-        let mut server = ServerProcess::spawn(cmd);
-        let status = server.wait_exit();
-        assert_eq!(status.code(), Some(1), "{engine}: {status:?}");
-        // The reader thread may still be taking the last lines in.
-        let errors = wait_for("the error line", PATIENCE, || {
-            let log = server.log.lock().unwrap();
-            let errors: Vec<String> = log
-                .iter()
-                .map(|(_, l)| l.clone())
-                .filter(|l| l.to_lowercase().contains("error"))
-                .collect();
-            (!errors.is_empty()).then_some(errors)
-        });
-        assert_eq!(errors.len(), 1, "{engine}: {errors:?}");
+        let ready_file = ServerProcess::ready_file(&cmd);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{engine}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.to_lowercase().contains("error"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{engine}: {stderr}");
         assert!(
             errors[0].contains(&format!("{what} stopped unexpectedly")),
             "{engine}: {errors:?}"
         );
+        // It never accepted on every core: never ready.
+        assert!(!stderr.contains("serving"), "{engine}: {stderr}");
+        assert!(!ready_file.exists(), "{engine}: a ready file");
     }
 }
 

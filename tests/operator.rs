@@ -9,8 +9,14 @@ use std::io::{BufRead as _, Read as _};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, ServerProcess, http_get, scratch_path, wait_for};
+use common::{
+    Client, PATIENCE, ServerProcess, TestServer, connect_all, http_get, scratch_path, wait_for,
+};
 use nix::sys::signal::Signal;
+use ringcast::EngineChoice;
+use ringcast::ops::clients::SortBy;
+
+on_both_engines!(clients_answers_at_once_with_thousands_connected);
 
 #[test]
 fn sighup_is_logged_and_the_server_carries_on() {
@@ -161,4 +167,107 @@ fn systemd_is_told_when_the_server_is_ready_and_when_it_stops() {
     let mut rest = Vec::new();
     c.stream.read_to_end(&mut rest).unwrap();
     let _ = std::fs::remove_file(path);
+}
+
+/// Kills the child however the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ready_means_every_core_accepts() {
+    for engine in ["uring", "tokio"] {
+        let path = scratch_path("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let mut cmd = ServerProcess::command(&[], &["--engine", engine, "--threads", "2"]);
+        // Every accept loop starts 3 s late.
+        cmd.env("NOTIFY_SOCKET", &path)
+            .env("RINGCAST_FAILPOINT", "accept-late");
+        let ready_file = ServerProcess::ready_file(&cmd);
+        let mut child = Killed(cmd.spawn().unwrap());
+        let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
+        // The endpoints are up before the engine starts.
+        let metrics = loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "{engine}: exited");
+            if let Some(at) = line.split("metrics at http://").nth(1) {
+                break at.split('/').next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let mut unready = 0;
+        wait_for("/readyz to turn 200", PATIENCE, || {
+            let answer = http_get(&metrics, "/readyz");
+            if answer.starts_with("HTTP/1.0 200") {
+                return Some(());
+            }
+            assert!(answer.starts_with("HTTP/1.0 503"), "{engine}: {answer}");
+            unready += 1;
+            std::thread::sleep(Duration::from_millis(10));
+            None
+        });
+        let ready_at = Instant::now();
+        assert!(unready > 0, "{engine}: ready before the cores accept");
+        // systemd was told first, and the ready file written.
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).expect("READY=1 before /readyz");
+        assert_eq!(&buf[..n], b"READY=1\n", "{engine}");
+        let ready: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&ready_file).unwrap()).unwrap();
+        let addr: std::net::SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
+        // Ready means served at once, on every core: accepted, registered
+        // and sent a line.
+        let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(addr)).collect();
+        wait_for("the clients to be registered", PATIENCE, || {
+            http_get(&metrics, "/metrics")
+                .lines()
+                .any(|l| l == "ringcast_connected_clients 4")
+                .then_some(())
+        });
+        clients[0].send(b"up\n");
+        for c in &mut clients {
+            assert_eq!(c.read_lines(1), vec![b"up\n".to_vec()], "{engine}");
+        }
+        let took = ready_at.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "{engine}: a line went through {took:?} after ready"
+        );
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&ready_file);
+    }
+}
+
+/// Every core walks its clients a chunk at a time and sends only `limit`.
+fn clients_answers_at_once_with_thousands_connected(engine: EngineChoice) {
+    const CLIENTS: usize = 3_000;
+    let server = TestServer::start(engine);
+    let _clients = connect_all(&server, CLIENTS);
+    let start = Instant::now();
+    let all = server.clients();
+    assert_eq!(all.len(), CLIENTS);
+    let mut ids: Vec<u64> = all.iter().map(|c| c.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), CLIENTS, "each client once");
+    let oldest = server.query(SortBy::ConnectedSecs, Some(3));
+    assert_eq!(oldest.len(), 3);
+    assert!(
+        oldest
+            .windows(2)
+            .all(|w| w[0].connected_secs >= w[1].connected_secs),
+        "{oldest:?}"
+    );
+    let first = server.query(SortBy::Id, Some(5));
+    assert_eq!(
+        first.iter().map(|c| c.id).collect::<Vec<_>>(),
+        ids[..5].to_vec()
+    );
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}");
 }

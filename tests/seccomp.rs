@@ -112,6 +112,8 @@ fn explicit_uring_fails_fast_when_seccomp_forbids_io_uring() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success(), "expected failure; stderr: {stderr}");
+    // A configuration that cannot work here: a supervisor should not retry.
+    assert_eq!(status.code(), Some(2), "stderr: {stderr}");
     assert!(took < Duration::from_secs(5), "took {took:?} to fail");
     assert!(!stderr.contains("panicked"), "panicked: {stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();

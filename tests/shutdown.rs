@@ -1,6 +1,7 @@
 //! Shutdown on both engines: readers stop however much clients still send,
-//! a connect during the drain is refused (or closed at once), and nothing
-//! the server opened is left open once it has stopped.
+//! a connect during the drain is refused (or closed at once), nothing the
+//! server opened is left open once it has stopped, no HTTP client can hold
+//! shutdown up, and a second signal ends the process at once.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -12,13 +13,31 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, TestServer, connect_all, sockets, wait_for, wait_sockets_closed};
+use common::{
+    Client, PATIENCE, ServerProcess, TestServer, connect_all, http_get, sockets, wait_for,
+    wait_sockets_closed,
+};
+use nix::sys::signal::Signal;
 use ringcast::EngineChoice;
 
 on_both_engines!(
     shutdown_stops_reading_clients_that_keep_sending,
     a_connect_during_the_drain_is_refused_or_closed_at_once,
+    a_half_sent_http_request_does_not_hold_up_shutdown,
+    an_http_client_that_does_not_finish_its_header_is_closed,
+    a_second_sigterm_ends_the_process_at_once,
 );
+
+/// How long the HTTP endpoints wait for a request header.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn engine_flag(engine: EngineChoice) -> &'static str {
+    match engine {
+        EngineChoice::Uring => "uring",
+        EngineChoice::Tokio => "tokio",
+        EngineChoice::Auto => "auto",
+    }
+}
 
 /// The tests count this process's sockets: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -133,16 +152,36 @@ fn a_connect_during_the_drain_is_refused_or_closed_at_once(engine: EngineChoice)
                 // line: the kernel answers a connection nobody holds with a
                 // reset, and one the server holds is closed with the rest.
                 let _ = late.write_all(b"x");
-                late.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                let mut buf = [0u8; 16];
-                match late.read(&mut buf) {
-                    // Accepted before the listeners stopped: closed with the rest.
-                    Ok(0) => None,
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
-                    other => panic!(
-                        "a connect during the drain got {other:?}, neither a refusal nor EOF"
-                    ),
+                // One the server accepted is a client like any other: the
+                // lines read before it came but still on their way (in
+                // another core's ring, or in the batch a reader is
+                // delivering) reach it too. Then it is closed.
+                let (got, end) = read_until_closed(&mut late, Duration::from_secs(2));
+                if let Err(e) = &end {
+                    assert_eq!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset,
+                        "a connect during the drain was neither refused nor closed: {e}, after {} bytes",
+                        got.len()
+                    );
                 }
+                let mut last = None;
+                let whole = got.split_inclusive(|&b| b == b'\n');
+                for line in whole.filter(|l| l.ends_with(b"\n")) {
+                    let text = std::str::from_utf8(line).unwrap();
+                    let mut parts = text.split(' ');
+                    assert_eq!(parts.next(), Some("s0"), "{text:?}");
+                    let seq: usize = parts.next().unwrap().parse().unwrap();
+                    assert_eq!(parts.next(), Some(format!("{pad}\n").as_str()));
+                    assert!(
+                        last.is_none_or(|l| seq > l) && seq < LINES,
+                        "{seq} after {last:?}"
+                    );
+                    last = Some(seq);
+                }
+                // A cut line only if the server's close was a reset.
+                assert!(got.is_empty() || got.ends_with(b"\n") || end.is_err());
+                None
             }
         }
     });
@@ -153,4 +192,108 @@ fn a_connect_during_the_drain_is_refused_or_closed_at_once(engine: EngineChoice)
     drop(behind);
     drop(server);
     wait_sockets_closed(&before);
+}
+
+/// Reads until the peer closes (`Ok`) or resets (`Err`), or `limit`
+/// passes (`Err` too); returns what arrived.
+fn read_until_closed(conn: &mut TcpStream, limit: Duration) -> (Vec<u8>, std::io::Result<()>) {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (got, Err(std::io::ErrorKind::TimedOut.into()));
+        }
+        conn.set_read_timeout(Some(left)).unwrap();
+        match conn.read(&mut buf) {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (got, Err(e)),
+        }
+    }
+}
+
+fn a_half_sent_http_request_does_not_hold_up_shutdown(engine: EngineChoice) {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut server = ServerProcess::start(&["--engine", engine_flag(engine)]);
+    let mut half = TcpStream::connect(&server.metrics).unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // Served after the half-sent one was accepted.
+    assert!(http_get(&server.metrics, "/healthz").starts_with("HTTP/1.0 200"));
+    let start = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let status = server.wait_exit_within(Duration::from_secs(5));
+    let took = start.elapsed();
+    assert!(status.success(), "{status:?}");
+    // The requests in flight get a second; the half-sent one is then closed.
+    assert!(
+        took < Duration::from_millis(2500),
+        "took {took:?} to stop with a half-sent request open"
+    );
+    drop(half);
+}
+
+fn an_http_client_that_does_not_finish_its_header_is_closed(engine: EngineChoice) {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let server = ServerProcess::start(&["--engine", engine_flag(engine)]);
+    let start = Instant::now();
+    let mut half = TcpStream::connect(&server.metrics).unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let silent = TcpStream::connect(&server.metrics).unwrap();
+    let limit = HEADER_READ_TIMEOUT + Duration::from_secs(3);
+    for (what, mut conn) in [("half-sent", half), ("silent", silent)] {
+        conn.set_read_timeout(Some(limit)).unwrap();
+        let mut got = Vec::new();
+        match conn.read_to_end(&mut got) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("{what}: still open after {:?}: {e}", start.elapsed()),
+        }
+        let took = start.elapsed();
+        assert!(
+            took >= HEADER_READ_TIMEOUT - Duration::from_millis(500),
+            "{what}: closed after {took:?}, before the header timeout"
+        );
+        assert!(took < limit, "{what}: closed after {took:?}");
+        assert!(!got.starts_with(b"HTTP/1.1 200"), "{what}: answered");
+    }
+    // The endpoints still serve.
+    assert!(http_get(&server.metrics, "/healthz").starts_with("HTTP/1.0 200"));
+}
+
+fn a_second_sigterm_ends_the_process_at_once(engine: EngineChoice) {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // Lame duck makes the first SIGTERM's stop last 30 s.
+    let mut server = ServerProcess::start(&["--engine", engine_flag(engine), "--lame-duck", "30s"]);
+    server.signal(Signal::SIGTERM);
+    wait_for("lame duck to begin", PATIENCE, || {
+        let log = server.log.lock().unwrap();
+        log.iter()
+            .any(|(_, l)| l.contains("lame duck: not accepting"))
+            .then_some(())
+    });
+    let start = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let status = server.wait_exit_within(Duration::from_secs(5));
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let said = wait_for("the log line", PATIENCE, || {
+        let log = server.log.lock().unwrap();
+        let said: Vec<String> = log
+            .iter()
+            .map(|(_, l)| l.clone())
+            .filter(|l| l.contains("received again"))
+            .collect();
+        (!said.is_empty()).then_some(said)
+    });
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("SIGTERM received again while stopping: exiting at once"),
+        "{said:?}"
+    );
 }

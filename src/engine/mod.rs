@@ -39,6 +39,9 @@ pub(crate) struct Control {
     /// An engine thread that exits before `stop` names itself here (see
     /// [`ExitWatch`]).
     pub exits: mpsc::UnboundedSender<String>,
+    /// Every accept loop sends one message here once it accepts: the
+    /// server is ready when all have.
+    pub accepting: mpsc::UnboundedSender<()>,
 }
 
 /// What one core (or the tokio runtime) accepts clients on.
@@ -106,9 +109,13 @@ pub(crate) fn failpoint(name: &str) -> bool {
 /// connects are refused at once, and the accept in flight is awaited to its
 /// end: on io_uring, dropping it would leave the socket open and the
 /// descriptor it may return unclosed.
+///
+/// `started` is called once the loop accepts.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn accept_until_stopped<'a, S, F>(
     core: usize,
     stop: &CancellationToken,
+    started: impl FnOnce(),
     gate: &Gate,
     shard: impl Fn() -> &'a Shard,
     mut accept: impl FnMut() -> F,
@@ -118,6 +125,14 @@ pub(crate) async fn accept_until_stopped<'a, S, F>(
     F: Future<Output = io::Result<(S, SocketAddr)>>,
 {
     let mut stopped = pin!(stop.cancelled());
+    if failpoint("accept-late") {
+        // A core that is slow to start: readiness must wait for it.
+        ::tokio::select! {
+            () = &mut stopped => return,
+            () = ::tokio::time::sleep(Duration::from_secs(3)) => {}
+        }
+    }
+    started();
     let mut backoff = AcceptBackoff::default();
     loop {
         let mut accepting = pin!(accept());
@@ -240,6 +255,7 @@ mod tests {
         let accepting = accept_until_stopped(
             0,
             &stop,
+            || {},
             &gate,
             || metrics.shard(0),
             || {

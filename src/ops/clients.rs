@@ -96,8 +96,45 @@ pub fn sort_and_limit(
     clients
 }
 
-/// A request for one core's clients.
-pub(crate) type Request = oneshot::Sender<Vec<ClientInfo>>;
+/// Connections a core looks at between two yields while it answers: well
+/// under a millisecond of its time.
+pub(crate) const WALK_CHUNK: usize = 256;
+
+/// A request for one core's clients: its first `limit` by `sort`.
+#[derive(Debug)]
+pub(crate) struct Request {
+    sort: SortBy,
+    limit: Option<usize>,
+    reply: oneshot::Sender<Vec<ClientInfo>>,
+}
+
+/// Answers `request` on a core: walks `conns` [`WALK_CHUNK`] at a time,
+/// letting the core's other tasks run between chunks, and keeps only what
+/// the reply can hold (`limit`). Stops early if the asker has gone.
+pub(crate) async fn answer<T>(conns: &[T], request: Request, info: impl Fn(&T) -> ClientInfo) {
+    let mut kept = Vec::new();
+    let mut chunks = conns.chunks(WALK_CHUNK).peekable();
+    while let Some(chunk) = chunks.next() {
+        for conn in chunk {
+            kept.push(info(conn));
+            if request
+                .limit
+                .is_some_and(|limit| kept.len() >= limit.saturating_mul(2).max(64))
+            {
+                kept = sort_and_limit(kept, request.sort, request.limit);
+            }
+        }
+        if request.reply.is_closed() {
+            return;
+        }
+        if chunks.peek().is_some() {
+            tokio::task::yield_now().await;
+        }
+    }
+    let _ = request
+        .reply
+        .send(sort_and_limit(kept, request.sort, request.limit));
+}
 
 /// Asks every core of a running server for its clients.
 #[derive(Debug, Clone)]
@@ -120,10 +157,16 @@ impl Clients {
 
     /// Every connected client, by id. Empty once the server has stopped.
     pub async fn list(&self) -> Vec<ClientInfo> {
+        self.query(SortBy::Id, None).await
+    }
+
+    /// The first `limit` connected clients by `sort`. Each core sends at
+    /// most `limit`. Empty once the server has stopped.
+    pub async fn query(&self, sort: SortBy, limit: Option<usize>) -> Vec<ClientInfo> {
         let mut waiting = Vec::with_capacity(self.cores.len());
         for core in self.cores.iter() {
             let (reply, answer) = oneshot::channel();
-            if core.send(reply).is_ok() {
+            if core.send(Request { sort, limit, reply }).is_ok() {
                 waiting.push(answer);
             }
         }
@@ -133,7 +176,7 @@ impl Clients {
                 all.extend(clients);
             }
         }
-        sort_and_limit(all, SortBy::Id, None)
+        sort_and_limit(all, sort, limit)
     }
 }
 
@@ -178,6 +221,81 @@ mod tests {
         assert_eq!(ids(sort_and_limit(all, SortBy::Id, Some(2))), [1, 2]);
         assert!("bytes".parse::<SortBy>().is_err());
         assert_eq!("connected_secs".parse(), Ok(SortBy::ConnectedSecs));
+    }
+
+    /// A core's walk: one chunk at a time, the core's other tasks between
+    /// chunks, never more kept than the reply needs.
+    #[tokio::test]
+    async fn a_core_answers_a_chunk_at_a_time_and_keeps_only_the_limit() {
+        const CONNS: usize = 10_000;
+        let conns: Vec<u64> = (0..CONNS as u64).collect();
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            sort: SortBy::Dropped,
+            limit: Some(3),
+            reply,
+        };
+        let turns = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let walked = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let most_between_turns = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                // Another task of the core: counts its turns, and how many
+                // connections were walked between two of them.
+                let other = tokio::task::spawn_local({
+                    let (turns, walked, most) =
+                        (turns.clone(), walked.clone(), most_between_turns.clone());
+                    async move {
+                        let mut last = 0;
+                        loop {
+                            turns.set(turns.get() + 1);
+                            most.set(most.get().max(walked.get() - last));
+                            last = walked.get();
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                });
+                tokio::task::yield_now().await;
+                answer_walk(&conns, request, &walked).await;
+                other.abort();
+            })
+            .await;
+        let got = answer.await.expect("an answer");
+        assert_eq!(
+            got.iter().map(|c| c.id).collect::<Vec<_>>(),
+            [9_999, 9_998, 9_997]
+        );
+        assert!(
+            turns.get() >= CONNS / WALK_CHUNK - 1,
+            "{} turns",
+            turns.get()
+        );
+        assert!(
+            most_between_turns.get() <= WALK_CHUNK,
+            "{} connections between two turns",
+            most_between_turns.get()
+        );
+
+        // The asker left: the walk stops after a chunk.
+        let (reply, answer) = oneshot::channel();
+        drop(answer);
+        let walked = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let request = Request {
+            sort: SortBy::Id,
+            limit: None,
+            reply,
+        };
+        answer_walk(&conns, request, &walked).await;
+        assert_eq!(walked.get(), WALK_CHUNK);
+    }
+
+    async fn answer_walk(conns: &[u64], request: Request, walked: &std::cell::Cell<usize>) {
+        answer(conns, request, |&n| {
+            walked.set(walked.get() + 1);
+            client(n, n, 0, 0.0)
+        })
+        .await;
     }
 
     #[test]

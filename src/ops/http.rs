@@ -6,26 +6,37 @@
 //! - `GET /readyz`: 200 while accepting clients, 503 once shutdown (or lame
 //!   duck) has begun.
 //! - `GET /clients?sort=dropped|queued|connected_secs|id&limit=N`: one JSON
-//!   entry per connected client, gathered from every core on request.
+//!   entry per connected client, gathered from every core on request, a
+//!   chunk at a time; at most [`CLIENTS_AT_ONCE`] requests at once.
 //!
-//! When the process runs out of descriptors, axum's accept loop pauses a
-//! second and tries again, so the endpoints come back by themselves.
+//! A connection must send each request header within
+//! [`HEADER_READ_TIMEOUT`]. When the process runs out of descriptors, the
+//! accept loop pauses a second and tries again, so the endpoints come back
+//! by themselves. Stopping takes at most [`STOP_GRACE`] for requests in
+//! flight.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::Listener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::ops::clients::{Clients, SortBy, sort_and_limit};
+use crate::ops::clients::{Clients, SortBy};
 use crate::ops::metrics::Metrics;
 
 /// What the endpoints read.
@@ -35,13 +46,44 @@ pub(crate) struct Endpoints {
     pub(crate) clients: Clients,
     /// True while the server accepts clients.
     pub(crate) ready: Arc<AtomicBool>,
+    /// Turns for `/clients` requests: [`CLIENTS_AT_ONCE`].
+    pub(crate) inspecting: Arc<Semaphore>,
 }
 
-/// The running endpoints. Dropping it stops them.
+impl Endpoints {
+    /// The turns for `/clients`.
+    pub(crate) fn inspecting() -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(CLIENTS_AT_ONCE))
+    }
+}
+
+/// `/clients` requests that may run at once; one more is answered 503 with
+/// `Retry-After: 1`.
+pub(crate) const CLIENTS_AT_ONCE: usize = 2;
+
+/// How long `/clients` waits for the cores' answers before giving up (503).
+const CLIENTS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client must send its whole request header within this long, or its
+/// connection is closed: a half-sent request (or a connection that sends
+/// nothing) neither holds a descriptor for long nor holds up shutdown.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long requests in flight may take to finish once the endpoints stop;
+/// connections still open then are closed.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// How long stopping waits for the endpoints' thread before abandoning it
+/// (it ends with the process).
+const STOP_LIMIT: Duration = Duration::from_secs(2);
+
+/// The running endpoints. Dropping it stops them, within [`STOP_LIMIT`].
 #[derive(Debug)]
 pub(crate) struct HttpServer {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    /// Disconnected once the thread has finished.
+    finished: std::sync::mpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -60,32 +102,25 @@ impl HttpServer {
                 source,
             })?;
         let (stop, stopped) = oneshot::channel::<()>();
+        let (finishing, finished) = std::sync::mpsc::channel::<()>();
         let app = router(endpoints);
         let thread = std::thread::Builder::new()
             .name("ringcast-http".into())
             .spawn(move || {
+                let _finishing = finishing;
                 runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!(error = %e, "http: cannot serve the endpoints");
-                            return;
-                        }
-                    };
-                    let served = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                    if let Err(e) = served {
-                        tracing::error!(error = %e, "http: the endpoints stopped");
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => serve(listener, app, stopped).await,
+                        Err(e) => tracing::error!(error = %e, "http: cannot serve the endpoints"),
                     }
                 });
+                // Dropping the runtime closes whatever connection is left.
             })
             .map_err(Error::Thread)?;
         Ok(Self {
             addr: local,
             stop: Some(stop),
+            finished,
             thread: Some(thread),
         })
     }
@@ -101,9 +136,76 @@ impl Drop for HttpServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match self.finished.recv_timeout(STOP_LIMIT) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
+                limit = ?STOP_LIMIT,
+                "http: the endpoints did not stop in time; abandoning them"
+            ),
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+            }
         }
+    }
+}
+
+/// Accepts and serves connections until `stopped` resolves, then gives the
+/// requests in flight [`STOP_GRACE`] to finish and closes every connection.
+///
+/// When the process runs out of descriptors, accept (axum's) logs, pauses
+/// a second and tries again.
+async fn serve(mut listener: tokio::net::TcpListener, app: Router, stopped: oneshot::Receiver<()>) {
+    let mut stopped = pin!(stopped);
+    let closing = CancellationToken::new();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            (stream, _) = Listener::accept(&mut listener) => {
+                let service = TowerToHyperService::new(app.clone());
+                conns.spawn(serve_connection(stream, service, closing.clone()));
+            }
+        }
+    }
+    drop(listener);
+    closing.cancel();
+    let finished = tokio::time::timeout(STOP_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::info!(
+            connections = conns.len(),
+            grace = ?STOP_GRACE,
+            "http: closing connections still open after the grace"
+        );
+    }
+    conns.abort_all();
+}
+
+/// One HTTP/1 connection, closed if a request header takes longer than
+/// [`HEADER_READ_TIMEOUT`], and closed once idle after `closing`.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    service: TowerToHyperService<Router>,
+    closing: CancellationToken,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        () = closing.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "http: connection closed");
     }
 }
 
@@ -160,9 +262,72 @@ async fn clients(State(e): State<Endpoints>, Query(q): Query<ClientsQuery>) -> R
         Ok(sort) => sort.unwrap_or_default(),
         Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
     };
-    let list = sort_and_limit(e.clients.list().await, sort, q.limit);
+    let Ok(_turn) = e.inspecting.try_acquire() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!("busy: {CLIENTS_AT_ONCE} /clients requests are running; try again\n"),
+        )
+            .into_response();
+    };
+    let Ok(list) = tokio::time::timeout(CLIENTS_TIMEOUT, e.clients.query(sort, q.limit)).await
+    else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!("the cores did not answer within {CLIENTS_TIMEOUT:?}\n"),
+        )
+            .into_response();
+    };
     match serde_json::to_string(&list) {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn at_most_two_clients_requests_run_at_once() {
+        // Cores that never answer: every request waits.
+        let (handle, _cores) = Clients::new(2);
+        let endpoints = Endpoints {
+            metrics: Metrics::new(1),
+            clients: handle,
+            ready: Arc::new(AtomicBool::new(true)),
+            inspecting: Endpoints::inspecting(),
+        };
+        let ask = || {
+            let e = endpoints.clone();
+            tokio::spawn(clients(
+                State(e),
+                Query(ClientsQuery {
+                    sort: None,
+                    limit: None,
+                }),
+            ))
+        };
+        let running: Vec<_> = (0..CLIENTS_AT_ONCE).map(|_| ask()).collect();
+        while endpoints.inspecting.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let busy = tokio::time::timeout(Duration::from_secs(1), ask())
+            .await
+            .expect("answered at once")
+            .expect("the handler");
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        for r in running {
+            assert!(!r.is_finished(), "still waiting for the cores");
+            r.abort();
+        }
+        // Once they are gone, the next one runs (and waits for the cores).
+        let next = ask();
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        assert!(!next.is_finished());
+        next.abort();
     }
 }

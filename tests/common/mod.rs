@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringcast::ops::clients::{ClientInfo, Clients};
+use ringcast::ops::clients::{ClientInfo, Clients, SortBy};
 use ringcast::ops::metrics::{Metrics, Totals};
 use ringcast::{Config, EngineChoice, Server};
 
@@ -93,6 +93,14 @@ impl TestServer {
             .build()
             .unwrap()
             .block_on(self.clients.list())
+    }
+
+    /// The first `limit` clients by `sort`, as `/clients?sort=..&limit=..`.
+    pub fn query(&self, sort: SortBy, limit: Option<usize>) -> Vec<ClientInfo> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(self.clients.query(sort, limit))
     }
 
     /// The server's view of `client`.
@@ -460,7 +468,12 @@ impl ServerProcess {
     }
 
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        wait_for("the server to exit", PATIENCE, || {
+        self.wait_exit_within(PATIENCE)
+    }
+
+    /// Waits for the server to exit; panics if it has not after `limit`.
+    pub fn wait_exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        wait_for("the server to exit", limit, || {
             self.child.try_wait().unwrap()
         })
     }

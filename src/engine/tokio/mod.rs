@@ -453,6 +453,9 @@ impl Hub {
         accept_until_stopped(
             0,
             &control.accepting_ends,
+            || {
+                let _ = control.accepting.send(());
+            },
             gate,
             || self.shard(),
             || listener.accept(),
@@ -543,18 +546,14 @@ impl Hub {
         notified_until(&self.changed, ready).await;
     }
 
-    /// Tells whoever asks (`/clients`) how the clients are doing.
+    /// Tells whoever asks (`/clients`) how the clients are doing, a chunk
+    /// of them at a time.
     async fn answer_inspections(
         self: Arc<Self>,
         mut requests: mpsc::UnboundedReceiver<clients::Request>,
     ) {
-        while let Some(reply) = requests.recv().await {
-            let clients = self
-                .snapshot()
-                .iter()
-                .map(|c| c.with(|s| s.info()))
-                .collect();
-            let _ = reply.send(clients);
+        while let Some(request) = requests.recv().await {
+            clients::answer(&self.snapshot(), request, |c| c.with(|s| s.info())).await;
         }
     }
 

@@ -415,6 +415,9 @@ impl Core {
         accept_until_stopped(
             self.index,
             &control.accepting_ends,
+            || {
+                let _ = control.accepting.send(());
+            },
             gate,
             || self.shard(),
             || listener.accept(),
@@ -492,19 +495,15 @@ impl Core {
         session::deliver(self, &conns, runs).await
     }
 
-    /// Tells whoever asks (`/clients`) how this core's clients are doing.
+    /// Tells whoever asks (`/clients`) how this core's clients are doing,
+    /// a chunk of them at a time.
     async fn answer_inspections(
         self: Rc<Self>,
         mut requests: mpsc::UnboundedReceiver<clients::Request>,
     ) {
-        while let Some(reply) = requests.recv().await {
-            let clients = self
-                .conns
-                .borrow()
-                .iter()
-                .map(|c| c.with(|s| s.info()))
-                .collect();
-            let _ = reply.send(clients);
+        while let Some(request) = requests.recv().await {
+            let conns = self.conns.borrow_mut().snapshot();
+            clients::answer(&conns, request, |c| c.with(|s| s.info())).await;
         }
     }
 
