@@ -16,7 +16,17 @@ use common::{
 use ringcast::ClusterConfig;
 use ringcast::EngineChoice;
 
-/// A nats-server child on 127.0.0.1, killed on drop.
+/// Where a nats-server listens for clients.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listen {
+    /// On 127.0.0.1 only (`-a 127.0.0.1`): its `INFO` names that address.
+    Loopback,
+    /// On every address, as by default: its `INFO` says `0.0.0.0`, and
+    /// its `connect_urls` list the machine's other addresses.
+    Any,
+}
+
+/// A nats-server child, reached on 127.0.0.1, killed on drop.
 struct Nats {
     child: Child,
     port: u16,
@@ -32,13 +42,23 @@ impl Nats {
 
     /// As [`Nats::start`], with more arguments for nats-server.
     fn start_with(port: u16, args: &[&str]) -> Self {
+        Self::start_on(Listen::Loopback, port, args)
+    }
+
+    /// As [`Nats::start_with`], listening where `listen` says.
+    fn start_on(listen: Listen, port: u16, args: &[&str]) -> Self {
         let port_arg = if port == 0 {
             "-1".to_string()
         } else {
             port.to_string()
         };
+        let address: &[&str] = match listen {
+            Listen::Loopback => &["-a", "127.0.0.1"],
+            Listen::Any => &[],
+        };
         let mut child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port_arg])
+            .args(address)
+            .args(["-p", &port_arg])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -70,25 +90,41 @@ impl Nats {
 
     /// Two nats-servers routed into one NATS cluster, each knowing of the
     /// other, so that a client of one learns the other's address.
-    fn pair() -> (Self, Self) {
+    fn pair(listen: Listen) -> (Self, Self) {
         let cluster = [
             "--cluster",
             "nats://127.0.0.1:-1",
             "--cluster_name",
             "ringcast-test",
         ];
-        let first = Self::start_with(0, &cluster);
+        let first = Self::start_on(listen, 0, &cluster);
         let route = format!("nats://127.0.0.1:{}", first.route_port.unwrap());
         let mut args = cluster.to_vec();
         args.extend(["--routes", &route]);
-        let second = Self::start_with(0, &args);
+        let second = Self::start_on(listen, 0, &args);
         // A client of the first is told of the second once the route is
         // up and the servers have swapped their client addresses.
-        let second_url = format!("127.0.0.1:{}", second.port);
         wait_for("the NATS servers to route to each other", PATIENCE, || {
-            first.info().contains(&second_url).then_some(())
+            (!first.urls_of(&second).is_empty()).then_some(())
         });
         (first, second)
+    }
+
+    /// The URLs this server's `INFO` gives clients for reaching `other`
+    /// (its `connect_urls` on `other`'s port).
+    fn urls_of(&self, other: &Nats) -> Vec<String> {
+        let info = self.info();
+        let info: serde_json::Value =
+            serde_json::from_str(info.trim().strip_prefix("INFO ").unwrap()).unwrap();
+        let port = format!(":{}", other.port);
+        info["connect_urls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str())
+            .filter(|u| u.ends_with(&port))
+            .map(|u| format!("nats://{u}"))
+            .collect()
     }
 
     /// The `INFO` line a client of this server gets first.
@@ -272,8 +308,23 @@ fn a_batch_over_max_payload_is_split_and_only_a_line_over_it_is_dropped(engine: 
 /// server the node is now connected to, not the one that died.
 #[test]
 fn after_a_failover_the_log_names_the_server_connected_to() {
-    let (first, second) = Nats::pair();
-    let (first_url, second_url) = (first.url(), second.url());
+    failover_is_logged(Listen::Loopback);
+}
+
+/// As above, with nats-servers listening on every address, as they do by
+/// default: their `INFO` then says `0.0.0.0`, which names none of them.
+/// The log names the URL the node reached the server at instead.
+#[test]
+fn after_a_failover_between_servers_on_every_address_the_log_names_a_url_of_the_live_one() {
+    failover_is_logged(Listen::Any);
+}
+
+fn failover_is_logged(listen: Listen) {
+    let (first, second) = Nats::pair(listen);
+    // The node is told the first's URL; it learns the second's from the
+    // first's INFO, and can reach it only at one of those.
+    let first_url = first.url();
+    let second_urls = first.urls_of(&second);
     let node = ServerProcess::start(&["--cluster", &first_url]);
     let connected = || -> Vec<String> {
         let log = node.log.lock().unwrap();
@@ -287,7 +338,10 @@ fn after_a_failover_the_log_names_the_server_connected_to() {
     let lines = wait_for("the node to connect", PATIENCE, || {
         Some(connected()).filter(|l| !l.is_empty())
     });
-    assert!(lines[0].contains(&first_url), "{lines:?}");
+    assert!(
+        lines[0].contains(&format!("server={first_url} ")),
+        "{lines:?}"
+    );
     // One connected line a second at most: the next one may come now.
     std::thread::sleep(Duration::from_millis(1100));
     drop(first);
@@ -295,8 +349,14 @@ fn after_a_failover_the_log_names_the_server_connected_to() {
         connected().get(lines.len()).cloned()
     });
     assert!(
-        line.contains(&second_url) && !line.contains(&first_url),
-        "after failing over to {second_url}, the log says: {line}"
+        second_urls
+            .iter()
+            .any(|url| line.contains(&format!("server={url} "))),
+        "after failing over to one of {second_urls:?}, the log says: {line}"
+    );
+    assert!(
+        !line.contains(&first_url) && !line.contains("0.0.0.0"),
+        "{line}"
     );
 }
 
