@@ -197,6 +197,7 @@ on_both_engines!(
     a_held_line_never_delays_the_other_nodes,
     lines_from_other_nodes_obey_max_line,
     a_batch_over_max_payload_is_split_and_only_a_line_over_it_is_dropped,
+    a_line_that_just_fits_max_payload_goes_and_one_byte_more_is_dropped,
 );
 
 fn engine_name(engine: EngineChoice) -> &'static str {
@@ -302,6 +303,69 @@ fn a_batch_over_max_payload_is_split_and_only_a_line_over_it_is_dropped(engine: 
             .then_some(())
     });
     let _ = std::fs::remove_file(config);
+}
+
+/// NATS counts a message's headers against `max_payload`; the node leaves
+/// room for exactly what async-nats sends, so the limit holds to the byte:
+/// a line of exactly the room left reaches the other node, one a byte
+/// longer is dropped for the other nodes and counted, and no publish fails.
+fn a_line_that_just_fits_max_payload_goes_and_one_byte_more_is_dropped(engine: EngineChoice) {
+    const MAX_PAYLOAD: usize = 1024;
+    let config = scratch_path("nats.conf");
+    std::fs::write(&config, format!("max_payload: {MAX_PAYLOAD}\n")).unwrap();
+    let nats = Nats::start_with(0, &["-c", config.to_str().unwrap()]);
+    let _ = std::fs::remove_file(config);
+    let a = node(engine, &nats, "node-a");
+    let b = node(engine, &nats, "node-b");
+    let mut publisher = Client::connect(a.addr);
+    let mut reader = Client::connect(b.addr);
+    a.wait_connected(1);
+    b.wait_connected(1);
+    link(&mut publisher, &mut reader, &mut []);
+    // The header block as it goes on the wire (async-nats's HPUB), with
+    // the 16 hex digits of the process's nonce.
+    let headers =
+        "NATS/1.0\r\nRingcast-Node: node-a\r\nRingcast-Instance: 0123456789abcdef\r\n\r\n";
+    let room = MAX_PAYLOAD - headers.len();
+    let line = |byte: u8, with_newline: usize| {
+        let mut line = vec![byte; with_newline - 1];
+        line.push(b'\n');
+        line
+    };
+    let before = a.totals();
+    // Alone, so that it is a batch of its own, exactly the room.
+    let fits = line(b'f', room);
+    publisher.send(&fits);
+    let left = a.wait_totals("the line to leave for NATS", |t| {
+        t.cluster_published + t.cluster_too_long + t.cluster_dropped
+            > before.cluster_published + before.cluster_too_long + before.cluster_dropped
+    });
+    assert_eq!(
+        (left.cluster_too_long, left.cluster_dropped),
+        (before.cluster_too_long, before.cluster_dropped),
+        "a line of exactly the room left was not published"
+    );
+    assert_eq!(reader.read_lines(1), vec![fits.clone()]);
+    // In a batch with a line on either side, so that the batch is split.
+    let over = line(b'o', room + 1);
+    publisher.send(&[b"before\n".as_slice(), &over, b"after\n"].concat());
+    assert_eq!(
+        reader.read_lines(2),
+        vec![b"before\n".to_vec(), b"after\n".to_vec()]
+    );
+    let after = a.wait_totals("the long line to be counted", |t| {
+        t.cluster_too_long + t.cluster_dropped > before.cluster_too_long + before.cluster_dropped
+    });
+    assert_eq!(
+        (after.cluster_too_long, after.cluster_dropped),
+        (before.cluster_too_long + 1, before.cluster_dropped),
+        "the line a byte too long went to NATS, and the publish failed"
+    );
+    // Node A's own clients got every line.
+    assert_eq!(
+        publisher.read_lines(4),
+        vec![fits, b"before\n".to_vec(), over, b"after\n".to_vec()]
+    );
 }
 
 /// After a failover to another server of a NATS cluster, the log names the

@@ -388,7 +388,8 @@ impl Origin {
     }
 
     /// How much of a message's `max_payload` the headers take, as NATS
-    /// counts them: `NATS/1.0\r\n`, each `Name: value\r\n`, then `\r\n`.
+    /// counts them: `NATS/1.0\r\n`, each `Name: value\r\n`, then `\r\n`
+    /// (tests/cluster.rs holds it to the byte against a nats-server).
     fn headers_len(&self) -> usize {
         let field = |name: &str, value: &str| name.len() + 2 + value.len() + 2;
         b"NATS/1.0\r\n".len()
@@ -738,19 +739,6 @@ mod tests {
             pieces(b"a\nb\nc\n", usize::MAX, 2, 4),
             vec![lines(b"a\nb\n"), lines(b"c\n")]
         );
-    }
-
-    #[test]
-    fn headers_len_is_what_nats_counts() {
-        let me = Origin::new("host:9000".into());
-        let mut wire = b"NATS/1.0\r\n".to_vec();
-        for (name, value) in me.headers().iter() {
-            for value in value {
-                wire.extend_from_slice(format!("{name}: {}\r\n", value.as_str()).as_bytes());
-            }
-        }
-        wire.extend_from_slice(b"\r\n");
-        assert_eq!(me.headers_len(), wire.len());
     }
 
     #[test]
