@@ -462,13 +462,7 @@ async fn publish(
         // What the server we are on takes, less the headers.
         let max_payload = client.max_payload();
         let room = max_payload.saturating_sub(headers_len);
-        let pieces = Pieces {
-            bytes: &batch,
-            max_bytes: room,
-            max_lines: usize::MAX,
-            max_line: usize::MAX,
-        };
-        for piece in pieces.iter() {
+        for piece in outgoing(&batch, lines, room) {
             let run = match piece {
                 Piece::Lines(run) => run,
                 Piece::TooLong(length) => {
@@ -497,6 +491,32 @@ async fn publish(
             }
         }
     }
+}
+
+/// The messages a batch of `lines` whole lines goes out in, of at most
+/// `room` bytes each: the batch as it is when it fits, without a look at
+/// its bytes; else its [`Pieces`], a line too long for any left out.
+fn outgoing(batch: &Bytes, lines: usize, room: usize) -> impl Iterator<Item = Piece> + '_ {
+    let fits = batch.len() <= room;
+    let whole = fits.then(|| {
+        Piece::Lines(Run {
+            bytes: batch.clone(),
+            lines: u32::try_from(lines).unwrap_or(u32::MAX),
+        })
+    });
+    let split = (!fits)
+        .then(|| {
+            Pieces {
+                bytes: batch,
+                max_bytes: room,
+                max_lines: usize::MAX,
+                max_line: usize::MAX,
+            }
+            .iter()
+        })
+        .into_iter()
+        .flatten();
+    whole.into_iter().chain(split)
 }
 
 /// Whole lines of `bytes`, cut into pieces of at most `max_bytes` and
@@ -721,6 +741,34 @@ mod tests {
         assert_eq!(
             pieces(b"ab\n", 0, usize::MAX, usize::MAX),
             vec![Piece::TooLong(2)]
+        );
+    }
+
+    #[test]
+    fn a_batch_that_fits_goes_whole_and_only_one_that_does_not_is_cut() {
+        let batch = Bytes::from_static(b"aaa\nbbb\ncc\nd\n");
+        let whole: Vec<Piece> = outgoing(&batch, 4, batch.len()).collect();
+        let [Piece::Lines(run)] = whole.as_slice() else {
+            panic!("{whole:?}")
+        };
+        assert_eq!(run.lines, 4);
+        assert_eq!(
+            (run.bytes.as_ptr(), run.bytes.len()),
+            (batch.as_ptr(), batch.len()),
+            "the batch itself, not a copy"
+        );
+        assert_eq!(
+            outgoing(&batch, 4, 8).collect::<Vec<_>>(),
+            vec![lines(b"aaa\nbbb\n"), lines(b"cc\nd\n")]
+        );
+        assert_eq!(
+            outgoing(&batch, 4, 3).collect::<Vec<_>>(),
+            vec![
+                Piece::TooLong(3),
+                Piece::TooLong(3),
+                lines(b"cc\n"),
+                lines(b"d\n")
+            ]
         );
     }
 
