@@ -798,7 +798,7 @@ mod tests {
             ..Default::default()
         };
         let named = |url, on: Option<&str>, info: Option<async_nats::ServerInfo>| {
-            let on = on.map(|on| on.parse::<async_nats::ServerAddr>().unwrap());
+            let on = on.map(|on| on.parse::<async_nats::ServerAddr>().expect("a URL"));
             server_named(url, on.as_ref(), info.as_ref())
         };
         let pair = |server: &str, name: &str| (server.to_owned(), name.to_owned());
@@ -835,15 +835,16 @@ mod tests {
     #[test]
     fn the_server_dialled_next_is_one_of_those_that_failed_least() {
         let server = |port: u16, failed_attempts| async_nats::Server {
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            addr: format!("127.0.0.1:{port}").parse().expect("an address"),
             failed_attempts,
             did_connect: false,
             is_discovered: false,
             last_error: None,
         };
         let pool = [server(1, 2), server(2, 0), server(3, 1), server(4, 0)];
-        let picked: std::collections::BTreeSet<u16> =
-            (0..200).map(|_| pick(&pool).unwrap().addr.port()).collect();
+        let picked: std::collections::BTreeSet<u16> = (0..200)
+            .map(|_| pick(&pool).expect("a server").addr.port())
+            .collect();
         assert_eq!(picked, [2, 4].into(), "at random among the fewest failures");
         assert!(pick(&[]).is_none());
     }
