@@ -16,7 +16,17 @@ use common::{
 use ringcast::ClusterConfig;
 use ringcast::EngineChoice;
 
-/// A nats-server child on 127.0.0.1, killed on drop.
+/// Where a nats-server listens for clients.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listen {
+    /// On 127.0.0.1 only (`-a 127.0.0.1`): its `INFO` names that address.
+    Loopback,
+    /// On every address, as by default: its `INFO` says `0.0.0.0`, and
+    /// its `connect_urls` list the machine's other addresses.
+    Any,
+}
+
+/// A nats-server child, reached on 127.0.0.1, killed on drop.
 struct Nats {
     child: Child,
     port: u16,
@@ -32,13 +42,23 @@ impl Nats {
 
     /// As [`Nats::start`], with more arguments for nats-server.
     fn start_with(port: u16, args: &[&str]) -> Self {
+        Self::start_on(Listen::Loopback, port, args)
+    }
+
+    /// As [`Nats::start_with`], listening where `listen` says.
+    fn start_on(listen: Listen, port: u16, args: &[&str]) -> Self {
         let port_arg = if port == 0 {
             "-1".to_string()
         } else {
             port.to_string()
         };
+        let address: &[&str] = match listen {
+            Listen::Loopback => &["-a", "127.0.0.1"],
+            Listen::Any => &[],
+        };
         let mut child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port_arg])
+            .args(address)
+            .args(["-p", &port_arg])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -70,25 +90,41 @@ impl Nats {
 
     /// Two nats-servers routed into one NATS cluster, each knowing of the
     /// other, so that a client of one learns the other's address.
-    fn pair() -> (Self, Self) {
+    fn pair(listen: Listen) -> (Self, Self) {
         let cluster = [
             "--cluster",
             "nats://127.0.0.1:-1",
             "--cluster_name",
             "ringcast-test",
         ];
-        let first = Self::start_with(0, &cluster);
+        let first = Self::start_on(listen, 0, &cluster);
         let route = format!("nats://127.0.0.1:{}", first.route_port.unwrap());
         let mut args = cluster.to_vec();
         args.extend(["--routes", &route]);
-        let second = Self::start_with(0, &args);
+        let second = Self::start_on(listen, 0, &args);
         // A client of the first is told of the second once the route is
         // up and the servers have swapped their client addresses.
-        let second_url = format!("127.0.0.1:{}", second.port);
         wait_for("the NATS servers to route to each other", PATIENCE, || {
-            first.info().contains(&second_url).then_some(())
+            (!first.urls_of(&second).is_empty()).then_some(())
         });
         (first, second)
+    }
+
+    /// The URLs this server's `INFO` gives clients for reaching `other`
+    /// (its `connect_urls` on `other`'s port).
+    fn urls_of(&self, other: &Nats) -> Vec<String> {
+        let info = self.info();
+        let info: serde_json::Value =
+            serde_json::from_str(info.trim().strip_prefix("INFO ").unwrap()).unwrap();
+        let port = format!(":{}", other.port);
+        info["connect_urls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str())
+            .filter(|u| u.ends_with(&port))
+            .map(|u| format!("nats://{u}"))
+            .collect()
     }
 
     /// The `INFO` line a client of this server gets first.
@@ -161,6 +197,7 @@ on_both_engines!(
     a_held_line_never_delays_the_other_nodes,
     lines_from_other_nodes_obey_max_line,
     a_batch_over_max_payload_is_split_and_only_a_line_over_it_is_dropped,
+    a_line_that_just_fits_max_payload_goes_and_one_byte_more_is_dropped,
 );
 
 fn engine_name(engine: EngineChoice) -> &'static str {
@@ -268,12 +305,90 @@ fn a_batch_over_max_payload_is_split_and_only_a_line_over_it_is_dropped(engine: 
     let _ = std::fs::remove_file(config);
 }
 
+/// NATS counts a message's headers against `max_payload`; the node leaves
+/// room for exactly what async-nats sends, so the limit holds to the byte:
+/// a line of exactly the room left reaches the other node, one a byte
+/// longer is dropped for the other nodes and counted, and no publish fails.
+fn a_line_that_just_fits_max_payload_goes_and_one_byte_more_is_dropped(engine: EngineChoice) {
+    const MAX_PAYLOAD: usize = 1024;
+    let config = scratch_path("nats.conf");
+    std::fs::write(&config, format!("max_payload: {MAX_PAYLOAD}\n")).unwrap();
+    let nats = Nats::start_with(0, &["-c", config.to_str().unwrap()]);
+    let _ = std::fs::remove_file(config);
+    let a = node(engine, &nats, "node-a");
+    let b = node(engine, &nats, "node-b");
+    let mut publisher = Client::connect(a.addr);
+    let mut reader = Client::connect(b.addr);
+    a.wait_connected(1);
+    b.wait_connected(1);
+    link(&mut publisher, &mut reader, &mut []);
+    // The header block as it goes on the wire (async-nats's HPUB), with
+    // the 16 hex digits of the process's nonce.
+    let headers =
+        "NATS/1.0\r\nRingcast-Node: node-a\r\nRingcast-Instance: 0123456789abcdef\r\n\r\n";
+    let room = MAX_PAYLOAD - headers.len();
+    let line = |byte: u8, with_newline: usize| {
+        let mut line = vec![byte; with_newline - 1];
+        line.push(b'\n');
+        line
+    };
+    let before = a.totals();
+    // Alone, so that it is a batch of its own, exactly the room.
+    let fits = line(b'f', room);
+    publisher.send(&fits);
+    let left = a.wait_totals("the line to leave for NATS", |t| {
+        t.cluster_published + t.cluster_too_long + t.cluster_dropped
+            > before.cluster_published + before.cluster_too_long + before.cluster_dropped
+    });
+    assert_eq!(
+        (left.cluster_too_long, left.cluster_dropped),
+        (before.cluster_too_long, before.cluster_dropped),
+        "a line of exactly the room left was not published"
+    );
+    assert_eq!(reader.read_lines(1), vec![fits.clone()]);
+    // In a batch with a line on either side, so that the batch is split.
+    let over = line(b'o', room + 1);
+    publisher.send(&[b"before\n".as_slice(), &over, b"after\n"].concat());
+    assert_eq!(
+        reader.read_lines(2),
+        vec![b"before\n".to_vec(), b"after\n".to_vec()]
+    );
+    let after = a.wait_totals("the long line to be counted", |t| {
+        t.cluster_too_long + t.cluster_dropped > before.cluster_too_long + before.cluster_dropped
+    });
+    assert_eq!(
+        (after.cluster_too_long, after.cluster_dropped),
+        (before.cluster_too_long + 1, before.cluster_dropped),
+        "the line a byte too long went to NATS, and the publish failed"
+    );
+    // Node A's own clients got every line.
+    assert_eq!(
+        publisher.read_lines(4),
+        vec![fits, b"before\n".to_vec(), over, b"after\n".to_vec()]
+    );
+}
+
 /// After a failover to another server of a NATS cluster, the log names the
 /// server the node is now connected to, not the one that died.
 #[test]
 fn after_a_failover_the_log_names_the_server_connected_to() {
-    let (first, second) = Nats::pair();
-    let (first_url, second_url) = (first.url(), second.url());
+    failover_is_logged(Listen::Loopback);
+}
+
+/// As above, with nats-servers listening on every address, as they do by
+/// default: their `INFO` then says `0.0.0.0`, which names none of them.
+/// The log names the URL the node reached the server at instead.
+#[test]
+fn after_a_failover_between_servers_on_every_address_the_log_names_a_url_of_the_live_one() {
+    failover_is_logged(Listen::Any);
+}
+
+fn failover_is_logged(listen: Listen) {
+    let (first, second) = Nats::pair(listen);
+    // The node is told the first's URL; it learns the second's from the
+    // first's INFO, and can reach it only at one of those.
+    let first_url = first.url();
+    let second_urls = first.urls_of(&second);
     let node = ServerProcess::start(&["--cluster", &first_url]);
     let connected = || -> Vec<String> {
         let log = node.log.lock().unwrap();
@@ -287,7 +402,10 @@ fn after_a_failover_the_log_names_the_server_connected_to() {
     let lines = wait_for("the node to connect", PATIENCE, || {
         Some(connected()).filter(|l| !l.is_empty())
     });
-    assert!(lines[0].contains(&first_url), "{lines:?}");
+    assert!(
+        lines[0].contains(&format!("server={first_url} ")),
+        "{lines:?}"
+    );
     // One connected line a second at most: the next one may come now.
     std::thread::sleep(Duration::from_millis(1100));
     drop(first);
@@ -295,8 +413,14 @@ fn after_a_failover_the_log_names_the_server_connected_to() {
         connected().get(lines.len()).cloned()
     });
     assert!(
-        line.contains(&second_url) && !line.contains(&first_url),
-        "after failing over to {second_url}, the log says: {line}"
+        second_urls
+            .iter()
+            .any(|url| line.contains(&format!("server={url} "))),
+        "after failing over to one of {second_urls:?}, the log says: {line}"
+    );
+    assert!(
+        !line.contains(&first_url) && !line.contains("0.0.0.0"),
+        "{line}"
     );
 }
 

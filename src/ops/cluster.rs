@@ -139,18 +139,34 @@ async fn run(
     // The event callback names the server the client is on; the client
     // exists only once `connect` returns, before any event is handled.
     let handle = Arc::new(std::sync::OnceLock::<async_nats::Client>::new());
+    let dialled = Arc::new(std::sync::Mutex::new(Dialled::default()));
     let events = {
-        let handle = Arc::clone(&handle);
+        let (handle, dialled) = (Arc::clone(&handle), Arc::clone(&dialled));
+        // async-nats hands the events over one at a time, in order.
         move |event: async_nats::Event| {
+            let on = {
+                let mut dialled = dialled.lock().unwrap_or_else(|e| e.into_inner());
+                if matches!(event, async_nats::Event::Connected) {
+                    dialled.on = dialled.last.clone();
+                }
+                dialled.on.clone()
+            };
             let (url, throttles) = (url.clone(), Arc::clone(&throttles));
             let server = handle.get().map(async_nats::Client::server_info);
-            async move { log_event(&event, &url, server.as_ref(), &throttles) }
+            async move { log_event(&event, &url, on.as_ref(), server.as_ref(), &throttles) }
         }
     };
     let options = async_nats::ConnectOptions::new()
         .name(format!("ringcast {node_id}"))
         .retry_on_initial_connect()
         .max_reconnects(None)
+        // The bridge picks the server to dial as async-nats would, so that
+        // it knows which one the client is on.
+        .reconnect_to_server_callback(move |servers, _info| {
+            let next = pick(&servers).map(|s| s.addr.clone());
+            dialled.lock().unwrap_or_else(|e| e.into_inner()).last = next.clone();
+            std::future::ready(next.map(|addr| async_nats::ReconnectToServer { addr, delay: None }))
+        })
         // The bridge moves messages off the subscription at once into its
         // own bounded queue, where drops are counted; this only has to
         // cover a moment.
@@ -210,6 +226,17 @@ fn connected(client: &async_nats::Client) -> bool {
     client.connection_state() == async_nats::connection::State::Connected
 }
 
+/// Which server the client is on. A server's `INFO` names it by the
+/// address it listens on, which for most is `0.0.0.0`; so the bridge picks
+/// the server to dial itself, and notes it.
+#[derive(Debug, Default)]
+struct Dialled {
+    /// The address the client was last told to dial.
+    last: Option<async_nats::ServerAddr>,
+    /// `last` at the latest `Connected` event: the server the client is on.
+    on: Option<async_nats::ServerAddr>,
+}
+
 /// One throttle per kind of NATS event, so a reconnect storm or a flood of
 /// slow-consumer events costs a line a second each.
 #[derive(Debug, Default)]
@@ -220,35 +247,73 @@ struct EventThrottles {
     other: Throttle,
 }
 
-/// The server a client is on, as its `INFO` names it: the address it
-/// listens on (as a URL), and its name. `None` before the first `INFO`.
-fn server_named(info: Option<&async_nats::ServerInfo>) -> Option<(String, String)> {
-    let info = info.filter(|i| i.port != 0)?;
-    let host = if info.host.contains(':') {
-        format!("[{}]", info.host)
-    } else {
-        info.host.clone()
-    };
-    Some((
-        format!("nats://{host}:{}", info.port),
-        info.server_name.clone(),
-    ))
+/// The server to dial next, as async-nats picks by default: at random,
+/// among those of the pool that failed the fewest times in a row.
+fn pick(servers: &[async_nats::Server]) -> Option<&async_nats::Server> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let fewest = servers.iter().map(|s| s.failed_attempts).min()?;
+    let least = || servers.iter().filter(move |s| s.failed_attempts == fewest);
+    // std seeds each `RandomState` afresh.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let nth = usize::try_from(random % least().count() as u64).unwrap_or(0);
+    least().nth(nth)
 }
 
-/// Logs a NATS event. `server` is the client's latest server `INFO`: on
-/// the bridge's one-thread runtime the client stores a new server's
-/// `INFO` before its event task runs, so at `Connected` it is the server
-/// just connected to (after a failover, not the one `--cluster` names),
-/// and at `Disconnected` the one lost.
+/// How the log names the server a client is on, and the server's name:
+/// the URL it was dialled at (`on`, without credentials); else, as its
+/// `INFO` says, the address it listens on, as a URL only if that is an
+/// address one can dial (`0.0.0.0:4222` is not: it shows as just that, with
+/// the server's name to tell it from others); else `url`.
+fn server_named(
+    url: &str,
+    on: Option<&async_nats::ServerAddr>,
+    info: Option<&async_nats::ServerInfo>,
+) -> (String, String) {
+    let bracketed = |host: &str| {
+        if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        }
+    };
+    let info = info.filter(|i| i.port != 0);
+    let name = info.map(|i| i.server_name.clone()).unwrap_or_default();
+    let server = match (on, info) {
+        (Some(on), _) => format!("{}://{}:{}", on.scheme(), bracketed(on.host()), on.port()),
+        (None, Some(info)) => {
+            let listens = format!("{}:{}", bracketed(&info.host), info.port);
+            let anywhere = info
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_unspecified());
+            if anywhere {
+                listens
+            } else {
+                format!("nats://{listens}")
+            }
+        }
+        (None, None) => url.to_owned(),
+    };
+    (server, name)
+}
+
+/// Logs a NATS event. `on` is the URL the client was dialled at for its
+/// latest `Connected` event, `server` its latest server `INFO`: on the
+/// bridge's one-thread runtime the client stores a new server's `INFO`
+/// before its event task runs, so at `Connected` both name the server just
+/// connected to (after a failover, not the one `--cluster` names), and at
+/// `Disconnected` the one lost.
 fn log_event(
     event: &async_nats::Event,
     url: &str,
+    on: Option<&async_nats::ServerAddr>,
     server: Option<&async_nats::ServerInfo>,
     throttles: &EventThrottles,
 ) {
     use async_nats::Event;
-    let (server, server_name) =
-        server_named(server).unwrap_or_else(|| (url.to_owned(), String::new()));
+    let (server, server_name) = server_named(url, on, server);
     match event {
         Event::Connected => {
             if let Some(suppressed) = throttles.connected.allow() {
@@ -323,7 +388,8 @@ impl Origin {
     }
 
     /// How much of a message's `max_payload` the headers take, as NATS
-    /// counts them: `NATS/1.0\r\n`, each `Name: value\r\n`, then `\r\n`.
+    /// counts them: `NATS/1.0\r\n`, each `Name: value\r\n`, then `\r\n`
+    /// (tests/cluster.rs holds it to the byte against a nats-server).
     fn headers_len(&self) -> usize {
         let field = |name: &str, value: &str| name.len() + 2 + value.len() + 2;
         b"NATS/1.0\r\n".len()
@@ -396,13 +462,7 @@ async fn publish(
         // What the server we are on takes, less the headers.
         let max_payload = client.max_payload();
         let room = max_payload.saturating_sub(headers_len);
-        let pieces = Pieces {
-            bytes: &batch,
-            max_bytes: room,
-            max_lines: usize::MAX,
-            max_line: usize::MAX,
-        };
-        for piece in pieces.iter() {
+        for piece in outgoing(&batch, lines, room) {
             let run = match piece {
                 Piece::Lines(run) => run,
                 Piece::TooLong(length) => {
@@ -431,6 +491,32 @@ async fn publish(
             }
         }
     }
+}
+
+/// The messages a batch of `lines` whole lines goes out in, of at most
+/// `room` bytes each: the batch as it is when it fits, without a look at
+/// its bytes; else its [`Pieces`], a line too long for any left out.
+fn outgoing(batch: &Bytes, lines: usize, room: usize) -> impl Iterator<Item = Piece> + '_ {
+    let fits = batch.len() <= room;
+    let whole = fits.then(|| {
+        Piece::Lines(Run {
+            bytes: batch.clone(),
+            lines: u32::try_from(lines).unwrap_or(u32::MAX),
+        })
+    });
+    let split = (!fits)
+        .then(|| {
+            Pieces {
+                bytes: batch,
+                max_bytes: room,
+                max_lines: usize::MAX,
+                max_line: usize::MAX,
+            }
+            .iter()
+        })
+        .into_iter()
+        .flatten();
+    whole.into_iter().chain(split)
 }
 
 /// Whole lines of `bytes`, cut into pieces of at most `max_bytes` and
@@ -659,6 +745,34 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_that_fits_goes_whole_and_only_one_that_does_not_is_cut() {
+        let batch = Bytes::from_static(b"aaa\nbbb\ncc\nd\n");
+        let whole: Vec<Piece> = outgoing(&batch, 4, batch.len()).collect();
+        let [Piece::Lines(run)] = whole.as_slice() else {
+            panic!("{whole:?}")
+        };
+        assert_eq!(run.lines, 4);
+        assert_eq!(
+            (run.bytes.as_ptr(), run.bytes.len()),
+            (batch.as_ptr(), batch.len()),
+            "the batch itself, not a copy"
+        );
+        assert_eq!(
+            outgoing(&batch, 4, 8).collect::<Vec<_>>(),
+            vec![lines(b"aaa\nbbb\n"), lines(b"cc\nd\n")]
+        );
+        assert_eq!(
+            outgoing(&batch, 4, 3).collect::<Vec<_>>(),
+            vec![
+                Piece::TooLong(3),
+                Piece::TooLong(3),
+                lines(b"cc\n"),
+                lines(b"d\n")
+            ]
+        );
+    }
+
+    #[test]
     fn lines_from_other_nodes_over_max_line_are_left_out_and_runs_stay_short() {
         assert_eq!(
             pieces(b"1234\n12345\n\n123\n12345\n", usize::MAX, 64, 4),
@@ -676,16 +790,63 @@ mod tests {
     }
 
     #[test]
-    fn headers_len_is_what_nats_counts() {
-        let me = Origin::new("host:9000".into());
-        let mut wire = b"NATS/1.0\r\n".to_vec();
-        for (name, value) in me.headers().iter() {
-            for value in value {
-                wire.extend_from_slice(format!("{name}: {}\r\n", value.as_str()).as_bytes());
-            }
-        }
-        wire.extend_from_slice(b"\r\n");
-        assert_eq!(me.headers_len(), wire.len());
+    fn the_log_names_the_url_dialled_else_what_info_says_it_listens_on() {
+        let info = |host: &str| async_nats::ServerInfo {
+            host: host.into(),
+            port: 4222,
+            server_name: "n1".into(),
+            ..Default::default()
+        };
+        let named = |url, on: Option<&str>, info: Option<async_nats::ServerInfo>| {
+            let on = on.map(|on| on.parse::<async_nats::ServerAddr>().expect("a URL"));
+            server_named(url, on.as_ref(), info.as_ref())
+        };
+        let pair = |server: &str, name: &str| (server.to_owned(), name.to_owned());
+        // The URL dialled, without its credentials, whatever INFO says.
+        assert_eq!(
+            named(
+                "u",
+                Some("nats://user:secret@10.0.0.7:4222"),
+                Some(info("0.0.0.0"))
+            ),
+            pair("nats://10.0.0.7:4222", "n1")
+        );
+        assert_eq!(
+            named("u", Some("[fd00::2]:4223"), Some(info("::"))),
+            pair("nats://[fd00::2]:4223", "n1")
+        );
+        // Without it, an address one can dial is a URL; 0.0.0.0 is not.
+        assert_eq!(
+            named("u", None, Some(info("10.0.0.7"))),
+            pair("nats://10.0.0.7:4222", "n1")
+        );
+        assert_eq!(
+            named("u", None, Some(info("0.0.0.0"))),
+            pair("0.0.0.0:4222", "n1")
+        );
+        assert_eq!(named("u", None, Some(info("::"))), pair("[::]:4222", "n1"));
+        // Before any INFO, what --cluster says.
+        assert_eq!(
+            named("nats://u:4222", None, None),
+            pair("nats://u:4222", "")
+        );
+    }
+
+    #[test]
+    fn the_server_dialled_next_is_one_of_those_that_failed_least() {
+        let server = |port: u16, failed_attempts| async_nats::Server {
+            addr: format!("127.0.0.1:{port}").parse().expect("an address"),
+            failed_attempts,
+            did_connect: false,
+            is_discovered: false,
+            last_error: None,
+        };
+        let pool = [server(1, 2), server(2, 0), server(3, 1), server(4, 0)];
+        let picked: std::collections::BTreeSet<u16> = (0..200)
+            .map(|_| pick(&pool).expect("a server").addr.port())
+            .collect();
+        assert_eq!(picked, [2, 4].into(), "at random among the fewest failures");
+        assert!(pick(&[]).is_none());
     }
 
     #[test]
