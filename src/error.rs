@@ -66,16 +66,52 @@ pub enum Error {
 
 impl Error {
     /// True if the configuration is at fault: starting again with the same
-    /// one fails the same way. A bad value, or `--engine uring` where
-    /// io_uring cannot run.
+    /// one fails the same way. A bad value, `--engine uring` where io_uring
+    /// cannot run, an address that is not this machine's or not allowed
+    /// (not one already in use: its holder may go), or a `--ready-file`
+    /// where none can be written.
     pub fn is_config(&self) -> bool {
-        matches!(self, Error::Config(_) | Error::UringUnavailable(_))
+        match self {
+            Error::Config(_) | Error::UringUnavailable(_) => true,
+            Error::Bind { source, .. } | Error::Http { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(
+                    nix::libc::EADDRNOTAVAIL
+                        | nix::libc::EACCES
+                        | nix::libc::EPERM
+                        | nix::libc::EINVAL
+                        | nix::libc::EAFNOSUPPORT
+                )
+            ),
+            Error::Ready { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ),
+            _ => false,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_in_use_may_free_up_but_one_not_here_never_does() {
+        let bind = |errno| Error::Bind {
+            addr: "127.0.0.1:9555".parse().expect("addr"),
+            source: io::Error::from_raw_os_error(errno),
+        };
+        assert!(!bind(nix::libc::EADDRINUSE).is_config());
+        assert!(bind(nix::libc::EADDRNOTAVAIL).is_config());
+        assert!(bind(nix::libc::EACCES).is_config());
+        let ready = |kind: io::ErrorKind| Error::Ready {
+            what: "cannot write --ready-file".into(),
+            source: kind.into(),
+        };
+        assert!(ready(io::ErrorKind::NotFound).is_config());
+        assert!(!ready(io::ErrorKind::StorageFull).is_config());
+    }
 
     #[test]
     fn a_chain_states_its_cause_once() {

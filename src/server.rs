@@ -238,11 +238,15 @@ impl Server {
                 Some(()) = accepts.recv() => accept_loops -= 1,
             }
         };
+        // Lame duck is for a server that was announced: one stopped while
+        // starting has no clients to spread out.
+        let mut announced = false;
         if ended.is_none() {
             // Whoever was told (a supervisor, a script) hears it before
             // `/readyz` says it.
             match on_ready() {
                 Ok(()) => {
+                    announced = true;
                     self.ready.store(true, Ordering::SeqCst);
                     tracing::info!(
                         engine = self.engine.name(),
@@ -264,7 +268,7 @@ impl Server {
         let mut ended = ended.unwrap_or(Ended::Asked);
         self.ready.store(false, Ordering::SeqCst);
         accepting_ends.cancel();
-        if let (Ended::Asked, Some(over)) = (&ended, self.config.lame_duck) {
+        if let (Ended::Asked, Some(over), true) = (&ended, self.config.lame_duck, announced) {
             tracing::info!(lame_duck = ?over, "lame duck: not accepting, closing clients spread over the lame duck time");
             tokio::select! {
                 () = tokio::time::sleep(over) => {}
@@ -289,7 +293,9 @@ impl Server {
             abort.cancel();
             while engine_done.recv().await.is_some() {}
         }
-        drop(self.http);
+        if let Some(http) = self.http {
+            http.stop().await;
+        }
         match ended {
             Ended::Died(what) => Err(Error::Died { what }),
             Ended::Failed(e) => Err(e),

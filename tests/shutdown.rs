@@ -26,6 +26,7 @@ on_both_engines!(
     a_half_sent_http_request_does_not_hold_up_shutdown,
     an_http_client_that_does_not_finish_its_header_is_closed,
     a_second_sigterm_ends_the_process_at_once,
+    a_second_sigterm_while_the_endpoints_stop_ends_the_process_at_once,
 );
 
 /// How long the HTTP endpoints wait for a request header.
@@ -296,4 +297,102 @@ fn a_second_sigterm_ends_the_process_at_once(engine: EngineChoice) {
         said[0].contains("SIGTERM received again while stopping: exiting at once"),
         "{said:?}"
     );
+}
+
+fn a_second_sigterm_while_the_endpoints_stop_ends_the_process_at_once(engine: EngineChoice) {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut server = ServerProcess::start(&["--engine", engine_flag(engine)]);
+    // A half-sent request keeps the endpoints stopping for their whole
+    // grace (a second), after the drain (nothing to flush).
+    let mut half = TcpStream::connect(&server.metrics).unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert!(http_get(&server.metrics, "/healthz").starts_with("HTTP/1.0 200"));
+    server.signal(Signal::SIGTERM);
+    wait_for("shutdown to begin", PATIENCE, || {
+        let log = server.log.lock().unwrap();
+        log.iter()
+            .any(|(_, l)| l.contains("shutting down"))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let status = server.wait_exit_within(Duration::from_secs(5));
+    let took = start.elapsed();
+    assert_eq!(status.code(), Some(1), "{status:?} after {took:?}");
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    drop(half);
+}
+
+/// Established connections from the server's `port` to the client's
+/// `peer_port`, as `ss` sees them.
+fn established(port: &str, peer_port: u16) -> usize {
+    let out = std::process::Command::new("ss")
+        .args(["-Htn", "state", "established"])
+        .arg(format!("( sport = :{port} and dport = :{peer_port} )"))
+        .output()
+        .expect("ss (iproute2) runs");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn an_http_client_that_never_reads_its_answers_is_closed_after_the_lifetime() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cmd = ServerProcess::command(&[], &[]);
+    // The connection lifetime is 1 s instead of 30.
+    cmd.env("RINGCAST_FAILPOINT", "http-lifetime-1s");
+    let server = ServerProcess::spawn(cmd);
+    let port = server.metrics.rsplit(':').next().unwrap().to_owned();
+    // Enough clients that each `/clients` answer is big.
+    let clients: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    wait_for("the clients to be served", PATIENCE, || {
+        http_get(&server.metrics, "/metrics")
+            .contains("ringcast_connected_clients 2000")
+            .then_some(())
+    });
+    let addr: std::net::SocketAddr = server.metrics.parse().unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut conn: TcpStream = socket.into();
+    let peer_port = conn.local_addr().unwrap().port();
+    // Far more answer than the socket buffers hold: the server is stuck
+    // writing, which the header timeout does not cover.
+    let requests = b"GET /clients HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20);
+    conn.write_all(&requests).unwrap();
+    assert_eq!(established(&port, peer_port), 1, "ss sees the connection");
+    // The lifetime, and time to spare; the header timeout never applies.
+    wait_for("the server to close it", Duration::from_secs(8), || {
+        (established(&port, peer_port) == 0).then_some(())
+    });
+    drop(conn);
+    drop(clients);
+}
+
+#[test]
+fn a_server_stopped_before_it_was_ready_skips_the_lame_duck() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cmd = ServerProcess::command(&[], &["--lame-duck", "30s"]);
+    // Every accept loop starts 3 s late: the server is not ready before.
+    cmd.env("RINGCAST_FAILPOINT", "accept-late");
+    let mut child = cmd.spawn().unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    // Its signal handlers are installed before the engine starts.
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("still running 10 s after SIGTERM: in the lame duck of a server never ready");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
 }

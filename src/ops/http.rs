@@ -10,7 +10,10 @@
 //!   chunk at a time; at most [`CLIENTS_AT_ONCE`] requests at once.
 //!
 //! A connection must send each request header within
-//! [`HEADER_READ_TIMEOUT`]. When the process runs out of descriptors, the
+//! [`HEADER_READ_TIMEOUT`], and lives at most [`CONNECTION_LIFETIME`]: a
+//! client that stops reading its answer holds nothing for longer. At most
+//! [`CONNECTIONS`] are open at once; more wait in the listen backlog. When
+//! the process runs out of descriptors, the
 //! accept loop pauses a second and tries again, so the endpoints come back
 //! by themselves. Stopping takes at most [`STOP_GRACE`] for requests in
 //! flight.
@@ -69,6 +72,15 @@ const CLIENTS_TIMEOUT: Duration = Duration::from_secs(5);
 /// nothing) neither holds a descriptor for long nor holds up shutdown.
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The longest an HTTP connection stays open, however it is used: a
+/// response its client does not read holds a descriptor and its socket
+/// buffer no longer than this.
+pub(crate) const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// HTTP connections open at once; past it, new ones wait in the backlog
+/// until one closes.
+pub(crate) const CONNECTIONS: usize = 64;
+
 /// How long requests in flight may take to finish once the endpoints stop;
 /// connections still open then are closed.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -82,8 +94,8 @@ const STOP_LIMIT: Duration = Duration::from_secs(2);
 pub(crate) struct HttpServer {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    /// Disconnected once the thread has finished.
-    finished: std::sync::mpsc::Receiver<()>,
+    /// Resolves (closed) once the thread has finished.
+    finished: Option<oneshot::Receiver<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -102,7 +114,7 @@ impl HttpServer {
                 source,
             })?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let (finishing, finished) = std::sync::mpsc::channel::<()>();
+        let (finishing, finished) = oneshot::channel::<()>();
         let app = router(endpoints);
         let thread = std::thread::Builder::new()
             .name("ringcast-http".into())
@@ -120,9 +132,33 @@ impl HttpServer {
         Ok(Self {
             addr: local,
             stop: Some(stop),
-            finished,
+            finished: Some(finished),
             thread: Some(thread),
         })
+    }
+
+    /// Stops the endpoints: requests in flight get [`STOP_GRACE`], and the
+    /// thread is abandoned (it ends with the process) if it has not
+    /// finished within [`STOP_LIMIT`]. Waits without blocking the caller's
+    /// runtime, so that its other tasks (a second signal) still run.
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(finished) = self.finished.take() else {
+            return;
+        };
+        match tokio::time::timeout(STOP_LIMIT, finished).await {
+            Err(_) => tracing::warn!(
+                limit = ?STOP_LIMIT,
+                "http: the endpoints did not stop in time; abandoning them"
+            ),
+            Ok(_) => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+            }
+        }
     }
 
     /// The address the endpoints listen on.
@@ -132,20 +168,11 @@ impl HttpServer {
 }
 
 impl Drop for HttpServer {
+    /// Without [`stop`](HttpServer::stop) (a server that never ran): asks
+    /// the endpoints to stop, and lets their thread end by itself.
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
-        }
-        match self.finished.recv_timeout(STOP_LIMIT) {
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
-                limit = ?STOP_LIMIT,
-                "http: the endpoints did not stop in time; abandoning them"
-            ),
-            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                if let Some(t) = self.thread.take() {
-                    let _ = t.join();
-                }
-            }
         }
     }
 }
@@ -163,7 +190,7 @@ async fn serve(mut listener: tokio::net::TcpListener, app: Router, stopped: ones
         tokio::select! {
             _ = &mut stopped => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            (stream, _) = Listener::accept(&mut listener) => {
+            (stream, _) = Listener::accept(&mut listener), if conns.len() < CONNECTIONS => {
                 let service = TowerToHyperService::new(app.clone());
                 conns.spawn(serve_connection(stream, service, closing.clone()));
             }
@@ -197,11 +224,22 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    // A test shortens it rather than wait half a minute.
+    let lifetime = if crate::engine::failpoint("http-lifetime-1s") {
+        Duration::from_secs(1)
+    } else {
+        CONNECTION_LIFETIME
+    };
+    let lifetime = tokio::time::sleep(lifetime);
     let served = tokio::select! {
         served = conn.as_mut() => served,
         () = closing.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        () = lifetime => {
+            tracing::debug!(lifetime = ?CONNECTION_LIFETIME, "http: connection open too long; closing it");
+            return;
         }
     };
     if let Err(e) = served {
