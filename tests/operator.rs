@@ -244,6 +244,44 @@ fn ready_means_every_core_accepts() {
     }
 }
 
+#[test]
+fn ready_waits_for_the_last_accept_loop() {
+    for engine in ["uring", "tokio"] {
+        let mut cmd = ServerProcess::command(
+            &[],
+            &["--engine", engine, "--threads", "2", "--ws", "127.0.0.1:0"],
+        );
+        // One accept loop (TCP or WebSocket, on any core) starts 3 s late;
+        // the others at once.
+        cmd.env("RINGCAST_FAILPOINT", "accept-late-one");
+        let mut child = Killed(cmd.spawn().unwrap());
+        let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
+        let metrics = loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "{engine}: exited");
+            if let Some(at) = line.split("metrics at http://").nth(1) {
+                break at.split('/').next().unwrap().to_owned();
+            }
+        };
+        let up = Instant::now();
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        wait_for("/readyz to turn 200", PATIENCE, || {
+            let answer = http_get(&metrics, "/readyz");
+            if answer.starts_with("HTTP/1.0 200") {
+                return Some(());
+            }
+            assert!(answer.starts_with("HTTP/1.0 503"), "{engine}: {answer}");
+            std::thread::sleep(Duration::from_millis(10));
+            None
+        });
+        let waited = up.elapsed();
+        assert!(
+            waited > Duration::from_millis(2500),
+            "{engine}: ready {waited:?} after start, before the late accept loop ran"
+        );
+    }
+}
+
 /// Every core walks its clients a chunk at a time and sends only `limit`.
 fn clients_answers_at_once_with_thousands_connected(engine: EngineChoice) {
     const CLIENTS: usize = 3_000;

@@ -125,7 +125,13 @@ pub(crate) async fn accept_until_stopped<'a, S, F>(
     F: Future<Output = io::Result<(S, SocketAddr)>>,
 {
     let mut stopped = pin!(stop.cancelled());
-    if failpoint("accept-late") {
+    // One accept loop of the process (whichever gets here first), for
+    // `accept-late-one`.
+    static LATE_ONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let late = failpoint("accept-late")
+        || (failpoint("accept-late-one")
+            && !LATE_ONE.swap(true, std::sync::atomic::Ordering::Relaxed));
+    if late {
         // A core that is slow to start: readiness must wait for it.
         ::tokio::select! {
             () = &mut stopped => return,
