@@ -29,7 +29,9 @@
 //!     (`uring/flush`: a core's sends, round by round).
 //! - `ops/`: what operators see.
 //!   - [`ops::metrics`]: per-core counters, summed on scrape.
-//!   - `cluster`: the NATS bridge that shares lines between nodes.
+//!   - `cluster`: the NATS bridge that shares lines between nodes (`events`:
+//!     naming and logging the server it is on; `split`: cutting batches to
+//!     `max_payload` and lines to `--max-line`).
 //!
 //! # Example
 //!
