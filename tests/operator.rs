@@ -179,6 +179,23 @@ impl Drop for Killed {
     }
 }
 
+/// Spawns `cmd` (a [`ServerProcess::command`]) and returns it with the
+/// address of its HTTP endpoints once it logs them; its later log is read
+/// and dropped.
+fn spawn_until_endpoints(mut cmd: std::process::Command, engine: &str) -> (Killed, String) {
+    let mut child = Killed(cmd.spawn().unwrap());
+    let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
+    let metrics = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "{engine}: exited");
+        if let Some(at) = line.split("metrics at http://").nth(1) {
+            break at.split('/').next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, metrics)
+}
+
 #[test]
 fn ready_means_every_core_accepts() {
     for engine in ["uring", "tokio"] {
@@ -190,17 +207,8 @@ fn ready_means_every_core_accepts() {
         cmd.env("NOTIFY_SOCKET", &path)
             .env("RINGCAST_FAILPOINT", "accept-late");
         let ready_file = ServerProcess::ready_file(&cmd);
-        let mut child = Killed(cmd.spawn().unwrap());
-        let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
         // The endpoints are up before the engine starts.
-        let metrics = loop {
-            let mut line = String::new();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "{engine}: exited");
-            if let Some(at) = line.split("metrics at http://").nth(1) {
-                break at.split('/').next().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let (_child, metrics) = spawn_until_endpoints(cmd, engine);
         let mut unready = 0;
         wait_for("/readyz to turn 200", PATIENCE, || {
             let answer = http_get(&metrics, "/readyz");
@@ -254,17 +262,8 @@ fn ready_waits_for_the_last_accept_loop() {
         // One accept loop (TCP or WebSocket, on any core) starts 3 s late;
         // the others at once.
         cmd.env("RINGCAST_FAILPOINT", "accept-late-one");
-        let mut child = Killed(cmd.spawn().unwrap());
-        let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap());
-        let metrics = loop {
-            let mut line = String::new();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "{engine}: exited");
-            if let Some(at) = line.split("metrics at http://").nth(1) {
-                break at.split('/').next().unwrap().to_owned();
-            }
-        };
+        let (_child, metrics) = spawn_until_endpoints(cmd, engine);
         let up = Instant::now();
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         wait_for("/readyz to turn 200", PATIENCE, || {
             let answer = http_get(&metrics, "/readyz");
             if answer.starts_with("HTTP/1.0 200") {

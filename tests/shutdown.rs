@@ -216,14 +216,20 @@ fn read_until_closed(conn: &mut TcpStream, limit: Duration) -> (Vec<u8>, std::io
     }
 }
 
-fn a_half_sent_http_request_does_not_hold_up_shutdown(engine: EngineChoice) {
-    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut server = ServerProcess::start(&["--engine", engine_flag(engine)]);
+/// An HTTP request to `server`'s endpoints with its header cut short,
+/// once the endpoints have served another request after it.
+fn half_sent_request(server: &ServerProcess) -> TcpStream {
     let mut half = TcpStream::connect(&server.metrics).unwrap();
     half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    // Served after the half-sent one was accepted.
     assert!(http_get(&server.metrics, "/healthz").starts_with("HTTP/1.0 200"));
+    half
+}
+
+fn a_half_sent_http_request_does_not_hold_up_shutdown(engine: EngineChoice) {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut server = ServerProcess::start(&["--engine", engine_flag(engine)]);
+    let half = half_sent_request(&server);
     let start = Instant::now();
     server.signal(Signal::SIGTERM);
     let status = server.wait_exit_within(Duration::from_secs(5));
@@ -304,10 +310,7 @@ fn a_second_sigterm_while_the_endpoints_stop_ends_the_process_at_once(engine: En
     let mut server = ServerProcess::start(&["--engine", engine_flag(engine)]);
     // A half-sent request keeps the endpoints stopping for their whole
     // grace (a second), after the drain (nothing to flush).
-    let mut half = TcpStream::connect(&server.metrics).unwrap();
-    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
-    assert!(http_get(&server.metrics, "/healthz").starts_with("HTTP/1.0 200"));
+    let half = half_sent_request(&server);
     server.signal(Signal::SIGTERM);
     wait_for("shutdown to begin", PATIENCE, || {
         let log = server.log.lock().unwrap();
@@ -380,8 +383,20 @@ fn a_server_stopped_before_it_was_ready_skips_the_lame_duck() {
     cmd.env("RINGCAST_FAILPOINT", "accept-late");
     let mut child = cmd.spawn().unwrap();
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    // Its signal handlers are installed before the engine starts.
-    std::thread::sleep(Duration::from_millis(500));
+    // Its signal handlers are installed before it binds, and it logs the
+    // endpoints' address once bound, before the engine starts.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "exited before it was bound"
+        );
+        if line.contains("metrics at http://") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
     let start = Instant::now();
     let status = loop {
