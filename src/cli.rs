@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ringcast::config::{self, ClusterConfig, Config, EngineChoice};
+use ringcast::config::{self, ClusterConfig, Config, EngineChoice, TlsConfig};
 
 /// `ringcast --version`: the package version and the commit it was built
 /// from.
@@ -212,6 +212,47 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RINGCAST_WS", value_name = "ADDR")]
     ws: Option<SocketAddr>,
 
+    /// Serve TLS on --listen and --ws with this certificate chain (PEM,
+    /// the server's certificate first). Needs --tls-key. SIGHUP reads both
+    /// files again: new connections get the new certificate; a bad file
+    /// keeps the old one and logs one error line.
+    #[arg(
+        long,
+        env = "RINGCAST_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "RINGCAST_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<std::path::PathBuf>,
+
+    /// With TLS: also accept plain line clients on ADDR, in the same
+    /// broadcast.
+    #[arg(
+        long,
+        env = "RINGCAST_PLAIN_LISTEN",
+        value_name = "ADDR",
+        requires = "tls_cert"
+    )]
+    plain_listen: Option<SocketAddr>,
+
+    /// With TLS: also accept plain WebSocket clients (and serve the chat
+    /// page over http://) on ADDR, in the same broadcast.
+    #[arg(
+        long,
+        env = "RINGCAST_PLAIN_WS",
+        value_name = "ADDR",
+        requires = "tls_cert"
+    )]
+    plain_ws: Option<SocketAddr>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics, and /healthz,
     /// /readyz and /clients. A request header must arrive within 3 s.
     #[arg(long, env = "RINGCAST_METRICS", value_name = "ADDR")]
@@ -271,6 +312,16 @@ impl ServeArgs {
             handshake_timeout: self.handshake_timeout,
             slow_disconnect: self.slow_disconnect,
             ws: self.ws,
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| TlsConfig {
+                    cert,
+                    key,
+                    plain_listen: self.plain_listen,
+                    plain_ws: self.plain_ws,
+                }),
             metrics: self.metrics,
             cluster: self.cluster.as_ref().map(|url| ClusterConfig {
                 url: url.clone(),

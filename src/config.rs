@@ -104,6 +104,22 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// The NATS cluster to share lines with, if any.
     pub cluster: Option<ClusterConfig>,
+    /// TLS on `listen` and `ws`, if any.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS for line and WebSocket clients (`--tls-cert`, `--tls-key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, the server's own first.
+    pub cert: std::path::PathBuf,
+    /// PEM file with the private key.
+    pub key: std::path::PathBuf,
+    /// Where to accept plain line clients besides the TLS ones, if anywhere.
+    pub plain_listen: Option<SocketAddr>,
+    /// Where to accept plain WebSocket clients besides the TLS ones, if
+    /// anywhere.
+    pub plain_ws: Option<SocketAddr>,
 }
 
 /// Default `--listen`.
@@ -186,6 +202,7 @@ impl Default for Config {
             ws: None,
             metrics: None,
             cluster: None,
+            tls: None,
         }
     }
 }

@@ -64,4 +64,5 @@ pub use config::{ClusterConfig, Config, Engine, EngineChoice};
 /// changes), or `unknown`.
 pub const COMMIT: &str = env!("RINGCAST_COMMIT");
 pub use error::Error;
+pub use policy::tls::Certs;
 pub use server::Server;

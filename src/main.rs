@@ -91,8 +91,19 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             tracing::info!(%addr, "metrics at http://{addr}/metrics");
         }
         if let Some(addr) = server.ws_addr() {
-            tracing::info!(%addr, "websocket clients at ws://{addr}/, the chat page at http://{addr}/");
+            if server.tls().is_some() {
+                tracing::info!(%addr, "websocket clients at wss://{addr}/, the chat page at https://{addr}/");
+            } else {
+                tracing::info!(%addr, "websocket clients at ws://{addr}/, the chat page at http://{addr}/");
+            }
         }
+        if let Some(addr) = server.plain_addr() {
+            tracing::info!(%addr, "plain line clients beside TLS at {addr}");
+        }
+        if let Some(addr) = server.plain_ws_addr() {
+            tracing::info!(%addr, "plain websocket clients beside TLS at ws://{addr}/");
+        }
+        let certs = server.tls();
         let ready_file = args.ready_file.clone();
         let addresses = addresses(&server);
         // Once every core accepts: scripts and systemd (Type=notify) may
@@ -114,9 +125,21 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
                     _ = term.recv() => "SIGTERM",
                     _ = int.recv() => "SIGINT",
                     _ = hup.recv() => {
-                        tracing::info!(
-                            "SIGHUP received: nothing to reload, the configuration is read at start and logs go to stderr; still serving"
-                        );
+                        match &certs {
+                            Some(certs) => match certs.reload() {
+                                Ok(()) => tracing::info!(
+                                    cert = %certs.cert_path().display(),
+                                    "SIGHUP received: TLS certificate reloaded; new connections use it"
+                                ),
+                                Err(e) => tracing::error!(
+                                    error = %e,
+                                    "SIGHUP received: cannot reload the TLS certificate; keeping the old one"
+                                ),
+                            },
+                            None => tracing::info!(
+                                "SIGHUP received: nothing to reload, the configuration is read at start and logs go to stderr; still serving"
+                            ),
+                        }
                         continue;
                     }
                 };
@@ -158,6 +181,9 @@ fn addresses(server: &ringcast::Server) -> serde_json::Value {
         "listen": server.local_addr().to_string(),
         "metrics": server.metrics_addr().map(|a| a.to_string()),
         "ws": server.ws_addr().map(|a| a.to_string()),
+        "plain_listen": server.plain_addr().map(|a| a.to_string()),
+        "plain_ws": server.plain_ws_addr().map(|a| a.to_string()),
+        "tls": server.tls().is_some(),
         "engine": server.engine().name(),
         "pid": std::process::id(),
     })

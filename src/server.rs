@@ -11,11 +11,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Engine, EngineChoice};
-use crate::engine::{self, Control, Listening};
+use crate::engine::{self, Control, Endpoint, Listening};
 use crate::error::Error;
-use crate::ops::clients::{self, Clients};
+use crate::ops::clients::{self, Clients, Transport};
 use crate::ops::http::{Endpoints, HttpServer};
 use crate::ops::metrics::Metrics;
+use crate::policy::tls::Certs;
 use crate::sys::net;
 
 /// A bound server, ready to [`run`](Server::run).
@@ -23,10 +24,13 @@ use crate::sys::net;
 pub struct Server {
     config: Config,
     engine: Engine,
-    listeners: Vec<TcpListener>,
-    ws_listeners: Vec<TcpListener>,
+    /// Each core's listeners (one set for tokio).
+    listening: Vec<Listening>,
     local_addr: SocketAddr,
     ws_addr: Option<SocketAddr>,
+    plain_addr: Option<SocketAddr>,
+    plain_ws_addr: Option<SocketAddr>,
+    tls: Option<Arc<Certs>>,
     metrics: Arc<Metrics>,
     http: Option<HttpServer>,
     ready: Arc<AtomicBool>,
@@ -63,18 +67,35 @@ impl Server {
             Engine::Uring => threads,
             Engine::Tokio => 1,
         };
-        let listeners =
-            net::bind_listeners(config.listen, listener_count, &config.sockets(), engine)?;
-        let local_addr = listeners[0].local_addr().map_err(|source| Error::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        warn_if_sndbuf_capped(config.sndbuf, &listeners[0]);
-        let ws_listeners = match config.ws {
-            Some(addr) => net::bind_listeners(addr, listener_count, &config.sockets(), engine)?,
-            None => Vec::new(),
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|t| Certs::load(&t.cert, &t.key).map(Arc::new))
+            .transpose()
+            .map_err(Error::Config)?;
+        let mut listening: Vec<Listening> = (0..listener_count).map(|_| Vec::new()).collect();
+        // Binds `addr` once per core, for `transport` clients; returns the
+        // bound address.
+        let mut bind = |addr: Option<SocketAddr>, transport, tls: &Option<Arc<Certs>>| {
+            let Some(addr) = addr else {
+                return Ok::<_, Error>(None);
+            };
+            let listeners = net::bind_listeners(addr, listener_count, &config.sockets(), engine)?;
+            let bound = listeners[0]
+                .local_addr()
+                .map_err(|source| Error::Bind { addr, source })?;
+            warn_if_sndbuf_capped(config.sndbuf, &listeners[0]);
+            for (core, listener) in listening.iter_mut().zip(listeners) {
+                let tls = tls.clone();
+                core.push((listener, Endpoint { transport, tls }));
+            }
+            Ok(Some(bound))
         };
-        let ws_addr = ws_listeners.first().and_then(|l| l.local_addr().ok());
+        let plain = config.tls.as_ref();
+        let local_addr = bind(Some(config.listen), Transport::Tcp, &tls)?.unwrap_or(config.listen);
+        let ws_addr = bind(config.ws, Transport::Websocket, &tls)?;
+        let plain_addr = bind(plain.and_then(|t| t.plain_listen), Transport::Tcp, &None)?;
+        let plain_ws_addr = bind(plain.and_then(|t| t.plain_ws), Transport::Websocket, &None)?;
         let mut config = config;
         if let Some(cluster) = config.cluster.as_mut().filter(|c| c.node_id.is_none()) {
             // The default id is only known once the port is.
@@ -105,10 +126,12 @@ impl Server {
         Ok(Self {
             config,
             engine,
-            listeners,
-            ws_listeners,
+            listening,
             local_addr,
             ws_addr,
+            plain_addr,
+            plain_ws_addr,
+            tls,
             metrics,
             http,
             ready,
@@ -125,6 +148,24 @@ impl Server {
     /// The address WebSocket clients connect to (`--ws`), if enabled.
     pub fn ws_addr(&self) -> Option<SocketAddr> {
         self.ws_addr
+    }
+
+    /// The address plain line clients connect to beside TLS
+    /// (`--plain-listen`), if enabled.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain_addr
+    }
+
+    /// The address plain WebSocket clients connect to beside TLS
+    /// (`--plain-ws`), if enabled.
+    pub fn plain_ws_addr(&self) -> Option<SocketAddr> {
+        self.plain_ws_addr
+    }
+
+    /// The TLS certificates, if clients are served TLS: reload them with
+    /// [`Certs::reload`].
+    pub fn tls(&self) -> Option<Arc<Certs>> {
+        self.tls.clone()
     }
 
     /// The address of the HTTP endpoints (`/metrics`, ...), if enabled.
@@ -179,17 +220,9 @@ impl Server {
             exits,
             accepting,
         };
-        let mut ws = self.ws_listeners.into_iter();
-        let listening: Vec<Listening> = self
-            .listeners
-            .into_iter()
-            .map(|tcp| Listening { tcp, ws: ws.next() })
-            .collect();
+        let listening = self.listening;
         // One accept loop per listener.
-        let mut accept_loops: usize = listening
-            .iter()
-            .map(|l| 1 + usize::from(l.ws.is_some()))
-            .sum();
+        let mut accept_loops: usize = listening.iter().map(Vec::len).sum();
         let started = match self.engine {
             Engine::Uring => engine::uring::start(
                 listening,

@@ -16,13 +16,16 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::ops::clients::Transport;
 use crate::ops::metrics::Shard;
 use crate::policy::limits::{AcceptBackoff, Gate};
+use crate::policy::tls::{Certs, Tls};
 
 /// How the coordinator steers an engine through shutdown.
 #[derive(Debug, Clone)]
@@ -44,13 +47,31 @@ pub(crate) struct Control {
     pub accepting: mpsc::UnboundedSender<()>,
 }
 
-/// What one core (or the tokio runtime) accepts clients on.
-#[derive(Debug)]
-pub(crate) struct Listening {
-    /// Line clients.
-    pub(crate) tcp: std::net::TcpListener,
-    /// WebSocket clients (`--ws`), if any.
-    pub(crate) ws: Option<std::net::TcpListener>,
+/// What one core (or the tokio runtime) accepts clients on: a listener
+/// for each of `--listen`, `--ws`, `--plain-listen` and `--plain-ws` that
+/// is set.
+pub(crate) type Listening = Vec<(std::net::TcpListener, Endpoint)>;
+
+/// What a listener's clients speak.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    /// Lines or WebSocket.
+    pub(crate) transport: Transport,
+    /// TLS with these certificates, or plain.
+    pub(crate) tls: Option<Arc<Certs>>,
+}
+
+impl Endpoint {
+    /// True if its connections hold a pending-handshake slot until their
+    /// handshake completes, and a `--max-clients` slot only then.
+    pub(crate) fn handshakes_first(&self) -> bool {
+        self.transport == Transport::Websocket || self.tls.is_some()
+    }
+
+    /// A new connection's TLS state: `Ok(None)` for a plain listener.
+    pub(crate) fn tls(&self) -> Result<Option<Tls>, rustls::Error> {
+        self.tls.as_ref().map(|certs| certs.accept()).transpose()
+    }
 }
 
 /// Held by every engine thread: if the thread ends (returns or panics)

@@ -10,4 +10,5 @@ pub(crate) mod line;
 pub(crate) mod outbound;
 pub(crate) mod patience;
 pub(crate) mod run;
+pub(crate) mod tls;
 pub(crate) mod websocket;

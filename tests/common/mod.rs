@@ -13,6 +13,8 @@ use ringcast::ops::clients::{ClientInfo, Clients, SortBy};
 use ringcast::ops::metrics::{Metrics, Totals};
 use ringcast::{Config, EngineChoice, Server};
 
+pub mod tls;
+
 /// Generous upper bound for anything a test waits for; a correct server
 /// meets it with a wide margin, a broken one fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -25,6 +27,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Where WebSocket clients connect, with `--ws`.
     pub ws_addr: Option<SocketAddr>,
+    /// Where plain line clients connect beside TLS, with `--plain-listen`.
+    pub plain_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
     clients: Clients,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -53,6 +57,7 @@ impl TestServer {
         let server = Server::bind(config).expect("bind test server");
         let addr = server.local_addr();
         let ws_addr = server.ws_addr();
+        let plain_addr = server.plain_addr();
         let metrics = server.metrics();
         let clients = server.clients();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -68,6 +73,7 @@ impl TestServer {
         Self {
             addr,
             ws_addr,
+            plain_addr,
             metrics,
             clients,
             stop: Some(stop),

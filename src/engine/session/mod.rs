@@ -37,6 +37,7 @@ use crate::policy::limits::Throttle;
 use crate::policy::outbound::{Episode, Flushed, Offer, Outbound, SendBuf, Sent};
 use crate::policy::patience::Patience;
 use crate::policy::run::{Kind, Run};
+use crate::policy::tls::{self, Tls};
 
 /// What every connection of a server is told.
 #[derive(Debug, Clone, Copy)]
@@ -175,6 +176,9 @@ pub(crate) struct Session {
     linger: Linger,
     /// Which limit the connection counts against.
     slot: Slot,
+    /// A TLS client's session: what the queue holds is sealed on its way
+    /// to the kernel.
+    tls: Option<Box<Tls>>,
 }
 
 /// Which limit a connection counts against.
@@ -183,8 +187,8 @@ pub(crate) enum Slot {
     /// `--max-clients`: a line client, or a WebSocket client past its
     /// handshake.
     Client,
-    /// The pending handshakes' own bound: a WebSocket connection before
-    /// its handshake completed (or one answered with plain HTTP).
+    /// The pending handshakes' own bound: a TLS or WebSocket connection
+    /// before its handshake completed (or one answered with plain HTTP).
     Handshake,
 }
 
@@ -258,21 +262,25 @@ pub(crate) enum Next {
 }
 
 impl Session {
-    /// A new connection, active at `tick`.
+    /// A new connection, active at `tick`; `tls` if it came to a TLS
+    /// listener. A TLS or WebSocket client takes messages, and a
+    /// `--max-clients` slot, once its handshake completed.
     pub(crate) fn new(
         id: u64,
         peer: SocketAddr,
         core: usize,
         transport: Transport,
+        tls: Option<Tls>,
         settings: &Settings,
         tick: u64,
     ) -> Self {
+        let plain_lines = transport == Transport::Tcp && tls.is_none();
         Self {
             id,
             peer,
             core,
             transport,
-            open: transport == Transport::Tcp,
+            open: plain_lines,
             closing: None,
             connected: Instant::now(),
             sent: 0,
@@ -284,11 +292,24 @@ impl Session {
             publishing: false,
             stalled_since: None,
             linger: Linger::No,
-            slot: match transport {
-                Transport::Tcp => Slot::Client,
-                Transport::Websocket => Slot::Handshake,
+            slot: if plain_lines {
+                Slot::Client
+            } else {
+                Slot::Handshake
             },
+            tls: tls.map(Box::new),
         }
+    }
+
+    /// True for a client of a TLS listener.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// True while something waits to be sent: queued, or (TLS) sealed or
+    /// to be written by the TLS session.
+    fn has_output(&self) -> bool {
+        !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.has_output())
     }
 
     /// Which limit the connection counts against now.
@@ -402,7 +423,7 @@ impl Session {
             core: self.core,
             transport: self.transport,
             connected_secs: self.connected.elapsed().as_secs_f64(),
-            queued: self.out.len(),
+            queued: self.out.len() + self.tls.as_ref().map_or(0, |t| t.sealed()),
             sent: self.sent,
             dropped: self.dropped,
             slow: self.out.episode().is_some(),
@@ -542,7 +563,7 @@ impl Session {
                 give_up: Some(give_up),
             };
         }
-        if self.out.is_empty() {
+        if !self.has_output() {
             return match (self.closing, flushing) {
                 (Some(reason), _) => Next::Close(reason),
                 (None, Some(_)) => Next::Close(CloseReason::Shutdown),
@@ -560,23 +581,49 @@ impl Session {
     /// vectored send that completes at once.
     pub(crate) fn flush(
         &mut self,
-        send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+        mut send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
         cx: &Cx<'_>,
     ) -> Turn {
-        let behind = self.out.is_behind();
-        let mut sent = Sent::default();
-        let flushed = self.out.flush(send, &mut sent);
-        self.settle(flushed, sent, behind, cx)
+        if self.tls.is_none() {
+            let behind = self.out.is_behind();
+            let mut sent = Sent::default();
+            let flushed = self.out.flush(send, &mut sent);
+            let took = sent.bytes + sent.own_bytes > 0;
+            return self.settle(flushed, sent, took, behind, cx);
+        }
+        // TLS: one record at a time, until nothing is left or the kernel
+        // refuses.
+        let mut room = false;
+        loop {
+            let mut wire = Wire::default();
+            let offered = self.fill(&mut wire);
+            let Some(wire) = wire.0.filter(|_| offered > 0) else {
+                return Turn { close: None, room };
+            };
+            let turn = self.sent(send(&[IoSlice::new(&wire)]), offered, cx);
+            room |= turn.room;
+            if turn.close.is_some() || self.out.is_blocked() {
+                return Turn { room, ..turn };
+            }
+        }
     }
 
     /// Puts what the next send hands the kernel into `out`; returns how
     /// many bytes that is. Report the kernel's answer with
-    /// [`sent`](Self::sent).
-    pub(crate) fn fill<'a>(&'a self, out: &mut impl SendBuf<'a>) -> usize {
+    /// [`sent`](Self::sent). For a TLS client, this is where the queue is
+    /// sealed, a record at a time.
+    pub(crate) fn fill<'a>(&'a mut self, out: &mut impl SendBuf<'a>) -> usize {
         if self.closed || self.out.is_blocked() {
             return 0;
         }
-        self.out.fill(out)
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.seal(&mut self.out);
+        }
+        let this: &'a Session = self;
+        match this.tls.as_deref() {
+            Some(tls) => tls.fill(out),
+            None => this.out.fill(out),
+        }
     }
 
     /// The kernel's answer to a send of the `offered` bytes
@@ -584,13 +631,52 @@ impl Session {
     pub(crate) fn sent(&mut self, result: io::Result<usize>, offered: usize, cx: &Cx<'_>) -> Turn {
         let behind = self.out.is_behind();
         let mut sent = Sent::default();
-        let flushed = self.out.sent(result, offered, &mut sent);
-        self.settle(flushed, sent, behind, cx)
+        let Some(tls) = self.tls.as_deref_mut() else {
+            let flushed = self.out.sent(result, offered, &mut sent);
+            let took = sent.bytes + sent.own_bytes > 0;
+            return self.settle(flushed, sent, took, behind, cx);
+        };
+        let (flushed, took, room) = match result {
+            Ok(n) => match tls.took(n) {
+                // The kernel took only part of the record: its buffer is
+                // full.
+                None => (
+                    self.out
+                        .sent(Err(io::ErrorKind::WouldBlock.into()), 0, &mut sent),
+                    n > 0,
+                    false,
+                ),
+                Some(carried) => {
+                    sent = carried.sent;
+                    if let Some(episode) = carried.caught_up {
+                        self.caught_up(episode, cx);
+                    }
+                    let flushed = if self.has_output() {
+                        Flushed::More
+                    } else {
+                        Flushed::Drained { caught_up: None }
+                    };
+                    (flushed, true, carried.room)
+                }
+            },
+            Err(e) => (self.out.sent(Err(e), 0, &mut sent), false, false),
+        };
+        let turn = self.settle(flushed, sent, took, behind, cx);
+        Turn {
+            room: turn.room || (room && sent.messages > 0),
+            ..turn
+        }
     }
 
-    fn settle(&mut self, flushed: Flushed, sent: Sent, behind: bool, cx: &Cx<'_>) -> Turn {
+    fn settle(
+        &mut self,
+        flushed: Flushed,
+        sent: Sent,
+        took: bool,
+        behind: bool,
+        cx: &Cx<'_>,
+    ) -> Turn {
         self.count_sent(sent, cx);
-        let took = sent.bytes + sent.own_bytes > 0;
         let close = match flushed {
             Flushed::Drained { caught_up } => {
                 if let Some(episode) = caught_up {
@@ -620,6 +706,29 @@ impl Session {
         }
     }
 
+    /// Decrypts what a TLS client sent, moving up to `max` bytes of
+    /// plaintext onto `plain` (see [`Tls::read`]).
+    pub(crate) fn tls_input(
+        &mut self,
+        cipher: &mut bytes::BytesMut,
+        plain: &mut bytes::BytesMut,
+        max: usize,
+    ) -> TlsInput {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return TlsInput {
+                input: Ok(tls::Input::Need),
+                wake: false,
+                established: false,
+            };
+        };
+        let input = tls.read(cipher, plain, max);
+        TlsInput {
+            established: input.is_ok() && tls.just_established(),
+            wake: tls.has_output() && !self.out.is_blocked() && !self.closed,
+            input,
+        }
+    }
+
     /// The socket is writable again: the queue may go to the kernel.
     pub(crate) fn writable(&mut self) {
         self.out.unblock();
@@ -638,6 +747,9 @@ impl Session {
         }
         if self.slot == Slot::Handshake {
             cx.shard.handshake_ended();
+        }
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.clear();
         }
         if self.out.clear().is_some() {
             cx.shard.slow_ended();
@@ -672,6 +784,34 @@ impl Session {
                 "slow client caught up; it takes messages again"
             );
         }
+    }
+}
+
+/// What reading a TLS client's bytes came to.
+#[derive(Debug)]
+pub(crate) struct TlsInput {
+    /// Plaintext, the end of the session, or a need for more ciphertext;
+    /// an error is the client's (a broken record, a failed handshake).
+    pub(crate) input: io::Result<tls::Input>,
+    /// The TLS session has something to send (a handshake answer): the
+    /// writer should look.
+    pub(crate) wake: bool,
+    /// The handshake has just completed.
+    pub(crate) established: bool,
+}
+
+/// A [`SendBuf`] that keeps a handle to the one piece a TLS client's
+/// [`Session::fill`] gives.
+#[derive(Default)]
+struct Wire(Option<Bytes>);
+
+impl SendBuf<'_> for Wire {
+    fn copy(&mut self, part: &[u8]) {
+        self.0 = Some(Bytes::copy_from_slice(part));
+    }
+
+    fn refer(&mut self, bytes: &Bytes, start: usize) {
+        self.0 = Some(bytes.slice(start..));
     }
 }
 
@@ -759,7 +899,7 @@ mod tests {
         };
         let peer = "127.0.0.1:1".parse().expect("an address");
         let sessions: Vec<Session> = (0..100)
-            .map(|id| Session::new(id, peer, 0, Transport::Websocket, &settings, 0))
+            .map(|id| Session::new(id, peer, 0, Transport::Websocket, None, &settings, 0))
             .collect();
         let logged = sessions
             .iter()

@@ -1,6 +1,8 @@
 //! A connection's reader: bytes in, runs of lines out to
 //! [`Host::publish`], for line clients and WebSocket clients alike.
 
+use std::future::Future;
+use std::io;
 use std::net::Shutdown;
 use std::pin::pin;
 use std::time::Instant;
@@ -9,6 +11,7 @@ use super::{Action, CloseReason, Host, LINGER, Link, Session, close};
 use crate::ops::clients::Transport;
 use crate::policy::inbound::Inbound;
 use crate::policy::run::{RUN_LINES, Run};
+use crate::policy::tls;
 use crate::policy::websocket::{self, Decoder, Event, Opening};
 
 /// Lines a reader publishes before it lets the other tasks of its core
@@ -16,10 +19,11 @@ use crate::policy::websocket::{self, Decoder, Event, Opening};
 pub(crate) const LINE_BUDGET: usize = 256;
 
 /// Reads lines from the client and publishes them, in order, until the
-/// client leaves, sends an overlong line, or shutdown begins. A WebSocket
-/// client's frames are taken apart first (see [`websocket`]); its
-/// handshake must arrive within `--handshake-timeout`. A client the server
-/// answers and closes gets [`LINGER`] to read the answer.
+/// client leaves, sends an overlong line, or shutdown begins. A TLS
+/// client's records are decrypted first (see [`tls`]), and a WebSocket
+/// client's frames taken apart (see [`websocket`]); their handshakes must
+/// complete within `--handshake-timeout`. A client the server answers and
+/// closes gets [`LINGER`] to read the answer.
 pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
     let settings = *host.cx().settings;
     let max_line = settings.max_line;
@@ -33,14 +37,27 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
             Inbound::new(max_line.saturating_add(websocket::MAX_HEADER)),
         ),
     };
+    // A TLS client's ciphertext, before it is decrypted into `inbound`.
+    let mut cipher = link.with(|s| s.is_tls()).then(|| Inbound::new(0));
+    let mut established = false;
     let handshake_by = Instant::now() + settings.handshake_timeout;
     // Lines published since the other tasks of the core last ran.
     let mut spent = 0;
     let mut answered = None;
     loop {
         let max = inbound.prepare();
-        let result = if let Framing::Handshake(_) = framing {
-            match read_until(link, &mut inbound, max, handshake_by).await {
+        let handshaking =
+            matches!(framing, Framing::Handshake(_)) || (cipher.is_some() && !established);
+        let read = async {
+            match cipher.as_mut() {
+                None => link.read(&mut inbound, max).await.map(Some),
+                Some(cipher) => {
+                    read_tls(host, link, cipher, &mut inbound, max, &mut established).await
+                }
+            }
+        };
+        let result = if handshaking {
+            match within(link, read, handshake_by).await {
                 Some(result) => result,
                 None => {
                     host.cx().shard.handshake_timed_out();
@@ -49,14 +66,16 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
                 }
             }
         } else {
-            link.read(&mut inbound, max).await
+            read.await
         };
         // During shutdown a reader publishes the lines it already holds,
         // then stops, however much the client still sends.
         let stopping = host.stopping();
         let reason = match result {
-            Ok(0) => Some(CloseReason::PeerClosed),
-            Ok(n) => {
+            // A TLS handshake completed: the next read has no deadline.
+            Ok(None) => continue,
+            Ok(Some(0)) => Some(CloseReason::PeerClosed),
+            Ok(Some(n)) => {
                 inbound.filled(n);
                 None
             }
@@ -118,16 +137,72 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
     }
 }
 
+/// Reads a TLS client's records into `cipher` until they give plaintext,
+/// and moves up to `max` bytes of it onto `inbound`'s buffer; `Ok(Some(0))`
+/// once the client closed. Wakes the writer when the TLS session has
+/// something to send (its handshake answers). When the handshake
+/// completes, admits a line client and returns `Ok(None)`.
+async fn read_tls<H: Host>(
+    host: &H,
+    link: &H::Link,
+    cipher: &mut Inbound,
+    inbound: &mut Inbound,
+    max: usize,
+    established: &mut bool,
+) -> io::Result<Option<usize>> {
+    loop {
+        let step = link.with(|s| s.tls_input(cipher.buffer(), inbound.buffer(), max));
+        if step.wake {
+            host.wake(link);
+        }
+        let input = step.input?;
+        if step.established {
+            *established = true;
+            if !admit_tls(host, link) {
+                close(host, link, CloseReason::Rejected);
+                return Ok(Some(0));
+            }
+            if input == tls::Input::Need {
+                return Ok(None);
+            }
+        }
+        match input {
+            tls::Input::Plain(n) => return Ok(Some(n)),
+            tls::Input::Closed => return Ok(Some(0)),
+            tls::Input::Need => {}
+        }
+        let room = cipher.prepare();
+        let n = link.read(cipher, room).await?;
+        if n == 0 {
+            return Ok(Some(0));
+        }
+        cipher.filled(n);
+    }
+}
+
+/// A TLS client completed its handshake: a line client takes a
+/// `--max-clients` slot now, from its handshake slot, and takes messages;
+/// false if every slot is taken (counted and reported). A WebSocket client
+/// does so at its own handshake.
+fn admit_tls<H: Host>(host: &H, link: &H::Link) -> bool {
+    let cx = host.cx();
+    link.with(|s| {
+        if s.transport() != Transport::Tcp {
+            return true;
+        }
+        let admitted = !s.closed && host.admit_client(s.peer);
+        if admitted {
+            s.open(&cx);
+        }
+        admitted
+    })
+}
+
 /// A read that gives up at `until`: `None` if it did. The read is ended by
 /// shutting the socket's read side down and waited for, not dropped: on
 /// io_uring a dropped read would go on in the kernel.
-async fn read_until(
-    link: &impl Link,
-    inbound: &mut Inbound,
-    max: usize,
-    until: Instant,
-) -> Option<std::io::Result<usize>> {
-    let mut read = pin!(link.read(inbound, max));
+async fn within<T>(link: &impl Link, read: impl Future<Output = T>, until: Instant) -> Option<T> {
+    let mut read = pin!(read);
     tokio::select! {
         result = &mut read => Some(result),
         () = tokio::time::sleep_until(until.into()) => {
@@ -148,7 +223,7 @@ async fn linger<H: Host>(host: &H, link: &H::Link, inbound: &mut Inbound, reason
     loop {
         inbound.buffer().clear();
         let max = inbound.prepare();
-        match read_until(link, inbound, max, until).await {
+        match within(link, link.read(inbound, max), until).await {
             Some(Ok(n)) if n > 0 => {}
             _ => break,
         }

@@ -8,7 +8,7 @@
 
 mod conn;
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -25,12 +25,12 @@ use super::session::{
     self, CloseReason, Cx, Host, Link as _, LogLimits, Next, Session, Settings, Slot,
 };
 use super::{
-    Control, ExitWatch, IDLE_TICKS, Listening, Roster, accept_until_stopped, close_spread_out,
-    failpoint, notified_until, sweep_idle_forever,
+    Control, Endpoint, ExitWatch, IDLE_TICKS, Listening, Roster, accept_until_stopped,
+    close_spread_out, failpoint, notified_until, sweep_idle_forever,
 };
 use crate::config::Config;
 use crate::error::Error;
-use crate::ops::clients::{self, Transport};
+use crate::ops::clients;
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
 use crate::policy::limits::Gate;
@@ -105,14 +105,17 @@ pub(crate) fn start(
     });
     let listeners = {
         let _guard = runtime.enter();
-        let tokio_listener = |l: StdListener| {
-            TcpListener::from_std(l).map_err(|source| Error::Runtime {
-                engine: "tokio",
-                source,
+        listening
+            .into_iter()
+            .map(|(l, endpoint)| {
+                TcpListener::from_std(l)
+                    .map(|l| (l, endpoint))
+                    .map_err(|source| Error::Runtime {
+                        engine: "tokio",
+                        source,
+                    })
             })
-        };
-        let ws = listening.ws.map(tokio_listener).transpose()?;
-        (tokio_listener(listening.tcp)?, ws)
+            .collect::<Result<Vec<_>, _>>()?
     };
     if let (Some(cluster), Some(out)) = (config.cluster.clone(), hub.cluster_out.clone()) {
         let alive = control.alive.clone();
@@ -398,22 +401,18 @@ impl Hub {
         session::deliver(self, &self.snapshot(), runs).await
     }
 
-    async fn serve(
-        self: Arc<Self>,
-        (tcp, ws): (TcpListener, Option<TcpListener>),
-        control: &Control,
-    ) {
+    async fn serve(self: Arc<Self>, listeners: Vec<(TcpListener, Endpoint)>, control: &Control) {
         if let Some(timeout) = self.idle_timeout {
             tokio::spawn(Arc::clone(&self).sweep_idle(timeout));
         }
         let hub = Arc::clone(&self);
         tokio::spawn(async move { hub.coalescer.run_with(EpollTimer::new).await });
-        let ws = async {
-            if let Some(ws) = ws {
-                self.accept(ws, Transport::Websocket, control).await;
-            }
-        };
-        tokio::join!(self.accept(tcp, Transport::Tcp, control), ws);
+        futures_util::future::join_all(
+            listeners
+                .into_iter()
+                .map(|(listener, endpoint)| self.accept(listener, endpoint, control)),
+        )
+        .await;
         if let Some(over) = self.lame_duck {
             close_spread_out(
                 over,
@@ -438,17 +437,18 @@ impl Hub {
         self.wait_changed(|| self.conns().is_empty()).await;
     }
 
-    /// Accepts `transport` clients on `listener` until accepting ends.
+    /// Accepts `endpoint` clients on `listener` until accepting ends.
     async fn accept(
         self: &Arc<Self>,
         listener: TcpListener,
-        transport: Transport,
+        endpoint: Endpoint,
         control: &Control,
     ) {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-        let gate = match transport {
-            Transport::Tcp => &self.gate,
-            Transport::Websocket => &self.handshakes,
+        let gate = if endpoint.handshakes_first() {
+            &self.handshakes
+        } else {
+            &self.gate
         };
         accept_until_stopped(
             0,
@@ -460,19 +460,35 @@ impl Hub {
             || self.shard(),
             || listener.accept(),
             || net::stop_listening(fd),
-            |stream, peer| self.admit(stream, peer, transport),
+            |stream, peer| self.admit(stream, peer, &endpoint),
         )
         .await;
     }
 
-    fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, transport: Transport) {
+    fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, endpoint: &Endpoint) {
+        let tls = match endpoint.tls() {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::error!(error = %e, %peer, "cannot start a TLS session; closing the connection");
+                self.handshakes.release();
+                return;
+            }
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
-        let session = Session::new(id, peer, 0, transport, &self.settings, self.tick());
+        let session = Session::new(
+            id,
+            peer,
+            0,
+            endpoint.transport,
+            tls,
+            &self.settings,
+            self.tick(),
+        );
         let conn = Arc::new(Conn::new(session, stream));
         let key = self.conns_mut().insert(Arc::clone(&conn));
         conn.with(|s| s.set_key(key));
         self.shard().accepted();
-        if transport == Transport::Websocket {
+        if endpoint.handshakes_first() {
             self.shard().handshake_begun();
         }
         self.readers.fetch_add(1, Ordering::SeqCst);

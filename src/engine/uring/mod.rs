@@ -34,12 +34,12 @@ use self::flush::Flusher;
 use super::mesh::{self, Doorbell, Inbox, Outbox, Pushed};
 use super::session::{self, CloseReason, Cx, Host, Link as _, LogLimits, Session, Slot};
 use super::{
-    Control, ExitWatch, IDLE_TICKS, Listening, Roster, accept_until_stopped, close_spread_out,
-    failpoint, notified_until, sweep_idle_forever,
+    Control, Endpoint, ExitWatch, IDLE_TICKS, Listening, Roster, accept_until_stopped,
+    close_spread_out, failpoint, notified_until, sweep_idle_forever,
 };
 use crate::config::Config;
 use crate::error::Error;
-use crate::ops::clients::{self, Transport};
+use crate::ops::clients;
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::Coalescer;
 use crate::policy::limits::Gate;
@@ -364,12 +364,12 @@ impl Core {
 
     /// Accepts until shutdown begins, then shuts down gracefully.
     async fn serve(self: Rc<Self>, listening: Listening, control: &Control) {
-        let ws = async {
-            if let Some(ws) = listening.ws {
-                self.accept(ws, Transport::Websocket, control).await;
-            }
-        };
-        tokio::join!(self.accept(listening.tcp, Transport::Tcp, control), ws);
+        futures_util::future::join_all(
+            listening
+                .into_iter()
+                .map(|(listener, endpoint)| self.accept(listener, endpoint, control)),
+        )
+        .await;
         if let Some(over) = self.settings.lame_duck {
             close_spread_out(
                 over,
@@ -397,20 +397,16 @@ impl Core {
         self.wait_changed(|| self.conns.borrow().is_empty()).await;
     }
 
-    /// Accepts `transport` clients on `listener` until accepting ends.
-    async fn accept(
-        self: &Rc<Self>,
-        listener: StdListener,
-        transport: Transport,
-        control: &Control,
-    ) {
+    /// Accepts `endpoint` clients on `listener` until accepting ends.
+    async fn accept(self: &Rc<Self>, listener: StdListener, endpoint: Endpoint, control: &Control) {
         // Kept to shut the socket down when accepting stops; the listener
         // itself lives until every op on it has completed.
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let listener = TcpListener::from_std(listener);
-        let gate = match transport {
-            Transport::Tcp => &self.shared.gate,
-            Transport::Websocket => &self.shared.handshakes,
+        let gate = if endpoint.handshakes_first() {
+            &self.shared.handshakes
+        } else {
+            &self.shared.gate
         };
         accept_until_stopped(
             self.index,
@@ -423,7 +419,7 @@ impl Core {
             || listener.accept(),
             // Refuses new connects, and ends the accept in flight.
             || net::stop_listening(fd),
-            |stream, peer| self.admit(stream, peer, transport),
+            |stream, peer| self.admit(stream, peer, &endpoint),
         )
         .await;
     }
@@ -432,8 +428,16 @@ impl Core {
         self: &Rc<Self>,
         stream: tokio_uring::net::TcpStream,
         peer: std::net::SocketAddr,
-        transport: Transport,
+        endpoint: &Endpoint,
     ) {
+        let tls = match endpoint.tls() {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::error!(error = %e, %peer, "cannot start a TLS session; closing the connection");
+                self.shared.handshakes.release();
+                return;
+            }
+        };
         let seq = self.next_id.get();
         self.next_id.set(seq + 1);
         let id = seq * self.shared.cores as u64 + self.index as u64;
@@ -441,7 +445,8 @@ impl Core {
             id,
             peer,
             self.index,
-            transport,
+            endpoint.transport,
+            tls,
             &self.settings.conn,
             self.tick.get(),
         );
@@ -449,7 +454,7 @@ impl Core {
         let key = self.conns.borrow_mut().insert(Rc::clone(&conn));
         conn.with(|s| s.set_key(key));
         self.shard().accepted();
-        if transport == Transport::Websocket {
+        if endpoint.handshakes_first() {
             self.shard().handshake_begun();
         }
         self.readers.set(self.readers.get() + 1);
