@@ -284,6 +284,7 @@ impl Server {
                     tracing::info!(
                         engine = self.engine.name(),
                         addr = %self.local_addr,
+                        tls = self.tls.is_some(),
                         threads = self.config.thread_count(),
                         stall_timeout = ?self.config.stall_timeout,
                         coalesce = ?self.config.coalesce,

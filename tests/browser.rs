@@ -32,8 +32,9 @@ impl Drop for Browser {
     }
 }
 
-/// Starts headless Chromium on `url`; returns it and its DevTools address.
-fn chromium(url: &str) -> (Browser, String) {
+/// Starts headless Chromium on `url`, with `extra` flags; returns it and
+/// its DevTools address.
+fn chromium(url: &str, extra: &[String]) -> (Browser, String) {
     let profile = scratch_path("chromium");
     let mut child = Command::new("chromium")
         .args([
@@ -49,6 +50,7 @@ fn chromium(url: &str) -> (Browser, String) {
             "--window-size=900,600",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
         .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -140,15 +142,47 @@ fn the_chat_page_talks_to_nc_clients_in_a_real_browser() {
         c.ws = Some("127.0.0.1:0".parse().unwrap());
     });
     let ws_addr = server.ws_addr.unwrap();
-    let (_browser, devtools) = chromium(&format!("http://{ws_addr}/"));
+    let (_browser, devtools) = chromium(&format!("http://{ws_addr}/"), &[]);
     let mut page = Page::attach(&devtools);
     page.wait_until(
         "the page to connect",
         "document.getElementById('status').textContent === 'connected'",
     );
     // An nc-like client on the TCP port.
-    let mut nc = Client::connect(server.addr);
+    let nc = Client::connect(server.addr);
     server.wait_connected(2);
+    chat(&mut page, nc, "chat.png");
+}
+
+/// The same page over `https://` and `wss://`, with a certificate the test
+/// makes (Chromium trusts its key alone), beside a plain `nc`-like client
+/// on `--plain-listen`.
+#[test]
+fn the_chat_page_over_https_talks_to_nc_clients_in_a_real_browser() {
+    let cert = common::tls::TestCert::new();
+    let server = TestServer::start_with(EngineChoice::Uring, |c| {
+        let mut tls = cert.config();
+        tls.plain_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.tls = Some(tls);
+        c.ws = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let port = server.ws_addr.unwrap().port();
+    let trust = format!("--ignore-certificate-errors-spki-list={}", cert.spki_sha256);
+    let (_browser, devtools) = chromium(&format!("https://localhost:{port}/"), &[trust]);
+    let mut page = Page::attach(&devtools);
+    page.wait_until(
+        "the page to connect over wss",
+        "document.getElementById('status').textContent === 'connected' \
+         && location.protocol === 'https:'",
+    );
+    let nc = Client::connect(server.plain_addr.unwrap());
+    server.wait_connected(2);
+    chat(&mut page, nc, "chat-https.png");
+}
+
+/// A line from `nc` shows on the page; one typed on the page reaches `nc`;
+/// a screenshot goes to `target/tmp/{shot}`.
+fn chat(page: &mut Page, mut nc: Client, file: &str) {
     nc.send(b"hello from nc\n");
     page.wait_until(
         "the nc line on the page",
@@ -169,7 +203,7 @@ fn the_chat_page_talks_to_nc_clients_in_a_real_browser() {
         .decode(shot["data"].as_str().unwrap())
         .unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chat.png");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(file);
     std::fs::write(&path, png).unwrap();
     eprintln!("screenshot: {}", path.display());
 }

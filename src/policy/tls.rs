@@ -312,4 +312,6 @@ impl<'a> SendBuf<'a> for Copied<'_> {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

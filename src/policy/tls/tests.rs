@@ -1,73 +1,13 @@
 use std::io::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rustls::ClientConnection;
-use rustls::pki_types::ServerName;
 
+use super::testing::TestCert;
 use super::*;
 use crate::policy::outbound::{Offer, Outbound};
 use crate::policy::run::Kind;
-
-/// A certificate for `localhost`, written to files in a fresh directory.
-struct TestCert {
-    dir: std::path::PathBuf,
-    cert_pem: String,
-}
-
-impl TestCert {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "ringcast-tls-{}-{name}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&dir).expect("a temp dir");
-        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-            .expect("a certificate");
-        let cert_pem = made.cert.pem();
-        std::fs::write(dir.join("cert.pem"), &cert_pem).expect("write");
-        std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).expect("write");
-        Self { dir, cert_pem }
-    }
-
-    fn cert(&self) -> std::path::PathBuf {
-        self.dir.join("cert.pem")
-    }
-
-    fn key(&self) -> std::path::PathBuf {
-        self.dir.join("key.pem")
-    }
-
-    fn certs(&self) -> Certs {
-        Certs::load(&self.cert(), &self.key()).expect("a good pair")
-    }
-
-    /// A client that trusts this certificate only.
-    fn client(&self) -> ClientConnection {
-        let mut roots = rustls::RootCertStore::empty();
-        let der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).expect("pem");
-        roots.add(der).expect("a root");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        ClientConnection::new(
-            Arc::new(config),
-            ServerName::try_from("localhost").expect("name"),
-        )
-        .expect("a client")
-    }
-}
-
-impl Drop for TestCert {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// What a kernel would take in one send: everything, or up to `room`.
 struct Send {
