@@ -228,7 +228,7 @@ fn a_client_that_is_not_tls_is_closed_and_takes_no_client_slot(engine: EngineCho
     server.wait_connected(1);
     secure.send(b"after\n");
     assert_eq!(secure.read_lines(1), vec![b"after\n".to_vec()]);
-    let totals = server.totals();
+    let totals = server.wait_totals("the failed session counted", |t| t.tls_errors == 1);
     assert_eq!(totals.received, 1, "the cleartext line was not a message");
     assert_eq!(totals.pending_handshakes, 0, "{totals:?}");
 }

@@ -39,6 +39,7 @@ pub(crate) struct Shard {
     handshakes_ended: AtomicU64,
     handshake_timeouts: AtomicU64,
     protocol_errors: AtomicU64,
+    tls_errors: AtomicU64,
     cluster_published: AtomicU64,
     cluster_received: AtomicU64,
     cluster_dropped: AtomicU64,
@@ -91,6 +92,11 @@ impl Shard {
     pub(crate) fn protocol_error(&self) {
         self.check_writer();
         bump(&self.protocol_errors, 1);
+    }
+    /// A TLS client's session failed (its handshake, or a record).
+    pub(crate) fn tls_error(&self) {
+        self.check_writer();
+        bump(&self.tls_errors, 1);
     }
     /// A connection was closed (for any reason).
     pub(crate) fn closed(&self) {
@@ -205,6 +211,8 @@ pub struct Totals {
     pub handshake_timeouts: u64,
     /// WebSocket clients closed for breaking the protocol.
     pub protocol_errors: u64,
+    /// TLS clients closed because their TLS session failed.
+    pub tls_errors: u64,
     /// Connections accepted since start.
     pub accepted: u64,
     /// Complete messages received from clients.
@@ -322,6 +330,7 @@ impl Metrics {
             ended += s.handshakes_ended.load(Relaxed);
             t.handshake_timeouts += s.handshake_timeouts.load(Relaxed);
             t.protocol_errors += s.protocol_errors.load(Relaxed);
+            t.tls_errors += s.tls_errors.load(Relaxed);
             t.slow_episodes += s.slow_started.load(Relaxed);
             slow_ended += s.slow_ended.load(Relaxed);
             t.slow_disconnects += s.slow_disconnected.load(Relaxed);
@@ -474,13 +483,18 @@ impl Collector for Collect {
             ),
             (
                 "ringcast_handshake_timeouts",
-                "WebSocket connections closed for not completing their handshake within --handshake-timeout",
+                "TLS and WebSocket connections closed for not completing their handshake within --handshake-timeout",
                 t.handshake_timeouts,
             ),
             (
                 "ringcast_websocket_protocol_errors",
                 "WebSocket clients closed for breaking the protocol (close code 1002, 1007 or 1009)",
                 t.protocol_errors,
+            ),
+            (
+                "ringcast_tls_errors",
+                "TLS clients closed because their TLS session failed: a failed handshake (a client that does not trust the certificate, or does not speak TLS), a bad record",
+                t.tls_errors,
             ),
         ];
         let cluster = [
@@ -611,6 +625,7 @@ mod tests {
             "ringcast_pending_handshakes 0",
             "ringcast_handshake_timeouts_total 0",
             "ringcast_websocket_protocol_errors_total 0",
+            "ringcast_tls_errors_total 0",
             "ringcast_own_bytes_sent_total 0",
         ] {
             assert!(

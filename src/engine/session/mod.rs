@@ -132,6 +132,7 @@ pub(crate) struct LogLimits {
     started: Throttle,
     caught_up: Throttle,
     protocol_errors: Throttle,
+    tls_errors: Throttle,
 }
 
 /// What the shared code needs from the engine at one moment: the
@@ -521,6 +522,21 @@ impl Session {
             "websocket client broke the protocol; closing it"
         );
         true
+    }
+
+    /// Counts a failed TLS session, and logs it at most once a second.
+    pub(crate) fn report_tls_error(&self, error: &io::Error, cx: &Cx<'_>) {
+        cx.shard.tls_error();
+        let Some(suppressed) = cx.logs.tls_errors.allow() else {
+            return;
+        };
+        tracing::info!(
+            conn = self.id,
+            peer = %self.peer,
+            %error,
+            also_failed_since_last_line = suppressed,
+            "tls session failed; closing the connection"
+        );
     }
 
     /// How the client speaks.

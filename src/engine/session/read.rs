@@ -155,7 +155,14 @@ async fn read_tls<H: Host>(
         if step.wake {
             host.wake(link);
         }
-        let input = step.input?;
+        let input = match step.input {
+            Ok(input) => input,
+            Err(e) => {
+                let cx = host.cx();
+                link.with(|s| s.report_tls_error(&e, &cx));
+                return Err(e);
+            }
+        };
         if step.established {
             *established = true;
             if !admit_tls(host, link) {
