@@ -235,11 +235,18 @@ impl Tls {
         if self.sending() {
             return None;
         }
-        // The allocation can be written again once `wire` is let go.
+        // The allocation is written again once `wire` is let go.
         self.wire = Bytes::new();
         self.taken = 0;
-        self.spare.reserve(SEAL_BYTES + 1024);
         Some(std::mem::take(&mut self.carried))
+    }
+
+    /// Nothing is left to send: lets the ciphertext buffer go, so that an
+    /// idle client holds none (a busy one keeps reusing it).
+    pub(crate) fn rest(&mut self) {
+        if !self.has_output() {
+            self.spare = BytesMut::new();
+        }
     }
 
     /// Decrypts what `cipher` holds and moves up to `max` bytes of

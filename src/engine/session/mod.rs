@@ -670,6 +670,9 @@ impl Session {
                     let flushed = if self.has_output() {
                         Flushed::More
                     } else {
+                        if let Some(tls) = self.tls.as_deref_mut() {
+                            tls.rest();
+                        }
                         Flushed::Drained { caught_up: None }
                     };
                     (flushed, true, carried.room)
