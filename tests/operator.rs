@@ -16,7 +16,18 @@ use nix::sys::signal::Signal;
 use ringcast::EngineChoice;
 use ringcast::ops::clients::SortBy;
 
-on_both_engines!(clients_answers_at_once_with_thousands_connected);
+on_both_engines!(
+    clients_answers_at_once_with_thousands_connected,
+    process_metrics_are_read_at_scrape,
+);
+
+fn engine_arg(engine: EngineChoice) -> &'static str {
+    match engine {
+        EngineChoice::Uring => "uring",
+        EngineChoice::Tokio => "tokio",
+        EngineChoice::Auto => "auto",
+    }
+}
 
 #[test]
 fn sighup_is_logged_and_the_server_carries_on() {
@@ -307,4 +318,44 @@ fn clients_answers_at_once_with_thousands_connected(engine: EngineChoice) {
     );
     let took = start.elapsed();
     assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+/// The process metrics Prometheus's client libraries export, read when
+/// scraped.
+fn process_metrics_are_read_at_scrape(engine: EngineChoice) {
+    const CLIENTS: usize = 50;
+    let server = ServerProcess::start(&["--engine", engine_arg(engine)]);
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let before = server.scrape();
+    let started = value(&before, "process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - started).abs() < 60.0, "started {started}, now {now}");
+    let rss = value(&before, "process_resident_memory_bytes");
+    let vsz = value(&before, "process_virtual_memory_bytes");
+    assert!(rss > 1e6 && vsz >= rss, "rss {rss}, virtual {vsz}");
+    let max_fds = value(&before, "process_max_fds");
+    let fds = value(&before, "process_open_fds");
+    assert!(
+        fds >= 3.0 && max_fds >= fds,
+        "{fds} of {max_fds} descriptors"
+    );
+    let cpu = value(&before, "process_cpu_seconds_total");
+    assert!(cpu >= 0.0, "{cpu}");
+
+    let _clients = server.connect(CLIENTS);
+    let after = server.scrape();
+    let more = value(&after, "process_open_fds");
+    assert!(
+        more >= fds + CLIENTS as f64,
+        "{fds} then {more} with {CLIENTS} clients"
+    );
+    assert!(value(&after, "process_cpu_seconds_total") >= cpu);
+    assert_eq!(value(&after, "process_start_time_seconds"), started);
 }
