@@ -374,8 +374,8 @@ fn metrics_endpoint_serves_the_documented_names() {
         "ringcast_connections_accepted_total 1",
         "ringcast_messages_received_total 1",
         "ringcast_messages_dropped_total 0",
-        "ringcast_bytes_received_total 3",
-        "ringcast_bytes_sent_total 3",
+        "ringcast_received_bytes_total 3",
+        "ringcast_sent_bytes_total 3",
         "ringcast_write_batches_total 1",
         "ringcast_lines_too_long_total 0",
     ] {
@@ -385,9 +385,15 @@ fn metrics_endpoint_serves_the_documented_names() {
         );
     }
     assert!(
+        body.lines().any(|l| l.starts_with("ringcast_build_info{")
+            && l.contains("revision=\"")
+            && !l.contains("engine=")),
+        "no build info with a revision in\n{body}"
+    );
+    assert!(
         body.lines()
-            .any(|l| l.starts_with("ringcast_build_info{") && l.contains("engine=\"")),
-        "no build info in\n{body}"
+            .any(|l| l.starts_with("ringcast_engine_info{engine=\"") && l.ends_with("\"} 1")),
+        "no engine info in\n{body}"
     );
     let other = http_get(&metrics, "/other");
     assert!(

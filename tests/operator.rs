@@ -16,7 +16,19 @@ use nix::sys::signal::Signal;
 use ringcast::EngineChoice;
 use ringcast::ops::clients::SortBy;
 
-on_both_engines!(clients_answers_at_once_with_thousands_connected);
+on_both_engines!(
+    clients_answers_at_once_with_thousands_connected,
+    clients_pages_in_an_envelope_with_counters_per_client,
+    process_metrics_are_read_at_scrape,
+);
+
+fn engine_arg(engine: EngineChoice) -> &'static str {
+    match engine {
+        EngineChoice::Uring => "uring",
+        EngineChoice::Tokio => "tokio",
+        EngineChoice::Auto => "auto",
+    }
+}
 
 #[test]
 fn sighup_is_logged_and_the_server_carries_on() {
@@ -292,7 +304,9 @@ fn clients_answers_at_once_with_thousands_connected(engine: EngineChoice) {
     let mut ids: Vec<u64> = all.iter().map(|c| c.id).collect();
     ids.dedup();
     assert_eq!(ids.len(), CLIENTS, "each client once");
-    let oldest = server.query(SortBy::ConnectedSecs, Some(3));
+    let oldest = server.query(SortBy::ConnectedSecs, 0, 3);
+    assert_eq!(oldest.total, CLIENTS);
+    let oldest = oldest.clients;
     assert_eq!(oldest.len(), 3);
     assert!(
         oldest
@@ -300,11 +314,170 @@ fn clients_answers_at_once_with_thousands_connected(engine: EngineChoice) {
             .all(|w| w[0].connected_secs >= w[1].connected_secs),
         "{oldest:?}"
     );
-    let first = server.query(SortBy::Id, Some(5));
+    let first = server.query(SortBy::Id, 0, 5).clients;
     assert_eq!(
         first.iter().map(|c| c.id).collect::<Vec<_>>(),
         ids[..5].to_vec()
     );
+    // A page deep in the list: each core sends what comes before it too.
+    let deep = server.query(SortBy::Id, 2_990, 20);
+    assert_eq!(
+        (
+            deep.total,
+            deep.clients.iter().map(|c| c.id).collect::<Vec<_>>()
+        ),
+        (CLIENTS, ids[2_990..].to_vec())
+    );
     let took = start.elapsed();
     assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+/// `/clients` as JSON: the body of an HTTP answer, which must be 200.
+fn clients_json(metrics: &str, query: &str) -> serde_json::Value {
+    let answer = http_get(metrics, &format!("/clients{query}"));
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn ids(page: &serde_json::Value) -> Vec<u64> {
+    page["clients"]
+        .as_array()
+        .expect("a list of clients")
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// The envelope (`now`, `total`, `offset`, `limit`) pages through the
+/// sorted list across both cores, and each entry's counters move as its
+/// client sends and receives.
+fn clients_pages_in_an_envelope_with_counters_per_client(engine: EngineChoice) {
+    const CLIENTS: usize = 7;
+    let server = ServerProcess::start(&["--engine", engine_arg(engine), "--threads", "2"]);
+    let mut clients = server.connect(CLIENTS);
+
+    let all = clients_json(&server.metrics, "");
+    assert_eq!(all["total"], CLIENTS, "{all}");
+    assert_eq!((&all["offset"], &all["limit"]), (&0.into(), &1024.into()));
+    let now =
+        humantime::parse_rfc3339(all["now"].as_str().expect("now")).expect("an RFC 3339 time");
+    let off = now
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_else(|e| e.duration());
+    assert!(off < Duration::from_secs(60), "now is {off:?} off");
+    let every = ids(&all);
+    assert_eq!(every.len(), CLIENTS);
+    assert!(every.windows(2).all(|w| w[0] < w[1]), "by id: {every:?}");
+
+    let page = clients_json(&server.metrics, "?offset=2&limit=3");
+    assert_eq!(
+        (&page["total"], &page["offset"], &page["limit"]),
+        (&CLIENTS.into(), &2.into(), &3.into()),
+        "{page}"
+    );
+    assert_eq!(ids(&page), every[2..5]);
+    let last = clients_json(&server.metrics, "?offset=5&limit=3");
+    assert_eq!(ids(&last), every[5..]);
+    let past = clients_json(&server.metrics, "?offset=100");
+    assert_eq!((&past["total"], ids(&past)), (&CLIENTS.into(), vec![]));
+    let huge = clients_json(&server.metrics, "?limit=100000000");
+    assert_eq!(huge["limit"], 100_000, "bounded");
+    let none = clients_json(&server.metrics, "?limit=0");
+    assert_eq!((&none["total"], ids(&none)), (&CLIENTS.into(), vec![]));
+
+    // Client 0 stays quiet while client 1 sends; everyone receives.
+    let entry = |page: &serde_json::Value, peer: std::net::SocketAddr| {
+        page["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["peer"] == peer.to_string())
+            .cloned()
+            .expect("the client's entry")
+    };
+    let (quiet, talker) = (
+        clients[0].stream.local_addr().unwrap(),
+        clients[1].stream.local_addr().unwrap(),
+    );
+    let fresh = entry(&all, talker);
+    for field in ["bytes_in", "bytes_out", "msgs_in"] {
+        assert_eq!(fresh[field], 0, "{field} of a new client: {fresh}");
+    }
+    // Idle time grows while a client sends nothing.
+    wait_for("the quiet client idle for 0.3 s", PATIENCE, || {
+        let page = clients_json(&server.metrics, "");
+        (entry(&page, quiet)["idle_secs"].as_f64().unwrap() >= 0.3).then_some(())
+    });
+    clients[1].send(b"hello\nworld!\n");
+    for c in &mut clients {
+        assert_eq!(c.read_lines(2).len(), 2);
+    }
+    let page = wait_for("the counters to show the lines", PATIENCE, || {
+        let page = clients_json(&server.metrics, "");
+        let done = clients
+            .iter()
+            .all(|c| entry(&page, c.stream.local_addr().unwrap())["bytes_out"] == 13);
+        done.then_some(page)
+    });
+    let (talked, stayed) = (entry(&page, talker), entry(&page, quiet));
+    assert_eq!(
+        (&talked["msgs_in"], &talked["bytes_in"]),
+        (&2.into(), &13.into()),
+        "{talked}"
+    );
+    assert_eq!(
+        (&stayed["msgs_in"], &stayed["bytes_in"]),
+        (&0.into(), &0.into()),
+        "{stayed}"
+    );
+    assert_eq!(stayed["sent"], 2, "{stayed}");
+    let (talker_idle, quiet_idle) = (
+        talked["idle_secs"].as_f64().unwrap(),
+        stayed["idle_secs"].as_f64().unwrap(),
+    );
+    assert!(
+        talker_idle < quiet_idle && quiet_idle >= 0.3,
+        "idle: talker {talker_idle}, quiet {quiet_idle}"
+    );
+}
+
+/// The process metrics Prometheus's client libraries export, read when
+/// scraped.
+fn process_metrics_are_read_at_scrape(engine: EngineChoice) {
+    const CLIENTS: usize = 50;
+    let server = ServerProcess::start(&["--engine", engine_arg(engine)]);
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let before = server.scrape();
+    let started = value(&before, "process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - started).abs() < 60.0, "started {started}, now {now}");
+    let rss = value(&before, "process_resident_memory_bytes");
+    let vsz = value(&before, "process_virtual_memory_bytes");
+    assert!(rss > 1e6 && vsz >= rss, "rss {rss}, virtual {vsz}");
+    let max_fds = value(&before, "process_max_fds");
+    let fds = value(&before, "process_open_fds");
+    assert!(
+        fds >= 3.0 && max_fds >= fds,
+        "{fds} of {max_fds} descriptors"
+    );
+    let cpu = value(&before, "process_cpu_seconds_total");
+    assert!(cpu >= 0.0, "{cpu}");
+
+    let _clients = server.connect(CLIENTS);
+    let after = server.scrape();
+    let more = value(&after, "process_open_fds");
+    assert!(
+        more >= fds + CLIENTS as f64,
+        "{fds} then {more} with {CLIENTS} clients"
+    );
+    assert!(value(&after, "process_cpu_seconds_total") >= cpu);
+    assert_eq!(value(&after, "process_start_time_seconds"), started);
 }

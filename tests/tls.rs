@@ -173,6 +173,7 @@ fn a_tls_client_that_does_not_read_loses_only_its_own_messages(engine: EngineCho
     assert!(stuck_info.dropped > 0, "{stuck_info:?}");
     assert!(stuck_info.queued <= 10 + 17, "{stuck_info:?}");
     assert!(stuck_info.sent < 64, "{stuck_info:?}");
+    assert!(stuck_info.tls, "listed as a TLS client");
     let (got, _reader) = reading.join().unwrap();
     let reader_info = info(reader_id);
     // Whatever the reader lost is counted as its own drops; nothing else.

@@ -85,14 +85,30 @@ fn lines_reach_websocket_clients_and_their_messages_reach_everyone(engine: Engin
 
 fn websocket_clients_are_counted_and_listed(engine: EngineChoice) {
     let (server, ws_addr) = start(engine);
-    let ws = ws_client(ws_addr);
-    let _tcp = Client::connect(server.addr);
+    let mut ws = ws_client(ws_addr);
+    let mut tcp = Client::connect(server.addr);
     server.wait_connected(2);
     let me = ws.get_ref().local_addr().unwrap();
     let info = wait_for("the ws client listed", PATIENCE, || {
         server.clients().into_iter().find(|c| c.peer == me)
     });
     assert_eq!(info.transport, Transport::Websocket);
+    // Its message counts as the line it becomes; what it is sent, as the
+    // frame it gets (2 bytes of header, no mask).
+    ws.send(Message::text("hi")).unwrap();
+    assert_eq!(tcp.read_lines(1), vec![b"hi\n".to_vec()]);
+    assert_eq!(next(&mut ws), Message::text("hi"));
+    let info = wait_for("the ws client's counters", PATIENCE, || {
+        server
+            .clients()
+            .into_iter()
+            .find(|c| c.peer == me && c.bytes_out > 0)
+    });
+    assert_eq!(
+        (info.msgs_in, info.bytes_in, info.sent, info.bytes_out),
+        (1, 3, 1, 4),
+        "{info:?}"
+    );
     drop(ws);
     server.wait_connected(1);
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -21,12 +22,23 @@ pub struct ClientInfo {
     pub core: usize,
     /// How the client speaks.
     pub transport: Transport,
+    /// It came to a TLS listener.
+    pub tls: bool,
     /// Seconds since it connected.
     pub connected_secs: f64,
+    /// Seconds since it last sent anything (since it connected, if it
+    /// never did).
+    pub idle_secs: f64,
     /// Messages queued for it that the kernel has not taken.
     pub queued: usize,
+    /// Complete messages received from it.
+    pub msgs_in: u64,
+    /// Bytes of those messages.
+    pub bytes_in: u64,
     /// Messages handed to the kernel for it.
     pub sent: u64,
+    /// Bytes of those messages (WebSocket clients: of their frames).
+    pub bytes_out: u64,
     /// Messages dropped for it.
     pub dropped: u64,
     /// True while it is dropping messages (a slow episode).
@@ -74,6 +86,18 @@ impl FromStr for SortBy {
     }
 }
 
+/// `/clients`'s `limit` when none is asked for, as on NATS's `/connz`.
+pub const DEFAULT_LIMIT: usize = 1024;
+
+/// The largest `limit` `/clients` takes; a larger one is taken as this.
+/// Each core sends at most `offset + limit` entries of about 200 bytes.
+pub const MAX_LIMIT: usize = 100_000;
+
+/// The `limit` of a `/clients` request that asked for `asked`.
+pub fn limit(asked: Option<usize>) -> usize {
+    asked.map_or(DEFAULT_LIMIT, |l| l.min(MAX_LIMIT))
+}
+
 /// Sorts `clients` by `sort` and keeps the first `limit`.
 pub fn sort_and_limit(
     mut clients: Vec<ClientInfo>,
@@ -96,16 +120,67 @@ pub fn sort_and_limit(
     clients
 }
 
+/// Sorts `clients` by `sort` and keeps `limit` from the `offset`th on.
+pub fn page(
+    clients: Vec<ClientInfo>,
+    sort: SortBy,
+    offset: usize,
+    limit: usize,
+) -> Vec<ClientInfo> {
+    let mut kept = sort_and_limit(clients, sort, Some(offset.saturating_add(limit)));
+    kept.drain(..offset.min(kept.len()));
+    kept
+}
+
+/// One page of the sorted list of connected clients.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Page {
+    /// Clients connected in all.
+    pub total: usize,
+    /// The page's clients.
+    pub clients: Vec<ClientInfo>,
+}
+
+/// What `/clients` answers: a page in an envelope like NATS's `/connz`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Envelope {
+    /// When the list was asked for, in RFC 3339, UTC.
+    pub now: String,
+    /// Clients connected in all.
+    pub total: usize,
+    /// How many of the sorted list come before this page.
+    pub offset: usize,
+    /// The most this page holds.
+    pub limit: usize,
+    /// The page's clients.
+    pub clients: Vec<ClientInfo>,
+}
+
+impl Envelope {
+    /// The envelope of `page`, from `offset` and at most `limit` long,
+    /// asked for at `now`.
+    pub fn new(now: SystemTime, offset: usize, limit: usize, page: Page) -> Self {
+        Self {
+            now: humantime::format_rfc3339_millis(now).to_string(),
+            total: page.total,
+            offset,
+            limit,
+            clients: page.clients,
+        }
+    }
+}
+
 /// Connections a core looks at between two yields while it answers: well
 /// under a millisecond of its time.
 pub(crate) const WALK_CHUNK: usize = 256;
 
-/// A request for one core's clients: its first `limit` by `sort`.
+/// A request for one core's clients: how many it has, and its first
+/// `limit` by `sort`.
 #[derive(Debug)]
 pub(crate) struct Request {
     sort: SortBy,
     limit: Option<usize>,
-    reply: oneshot::Sender<Vec<ClientInfo>>,
+    reply: oneshot::Sender<Page>,
 }
 
 /// Answers `request` on a core: walks `conns` [`WALK_CHUNK`] at a time,
@@ -131,9 +206,10 @@ pub(crate) async fn answer<T>(conns: &[T], request: Request, info: impl Fn(&T) -
             tokio::task::yield_now().await;
         }
     }
-    let _ = request
-        .reply
-        .send(sort_and_limit(kept, request.sort, request.limit));
+    let _ = request.reply.send(Page {
+        total: conns.len(),
+        clients: sort_and_limit(kept, request.sort, request.limit),
+    });
 }
 
 /// Asks every core of a running server for its clients.
@@ -157,12 +233,20 @@ impl Clients {
 
     /// Every connected client, by id. Empty once the server has stopped.
     pub async fn list(&self) -> Vec<ClientInfo> {
-        self.query(SortBy::Id, None).await
+        self.ask(SortBy::Id, None).await.clients
     }
 
-    /// The first `limit` connected clients by `sort`. Each core sends at
-    /// most `limit`. Empty once the server has stopped.
-    pub async fn query(&self, sort: SortBy, limit: Option<usize>) -> Vec<ClientInfo> {
+    /// How many clients are connected, and `limit` of them by `sort` from
+    /// the `offset`th on. Each core sends at most `offset + limit`. Empty
+    /// once the server has stopped.
+    pub async fn query(&self, sort: SortBy, offset: usize, limit: usize) -> Page {
+        let mut all = self.ask(sort, Some(offset.saturating_add(limit))).await;
+        all.clients = page(all.clients, sort, offset, limit);
+        all
+    }
+
+    /// Every core's count and first `limit` by `sort`, merged.
+    async fn ask(&self, sort: SortBy, limit: Option<usize>) -> Page {
         let mut waiting = Vec::with_capacity(self.cores.len());
         for core in self.cores.iter() {
             let (reply, answer) = oneshot::channel();
@@ -170,13 +254,15 @@ impl Clients {
                 waiting.push(answer);
             }
         }
-        let mut all = Vec::new();
+        let mut all = Page::default();
         for answer in waiting {
-            if let Ok(clients) = answer.await {
-                all.extend(clients);
+            if let Ok(core) = answer.await {
+                all.total += core.total;
+                all.clients.extend(core.clients);
             }
         }
-        sort_and_limit(all, sort, limit)
+        all.clients = sort_and_limit(all.clients, sort, limit);
+        all
     }
 }
 
@@ -190,9 +276,14 @@ mod tests {
             peer: SocketAddr::from(([127, 0, 0, 1], 1000 + id as u16)),
             core: 0,
             transport: Transport::Tcp,
+            tls: false,
             connected_secs: secs,
+            idle_secs: 0.25,
             queued,
+            msgs_in: 3,
+            bytes_in: 30,
             sent: 0,
+            bytes_out: 0,
             dropped,
             slow: false,
         }
@@ -262,6 +353,8 @@ mod tests {
             })
             .await;
         let got = answer.await.expect("an answer");
+        assert_eq!(got.total, CONNS);
+        let got = got.clients;
         assert_eq!(
             got.iter().map(|c| c.id).collect::<Vec<_>>(),
             [9_999, 9_998, 9_997]
@@ -303,7 +396,82 @@ mod tests {
         let json = serde_json::to_string(&client(7, 1, 2, 0.5)).expect("json");
         assert_eq!(
             json,
-            r#"{"id":7,"peer":"127.0.0.1:1007","core":0,"transport":"tcp","connected_secs":0.5,"queued":2,"sent":0,"dropped":1,"slow":false}"#
+            r#"{"id":7,"peer":"127.0.0.1:1007","core":0,"transport":"tcp","tls":false,"connected_secs":0.5,"idle_secs":0.25,"queued":2,"msgs_in":3,"bytes_in":30,"sent":0,"bytes_out":0,"dropped":1,"slow":false}"#
+        );
+    }
+
+    #[test]
+    fn pages_by_offset_and_limit() {
+        let all: Vec<ClientInfo> = (1..=10).map(|id| client(id, id % 3, 0, 0.0)).collect();
+        let ids = |v: Vec<ClientInfo>| v.iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(page(all.clone(), SortBy::Id, 0, 3)), [1, 2, 3]);
+        assert_eq!(ids(page(all.clone(), SortBy::Id, 8, 3)), [9, 10]);
+        assert_eq!(ids(page(all.clone(), SortBy::Id, 10, 3)), [] as [u64; 0]);
+        assert_eq!(
+            ids(page(all.clone(), SortBy::Id, usize::MAX, 3)),
+            [] as [u64; 0]
+        );
+        assert_eq!(ids(page(all.clone(), SortBy::Id, 3, 0)), [] as [u64; 0]);
+        // Sorted first, then cut: the second page of the most dropped.
+        assert_eq!(ids(page(all, SortBy::Dropped, 3, 4)), [1, 4, 7, 10]);
+    }
+
+    #[test]
+    fn the_limit_defaults_to_1024_and_is_bounded() {
+        assert_eq!(limit(None), 1024);
+        assert_eq!(limit(Some(5)), 5);
+        assert_eq!(limit(Some(0)), 0);
+        assert_eq!(limit(Some(usize::MAX)), MAX_LIMIT);
+    }
+
+    /// Two cores' pages merged: the total counts every client, the page
+    /// is cut from the merged order.
+    #[tokio::test]
+    async fn a_query_pages_across_cores() {
+        let (handle, receivers) = Clients::new(2);
+        for (core, mut requests) in receivers.into_iter().enumerate() {
+            // Core 0 has the odd ids, core 1 the even ones.
+            let conns: Vec<u64> = (1..=9).filter(|id| id % 2 != core as u64).collect();
+            tokio::spawn(async move {
+                while let Some(request) = requests.recv().await {
+                    answer(&conns, request, |&id| client(id, 0, 0, 0.0)).await;
+                }
+            });
+        }
+        let got = handle.query(SortBy::Id, 2, 4).await;
+        assert_eq!(got.total, 9);
+        assert_eq!(
+            got.clients.iter().map(|c| c.id).collect::<Vec<_>>(),
+            [3, 4, 5, 6]
+        );
+        assert_eq!(handle.list().await.len(), 9);
+    }
+
+    #[test]
+    fn the_envelope_serializes_as_connz_does() {
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_765_000_000_123);
+        let envelope = Envelope::new(
+            now,
+            1,
+            2,
+            Page {
+                total: 3,
+                clients: vec![client(7, 1, 2, 0.5)],
+            },
+        );
+        let json = serde_json::to_value(&envelope).expect("json");
+        assert_eq!(json["now"], "2025-12-06T05:46:40.123Z");
+        assert_eq!(
+            (&json["total"], &json["offset"], &json["limit"]),
+            (&3.into(), &1.into(), &2.into())
+        );
+        assert_eq!(json["clients"][0]["id"], 7);
+        assert_eq!(
+            json.as_object()
+                .expect("an object")
+                .keys()
+                .collect::<Vec<_>>(),
+            ["clients", "limit", "now", "offset", "total"]
         );
     }
 }

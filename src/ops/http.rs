@@ -5,9 +5,11 @@
 //! - `GET /healthz`: 200 while the process serves.
 //! - `GET /readyz`: 200 while accepting clients, 503 once shutdown (or lame
 //!   duck) has begun.
-//! - `GET /clients?sort=dropped|queued|connected_secs|id&limit=N`: one JSON
-//!   entry per connected client, gathered from every core on request, a
-//!   chunk at a time; at most [`CLIENTS_AT_ONCE`] requests at once.
+//! - `GET /clients?sort=dropped|queued|connected_secs|id&offset=N&limit=N`:
+//!   a page of the connected clients in an envelope like NATS's `/connz`
+//!   (`now`, `total`, `offset`, `limit`, `clients`), gathered from every
+//!   core on request, a chunk at a time; at most [`CLIENTS_AT_ONCE`]
+//!   requests at once.
 //!
 //! A connection must send each request header within
 //! [`HEADER_READ_TIMEOUT`], and lives at most [`CONNECTION_LIFETIME`]: a
@@ -39,7 +41,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::ops::clients::{Clients, SortBy};
+use crate::ops::clients::{self, Clients, Envelope, SortBy};
 use crate::ops::metrics::Metrics;
 
 /// What the endpoints read.
@@ -292,6 +294,7 @@ async fn ready(State(e): State<Endpoints>) -> Response {
 #[derive(Debug, Deserialize)]
 struct ClientsQuery {
     sort: Option<String>,
+    offset: Option<usize>,
     limit: Option<usize>,
 }
 
@@ -308,7 +311,10 @@ async fn clients(State(e): State<Endpoints>, Query(q): Query<ClientsQuery>) -> R
         )
             .into_response();
     };
-    let Ok(list) = tokio::time::timeout(CLIENTS_TIMEOUT, e.clients.query(sort, q.limit)).await
+    let now = std::time::SystemTime::now();
+    let (offset, limit) = (q.offset.unwrap_or(0), clients::limit(q.limit));
+    let Ok(page) =
+        tokio::time::timeout(CLIENTS_TIMEOUT, e.clients.query(sort, offset, limit)).await
     else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -317,7 +323,7 @@ async fn clients(State(e): State<Endpoints>, Query(q): Query<ClientsQuery>) -> R
         )
             .into_response();
     };
-    match serde_json::to_string(&list) {
+    match serde_json::to_string(&Envelope::new(now, offset, limit, page)) {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
@@ -343,6 +349,7 @@ mod tests {
                 State(e),
                 Query(ClientsQuery {
                     sort: None,
+                    offset: None,
                     limit: None,
                 }),
             ))
@@ -367,5 +374,82 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!next.is_finished());
         next.abort();
+    }
+
+    #[tokio::test]
+    async fn clients_answers_a_page_in_an_envelope() {
+        let (handle, mut cores) = Clients::new(1);
+        let mut core = cores.remove(0);
+        tokio::spawn(async move {
+            let conns: Vec<u64> = (1..=5).collect();
+            while let Some(request) = core.recv().await {
+                clients::answer(&conns, request, |&id| clients::ClientInfo {
+                    id,
+                    peer: SocketAddr::from(([127, 0, 0, 1], 1000)),
+                    core: 0,
+                    transport: clients::Transport::Tcp,
+                    tls: false,
+                    connected_secs: 1.0,
+                    idle_secs: 1.0,
+                    queued: 0,
+                    msgs_in: 0,
+                    bytes_in: 0,
+                    sent: 0,
+                    bytes_out: 0,
+                    dropped: 0,
+                    slow: false,
+                })
+                .await;
+            }
+        });
+        let endpoints = Endpoints {
+            metrics: Metrics::new(1),
+            clients: handle,
+            ready: Arc::new(AtomicBool::new(true)),
+            inspecting: Endpoints::inspecting(),
+        };
+        let ask = |offset, limit| {
+            clients(
+                State(endpoints.clone()),
+                Query(ClientsQuery {
+                    sort: None,
+                    offset,
+                    limit,
+                }),
+            )
+        };
+        let json = |answer: Response| async move {
+            assert_eq!(answer.status(), StatusCode::OK);
+            let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
+                .await
+                .expect("a body");
+            serde_json::from_slice::<serde_json::Value>(&body).expect("json")
+        };
+        let ids = |page: &serde_json::Value| {
+            page["clients"]
+                .as_array()
+                .expect("clients")
+                .iter()
+                .map(|c| c["id"].as_u64().expect("an id"))
+                .collect::<Vec<_>>()
+        };
+        let all = json(ask(None, None).await).await;
+        assert_eq!(
+            (&all["total"], &all["offset"], &all["limit"]),
+            (&5.into(), &0.into(), &1024.into())
+        );
+        assert_eq!(ids(&all), [1, 2, 3, 4, 5]);
+        assert!(
+            humantime::parse_rfc3339(all["now"].as_str().expect("now")).is_ok(),
+            "{all}"
+        );
+        let page = json(ask(Some(3), Some(1)).await).await;
+        assert_eq!(
+            (&page["total"], &page["offset"], &page["limit"]),
+            (&5.into(), &3.into(), &1.into())
+        );
+        assert_eq!(ids(&page), [4]);
+        let bounded = json(ask(None, Some(usize::MAX)).await).await;
+        assert_eq!(bounded["limit"], clients::MAX_LIMIT);
     }
 }

@@ -265,7 +265,7 @@ pub struct Totals {
 /// All shards of one server.
 pub struct Metrics {
     shards: Box<[CachePadded<Shard>]>,
-    /// The engine running, for `ringcast_build_info`.
+    /// The engine running, for `ringcast_engine_info`.
     engine: std::sync::OnceLock<&'static str>,
     /// Log lines the non-blocking writer dropped, if the binary says.
     log_drops: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
@@ -308,7 +308,7 @@ impl Metrics {
         let _ = self.log_drops.set(Box::new(dropped));
     }
 
-    /// Names the engine in `ringcast_build_info`.
+    /// Names the engine in `ringcast_engine_info`.
     pub(crate) fn set_engine(&self, engine: &'static str) {
         let _ = self.engine.set(engine);
     }
@@ -383,16 +383,26 @@ impl Collector for Collect {
         let info = ConstGauge::new(1i64);
         let labels = [
             ("version", env!("CARGO_PKG_VERSION")),
-            ("commit", crate::COMMIT),
-            ("engine", self.0.engine.get().copied().unwrap_or("none")),
+            ("revision", crate::COMMIT),
         ];
         let mut family = encoder.encode_descriptor(
             "ringcast_build_info",
-            "The running build and engine; always 1",
+            "The running build (revision: its git commit); always 1",
             None,
             info.metric_type(),
         )?;
         info.encode(family.encode_family(&labels)?)?;
+        let engine = [("engine", self.0.engine.get().copied().unwrap_or("none"))];
+        let mut family = encoder.encode_descriptor(
+            "ringcast_engine_info",
+            "The engine running (uring or tokio); always 1",
+            None,
+            info.metric_type(),
+        )?;
+        info.encode(family.encode_family(&engine)?)?;
+        if let Some(p) = crate::ops::process::read() {
+            encode_process(&mut encoder, &p)?;
+        }
         let gauges = [
             (
                 "ringcast_connected_clients",
@@ -445,21 +455,6 @@ impl Collector for Collect {
                 "ringcast_slow_disconnects",
                 "Clients disconnected for dropping messages for --slow-disconnect",
                 t.slow_disconnects,
-            ),
-            (
-                "ringcast_bytes_received",
-                "Bytes of complete messages received",
-                t.bytes_received,
-            ),
-            (
-                "ringcast_bytes_sent",
-                "Bytes handed to the kernel",
-                t.bytes_sent,
-            ),
-            (
-                "ringcast_own_bytes_sent",
-                "Bytes the server sent of its own: WebSocket handshake answers, pongs and closes, and HTTP answers on --ws",
-                t.own_bytes_sent,
             ),
             (
                 "ringcast_write_batches",
@@ -546,6 +541,33 @@ impl Collector for Collect {
             Some(&Unit::Seconds),
             held.metric_type(),
         )?)?;
+        // With their unit: `ringcast_received_bytes_total`.
+        let bytes = [
+            (
+                "ringcast_received",
+                "Bytes of complete messages received",
+                t.bytes_received,
+            ),
+            (
+                "ringcast_sent",
+                "Bytes of messages handed to the kernel",
+                t.bytes_sent,
+            ),
+            (
+                "ringcast_own_sent",
+                "Bytes the server sent of its own: WebSocket handshake answers, pongs and closes, and HTTP answers on --ws",
+                t.own_bytes_sent,
+            ),
+        ];
+        for (name, help, value) in bytes {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                Some(&Unit::Bytes),
+                counter.metric_type(),
+            )?)?;
+        }
         let cluster_on = t.cluster_connected.is_some();
         for (name, help, value) in counters
             .into_iter()
@@ -561,6 +583,63 @@ impl Collector for Collect {
         }
         Ok(())
     }
+}
+
+/// The standard process metrics, as Prometheus's client libraries name
+/// them.
+fn encode_process(
+    encoder: &mut DescriptorEncoder,
+    p: &crate::ops::process::Process,
+) -> Result<(), std::fmt::Error> {
+    let gauges = [
+        (
+            "process_resident_memory",
+            "Resident memory size",
+            Some(Unit::Bytes),
+            p.resident_bytes,
+        ),
+        (
+            "process_virtual_memory",
+            "Virtual memory size",
+            Some(Unit::Bytes),
+            p.virtual_bytes,
+        ),
+        (
+            "process_open_fds",
+            "Open file descriptors",
+            None,
+            p.open_fds,
+        ),
+        (
+            "process_max_fds",
+            "Most open file descriptors allowed (the soft RLIMIT_NOFILE)",
+            None,
+            p.max_fds,
+        ),
+    ];
+    for (name, help, unit, value) in gauges {
+        let gauge = ConstGauge::new(value);
+        gauge.encode(encoder.encode_descriptor(
+            name,
+            help,
+            unit.as_ref(),
+            gauge.metric_type(),
+        )?)?;
+    }
+    let start = ConstGauge::new(p.start_time_seconds);
+    start.encode(encoder.encode_descriptor(
+        "process_start_time",
+        "Start time of the process since the Unix epoch",
+        Some(&Unit::Seconds),
+        start.metric_type(),
+    )?)?;
+    let cpu = ConstCounter::new(p.cpu_seconds);
+    cpu.encode(encoder.encode_descriptor(
+        "process_cpu",
+        "User and system CPU time spent",
+        Some(&Unit::Seconds),
+        cpu.metric_type(),
+    )?)
 }
 
 #[cfg(test)]
@@ -605,17 +684,20 @@ mod tests {
     #[test]
     fn renders_the_documented_names() {
         let m = Metrics::new(1);
+        m.set_engine("uring");
         m.shard(0).accepted();
+        m.shard(0).received(2, 20);
         m.shard(0).sent(4, 40, 1);
+        m.shard(0).own_sent(5);
         let text = m.render();
         for line in [
             "ringcast_connected_clients 1",
             "ringcast_connections_accepted_total 1",
-            "ringcast_messages_received_total 0",
+            "ringcast_messages_received_total 2",
             "ringcast_messages_sent_total 4",
             "ringcast_messages_dropped_total 0",
-            "ringcast_bytes_received_total 0",
-            "ringcast_bytes_sent_total 40",
+            "ringcast_received_bytes_total 20",
+            "ringcast_sent_bytes_total 40",
             "ringcast_write_batches_total 1",
             "ringcast_lines_too_long_total 0",
             "ringcast_slow_clients 0",
@@ -626,11 +708,35 @@ mod tests {
             "ringcast_handshake_timeouts_total 0",
             "ringcast_websocket_protocol_errors_total 0",
             "ringcast_tls_errors_total 0",
-            "ringcast_own_bytes_sent_total 0",
+            "ringcast_own_sent_bytes_total 5",
+            "ringcast_engine_info{engine=\"uring\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
+            );
+        }
+        // Prometheus's own exporters' labels; the engine has its own metric.
+        let build = text
+            .lines()
+            .find(|l| l.starts_with("ringcast_build_info{"))
+            .expect("build info");
+        assert!(
+            build.contains("revision=\"") && build.contains("version=\""),
+            "{build}"
+        );
+        assert!(
+            !build.contains("commit=") && !build.contains("engine="),
+            "{build}"
+        );
+        // Byte counters carry their unit: no name without it is left.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap_or_default();
+            assert!(
+                !name.contains("bytes")
+                    || name.ends_with("_bytes_total")
+                    || name.ends_with("_bytes"),
+                "{name} names bytes without the unit last"
             );
         }
     }

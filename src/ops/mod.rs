@@ -5,3 +5,4 @@ pub mod clients;
 pub(crate) mod cluster;
 pub(crate) mod http;
 pub mod metrics;
+pub(crate) mod process;

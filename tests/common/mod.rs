@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringcast::ops::clients::{ClientInfo, Clients, SortBy};
+use ringcast::ops::clients::{ClientInfo, Clients, Page, SortBy};
 use ringcast::ops::metrics::{Metrics, Totals};
 use ringcast::{Config, EngineChoice, Server};
 
@@ -101,12 +101,12 @@ impl TestServer {
             .block_on(self.clients.list())
     }
 
-    /// The first `limit` clients by `sort`, as `/clients?sort=..&limit=..`.
-    pub fn query(&self, sort: SortBy, limit: Option<usize>) -> Vec<ClientInfo> {
+    /// A page of the clients by `sort`, as `/clients?sort=..&offset=..&limit=..`.
+    pub fn query(&self, sort: SortBy, offset: usize, limit: usize) -> Page {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(self.clients.query(sort, limit))
+            .block_on(self.clients.query(sort, offset, limit))
     }
 
     /// The server's view of `client`.

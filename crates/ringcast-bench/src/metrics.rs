@@ -219,7 +219,10 @@ mod tests {
 ringcast_connected_clients 3
 # TYPE ringcast_messages_dropped counter
 ringcast_messages_dropped_total 12345
-ringcast_build_info{version=\"0.1.0\",commit=\"ab c}d\\\"e\",engine=\"uring\"} 1
+ringcast_build_info{version=\"0.1.0\",revision=\"ab c}d\\\"e\"} 1
+ringcast_engine_info{engine=\"uring\"} 1
+# UNIT process_resident_memory_bytes bytes
+process_resident_memory_bytes 1.9595264e7
 ringcast_ratio 0.25 1700000000000
 ringcast_inf +Inf
 
@@ -235,9 +238,11 @@ ringcast_inf +Inf
             12345
         );
         assert_eq!(
-            m.get("ringcast_build_info{version=\"0.1.0\",commit=\"ab c}d\\\"e\",engine=\"uring\"}"),
+            m.get("ringcast_build_info{version=\"0.1.0\",revision=\"ab c}d\\\"e\"}"),
             Some(1.0)
         );
+        assert_eq!(m.get("ringcast_engine_info{engine=\"uring\"}"), Some(1.0));
+        assert_eq!(m.get("process_resident_memory_bytes"), Some(19_595_264.0));
         assert_eq!(m.get("ringcast_ratio"), Some(0.25));
         assert_eq!(m.get("ringcast_inf"), Some(f64::INFINITY));
         assert!(m.count("ringcast_missing").is_err());

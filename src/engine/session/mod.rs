@@ -162,6 +162,14 @@ pub(crate) struct Session {
     /// Messages handed to the kernel and dropped, over its life.
     sent: u64,
     dropped: u64,
+    /// Bytes of the messages handed to the kernel, over its life.
+    bytes_out: u64,
+    /// Complete messages received, and their bytes, over its life: the
+    /// reader adds them up once per read.
+    msgs_in: u64,
+    bytes_in: u64,
+    /// When it last sent anything (a read returned bytes).
+    last_read: Instant,
     /// The connection's slot in its host's roster.
     key: usize,
     out: Outbound,
@@ -276,6 +284,7 @@ impl Session {
         tick: u64,
     ) -> Self {
         let plain_lines = transport == Transport::Tcp && tls.is_none();
+        let now = Instant::now();
         Self {
             id,
             peer,
@@ -283,9 +292,13 @@ impl Session {
             transport,
             open: plain_lines,
             closing: None,
-            connected: Instant::now(),
+            connected: now,
             sent: 0,
             dropped: 0,
+            bytes_out: 0,
+            msgs_in: 0,
+            bytes_in: 0,
+            last_read: now,
             key: usize::MAX,
             out: Outbound::new(settings.queue, settings.grace),
             closed: false,
@@ -409,6 +422,7 @@ impl Session {
     fn count_sent(&mut self, sent: Sent, cx: &Cx<'_>) {
         if sent.messages > 0 || sent.bytes > 0 {
             self.sent += sent.messages as u64;
+            self.bytes_out += sent.bytes as u64;
             cx.shard.sent(sent.messages, sent.bytes, sent.sends);
         }
         if sent.own_bytes > 0 {
@@ -423,9 +437,14 @@ impl Session {
             peer: self.peer,
             core: self.core,
             transport: self.transport,
+            tls: self.tls.is_some(),
             connected_secs: self.connected.elapsed().as_secs_f64(),
+            idle_secs: self.last_read.elapsed().as_secs_f64(),
             queued: self.out.len() + self.tls.as_ref().map_or(0, |t| t.sealed()),
+            msgs_in: self.msgs_in,
+            bytes_in: self.bytes_in,
             sent: self.sent,
+            bytes_out: self.bytes_out,
             dropped: self.dropped,
             slow: self.out.episode().is_some(),
         }

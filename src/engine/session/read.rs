@@ -41,8 +41,7 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
     let mut cipher = link.with(|s| s.is_tls()).then(|| Inbound::new(0));
     let mut established = false;
     let handshake_by = Instant::now() + settings.handshake_timeout;
-    // Lines published since the other tasks of the core last ran.
-    let mut spent = 0;
+    let mut tally = Tally::default();
     let mut answered = None;
     loop {
         let max = inbound.prepare();
@@ -96,7 +95,9 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
             break;
         }
         let tick = host.tick();
+        let now = Instant::now();
         if link.with(|s| {
+            s.last_read = now;
             s.last_active = tick;
             s.publishing = true;
             s.closed
@@ -104,15 +105,18 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
             break;
         }
         let ended = match &mut framing {
-            Framing::Lines => publish_lines(host, &mut inbound, &mut spent).await,
+            Framing::Lines => publish_lines(host, &mut inbound, &mut tally).await,
             Framing::Handshake(_) | Framing::Frames(_) => {
-                read_websocket(host, link, &mut inbound, &mut framing, &mut spent).await
+                read_websocket(host, link, &mut inbound, &mut framing, &mut tally).await
             }
         };
         let tick = host.tick();
+        let (msgs, bytes) = tally.take();
         link.with(|s| {
             s.last_active = tick;
             s.publishing = false;
+            s.msgs_in += msgs;
+            s.bytes_in += bytes;
         });
         match ended {
             Ended::No => {}
@@ -269,6 +273,26 @@ enum Framing {
     Frames(Decoder),
 }
 
+/// What a reader has published.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Lines since the other tasks of the core last ran.
+    spent: usize,
+    /// Messages, and their bytes, since the session last heard of them.
+    msgs: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    /// The messages and bytes not yet added to the session.
+    fn take(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.msgs),
+            std::mem::take(&mut self.bytes),
+        )
+    }
+}
+
 /// Why a reader stops reading, if it does.
 enum Ended {
     /// It goes on.
@@ -283,10 +307,10 @@ enum Ended {
 
 /// Publishes every complete line in `inbound`, in runs of at most
 /// [`RUN_LINES`].
-async fn publish_lines<H: Host>(host: &H, inbound: &mut Inbound, spent: &mut usize) -> Ended {
+async fn publish_lines<H: Host>(host: &H, inbound: &mut Inbound, tally: &mut Tally) -> Ended {
     loop {
         match inbound.next_run(RUN_LINES) {
-            Ok(Some(run)) => publish(host, &run, spent).await,
+            Ok(Some(run)) => publish(host, &run, tally).await,
             Ok(None) => return Ended::No,
             // The lines before an overlong one were published.
             Err(_) => return Ended::TooLong,
@@ -296,12 +320,14 @@ async fn publish_lines<H: Host>(host: &H, inbound: &mut Inbound, spent: &mut usi
 
 /// Publishes `run`, and lets the other tasks of the core run after every
 /// [`LINE_BUDGET`] lines.
-async fn publish<H: Host>(host: &H, run: &Run, spent: &mut usize) {
+async fn publish<H: Host>(host: &H, run: &Run, tally: &mut Tally) {
     host.publish(run).await;
-    *spent += run.lines as usize;
-    if *spent >= LINE_BUDGET {
+    tally.msgs += u64::from(run.lines);
+    tally.bytes += run.bytes.len() as u64;
+    tally.spent += run.lines as usize;
+    if tally.spent >= LINE_BUDGET {
         tokio::task::yield_now().await;
-        *spent = 0;
+        tally.spent = 0;
     }
 }
 
@@ -312,7 +338,7 @@ async fn read_websocket<H: Host>(
     link: &H::Link,
     inbound: &mut Inbound,
     framing: &mut Framing,
-    spent: &mut usize,
+    tally: &mut Tally,
 ) -> Ended {
     if let Framing::Handshake(_) = framing {
         match websocket::opening(inbound.buffer()) {
@@ -359,7 +385,7 @@ async fn read_websocket<H: Host>(
         match event {
             Event::Lines(lines) => {
                 for run in Run::split(&lines) {
-                    publish(host, &run, spent).await;
+                    publish(host, &run, tally).await;
                 }
             }
             Event::Pong(frame) => {
