@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ringcast::config::{self, ClusterConfig, Config, EngineChoice, TlsConfig};
+use ringcast::config::{self, ClusterConfig, Config, EngineChoice, TlsConfig, WsOrigins};
 
 /// `ringcast --version`: the package version and the commit it was built
 /// from.
@@ -173,6 +173,25 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RINGCAST_MAX_CLIENTS", value_name = "N", default_value_t = config::DEFAULT_MAX_CLIENTS)]
     max_clients: usize,
 
+    /// Most connections from one IP address at once, line clients and
+    /// WebSocket clients (pending handshakes too) together, counted across
+    /// all cores. Past it, a new connection from that address is accepted
+    /// and closed at once, and counted in
+    /// ringcast_connections_rejected_per_ip_total. `0`: no limit (for load
+    /// tests from one machine).
+    #[arg(long, env = "RINGCAST_MAX_CLIENTS_PER_IP", value_name = "N", default_value_t = config::DEFAULT_MAX_CLIENTS_PER_IP)]
+    max_clients_per_ip: usize,
+
+    /// Which web pages may open a WebSocket, by the Origin header browsers
+    /// send: a comma-separated list of origins
+    /// (`https://example.com,http://localhost:8080`, `null` for sandboxed
+    /// pages and local files), or `*` for any. By default only pages the
+    /// --ws address serves itself (the chat page) may. Others get 403,
+    /// counted in ringcast_ws_origin_rejected_total. Clients that send no
+    /// Origin (not browsers) are always accepted.
+    #[arg(long, env = "RINGCAST_WS_ORIGIN", value_name = "LIST")]
+    ws_origin: Option<String>,
+
     /// Disconnect a client that sends nothing for this long (e.g. `5m`).
     /// Off by default: idle clients cost no timers and no CPU.
     #[arg(long, env = "RINGCAST_IDLE_TIMEOUT", value_name = "DUR", value_parser = humantime::parse_duration)]
@@ -308,6 +327,11 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout,
             lame_duck: self.lame_duck,
             max_clients: self.max_clients,
+            max_clients_per_ip: self.max_clients_per_ip,
+            ws_origin: self
+                .ws_origin
+                .as_deref()
+                .map_or(WsOrigins::Same, WsOrigins::from_list),
             idle_timeout: self.idle_timeout,
             handshake_timeout: self.handshake_timeout,
             slow_disconnect: self.slow_disconnect,

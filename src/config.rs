@@ -48,6 +48,33 @@ pub struct ClusterConfig {
     pub node_id: Option<String>,
 }
 
+/// Which web pages may open a WebSocket to `--ws` (`--ws-origin`), by the
+/// `Origin` header browsers send. A client that sends none (not a
+/// browser) is always accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WsOrigins {
+    /// Pages from the `--ws` address itself, such as the chat page: the
+    /// `Origin` must be the request's own scheme, `Host` and port.
+    #[default]
+    Same,
+    /// Any page (`*`).
+    Any,
+    /// Pages from these origins only, each `scheme://host[:port]` or
+    /// `null`.
+    List(Vec<String>),
+}
+
+impl WsOrigins {
+    /// `--ws-origin`'s value: `*`, or a comma-separated list. Each entry
+    /// is checked by [`Config::validate`].
+    pub fn from_list(list: &str) -> Self {
+        if list.trim() == "*" {
+            return WsOrigins::Any;
+        }
+        WsOrigins::List(list.split(',').map(|o| o.trim().to_owned()).collect())
+    }
+}
+
 /// Everything the server needs to know. [`Config::default`] holds every
 /// default; [`Config::validate`] every check.
 #[derive(Debug, Clone)]
@@ -89,6 +116,11 @@ pub struct Config {
     pub lame_duck: Option<Duration>,
     /// Most clients connected at once; more are accepted and closed at once.
     pub max_clients: usize,
+    /// Most connections from one IP address at once, clients and pending
+    /// WebSocket handshakes together; `0` is no limit.
+    pub max_clients_per_ip: usize,
+    /// Which web pages may open a WebSocket.
+    pub ws_origin: WsOrigins,
     /// Disconnect clients that send nothing for this long; `None` never does.
     pub idle_timeout: Option<Duration>,
     /// Close a WebSocket connection whose opening handshake has not
@@ -169,6 +201,8 @@ pub const DEFAULT_COALESCE_ABOVE: u64 = 400_000;
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// Most `--max-clients`.
 pub const MAX_MAX_CLIENTS: usize = 10_000_000;
+/// Default `--max-clients-per-ip`.
+pub const DEFAULT_MAX_CLIENTS_PER_IP: usize = 1000;
 /// Default `--handshake-timeout`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `--drain-timeout`.
@@ -196,6 +230,8 @@ impl Default for Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             lame_duck: None,
             max_clients: DEFAULT_MAX_CLIENTS,
+            max_clients_per_ip: DEFAULT_MAX_CLIENTS_PER_IP,
+            ws_origin: WsOrigins::Same,
             idle_timeout: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             slow_disconnect: None,
@@ -262,6 +298,15 @@ impl Config {
             return bad("--max-clients must be at least 1");
         }
         at_most("--max-clients", self.max_clients, MAX_MAX_CLIENTS, "")?;
+        at_most(
+            "--max-clients-per-ip",
+            self.max_clients_per_ip,
+            MAX_MAX_CLIENTS,
+            " (0 for no limit)",
+        )?;
+        if let WsOrigins::List(list) = &self.ws_origin {
+            crate::policy::websocket::Origins::list(list).map_err(Error::Config)?;
+        }
         if self.stall_timeout > MAX_STALL_TIMEOUT {
             return Err(Error::Config(format!(
                 "--stall-timeout must be at most {MAX_STALL_TIMEOUT:?}"
@@ -334,6 +379,13 @@ impl Config {
             slow_disconnect: self.slow_disconnect,
             drain_stall: self.drain_timeout / 8,
             handshake_timeout: self.handshake_timeout,
+            origins: std::sync::Arc::new(match &self.ws_origin {
+                WsOrigins::Same => crate::policy::websocket::Origins::Same,
+                WsOrigins::Any => crate::policy::websocket::Origins::Any,
+                // Checked by `validate`; an invalid list lets nobody in.
+                WsOrigins::List(list) => crate::policy::websocket::Origins::list(list)
+                    .unwrap_or(crate::policy::websocket::Origins::Nobody),
+            }),
         }
     }
 }
@@ -372,7 +424,17 @@ mod tests {
     fn the_defaults_are_valid_and_each_bad_value_names_its_option() {
         assert!(Config::default().validate().is_ok());
         type Spoil = fn(&mut Config);
-        let cases: [(&str, Spoil); 17] = [
+        let cases: [(&str, Spoil); 21] = [
+            ("--max-clients-per-ip", |c| {
+                c.max_clients_per_ip = MAX_MAX_CLIENTS + 1
+            }),
+            ("--ws-origin", |c| {
+                c.ws_origin = WsOrigins::from_list("https://a.example/path")
+            }),
+            ("--ws-origin", |c| {
+                c.ws_origin = WsOrigins::from_list("https://a.example,*")
+            }),
+            ("--ws-origin", |c| c.ws_origin = WsOrigins::from_list("")),
             ("--stall-timeout", |c| {
                 c.stall_timeout = Duration::from_secs(2)
             }),
@@ -415,6 +477,8 @@ mod tests {
             max_line: MAX_MAX_LINE,
             sndbuf: MAX_SNDBUF,
             max_clients: MAX_MAX_CLIENTS,
+            max_clients_per_ip: MAX_MAX_CLIENTS,
+            ws_origin: WsOrigins::from_list("https://a.example, http://B.example:8080,null"),
             coalesce: MAX_COALESCE,
             keepalive: Some(MAX_KEEPALIVE),
             user_timeout: Some(MAX_USER_TIMEOUT),

@@ -161,6 +161,14 @@ fn absurd_numbers_are_one_clear_error_line_each() {
             &["--idle-timeout", "1000days"],
             "--idle-timeout must be at most",
         ),
+        (
+            &["--max-clients-per-ip", "18446744073709551615"],
+            "--max-clients-per-ip must be at most",
+        ),
+        (
+            &["--ws-origin", "https://example.com/chat"],
+            "--ws-origin: \"https://example.com/chat\" is not an origin",
+        ),
     ];
     for (args, needle) in cases {
         let out = serve_briefly(args);
@@ -310,6 +318,8 @@ fn help_explains_every_option() {
         "--slow-disconnect",
         "--drain-timeout",
         "--max-clients",
+        "--max-clients-per-ip",
+        "--ws-origin",
         "--idle-timeout",
         "--metrics",
         "--log",

@@ -16,6 +16,7 @@ use ringcast::EngineChoice;
 on_both_engines!(
     max_line_holds_to_the_byte_on_tcp_and_websocket,
     past_max_clients_new_connections_are_closed_and_counted,
+    past_max_clients_per_ip_an_address_is_closed_and_counted,
     running_out_of_descriptors_keeps_serving_and_recovers,
     idle_timeout_disconnects_only_silent_clients,
     a_newcomer_gets_the_whole_idle_timeout,
@@ -106,6 +107,73 @@ fn past_max_clients_new_connections_are_closed_and_counted(engine: EngineChoice)
     server.wait_connected(2);
     let _late = Client::connect(server.addr);
     server.wait_connected(3);
+}
+
+/// A client connecting from `ip` (any of 127/8 is loopback).
+fn connect_from(ip: &str, addr: std::net::SocketAddr) -> Client {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: std::net::SocketAddr = format!("{ip}:0").parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    Client::from_stream(socket.into())
+}
+
+/// A line round trip: the client is connected and served.
+fn served(client: &mut Client, line: &[u8]) {
+    client.send(line);
+    gets(client, line);
+}
+
+/// Reads lines (others' too: everyone gets everything) until `line`.
+fn gets(client: &mut Client, line: &[u8]) {
+    while client.read_lines(1)[0] != line {}
+}
+
+/// With --max-clients-per-ip 2, a third connection from 127.0.0.1 (line
+/// or WebSocket) is closed at once and counted apart from --max-clients;
+/// 127.0.0.2 is not held back; a slot frees when a client leaves; and a
+/// WebSocket connection counts from its accept through its handshake.
+fn past_max_clients_per_ip_an_address_is_closed_and_counted(engine: EngineChoice) {
+    let server = TestServer::start_with(engine, |c| {
+        c.max_clients_per_ip = 2;
+        c.ws = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let ws_addr = server.ws_addr.unwrap();
+    let first = connect_from("127.0.0.1", server.addr);
+    let mut second = connect_from("127.0.0.1", server.addr);
+    server.wait_connected(2);
+    let mut third = connect_from("127.0.0.1", server.addr);
+    assert!(third.wait_closed_by_server(), "a third from 127.0.0.1");
+    let mut pending = Client::from_stream(std::net::TcpStream::connect(ws_addr).unwrap());
+    assert!(pending.wait_closed_by_server(), "a third, on --ws");
+    let t = server.wait_totals("two refusals", |t| t.rejected_per_ip == 2);
+    assert_eq!((t.rejected, t.connected, t.accepted), (0, 2, 2), "{t:?}");
+    // Another address has its own count.
+    let mut other = connect_from("127.0.0.2", server.addr);
+    let mut other_too = connect_from("127.0.0.2", server.addr);
+    server.wait_connected(4);
+    served(&mut other, b"from .2\n");
+    served(&mut other_too, b"from .2 too\n");
+    // One leaves: room for one more.
+    drop(first);
+    server.wait_connected(3);
+    let mut again = connect_from("127.0.0.1", server.addr);
+    server.wait_connected(4);
+    served(&mut again, b"back\n");
+    served(&mut second, b"still\n");
+    // A WebSocket client holds its address's count through its handshake.
+    drop(second);
+    server.wait_connected(3);
+    let mut ws = ws_client(ws_addr);
+    server.wait_connected(4);
+    let mut over = connect_from("127.0.0.1", server.addr);
+    assert!(
+        over.wait_closed_by_server(),
+        "a third, after a WebSocket client"
+    );
+    server.wait_totals("three refusals", |t| t.rejected_per_ip == 3);
+    ws.send(tungstenite::Message::text("ws")).unwrap();
+    gets(&mut again, b"ws\n");
 }
 
 /// Tests that load the machine (thousands of sockets, a flood) take turns,
@@ -336,7 +404,7 @@ fn five_thousand_idle_clients_cost_no_cpu(engine: EngineChoice) {
         EngineChoice::Uring => "uring",
         _ => "tokio",
     };
-    let server = ServerProcess::start(&["--engine", engine]);
+    let server = ServerProcess::start(&["--engine", engine, "--max-clients-per-ip", "0"]);
     let _idle = server.connect(IDLE);
     let pid = server.child.id();
     let before = cpu_ticks(pid);

@@ -342,7 +342,8 @@ fn established(port: &str, peer_port: u16) -> usize {
 #[test]
 fn an_http_client_that_never_reads_its_answers_is_closed_after_the_lifetime() {
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut cmd = ServerProcess::command(&[], &[]);
+    // 2000 clients from 127.0.0.1.
+    let mut cmd = ServerProcess::command(&[], &["--max-clients-per-ip", "0"]);
     // The connection lifetime is 1 s instead of 30.
     cmd.env("RINGCAST_FAILPOINT", "http-lifetime-1s");
     let server = ServerProcess::spawn(cmd);

@@ -94,6 +94,29 @@ fn websocket_clients_over_tls_share_the_broadcast(engine: EngineChoice) {
         answer.contains("wss://"),
         "the page speaks wss:// over https"
     );
+    // A page served over https may open a WebSocket; the same page over
+    // http is another origin.
+    let upgrade = |origin: &str| {
+        let mut c = cert.connect(ws_addr);
+        c.send(
+            format!(
+                "GET / HTTP/1.1\r\nHost: localhost:{port}\r\nOrigin: {origin}\r\n\
+                 Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                port = ws_addr.port()
+            )
+            .as_bytes(),
+        );
+        let mut status = [0u8; 12];
+        c.stream.read_exact(&mut status).unwrap();
+        String::from_utf8_lossy(&status).into_owned()
+    };
+    let port = ws_addr.port();
+    assert_eq!(
+        upgrade(&format!("https://localhost:{port}")),
+        "HTTP/1.1 101"
+    );
+    assert_eq!(upgrade(&format!("http://localhost:{port}")), "HTTP/1.1 403");
     // A WebSocket client over TLS.
     let stream = cert.connect(ws_addr).stream;
     let url = format!("wss://localhost:{}/", ws_addr.port());

@@ -26,6 +26,8 @@ on_both_engines!(
     a_client_that_pings_and_never_reads_costs_the_server_one_pong,
     the_close_code_reaches_a_client_that_keeps_sending,
     half_handshakes_time_out_and_take_no_client_slot,
+    a_page_from_another_origin_gets_403_and_is_counted,
+    ws_origin_star_or_a_list_lets_those_pages_in,
 );
 
 fn start(engine: EngineChoice) -> (TestServer, SocketAddr) {
@@ -446,4 +448,97 @@ fn half_handshakes_time_out_and_take_no_client_slot(engine: EngineChoice) {
         |t| t.handshake_timeouts == 50 && t.pending_handshakes == 0 && t.connected == 3,
     );
     assert_eq!(t.rejected, 1, "the handshake that found every slot taken");
+}
+
+/// Sends a WebSocket handshake to `addr` (its `Host`) with `origin`, if
+/// any, and returns the status of the answer and the connection: open on
+/// 101, closing otherwise.
+fn handshake_from(addr: SocketAddr, origin: Option<&str>) -> (u16, String, TcpStream) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\n{origin}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "closed mid-answer: {answer:?}"
+        );
+        answer.push(byte[0]);
+    }
+    let answer = String::from_utf8(answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    (status, answer, s)
+}
+
+/// A 403's body, and the server's end of file after it.
+fn forbidden_body(mut s: TcpStream) -> String {
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// By default only the server's own pages may open a WebSocket: a page
+/// from elsewhere gets 403 (counted, and closed like any HTTP answer);
+/// the same origin, and a client with no Origin, get 101.
+fn a_page_from_another_origin_gets_403_and_is_counted(engine: EngineChoice) {
+    let (server, ws_addr) = start(engine);
+    for evil in ["http://evil.example", "null", &format!("https://{ws_addr}")] {
+        let (status, head, s) = handshake_from(ws_addr, Some(evil));
+        assert_eq!(status, 403, "{evil}: {head}");
+        assert!(forbidden_body(s).contains("--ws-origin"), "{evil}");
+    }
+    server.wait_totals("three refusals counted, nobody connected", |t| {
+        t.origin_rejected == 3 && t.connected == 0 && t.pending_handshakes == 0
+    });
+    let (status, _, _same) = handshake_from(ws_addr, Some(&format!("http://{ws_addr}")));
+    assert_eq!(status, 101, "the server's own origin");
+    let (status, _, _plain) = handshake_from(ws_addr, None);
+    assert_eq!(status, 101, "no Origin: not a browser");
+    let mut ws = ws_client(ws_addr);
+    let t = server.wait_totals("three clients", |t| t.connected == 3);
+    assert_eq!(t.origin_rejected, 3);
+    ws.send(Message::text("still served")).unwrap();
+    assert_eq!(next(&mut ws), Message::text("still served"));
+}
+
+/// `--ws-origin '*'` lets any page in; a list, only its own.
+fn ws_origin_star_or_a_list_lets_those_pages_in(engine: EngineChoice) {
+    let with = |origins: &str| {
+        let server = TestServer::start_with(engine, |c| {
+            c.ws = Some("127.0.0.1:0".parse().unwrap());
+            c.ws_origin = ringcast::config::WsOrigins::from_list(origins);
+        });
+        let ws = server.ws_addr.unwrap();
+        (server, ws)
+    };
+    let (any, ws_addr) = with("*");
+    let mut open = Vec::new();
+    for origin in ["http://evil.example", "null"] {
+        let (status, head, s) = handshake_from(ws_addr, Some(origin));
+        assert_eq!(status, 101, "{origin}: {head}");
+        open.push(s);
+    }
+    any.wait_connected(2);
+    drop(any);
+    let (listed, ws_addr) = with("https://chat.example, http://localhost:8080");
+    for origin in ["https://chat.example", "HTTP://LOCALHOST:8080"] {
+        let (status, head, s) = handshake_from(ws_addr, Some(origin));
+        assert_eq!(status, 101, "{origin}: {head}");
+        open.push(s);
+    }
+    listed.wait_connected(2);
+    let own = format!("http://{ws_addr}");
+    for origin in ["http://chat.example", "http://localhost:8081", &own] {
+        let (status, head, s) = handshake_from(ws_addr, Some(origin));
+        assert_eq!(status, 403, "{origin}: {head}");
+        drop(forbidden_body(s));
+    }
+    let t = listed.wait_totals("three refusals", |t| t.origin_rejected == 3);
+    assert_eq!(t.connected, 2, "{t:?}");
 }

@@ -270,7 +270,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_accept_paused_for_want_of_descriptors_resumes_when_a_client_leaves() {
         let metrics = Metrics::new(1);
-        let gate = Gate::new(10);
+        let gate = Gate::new(10, 0);
         let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         assert!(gate.admit(peer, metrics.shard(0)), "a client holds a slot");
         let stop = CancellationToken::new();
@@ -304,7 +304,7 @@ mod tests {
         let leaving = async {
             ::tokio::time::sleep(leaves_at).await;
             left.set(true);
-            gate.release();
+            gate.release(peer);
         };
         ::tokio::join!(accepting, leaving);
         let at = admitted.get().expect("accepted once a descriptor was free");

@@ -35,6 +35,8 @@ pub(crate) struct Shard {
     held_nanos: AtomicU64,
     too_long: AtomicU64,
     rejected: AtomicU64,
+    rejected_per_ip: AtomicU64,
+    origin_rejected: AtomicU64,
     handshakes_begun: AtomicU64,
     handshakes_ended: AtomicU64,
     handshake_timeouts: AtomicU64,
@@ -195,6 +197,17 @@ impl Shard {
         self.check_writer();
         bump(&self.rejected, 1);
     }
+    /// A connection was turned away because `--max-clients-per-ip` from
+    /// its address were connected.
+    pub(crate) fn rejected_per_ip(&self) {
+        self.check_writer();
+        bump(&self.rejected_per_ip, 1);
+    }
+    /// A WebSocket handshake was refused (403) for its `Origin`.
+    pub(crate) fn origin_rejected(&self) {
+        self.check_writer();
+        bump(&self.origin_rejected, 1);
+    }
 }
 
 /// Totals across all shards at one moment.
@@ -244,6 +257,11 @@ pub struct Totals {
     pub lines_too_long: u64,
     /// Connections closed at once because `--max-clients` were connected.
     pub rejected: u64,
+    /// Connections closed at once because `--max-clients-per-ip` from
+    /// their address were connected.
+    pub rejected_per_ip: u64,
+    /// WebSocket handshakes refused (403) for their `Origin`.
+    pub origin_rejected: u64,
     /// Local lines published to the cluster.
     pub cluster_published: u64,
     /// Lines from other nodes delivered here.
@@ -346,6 +364,8 @@ impl Metrics {
             t.dropped += s.dropped.load(Relaxed);
             t.lines_too_long += s.too_long.load(Relaxed);
             t.rejected += s.rejected.load(Relaxed);
+            t.rejected_per_ip += s.rejected_per_ip.load(Relaxed);
+            t.origin_rejected += s.origin_rejected.load(Relaxed);
             t.cluster_published += s.cluster_published.load(Relaxed);
             t.cluster_received += s.cluster_received.load(Relaxed);
             t.cluster_dropped += s.cluster_dropped.load(Relaxed);
@@ -475,6 +495,16 @@ impl Collector for Collect {
                 "ringcast_connections_rejected",
                 "Connections closed at once because --max-clients were connected, or as many handshakes were pending",
                 t.rejected,
+            ),
+            (
+                "ringcast_connections_rejected_per_ip",
+                "Connections closed at once because --max-clients-per-ip from their address were connected",
+                t.rejected_per_ip,
+            ),
+            (
+                "ringcast_ws_origin_rejected",
+                "WebSocket handshakes answered 403 because --ws-origin does not allow their Origin",
+                t.origin_rejected,
             ),
             (
                 "ringcast_handshake_timeouts",
@@ -706,6 +736,8 @@ mod tests {
             "ringcast_connections_rejected_total 0",
             "ringcast_pending_handshakes 0",
             "ringcast_handshake_timeouts_total 0",
+            "ringcast_connections_rejected_per_ip_total 0",
+            "ringcast_ws_origin_rejected_total 0",
             "ringcast_websocket_protocol_errors_total 0",
             "ringcast_tls_errors_total 0",
             "ringcast_own_sent_bytes_total 5",

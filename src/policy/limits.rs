@@ -1,10 +1,13 @@
-//! Limits shared by both engines: how many clients may connect, how accept
-//! backs off when the process runs out of descriptors, and warnings that
-//! cannot flood the log.
+//! Limits shared by both engines: how many clients may connect, in all
+//! and from one address, how accept backs off when the process runs out
+//! of descriptors, and warnings that cannot flood the log.
 
+use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::ops::metrics::Shard;
@@ -42,6 +45,83 @@ impl ClientLimit {
     /// The configured maximum.
     pub(crate) fn max(&self) -> usize {
         self.max
+    }
+}
+
+/// Caps the connections from one IP address across all cores
+/// (`--max-clients-per-ip`): `SO_REUSEPORT` spreads one address's
+/// connections over them. An address is in the map only while it has a
+/// connection, so the map holds at most as many as are connected.
+#[derive(Debug)]
+pub(crate) struct PerAddress {
+    /// Zero: no limit, and nothing is counted.
+    max: usize,
+    /// Sharded by address, so cores accepting from different addresses
+    /// seldom meet on one lock.
+    counts: Box<[Mutex<HashMap<IpAddr, usize>>]>,
+    hasher: std::collections::hash_map::RandomState,
+    rejections: Throttle,
+}
+
+const ADDRESS_SHARDS: usize = 16;
+
+impl PerAddress {
+    /// At most `max` connections from one address at once; `0` is none.
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max,
+            counts: (0..ADDRESS_SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            rejections: Throttle::default(),
+        }
+    }
+
+    fn shard(&self, ip: &IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        let i = self.hasher.hash_one(ip) as usize % self.counts.len();
+        // A panic while holding the lock leaves the map whole.
+        self.counts[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a connection from `ip`; false when `max` are connected from it.
+    pub(crate) fn try_admit(&self, ip: IpAddr) -> bool {
+        if self.max == 0 {
+            return true;
+        }
+        // An IPv4 client of a dual-stack listener is the same address.
+        let ip = ip.to_canonical();
+        let mut counts = self.shard(&ip);
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// A connection from `ip` has gone.
+    pub(crate) fn release(&self, ip: IpAddr) {
+        if self.max == 0 {
+            return;
+        }
+        let ip = ip.to_canonical();
+        let mut counts = self.shard(&ip);
+        if let Some(count) = counts.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
+
+    /// Addresses with a connection now.
+    #[cfg(test)]
+    fn addresses(&self) -> usize {
+        self.counts
+            .iter()
+            .map(|c| c.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
     }
 }
 
@@ -142,14 +222,24 @@ pub(crate) struct Gate {
     /// loops paused for want of descriptors try again at once. Shared by
     /// a server's two gates: a descriptor freed by either serves both.
     freed: std::sync::Arc<tokio::sync::Notify>,
+    /// `--max-clients-per-ip`, shared by a server's two gates: a
+    /// connection counts from its accept to its close, whichever slot it
+    /// holds.
+    per_ip: Arc<PerAddress>,
     rejections: Throttle,
     accept_errors: Throttle,
 }
 
 impl Gate {
-    /// A gate letting in at most `max_clients` at once.
-    pub(crate) fn new(max_clients: usize) -> Self {
-        Self::with(max_clients, false, std::sync::Arc::default())
+    /// A gate letting in at most `max_clients` at once, and at most
+    /// `max_per_ip` from one address (`0`: no limit).
+    pub(crate) fn new(max_clients: usize, max_per_ip: usize) -> Self {
+        Self::with(
+            max_clients,
+            false,
+            std::sync::Arc::default(),
+            Arc::new(PerAddress::new(max_per_ip)),
+        )
     }
 
     /// A gate letting at most [`PENDING_HANDSHAKES`] WebSocket connections
@@ -161,24 +251,48 @@ impl Gate {
             PENDING_HANDSHAKES,
             true,
             std::sync::Arc::clone(&clients.freed),
+            Arc::clone(&clients.per_ip),
         )
     }
 
-    fn with(max: usize, handshakes: bool, freed: std::sync::Arc<tokio::sync::Notify>) -> Self {
+    fn with(
+        max: usize,
+        handshakes: bool,
+        freed: std::sync::Arc<tokio::sync::Notify>,
+        per_ip: Arc<PerAddress>,
+    ) -> Self {
         Self {
             limit: ClientLimit::new(max),
             handshakes,
             freed,
+            per_ip,
             rejections: Throttle::default(),
             accept_errors: Throttle::default(),
         }
     }
 
-    /// Takes a slot for a client from `peer`. When all are taken, counts the
-    /// rejection, warns (at most once a second) and returns false: the
-    /// caller closes the connection at once.
+    /// Takes a slot for a new connection from `peer`, and counts it for
+    /// its address. When its address has `--max-clients-per-ip`, or all
+    /// slots are taken, counts the rejection, warns (at most once a second)
+    /// and returns false: the caller closes the connection at once.
     pub(crate) fn admit(&self, peer: SocketAddr, shard: &Shard) -> bool {
-        self.admit_or("closed the new connection at once", peer, shard)
+        if !self.per_ip.try_admit(peer.ip()) {
+            shard.rejected_per_ip();
+            if let Some(suppressed) = self.per_ip.rejections.allow() {
+                tracing::warn!(
+                    %peer,
+                    max_clients_per_ip = self.per_ip.max,
+                    also_rejected_since_last_warning = suppressed,
+                    "--max-clients-per-ip reached for this address: closed the new connection at once; connected clients are unaffected"
+                );
+            }
+            return false;
+        }
+        if self.admit_or("closed the new connection at once", peer, shard) {
+            return true;
+        }
+        self.per_ip.release(peer.ip());
+        false
     }
 
     /// As [`admit`](Self::admit), for a WebSocket client whose handshake
@@ -217,9 +331,18 @@ impl Gate {
         false
     }
 
-    /// Gives back the slot of a client that has gone, and wakes accept
-    /// loops paused for want of descriptors: one is free now.
-    pub(crate) fn release(&self) {
+    /// Gives back the slot of a connection from `peer` that has gone, and
+    /// its count for its address, and wakes accept loops paused for want of
+    /// descriptors: one is free now.
+    pub(crate) fn release(&self, peer: SocketAddr) {
+        self.per_ip.release(peer.ip());
+        self.limit.release();
+        self.freed.notify_waiters();
+    }
+
+    /// Gives back the handshake slot of a WebSocket connection that has
+    /// become a client: its count for its address goes with it.
+    pub(crate) fn hand_over(&self) {
         self.limit.release();
         self.freed.notify_waiters();
     }
@@ -285,15 +408,64 @@ mod tests {
             freed.as_mut().poll(&mut cx).is_ready()
         }
         use std::future::Future as _;
-        let clients = Gate::new(1);
+        let clients = Gate::new(1, 0);
         let handshakes = Gate::for_handshakes(&clients);
+        let peer: SocketAddr = "127.0.0.1:1".parse().expect("an address");
         assert!(clients.limit.try_admit() && handshakes.limit.try_admit());
         let waiting = clients.freed();
-        handshakes.release();
+        handshakes.release(peer);
         assert!(woken(waiting), "a handshake's slot freed a descriptor");
         let waiting = handshakes.freed();
-        clients.release();
+        clients.release(peer);
         assert!(woken(waiting), "a client's slot freed a descriptor");
+    }
+
+    #[test]
+    fn one_address_gets_its_share_and_others_are_unaffected() {
+        let per_ip = PerAddress::new(2);
+        let a: IpAddr = "127.0.0.1".parse().expect("an address");
+        let b: IpAddr = "127.0.0.2".parse().expect("an address");
+        assert!(per_ip.try_admit(a) && per_ip.try_admit(a));
+        assert!(!per_ip.try_admit(a), "a third from one address");
+        // The same address, from a dual-stack listener.
+        assert!(!per_ip.try_admit("::ffff:127.0.0.1".parse().expect("v6")));
+        assert!(per_ip.try_admit(b), "another address");
+        per_ip.release(a);
+        assert!(per_ip.try_admit(a), "one left: room for another");
+        for ip in [a, a, b] {
+            per_ip.release(ip);
+        }
+        assert_eq!(per_ip.addresses(), 0, "gone addresses are forgotten");
+        let unlimited = PerAddress::new(0);
+        assert!((0..10_000).all(|_| unlimited.try_admit(a)));
+        assert_eq!(unlimited.addresses(), 0, "no limit counts nothing");
+    }
+
+    #[test]
+    fn a_gate_counts_a_connection_per_address_from_accept_to_close() {
+        let metrics = crate::ops::metrics::Metrics::new(1);
+        let shard = metrics.shard(0);
+        let clients = Gate::new(3, 2);
+        let handshakes = Gate::for_handshakes(&clients);
+        let a: SocketAddr = "10.0.0.1:1".parse().expect("an address");
+        let b: SocketAddr = "10.0.0.2:1".parse().expect("an address");
+        // A line client and a pending handshake: both count for `a`.
+        assert!(clients.admit(a, shard) && handshakes.admit(a, shard));
+        assert!(!clients.admit(a, shard) && !handshakes.admit(a, shard));
+        let t = metrics.totals();
+        assert_eq!((t.rejected_per_ip, t.rejected), (2, 0));
+        // The handshake becomes a client: still two from `a`.
+        assert!(clients.admit_handshaken(a, shard));
+        handshakes.hand_over();
+        assert!(!clients.admit(a, shard));
+        // --max-clients turns `b`'s second away: it counts for `b` no more.
+        assert!(clients.admit(b, shard));
+        assert!(!clients.admit(b, shard));
+        assert_eq!(metrics.totals().rejected, 1);
+        clients.release(b);
+        assert_eq!(clients.per_ip.addresses(), 1);
+        clients.release(a);
+        assert!(clients.admit(a, shard), "one of `a`'s left");
     }
 
     #[test]

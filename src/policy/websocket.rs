@@ -15,6 +15,9 @@
 //!   protocol error closes with its code: 1002 (protocol), 1007 (invalid
 //!   UTF-8 in a text message), 1009 (a message over `--max-line`).
 //! - `GET /` without an upgrade gets the demo chat page.
+//! - **Origin.** A browser's handshake carries the `Origin` of the page
+//!   that opens it; [`Origins`] (`--ws-origin`) says which may, and the
+//!   others get 403. A handshake without one (not a browser) passes.
 
 use std::io::Cursor;
 
@@ -49,10 +52,20 @@ pub(crate) enum Opening {
         /// The whole response.
         response: Bytes,
     },
+    /// A WebSocket upgrade from a page whose origin `--ws-origin` does not
+    /// allow: send `response` (403), then close.
+    Forbidden {
+        /// The whole response.
+        response: Bytes,
+        /// The `Origin` it came with, for the log.
+        origin: String,
+    },
 }
 
-/// Reads the opening handshake at the start of `buf`.
-pub(crate) fn opening(buf: &[u8]) -> Opening {
+/// Reads the opening handshake at the start of `buf`. `origins` says which
+/// pages may open a WebSocket; `secure` whether the connection is TLS (the
+/// scheme of its own origin is then `https`).
+pub(crate) fn opening(buf: &[u8], origins: &Origins, secure: bool) -> Opening {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut request = httparse::Request::new(&mut headers);
     let consumed = match request.parse(buf) {
@@ -109,6 +122,14 @@ pub(crate) fn opening(buf: &[u8]) -> Opening {
             response: r.freeze(),
         };
     }
+    if let Some(origin) = header("Origin")
+        && let Err(why) = origins.allows(origin, header("Host"), secure)
+    {
+        return Opening::Forbidden {
+            response: response(403, "Forbidden", "text/plain; charset=utf-8", why),
+            origin: String::from_utf8_lossy(origin).into_owned(),
+        };
+    }
     let accept = tungstenite::handshake::derive_accept_key(key);
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -116,6 +137,166 @@ pub(crate) fn opening(buf: &[u8]) -> Opening {
     Opening::Upgrade {
         response: Bytes::from(response),
         consumed,
+    }
+}
+
+/// Which pages may open a WebSocket, by their `Origin` (`--ws-origin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origins {
+    /// The request's own origin only: its scheme, `Host` and port.
+    Same,
+    /// Any origin.
+    Any,
+    /// These origins only (`None` is `null`, the origin of sandboxed
+    /// frames and local files).
+    List(Vec<Option<Origin>>),
+    /// None: what an invalid list (refused at start) would mean.
+    Nobody,
+}
+
+/// An origin, `scheme://host[:port]`, compared as browsers do: scheme and
+/// host without regard to case, and a scheme's default port the same as
+/// none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    scheme: String,
+    host: String,
+    /// `None` for the scheme's default port.
+    port: Option<u16>,
+}
+
+impl Origin {
+    /// Parses `scheme://host[:port]`, as in an `Origin` header; `None` if
+    /// it is not one (a path, user info, a bad port).
+    pub(crate) fn parse(text: &str) -> Option<Origin> {
+        let (scheme, authority) = text.split_once("://")?;
+        let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        if !scheme_ok {
+            return None;
+        }
+        let scheme = scheme.to_ascii_lowercase();
+        Self::with_authority(scheme, authority)
+    }
+
+    /// The origin of a request to `host` (its `Host` header) over `scheme`.
+    fn of_request(scheme: &str, host: &str) -> Option<Origin> {
+        Self::with_authority(scheme.to_owned(), host)
+    }
+
+    fn with_authority(scheme: String, authority: &str) -> Option<Origin> {
+        let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+            // An IPv6 literal: `[::1]` or `[::1]:8080`.
+            let (inside, after) = rest.split_once(']')?;
+            let port = match after {
+                "" => None,
+                after => Some(after.strip_prefix(':')?),
+            };
+            (format!("[{inside}]"), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host.to_owned(), Some(port)),
+                None => (authority.to_owned(), None),
+            }
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._~!$&'()*+;=%[]:".contains(c))
+            && (host.starts_with('[') || !host.contains([':', '[', ']']));
+        if !host_ok {
+            return None;
+        }
+        let port = match port {
+            None => None,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(p.parse::<u16>().ok()?)
+            }
+            Some(_) => return None,
+        };
+        let default = match scheme.as_str() {
+            "http" | "ws" => Some(80),
+            "https" | "wss" => Some(443),
+            _ => None,
+        };
+        Some(Origin {
+            host: host.to_ascii_lowercase(),
+            port: port.filter(|&p| Some(p) != default),
+            scheme,
+        })
+    }
+}
+
+impl Origins {
+    /// The origins of `--ws-origin`'s list, or why one is not an origin.
+    pub(crate) fn list(list: &[String]) -> Result<Origins, String> {
+        if list.iter().all(|o| o.is_empty()) {
+            return Err("--ws-origin must name at least one origin, or `*`".into());
+        }
+        let mut origins = Vec::new();
+        for text in list.iter().filter(|o| !o.is_empty()) {
+            if text == "*" {
+                return Err("--ws-origin: `*` allows every origin, and stands alone".into());
+            }
+            if text.eq_ignore_ascii_case("null") {
+                origins.push(None);
+                continue;
+            }
+            match Origin::parse(text) {
+                Some(origin) => origins.push(Some(origin)),
+                None => {
+                    return Err(format!(
+                        "--ws-origin: {text:?} is not an origin: write scheme://host[:port], such as https://example.com or http://localhost:8080, with no path"
+                    ));
+                }
+            }
+        }
+        Ok(Origins::List(origins))
+    }
+
+    /// Whether a page whose origin is `origin` may open a WebSocket with a
+    /// request to `host` (its `Host` header), over TLS if `secure`; if
+    /// not, the body of the 403 saying why.
+    pub(crate) fn allows(
+        &self,
+        origin: &[u8],
+        host: Option<&[u8]>,
+        secure: bool,
+    ) -> Result<(), &'static str> {
+        let origin = std::str::from_utf8(origin).unwrap_or("").trim();
+        let parsed = Origin::parse(origin);
+        let null = origin.eq_ignore_ascii_case("null");
+        match self {
+            Origins::Any => Ok(()),
+            Origins::Same => {
+                let scheme = if secure { "https" } else { "http" };
+                let own = host
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| Origin::of_request(scheme, h.trim()));
+                if parsed.is_some() && parsed == own {
+                    Ok(())
+                } else {
+                    Err(
+                        "forbidden: this page's origin may not open a WebSocket here (only the server's own pages may; see --ws-origin)\n",
+                    )
+                }
+            }
+            Origins::List(list) => {
+                let listed = if null {
+                    list.contains(&None)
+                } else {
+                    parsed.is_some_and(|o| list.contains(&Some(o)))
+                };
+                if listed {
+                    Ok(())
+                } else {
+                    Err("forbidden: this page's origin is not in --ws-origin\n")
+                }
+            }
+            Origins::Nobody => Err("forbidden: no origin is allowed by --ws-origin\n"),
+        }
     }
 }
 
@@ -411,19 +592,23 @@ mod tests {
     fn the_handshake_answers_with_the_accept_key() {
         // The example of RFC 6455, 1.3.
         let request = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nrest";
-        let Opening::Upgrade { response, consumed } = opening(request) else {
+        let Opening::Upgrade { response, consumed } = opening(request, &Origins::Same, false)
+        else {
             panic!("an upgrade");
         };
         assert_eq!(consumed, request.len() - 4);
         let response = std::str::from_utf8(&response).expect("text");
         assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
         assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
-        assert_eq!(opening(&request[..40]), Opening::Incomplete);
+        assert_eq!(
+            opening(&request[..40], &Origins::Same, false),
+            Opening::Incomplete
+        );
     }
 
     #[test]
     fn other_requests_get_the_page_or_an_error() {
-        let status = |r: &[u8]| match opening(r) {
+        let status = |r: &[u8]| match opening(r, &Origins::Same, false) {
             Opening::Http { response } => String::from_utf8_lossy(&response[9..12]).into_owned(),
             other => panic!("{other:?}"),
         };
@@ -442,6 +627,110 @@ mod tests {
         );
         let huge = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; MAX_HANDSHAKE]].concat();
         assert_eq!(status(&huge), "431");
+    }
+
+    fn upgrade_from(origin: Option<&str>, host: &str) -> Vec<u8> {
+        let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\n{origin}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").into_bytes()
+    }
+
+    /// The status `opening` answers a handshake from `origin` to `host`
+    /// with, over plain HTTP.
+    fn status_for(origins: &Origins, origin: Option<&str>, host: &str) -> u16 {
+        match opening(&upgrade_from(origin, host), origins, false) {
+            Opening::Upgrade { .. } => 101,
+            Opening::Forbidden {
+                response,
+                origin: seen,
+            } => {
+                assert_eq!(Some(seen.as_str()), origin);
+                let text = String::from_utf8_lossy(&response).into_owned();
+                assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{text}");
+                assert!(text.contains("Connection: close"), "{text}");
+                assert!(
+                    text.ends_with("--ws-origin)\n") || text.ends_with("--ws-origin\n"),
+                    "{text}"
+                );
+                403
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn by_default_only_the_requests_own_origin_may_upgrade() {
+        let same = Origins::Same;
+        let ok = |origin: &str, host: &str| status_for(&same, Some(origin), host) == 101;
+        assert!(ok("http://127.0.0.1:9001", "127.0.0.1:9001"));
+        // Scheme and host without regard to case; default ports as none.
+        assert!(ok("HTTP://Chat.Example.COM", "chat.example.com"));
+        assert!(ok("http://chat.example.com:80", "chat.example.com"));
+        assert!(ok("http://chat.example.com", "chat.example.com:80"));
+        assert!(ok("http://[::1]:9001", "[::1]:9001"));
+        // Another host, port or scheme is another origin.
+        assert!(!ok("http://evil.example", "chat.example.com"));
+        assert!(!ok("http://127.0.0.1:9002", "127.0.0.1:9001"));
+        assert!(!ok("http://127.0.0.1", "127.0.0.1:9001"));
+        assert!(!ok("https://chat.example.com", "chat.example.com"));
+        assert!(!ok(
+            "http://chat.example.com.evil.example",
+            "chat.example.com"
+        ));
+        // Sandboxed frames and local files say `null`; garbage is refused.
+        assert!(!ok("null", "chat.example.com"));
+        assert!(!ok("", "chat.example.com"));
+        assert!(!ok("chat.example.com", "chat.example.com"));
+        // Non-browsers send no Origin at all.
+        assert_eq!(status_for(&same, None, "chat.example.com"), 101);
+        // Over TLS, the request's own origin is https.
+        let tls =
+            |origin: &str| match opening(&upgrade_from(Some(origin), "a.example"), &same, true) {
+                Opening::Upgrade { .. } => true,
+                Opening::Forbidden { .. } => false,
+                other => panic!("{other:?}"),
+            };
+        assert!(tls("https://a.example") && tls("https://a.example:443"));
+        assert!(!tls("http://a.example"));
+    }
+
+    #[test]
+    fn a_star_lets_every_origin_in_and_a_list_only_its_own() {
+        assert_eq!(
+            status_for(&Origins::Any, Some("http://evil.example"), "x"),
+            101
+        );
+        assert_eq!(status_for(&Origins::Any, Some("null"), "x"), 101);
+        let list = Origins::list(&["https://Example.com".into(), "http://localhost:8080".into()])
+            .expect("a valid list");
+        let ok = |origin: &str| status_for(&list, Some(origin), "ringcast.internal:9001") == 101;
+        assert!(ok("https://example.com") && ok("https://EXAMPLE.com:443"));
+        assert!(ok("http://localhost:8080"));
+        assert!(!ok("http://example.com") && !ok("http://localhost:8081"));
+        assert!(!ok("null"));
+        // The list replaces the default: the server's own origin is not in it.
+        assert!(!ok("http://ringcast.internal:9001"));
+        assert_eq!(status_for(&list, None, "x"), 101);
+        let with_null = Origins::list(&["null".into()]).expect("a valid list");
+        assert_eq!(status_for(&with_null, Some("null"), "x"), 101);
+        assert_eq!(status_for(&Origins::Nobody, Some("http://x"), "x"), 403);
+    }
+
+    #[test]
+    fn a_list_holds_origins_only() {
+        for bad in [
+            "example.com",
+            "https://example.com/",
+            "https://example.com/chat",
+            "https://user@example.com",
+            "https://example.com:99999",
+            "https://example.com:",
+            "https://",
+            "*",
+        ] {
+            assert!(Origins::list(&[bad.into()]).is_err(), "{bad}");
+        }
+        assert!(Origins::list(&[String::new()]).is_err());
+        assert!(Origins::list(&["https://[::1]:8443".into(), "NULL".into()]).is_ok());
     }
 
     #[test]

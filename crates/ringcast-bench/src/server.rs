@@ -46,6 +46,9 @@ pub(crate) fn parse_ready(text: &str) -> anyhow::Result<Ready> {
 pub(crate) struct ServeFlags {
     pub(crate) ready_file: bool,
     pub(crate) metrics: bool,
+    /// Whether it limits the connections per address: the harness's
+    /// thousands of clients all come from 127.0.0.1.
+    pub(crate) max_clients_per_ip: bool,
 }
 
 impl ServeFlags {
@@ -54,6 +57,7 @@ impl ServeFlags {
         ServeFlags {
             ready_file: help.contains("--ready-file"),
             metrics: help.contains("--metrics"),
+            max_clients_per_ip: help.contains("--max-clients-per-ip"),
         }
     }
 
@@ -145,6 +149,10 @@ impl Server {
         let readiness = if engine.is_ringcast() {
             let flags = ServeFlags::of(bin)?;
             args.extend(["serve", "--engine", engine.name()].map(String::from));
+            if flags.max_clients_per_ip {
+                // Every client of the harness comes from 127.0.0.1.
+                args.extend(["--max-clients-per-ip", "0"].map(String::from));
+            }
             if flags.ready_file {
                 args.extend(["--listen", "127.0.0.1:0"].map(String::from));
                 if flags.metrics {
@@ -384,17 +392,18 @@ mod tests {
 
     #[test]
     fn serve_flags_are_read_from_the_help() {
-        let new =
-            "Usage: ringcast serve [OPTIONS]\n      --metrics <ADDR>\n      --ready-file <PATH>\n";
+        let new = "Usage: ringcast serve [OPTIONS]\n      --metrics <ADDR>\n      --ready-file <PATH>\n      --max-clients-per-ip <N>\n";
         assert_eq!(
             ServeFlags::parse(new),
             ServeFlags {
                 ready_file: true,
-                metrics: true
+                metrics: true,
+                max_clients_per_ip: true,
             }
         );
         let old = "Usage: ringcast serve [OPTIONS]\n      --metrics <ADDR>\n";
         assert!(!ServeFlags::parse(old).ready_file);
+        assert!(!ServeFlags::parse(old).max_clients_per_ip);
         assert!(!ServeFlags::parse("--listen <ADDR>").metrics);
     }
 

@@ -27,7 +27,9 @@ pub struct LoadArgs {
 
     /// Connections to open. Every one of them reads everything the server
     /// broadcasts; the first `--publishers` of them also send. The slow
-    /// readers of `--slow-clients` come on top of these.
+    /// readers of `--slow-clients` come on top of these. A ringcast server
+    /// takes at most `--max-clients-per-ip` (1000 by default) from this
+    /// machine: start it with `--max-clients-per-ip 0` for more.
     #[arg(long, value_name = "C", default_value_t = DEFAULT_CLIENTS)]
     pub clients: usize,
 

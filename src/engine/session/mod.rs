@@ -40,7 +40,7 @@ use crate::policy::run::{Kind, Run};
 use crate::policy::tls::{self, Tls};
 
 /// What every connection of a server is told.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
     /// `--queue`.
     pub(crate) queue: usize,
@@ -57,6 +57,8 @@ pub(crate) struct Settings {
     /// `--handshake-timeout`: a WebSocket client's opening handshake must
     /// arrive whole within this long of its connect.
     pub(crate) handshake_timeout: Duration,
+    /// `--ws-origin`: which pages may open a WebSocket.
+    pub(crate) origins: std::sync::Arc<crate::policy::websocket::Origins>,
 }
 
 /// How long a connection the server closes after answering it (an HTTP
@@ -90,6 +92,9 @@ pub(crate) enum CloseReason {
     OwnBacklog,
     /// A plain HTTP request on the `--ws` address was answered.
     Answered,
+    /// A WebSocket handshake from a page `--ws-origin` does not allow
+    /// (answered 403).
+    OriginForbidden,
     /// The client sent nothing for `--idle-timeout`.
     IdleTimeout,
     /// The client dropped messages for `--slow-disconnect`.
@@ -114,6 +119,7 @@ impl CloseReason {
             CloseReason::Rejected => "--max-clients reached at the websocket handshake",
             CloseReason::OwnBacklog => "too many control frames queued",
             CloseReason::Answered => "http request answered",
+            CloseReason::OriginForbidden => "websocket origin not allowed by --ws-origin",
             CloseReason::IdleTimeout => "idle for --idle-timeout",
             CloseReason::SlowDisconnect => "dropping for --slow-disconnect",
             CloseReason::LameDuck => "lame duck: server leaving",
@@ -133,6 +139,7 @@ pub(crate) struct LogLimits {
     caught_up: Throttle,
     protocol_errors: Throttle,
     tls_errors: Throttle,
+    origins: Throttle,
 }
 
 /// What the shared code needs from the engine at one moment: the
@@ -556,6 +563,27 @@ impl Session {
             also_failed_since_last_line = suppressed,
             "tls session failed; closing the connection"
         );
+    }
+
+    /// Logs, at most once a second, a WebSocket handshake refused for the
+    /// page's `origin`. True if it did.
+    pub(crate) fn report_forbidden_origin(&self, origin: &str, cx: &Cx<'_>) -> bool {
+        let Some(suppressed) = cx.logs.origins.allow() else {
+            return false;
+        };
+        tracing::info!(
+            conn = self.id,
+            peer = %self.peer,
+            origin,
+            also_refused_since_last_line = suppressed,
+            "websocket handshake from a page --ws-origin does not allow: answered 403"
+        );
+        true
+    }
+
+    /// The client's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
     }
 
     /// How the client speaks.

@@ -25,7 +25,7 @@ pub(crate) const LINE_BUDGET: usize = 256;
 /// complete within `--handshake-timeout`. A client the server answers and
 /// closes gets [`LINGER`] to read the answer.
 pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
-    let settings = *host.cx().settings;
+    let settings = host.cx().settings;
     let max_line = settings.max_line;
     let (mut framing, mut inbound) = match link.with(|s| s.transport()) {
         // The splitter holds TCP lines to --max-line exactly.
@@ -341,7 +341,10 @@ async fn read_websocket<H: Host>(
     tally: &mut Tally,
 ) -> Ended {
     if let Framing::Handshake(_) = framing {
-        match websocket::opening(inbound.buffer()) {
+        let cx = host.cx();
+        // A TLS client's page is served over https.
+        let secure = link.with(|s| s.is_tls());
+        match websocket::opening(inbound.buffer(), &cx.settings.origins, secure) {
             Opening::Incomplete => return Ended::No,
             Opening::Upgrade { response, consumed } => {
                 let _ = inbound.buffer().split_to(consumed);
@@ -368,6 +371,15 @@ async fn read_websocket<H: Host>(
                     unreachable!("matched above");
                 };
                 *framing = Framing::Frames(decoder);
+            }
+            Opening::Forbidden { response, origin } => {
+                cx.shard.origin_rejected();
+                own(host, link, |s| {
+                    s.report_forbidden_origin(&origin, &cx);
+                    s.close_when_sent(CloseReason::OriginForbidden, true);
+                    s.send_own(response)
+                });
+                return Ended::Answered(Some(CloseReason::OriginForbidden));
             }
             Opening::Http { response } => {
                 own(host, link, |s| {

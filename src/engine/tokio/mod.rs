@@ -68,7 +68,7 @@ pub(crate) fn start(
             engine: "tokio",
             source,
         })?;
-    let gate = Gate::new(config.max_clients);
+    let gate = Gate::new(config.max_clients, config.max_clients_per_ip);
     let hub = Arc::new(Hub {
         metrics: Arc::clone(metrics),
         settings: config.session_settings(),
@@ -331,17 +331,17 @@ impl Host for Hub {
     fn admit_client(&self, peer: SocketAddr) -> bool {
         let admitted = self.gate.admit_handshaken(peer, self.shard());
         if admitted {
-            self.handshakes.release();
+            self.handshakes.hand_over();
         }
         admitted
     }
 
     fn forget(&self, link: &Conn) {
-        let (key, slot) = link.with(|s| (s.key(), s.slot()));
+        let (key, slot, peer) = link.with(|s| (s.key(), s.slot(), s.peer()));
         self.conns_mut().remove(key);
         match slot {
-            Slot::Client => self.gate.release(),
-            Slot::Handshake => self.handshakes.release(),
+            Slot::Client => self.gate.release(peer),
+            Slot::Handshake => self.handshakes.release(peer),
         }
         self.changed.notify_waiters();
     }
@@ -470,7 +470,7 @@ impl Hub {
             Ok(tls) => tls,
             Err(e) => {
                 tracing::error!(error = %e, %peer, "cannot start a TLS session; closing the connection");
-                self.handshakes.release();
+                self.handshakes.release(peer);
                 return;
             }
         };

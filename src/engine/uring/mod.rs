@@ -77,7 +77,7 @@ pub(crate) fn start(
 ) -> Result<(), Error> {
     let cores = listeners.len();
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
-    let gate = Gate::new(config.max_clients);
+    let gate = Gate::new(config.max_clients, config.max_clients_per_ip);
     let shared = Arc::new(Shared {
         cores,
         handshakes: Gate::for_handshakes(&gate),
@@ -132,6 +132,10 @@ pub(crate) fn start(
                 };
                 let _ = ready_tx.send(Ok(()));
                 drop(ready_tx);
+                let (coalescer, patience) = (
+                    Coalescer::new(settings.coalesce, settings.coalesce_above),
+                    Patience::new(settings.conn.grace, Instant::now()),
+                );
                 let core = Rc::new(Core {
                     index,
                     settings,
@@ -148,8 +152,8 @@ pub(crate) fn start(
                     tick: Cell::new(0),
                     changed: tokio::sync::Notify::new(),
                     failed: tokio::sync::Notify::new(),
-                    coalescer: Coalescer::new(settings.coalesce, settings.coalesce_above),
-                    patience: Patience::new(settings.conn.grace, Instant::now()),
+                    coalescer,
+                    patience,
                 });
                 runtime.block_on(core.run(listener, inbox, inspections, control));
             })
@@ -188,7 +192,7 @@ pub(crate) fn start(
 }
 
 /// What a core is told.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Settings {
     conn: session::Settings,
     idle_timeout: Option<Duration>,
@@ -274,18 +278,18 @@ impl Host for Core {
     fn admit_client(&self, peer: std::net::SocketAddr) -> bool {
         let admitted = self.shared.gate.admit_handshaken(peer, self.shard());
         if admitted {
-            self.shared.handshakes.release();
+            self.shared.handshakes.hand_over();
         }
         admitted
     }
 
     fn forget(&self, link: &Conn) {
         self.flusher.forget(self, link);
-        let (key, slot) = link.with(|s| (s.key(), s.slot()));
+        let (key, slot, peer) = link.with(|s| (s.key(), s.slot(), s.peer()));
         self.conns.borrow_mut().remove(key);
         match slot {
-            Slot::Client => self.shared.gate.release(),
-            Slot::Handshake => self.shared.handshakes.release(),
+            Slot::Client => self.shared.gate.release(peer),
+            Slot::Handshake => self.shared.handshakes.release(peer),
         }
         self.changed.notify_waiters();
     }
@@ -434,7 +438,7 @@ impl Core {
             Ok(tls) => tls,
             Err(e) => {
                 tracing::error!(error = %e, %peer, "cannot start a TLS session; closing the connection");
-                self.shared.handshakes.release();
+                self.shared.handshakes.release(peer);
                 return;
             }
         };
