@@ -138,6 +138,7 @@ impl Page {
 
 #[test]
 fn the_chat_page_talks_to_nc_clients_in_a_real_browser() {
+    require_tool!("chromium", "chromium");
     let server = TestServer::start_with(EngineChoice::Uring, |c| {
         c.ws = Some("127.0.0.1:0".parse().unwrap());
     });

@@ -210,6 +210,7 @@ fn engine_name(engine: EngineChoice) -> &'static str {
 /// A node with a smaller --max-line drops, counts and logs the longer
 /// lines of other nodes, and delivers the rest in order.
 fn lines_from_other_nodes_obey_max_line(engine: EngineChoice) {
+    require_tool!("nats-server", "nats-server");
     const MAX: usize = 100;
     let nats = Nats::start(0);
     let a = node(engine, &nats, "node-a");
@@ -251,6 +252,7 @@ fn lines_from_other_nodes_obey_max_line(engine: EngineChoice) {
 /// max_payload alone is dropped, counted and logged, and the lines around
 /// it still go.
 fn a_batch_over_max_payload_is_split_and_only_a_line_over_it_is_dropped(engine: EngineChoice) {
+    require_tool!("nats-server", "nats-server");
     let config = scratch_path("nats.conf");
     std::fs::write(&config, "max_payload: 1024\n").unwrap();
     let nats = Nats::start_with(0, &["-c", config.to_str().unwrap()]);
@@ -310,6 +312,7 @@ fn a_batch_over_max_payload_is_split_and_only_a_line_over_it_is_dropped(engine: 
 /// a line of exactly the room left reaches the other node, one a byte
 /// longer is dropped for the other nodes and counted, and no publish fails.
 fn a_line_that_just_fits_max_payload_goes_and_one_byte_more_is_dropped(engine: EngineChoice) {
+    require_tool!("nats-server", "nats-server");
     const MAX_PAYLOAD: usize = 1024;
     let config = scratch_path("nats.conf");
     std::fs::write(&config, format!("max_payload: {MAX_PAYLOAD}\n")).unwrap();
@@ -384,6 +387,7 @@ fn after_a_failover_between_servers_on_every_address_the_log_names_a_url_of_the_
 }
 
 fn failover_is_logged(listen: Listen) {
+    require_tool!("nats-server", "nats-server");
     let (first, second) = Nats::pair(listen);
     // The node is told the first's URL; it learns the second's from the
     // first's INFO, and can reach it only at one of those.
@@ -425,6 +429,7 @@ fn failover_is_logged(listen: Listen) {
 }
 
 fn a_held_line_never_delays_the_other_nodes(engine: EngineChoice) {
+    require_tool!("nats-server", "nats-server");
     // Node A holds a line for a client whose queue is full, for up to a
     // second; the lines it already read go to the other node first.
     let grace = Duration::from_secs(1);
@@ -471,6 +476,7 @@ fn a_held_line_never_delays_the_other_nodes(engine: EngineChoice) {
 
 #[test]
 fn a_line_reaches_every_client_on_both_nodes_exactly_once() {
+    require_tool!("nats-server", "nats-server");
     let nats = Nats::start(0);
     let a = node(EngineChoice::Uring, &nats, "node-a");
     let b = node(EngineChoice::Tokio, &nats, "node-b");
@@ -499,6 +505,7 @@ fn a_line_reaches_every_client_on_both_nodes_exactly_once() {
 
 #[test]
 fn two_nodes_given_one_id_still_hear_each_other_exactly_once() {
+    require_tool!("nats-server", "nats-server");
     // Cloned machines share a hostname, so the default ids can clash.
     let nats = Nats::start(0);
     let a = node(EngineChoice::Uring, &nats, "twin");
@@ -523,6 +530,7 @@ fn two_nodes_given_one_id_still_hear_each_other_exactly_once() {
 
 #[test]
 fn every_client_on_both_nodes_gets_every_line_in_order() {
+    require_tool!("nats-server", "nats-server");
     const LINES: usize = 2000;
     let nats = Nats::start(0);
     let a = node(EngineChoice::Uring, &nats, "node-a");
@@ -578,6 +586,7 @@ fn every_client_on_both_nodes_gets_every_line_in_order() {
 
 #[test]
 fn local_delivery_survives_a_nats_restart_and_cross_node_delivery_resumes() {
+    require_tool!("nats-server", "nats-server");
     let nats = Nats::start(0);
     let port = nats.port;
     let a = node(EngineChoice::Uring, &nats, "node-a");

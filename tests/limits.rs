@@ -185,6 +185,7 @@ fn heavy() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn running_out_of_descriptors_keeps_serving_and_recovers(engine: EngineChoice) {
+    require_tool!("prlimit", "util-linux");
     let _turn = heavy();
     let engine = match engine {
         EngineChoice::Uring => "uring",
@@ -301,6 +302,7 @@ fn try_http_get(addr: &str, path: &str, limit: Duration) -> Option<String> {
 }
 
 fn the_http_endpoints_answer_again_after_descriptors_run_out(engine: EngineChoice) {
+    require_tool!("prlimit", "util-linux");
     let _turn = heavy();
     let engine = match engine {
         EngineChoice::Uring => "uring",

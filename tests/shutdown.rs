@@ -341,6 +341,7 @@ fn established(port: &str, peer_port: u16) -> usize {
 
 #[test]
 fn an_http_client_that_never_reads_its_answers_is_closed_after_the_lifetime() {
+    require_tool!("ss", "iproute2");
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     // 2000 clients from 127.0.0.1.
     let mut cmd = ServerProcess::command(&[], &["--max-clients-per-ip", "0"]);

@@ -589,3 +589,56 @@ pub fn wait_for_quietly(mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Whether `name` is on `PATH`, for a test that runs it. Without it the
+/// test says so in one line naming Debian's `package` and passes, or
+/// fails under `RINGCAST_TEST_REQUIRE_TOOLS=1` (as `.ci/run` sets): see
+/// [`require_tool!`].
+#[track_caller]
+pub fn tool(name: &str, package: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(name))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    });
+    found || missing(&format!("`{name}` (Debian package {package})"))
+}
+
+/// Whether this process runs as root, for a test that needs it.
+#[track_caller]
+pub fn root(why: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    });
+    root || missing(&format!("root ({why})"))
+}
+
+/// A test cannot run without `what`: fails under
+/// `RINGCAST_TEST_REQUIRE_TOOLS=1`, or else says so and returns false.
+#[track_caller]
+fn missing(what: &str) -> bool {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let require = std::env::var_os("RINGCAST_TEST_REQUIRE_TOOLS").is_some_and(|v| v == "1");
+    assert!(
+        !require,
+        "{test} needs {what}, which is missing (RINGCAST_TEST_REQUIRE_TOOLS=1)"
+    );
+    // Straight to stderr: the harness swallows `eprintln!` of passing tests.
+    let line = format!("skipped: {test} needs {what}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    false
+}
+
+/// `require_tool!("nats-server", "nats-server")` at the top of a test:
+/// returns from it early, passing, where [`tool`] says the tool is missing.
+#[macro_export]
+macro_rules! require_tool {
+    ($name:expr, $package:expr) => {
+        if !$crate::common::tool($name, $package) {
+            return;
+        }
+    };
+}
