@@ -160,6 +160,7 @@ fn the_chat_page_talks_to_nc_clients_in_a_real_browser() {
 /// on `--plain-listen`.
 #[test]
 fn the_chat_page_over_https_talks_to_nc_clients_in_a_real_browser() {
+    require_tool!("chromium", "chromium");
     let cert = common::tls::TestCert::new();
     let server = TestServer::start_with(EngineChoice::Uring, |c| {
         let mut tls = cert.config();

@@ -274,6 +274,7 @@ with socket.create_connection((host, port), timeout=20) as raw:
 "#;
 
 fn pythons_ssl_client_gets_and_sends_lines(engine: EngineChoice) {
+    require_tool!("python3", "python3");
     let cert = TestCert::new();
     let (server, plain) = start(engine, &cert);
     let mut python = Command::new("python3")
@@ -300,6 +301,7 @@ fn pythons_ssl_client_gets_and_sends_lines(engine: EngineChoice) {
 }
 
 fn openssl_s_client_gets_and_sends_lines(engine: EngineChoice) {
+    require_tool!("openssl", "openssl");
     let cert = TestCert::new();
     let (server, plain) = start(engine, &cert);
     let mut nc = Client::connect(plain);
