@@ -216,7 +216,7 @@ impl AcceptBackoff {
 #[derive(Debug)]
 pub(crate) struct Gate {
     limit: ClientLimit,
-    /// It bounds pending WebSocket handshakes, not clients.
+    /// It bounds pending TLS and WebSocket handshakes, not clients.
     handshakes: bool,
     /// Rung when a client or a pending handshake leaves, so that accept
     /// loops paused for want of descriptors try again at once. Shared by
@@ -299,7 +299,7 @@ impl Gate {
     /// just completed: when all slots are taken, it is answered 503.
     pub(crate) fn admit_handshaken(&self, peer: SocketAddr, shard: &Shard) -> bool {
         self.admit_or(
-            "answered a completed WebSocket handshake with 503",
+            "a completed TLS or WebSocket handshake found every slot taken: closed it (a WebSocket client gets 503)",
             peer,
             shard,
         )
@@ -318,7 +318,7 @@ impl Gate {
                 %peer,
                 pending = self.limit.max(),
                 also_rejected_since_last_warning = suppressed,
-                "too many WebSocket handshakes pending: closed the new connection at once; connected clients are unaffected"
+                "too many TLS and WebSocket handshakes pending: closed the new connection at once; connected clients are unaffected"
             );
         } else {
             tracing::warn!(

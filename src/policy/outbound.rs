@@ -446,6 +446,25 @@ impl Outbound {
         }
     }
 
+    /// Takes `n` bytes off the front of the queue, as a send the kernel
+    /// took would, but ends nothing: for a TLS client, whose queue is
+    /// sealed into a record before the kernel takes it (see
+    /// [`crate::policy::tls`]). Once the kernel has taken the record,
+    /// [`drained`](Self::drained) says whether the client caught up.
+    pub fn take(&mut self, n: usize, sent: &mut Sent) {
+        self.advance(n, sent);
+    }
+
+    /// If nothing is queued: the client has caught up, and the slow
+    /// episode this ends, if one was running, is returned.
+    pub fn drained(&mut self) -> Option<Episode> {
+        if self.queue.is_empty() {
+            self.caught_up()
+        } else {
+            None
+        }
+    }
+
     /// Hands everything queued to the kernel through `send`, a
     /// non-blocking vectored send, until the queue is empty or the kernel
     /// refuses. The copy of small entries goes through one buffer per

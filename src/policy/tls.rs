@@ -32,7 +32,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ServerConnection;
 
-use crate::policy::outbound::{Episode, Flushed, Outbound, SendBuf, Sent};
+use crate::policy::outbound::{Outbound, SendBuf, Sent};
 
 /// Most bytes of the queue one seal takes: one full TLS record.
 pub(crate) const SEAL_BYTES: usize = 16 * 1024;
@@ -110,10 +110,6 @@ fn server_config(cert: &Path, key: &Path) -> Result<ServerConfig, String> {
 pub(crate) struct Carried {
     /// Messages and bytes of the queue it holds.
     pub(crate) sent: Sent,
-    /// The slow episode that ended when the queue emptied into it.
-    pub(crate) caught_up: Option<Episode>,
-    /// A deliverer may have been waiting for room when it was sealed.
-    pub(crate) room: bool,
 }
 
 /// What a read of ciphertext gave.
@@ -138,6 +134,9 @@ pub(crate) struct Tls {
     /// once the kernel has taken `wire`.
     spare: BytesMut,
     carried: Carried,
+    /// Messages left the queue for a record since the last
+    /// [`sealed_since`](Self::sealed_since).
+    fresh: bool,
     /// The handshake completed, and the reader heard of it.
     established: bool,
 }
@@ -150,6 +149,7 @@ impl Tls {
             taken: 0,
             spare: BytesMut::new(),
             carried: Carried::default(),
+            fresh: false,
             established: false,
         }
     }
@@ -187,12 +187,11 @@ impl Tls {
                 // rustls takes all of it: its buffer is empty and the
                 // limit (64 KiB) is above one seal.
                 let took = self.conn.writer().write(plain).unwrap_or(0);
-                let behind = out.is_behind();
+                // Off the queue, but not sent: nothing ends before the
+                // kernel has taken the record.
                 let mut sent = Sent::default();
-                if let Flushed::Drained { caught_up } = out.sent(Ok(took), took, &mut sent) {
-                    self.carried.caught_up = caught_up;
-                }
-                self.carried.room = behind;
+                out.take(took, &mut sent);
+                self.fresh |= sent.messages > 0;
                 self.carried.sent = sent;
             });
         }
@@ -207,6 +206,12 @@ impl Tls {
             self.wire = self.spare.split().freeze();
             self.taken = 0;
         }
+    }
+
+    /// True if messages left the queue for a record since it was last
+    /// asked: a deliverer waiting for room may offer again.
+    pub(crate) fn sealed_since(&mut self) -> bool {
+        std::mem::take(&mut self.fresh)
     }
 
     /// Messages sealed in the record on its way: the kernel has not

@@ -116,7 +116,7 @@ impl CloseReason {
             CloseReason::LineTooLong => "line too long",
             CloseReason::ProtocolError => "websocket protocol error",
             CloseReason::HandshakeTimeout => "websocket handshake timed out",
-            CloseReason::Rejected => "--max-clients reached at the websocket handshake",
+            CloseReason::Rejected => "--max-clients reached when its handshake completed",
             CloseReason::OwnBacklog => "too many control frames queued",
             CloseReason::Answered => "http request answered",
             CloseReason::OriginForbidden => "websocket origin not allowed by --ws-origin",
@@ -699,37 +699,37 @@ impl Session {
             let took = sent.bytes + sent.own_bytes > 0;
             return self.settle(flushed, sent, took, behind, cx);
         };
-        let (flushed, took, room) = match result {
+        // Sealing took messages off the queue: room for a held line.
+        let room = behind && tls.sealed_since();
+        let (flushed, took) = match result {
             Ok(n) => match tls.took(n) {
                 // The kernel took only part of the record: its buffer is
                 // full.
-                None => (
-                    self.out
-                        .sent(Err(io::ErrorKind::WouldBlock.into()), 0, &mut sent),
-                    n > 0,
-                    false,
-                ),
+                None => {
+                    let refused = Err(io::ErrorKind::WouldBlock.into());
+                    (self.out.sent(refused, 0, &mut sent), n > 0)
+                }
                 Some(carried) => {
                     sent = carried.sent;
-                    if let Some(episode) = carried.caught_up {
-                        self.caught_up(episode, cx);
-                    }
                     let flushed = if self.has_output() {
                         Flushed::More
                     } else {
                         if let Some(tls) = self.tls.as_deref_mut() {
                             tls.rest();
                         }
-                        Flushed::Drained { caught_up: None }
+                        // The kernel has taken everything: caught up.
+                        Flushed::Drained {
+                            caught_up: self.out.drained(),
+                        }
                     };
-                    (flushed, true, carried.room)
+                    (flushed, true)
                 }
             },
-            Err(e) => (self.out.sent(Err(e), 0, &mut sent), false, false),
+            Err(e) => (self.out.sent(Err(e), 0, &mut sent), false),
         };
         let turn = self.settle(flushed, sent, took, behind, cx);
         Turn {
-            room: turn.room || (room && sent.messages > 0),
+            room: turn.room || room,
             ..turn
         }
     }
@@ -1073,5 +1073,89 @@ mod tests {
         let mut got = Vec::new();
         let _ = std::io::Read::read_to_end(&mut client.reader(), &mut got);
         assert_eq!(got, b"one\ntwo\n3\n4\n");
+    }
+
+    /// A TLS session whose handshake is done, with `--queue 2`.
+    fn tls_session(
+        cert: &crate::policy::tls::testing::TestCert,
+        settings: &Settings,
+        cx: &Cx<'_>,
+    ) -> (Session, rustls::ClientConnection) {
+        use bytes::BufMut as _;
+        let tls = cert.certs().accept().expect("a session");
+        let peer = "127.0.0.1:1".parse().expect("an address");
+        let mut s = Session::new(1, peer, 0, Transport::Tcp, Some(tls), settings, 0);
+        let mut client = cert.client();
+        for _ in 0..10 {
+            let mut cipher = bytes::BytesMut::new();
+            while client.wants_write() {
+                client
+                    .write_tls(&mut (&mut cipher).writer())
+                    .expect("client writes");
+            }
+            if s.tls_input(&mut cipher, &mut bytes::BytesMut::new(), 4096)
+                .established
+            {
+                s.open(cx);
+            }
+            to_client(&mut s, &mut client, cx);
+        }
+        assert!(s.open);
+        (s, client)
+    }
+
+    /// Seals what is queued into a record and has the kernel take half of
+    /// it; returns the record's length.
+    fn seal_and_take_half(s: &mut Session, cx: &Cx<'_>) -> usize {
+        let mut wire = Wire::default();
+        let n = s.fill(&mut wire);
+        assert!(n > 0, "a record");
+        s.sent(Ok(n / 2), n, cx);
+        assert!(s.is_blocked());
+        n
+    }
+
+    #[test]
+    fn a_slow_tls_client_catches_up_only_once_the_kernel_took_its_last_record() {
+        let metrics = Metrics::new(1);
+        let mut settings = crate::config::Config::default().session_settings();
+        settings.queue = 2;
+        let logs = LogLimits::default();
+        let cx = Cx {
+            shard: metrics.shard(0),
+            settings: &settings,
+            logs: &logs,
+        };
+        let cert = crate::policy::tls::testing::TestCert::new("slow-episode");
+        let (mut s, _client) = tls_session(&cert, &settings, &cx);
+        let lines = Run::of(Bytes::from_static(b"1\n2\n3\n"));
+        // Two lines sealed, half taken; two more queued, the next held,
+        // then dropped: a slow episode.
+        s.offer(&Run::of(Bytes::from_static(b"a\nb\n")), 0, None, &cx);
+        let first = seal_and_take_half(&mut s, &cx);
+        assert!(matches!(
+            s.offer(&lines, 0, None, &cx),
+            Action::Hold { at: 2, .. }
+        ));
+        s.end_grace();
+        s.offer(&lines, 2, None, &cx);
+        assert_eq!(metrics.totals().slow_clients, 1);
+        // The first record goes; the queue is sealed into a second one,
+        // of which the kernel takes half: the client has not caught up.
+        s.writable();
+        let mut rest = Wire::default();
+        let left = s.fill(&mut rest);
+        s.sent(Ok(left), left, &cx);
+        assert_eq!(left, first - first / 2);
+        seal_and_take_half(&mut s, &cx);
+        assert_eq!(s.info().queued, 2, "sealed, on their way");
+        // Still slow: what comes now is dropped, and no second episode
+        // begins.
+        assert_eq!(s.offer(&lines, 0, None, &cx), Action::None);
+        assert_eq!(metrics.totals().slow_clients, 1, "one episode");
+        assert!(s.info().slow);
+        // It leaves before the record went: its episode ends with it.
+        s.close(&cx);
+        assert_eq!(metrics.totals().slow_clients, 0);
     }
 }

@@ -348,14 +348,19 @@ async fn read_websocket<H: Host>(
             Opening::Incomplete => return Ended::No,
             Opening::Upgrade { response, consumed } => {
                 let _ = inbound.buffer().split_to(consumed);
-                // From a handshake slot to a client slot, in one step.
+                // From a handshake slot to a client slot, and the 101
+                // queued before the client takes messages, in one step:
+                // no message can go out before the 101.
                 let cx = host.cx();
-                let admitted = link.with(|s| {
-                    let admitted = !s.closed && host.admit_client(s.peer);
-                    if admitted {
-                        s.open(&cx);
+                let mut admitted = false;
+                let queued = own(host, link, |s| {
+                    admitted = !s.closed && host.admit_client(s.peer);
+                    if !admitted {
+                        return Action::None;
                     }
-                    admitted
+                    let action = s.send_own(response);
+                    s.open(&cx);
+                    action
                 });
                 if !admitted {
                     own(host, link, |s| {
@@ -364,7 +369,7 @@ async fn read_websocket<H: Host>(
                     });
                     return Ended::Answered(Some(CloseReason::Rejected));
                 }
-                if !own(host, link, |s| s.send_own(response)) {
+                if !queued {
                     return Ended::Answered(None);
                 }
                 let Framing::Handshake(decoder) = std::mem::replace(framing, Framing::Lines) else {
