@@ -47,8 +47,8 @@ LABEL org.opencontainers.image.title="ringcast" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="${SOURCE}"
-RUN groupadd --system --gid 10001 ringcast \
-    && useradd --system --uid 10001 --gid ringcast --no-create-home \
+RUN groupadd --gid 10001 ringcast \
+    && useradd --uid 10001 --gid ringcast --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin ringcast
 COPY --from=build /usr/local/bin/ringcast /usr/local/bin/ringcast
 ENV RINGCAST_LISTEN=0.0.0.0:9000 \
