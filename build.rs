@@ -1,9 +1,19 @@
 //! Names the git commit the binary is built from, for `ringcast --version`
-//! and `ringcast_build_info`: `unknown` outside a git checkout.
+//! and `ringcast_build_info`: `RINGCAST_COMMIT` when set (the Dockerfile
+//! sets it, as its build has no `.git`), else git's answer, else `unknown`.
 
 use std::process::Command;
 
 fn main() {
+    println!("cargo:rerun-if-env-changed=RINGCAST_COMMIT");
+    if let Some(commit) = std::env::var("RINGCAST_COMMIT")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+    {
+        println!("cargo:rustc-env=RINGCAST_COMMIT={}", commit.trim());
+        println!("cargo:rerun-if-changed=build.rs");
+        return;
+    }
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)

@@ -51,6 +51,27 @@ pub(crate) enum Command {
     /// `--slow-clients`, slow readers are added and reported apart. Try
     /// it: `ringcast serve` in one terminal, `ringcast load` in another.
     Load(ringcast_load::LoadArgs),
+
+    /// Ask a running server's HTTP endpoint and exit 0 if it answers 200,
+    /// 1 otherwise: the container image's health check, where there is no
+    /// curl.
+    Probe(ProbeArgs),
+}
+
+/// `ringcast probe` options.
+#[derive(Debug, Args)]
+pub(crate) struct ProbeArgs {
+    /// The server's --metrics address (0.0.0.0 reaches this host).
+    #[arg(long, env = "RINGCAST_METRICS", value_name = "ADDR")]
+    pub(crate) metrics: SocketAddr,
+
+    /// The endpoint to GET.
+    #[arg(long, default_value = "/readyz", value_name = "PATH", value_parser = crate::probe::parse_path)]
+    pub(crate) path: String,
+
+    /// Give up after this long.
+    #[arg(long, default_value = "2s", value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Duration,
 }
 
 /// The engines `--engine` names.

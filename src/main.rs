@@ -1,6 +1,7 @@
 //! The `ringcast` binary: parses the command line and calls the library.
 
 mod cli;
+mod probe;
 
 use std::io::IsTerminal as _;
 
@@ -25,6 +26,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => load(&args),
+        Command::Probe(args) => probe::probe(args.metrics, &args.path, args.timeout),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
