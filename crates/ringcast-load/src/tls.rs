@@ -262,3 +262,76 @@ impl Conn for TlsConn {
         flush(&mut self.lock(), &self.tcp)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
+    use super::*;
+
+    /// A TLS server for one client: it sends `bytes` in one write, then
+    /// nothing more until the client closes. Returns its address and the
+    /// CA file to trust, in `dir`.
+    fn one_shot_server(dir: &Path, bytes: Vec<u8>) -> (std::net::SocketAddr, PathBuf) {
+        let params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_owned()]).expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, cert.pem()).expect("write ca");
+        let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .expect("server config");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let (sock, _) = listener.accept().expect("accept");
+            let tls = ServerConnection::new(Arc::new(config)).expect("server conn");
+            let mut stream = StreamOwned::new(tls, sock);
+            stream.write_all(&bytes).expect("write");
+            stream.flush().expect("flush");
+            // Until the client goes.
+            let _ = stream.read(&mut [0u8; 1]);
+        });
+        (addr, ca)
+    }
+
+    #[tokio::test]
+    async fn bytes_left_in_rustls_are_read_without_more_from_the_socket() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sent: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let (addr, ca) = one_shot_server(dir.path(), sent.clone());
+        let trust = TlsTrust::from_ca_file(&ca).expect("ca");
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let conn = TlsConn::open(tcp, &trust).await.expect("handshake");
+        // Reads much smaller than the record: most of it stays in rustls
+        // after each, and nothing more comes on the socket.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while got.len() < sent.len() {
+            let stuck = || format!("stuck after {} of {} bytes", got.len(), sent.len());
+            assert!(tokio::time::Instant::now() < deadline, "{}", stuck());
+            tokio::time::timeout_at(deadline, conn.readable())
+                .await
+                .unwrap_or_else(|_| panic!("{}", stuck()))
+                .expect("readable");
+            match conn.try_read(&mut buf) {
+                Ok(0) => panic!("closed after {} bytes", got.len()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, sent);
+    }
+}
