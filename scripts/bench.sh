@@ -31,6 +31,11 @@
 #      alone and then beside each kind of slow client in turn (4 KiB every 3,
 #      5 or 30 ms; five every 10 ms; one pausing 200 ms every 300 ms; 100
 #      slow among 200), judged against the reference run;
+#   5. TLS: per engine a server with a test certificate (made into the
+#      results folder) serving TLS beside plain TCP (--plain-listen); 100
+#      clients x {64,1024} B at a fixed 200,000 deliveries/s, each run once
+#      plain and once with every client over TLS; delivered/s and the
+#      server's CPU per delivery of each, and their TLS/plain ratios;
 # then stops the servers with SIGTERM and checks they exit 0.
 #
 # The full run waits (2 minutes at most in all) for other processes to go
@@ -47,7 +52,7 @@
 # --cluster runs instead a single-node vs cross-node comparison on two
 # clustered uring nodes and a nats-server of its own (clients {100,1000} x
 # 64 B, fixed load and saturation); combine with --quick for shorter cells.
-# --scenarios idle,swarm,matrix,slow-readers runs only those.
+# --scenarios idle,swarm,matrix,slow-readers,tls runs only those.
 #
 # A/B of two builds is the harness's other subcommand, after this script
 # has built it:

@@ -48,9 +48,10 @@ pub(crate) enum Command {
     /// generator's own CPU use. Rates (delivered/s, MB/s) are over the
     /// measured interval: from the start of publishing to the last
     /// delivery, so the drain after `--duration` is included. With
-    /// `--slow-clients`, slow readers are added and reported apart. Try
-    /// it: `ringcast serve` in one terminal, `ringcast load` in another.
-    Load(ringcast_load::LoadArgs),
+    /// `--slow-clients`, slow readers are added and reported apart; with
+    /// `--tls`, every connection is over TLS. Try it: `ringcast serve` in
+    /// one terminal, `ringcast load` in another.
+    Load(Box<ringcast_load::LoadArgs>),
 
     /// Ask a running server's HTTP endpoint and exit 0 if it answers 200,
     /// 1 otherwise: the container image's health check, where there is no

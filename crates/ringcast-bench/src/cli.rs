@@ -75,6 +75,15 @@ fast readers, against a reference of 100 fast readers alone. Targets: \
 fast readers lose nothing and see no order violation, deliver at least \
 0.95 x the reference's delivered/s, and keep p99 <= 2 x the reference's + \
 2 ms;
+  5. TLS: what TLS costs the server per delivery (a line is sealed once \
+per TLS reader). A server per engine with a test certificate made into \
+the results folder (tls-cert.pem; `--tls-cert --tls-key --plain-listen`), \
+100 clients x {64,1024} B (64 with --quick), 10 publishers at a fixed \
+200,000 deliveries/s in all, for 5 s (0.5 s with --quick), --rounds \
+times (once with --quick): each run once over plain TCP (its \
+--plain-listen) and once over TLS (every client, `ringcast load --tls`). \
+The summary gives delivered/s and the server's CPU per delivery of each, \
+and their TLS/plain ratios;
 
 then stops the servers with SIGTERM and checks they exit 0.
 
@@ -247,6 +256,8 @@ pub(crate) enum ScenarioArg {
     Matrix,
     /// Slow readers beside fast ones.
     SlowReaders,
+    /// The same fixed load over plain TCP and over TLS.
+    Tls,
 }
 
 /// `ringcast-bench soak` options.
@@ -352,7 +363,7 @@ mod tests {
             "--out",
             "/tmp/x",
             "--scenarios",
-            "idle,slow-readers",
+            "idle,slow-readers,tls",
         ])
         .expect("parses");
         let Command::Bench(args) = cli.command else {
@@ -363,7 +374,11 @@ mod tests {
         assert_eq!(args.nc_listeners, Some(5));
         assert_eq!(
             args.scenarios,
-            [ScenarioArg::Idle, ScenarioArg::SlowReaders]
+            [
+                ScenarioArg::Idle,
+                ScenarioArg::SlowReaders,
+                ScenarioArg::Tls
+            ]
         );
         assert!(Cli::try_parse_from(["ringcast-bench", "bench", "--rounds", "0"]).is_err());
     }

@@ -82,6 +82,10 @@ pub(crate) enum Scenario {
     /// Fast readers with slow ones beside them (or alone: the reference).
     #[serde(rename = "slow_readers")]
     SlowReaders,
+    /// The TLS cell: the same fixed load over plain TCP and over TLS
+    /// (`case` `plain` or `tls`), to the same server.
+    #[serde(rename = "tls")]
+    Tls,
     /// Cluster: every client on node A.
     #[serde(rename = "cluster-single")]
     ClusterSingle,
@@ -176,7 +180,8 @@ pub(crate) struct Row {
     pub(crate) scenario: Scenario,
     /// `ringcast-bench ab`: which binary, `old` or `new`.
     pub(crate) build: Option<String>,
-    /// Slow readers: which case (`reference`, `paced-3ms`, ...).
+    /// Slow readers: which case (`reference`, `paced-3ms`, ...); the TLS
+    /// cell: `plain` or `tls`.
     pub(crate) case: Option<String>,
     /// Saturation: which of the `--rounds` runs, from 1.
     pub(crate) round: Option<u32>,

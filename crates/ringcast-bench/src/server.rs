@@ -32,6 +32,10 @@ pub(crate) struct Ready {
     pub(crate) listen: SocketAddr,
     pub(crate) metrics: Option<SocketAddr>,
     pub(crate) ws: Option<SocketAddr>,
+    /// With TLS on `listen`: the plain TCP listener beside it
+    /// (`--plain-listen`), if any.
+    #[serde(default)]
+    pub(crate) plain_listen: Option<SocketAddr>,
     pub(crate) engine: String,
     pub(crate) pid: u32,
 }
@@ -173,6 +177,7 @@ impl Server {
                     listen,
                     metrics,
                     ws: None,
+                    plain_listen: None,
                     engine: engine.name().to_owned(),
                     pid: 0,
                 })
@@ -270,6 +275,12 @@ impl Server {
     /// Where clients connect.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.ready.listen
+    }
+
+    /// With TLS on [`addr`](Self::addr): the plain TCP listener beside it
+    /// (`--plain-listen`).
+    pub(crate) fn plain_addr(&self) -> Option<SocketAddr> {
+        self.ready.plain_listen
     }
 
     /// Where its metrics are: every ringcast build the bench runs has
@@ -381,8 +392,14 @@ mod tests {
         assert_eq!(r.listen, "127.0.0.1:39489".parse().expect("addr"));
         assert_eq!(r.metrics, Some("127.0.0.1:43075".parse().expect("addr")));
         assert_eq!(r.ws, None);
+        assert_eq!(r.plain_listen, None, "a build before TLS");
         assert_eq!(r.engine, "uring");
         assert_eq!(r.pid, 26709);
+        let tls = parse_ready(
+            r#"{"listen":"127.0.0.1:1","metrics":null,"ws":null,"plain_listen":"127.0.0.1:2","plain_ws":null,"tls":true,"engine":"tokio","pid":1}"#,
+        )
+        .expect("parses");
+        assert_eq!(tls.plain_listen, Some("127.0.0.1:2".parse().expect("addr")));
         assert!(parse_ready(r#"{"listen":"nowhere"}"#).is_err());
         assert!(
             parse_ready("").is_err(),

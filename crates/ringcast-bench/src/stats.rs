@@ -74,8 +74,20 @@ impl<'a> Results<'a> {
 
     /// The median run of one slow-reader case of `engine`.
     pub(crate) fn case(&self, engine: Engine, case: &str) -> Option<&'a Row> {
+        self.pick_case(Scenario::SlowReaders, engine, None, case)
+    }
+
+    /// The median run by delivered/s of one case of `scenario`, `engine`
+    /// and `cell`.
+    pub(crate) fn pick_case(
+        &self,
+        scenario: Scenario,
+        engine: Engine,
+        cell: Option<Cell>,
+        case: &str,
+    ) -> Option<&'a Row> {
         median_run(
-            self.runs(Scenario::SlowReaders, engine, None)
+            self.runs(scenario, engine, cell)
                 .into_iter()
                 .filter(|r| r.case.as_deref() == Some(case))
                 .collect(),

@@ -80,7 +80,7 @@ pub(crate) fn engines(rows: &[Row], problems: &[String], cores: usize) -> (Strin
         md.push('\n');
     };
     line("# ringcast benchmark summary\n".into());
-    line("Both engines on the same machine, server and load generator sharing its cores; see setup.txt. The load matrix (saturation, flood, fixed rate) also runs the textbook server, `examples/textbook.rs`: tokio with a reader and a writer task per client, a channel of 100 lines each, lines dropped when it is full. Idle memory, the netcat swarm and the slow readers run uring and tokio only.\n".into());
+    line("Both engines on the same machine, server and load generator sharing its cores; see setup.txt. The load matrix (saturation, flood, fixed rate) also runs the textbook server, `examples/textbook.rs`: tokio with a reader and a writer task per client, a channel of 100 lines each, lines dropped when it is full. Idle memory, the netcat swarm, the slow readers and TLS run uring and tokio only.\n".into());
     line("Delivered/s counts every line every client received, over the measured interval: from the start of publishing to the last delivery (so any drain after the publishing duration is included). Server ns/delivery is the server's CPU (utime + stime, /proc/PID/stat) over that same interval, over the same lines. Loss = published x clients - delivered. p99 is send-to-receive latency.\n".into());
 
     tables::load_tables(res, cores, &mut line);
@@ -157,6 +157,7 @@ pub(crate) fn engines(rows: &[Row], problems: &[String], cores: usize) -> (Strin
     }
 
     slow_readers(&res, &mut line);
+    tls(&res, &mut line);
 
     let verdicts = crate::targets::evaluate(&res);
     line("## Targets\n".into());
@@ -241,6 +242,65 @@ fn slow_readers(res: &Results<'_>, line: &mut impl FnMut(String)) {
         }
         line(String::new());
     }
+}
+
+/// The TLS cell: per engine and line size, the plain run beside the TLS
+/// run, and their ratios.
+fn tls(res: &Results<'_>, line: &mut impl FnMut(String)) {
+    use crate::bench::tls::{PLAIN, TLS};
+    let cells = res.cells(&[Scenario::Tls]);
+    let Some(any) = res.rows().iter().find(|r| r.scenario == Scenario::Tls) else {
+        return;
+    };
+    line("## TLS against plain TCP (the same fixed load to the same server, once over plain TCP and once with every client over TLS; uring and tokio only)\n".into());
+    let (pubs, per_s) = match (any.publishers, any.rate) {
+        (Some(p), Some(Rate::PerSecond(n))) => (p, n),
+        _ => (0, 0),
+    };
+    let rounds = res.rounds(Scenario::Tls);
+    line(format!(
+        "{} clients, {pubs} publishers x {per_s} lines/s: {} deliveries/s offered, {} s per run{}. A TLS server seals each line once per TLS reader: TLS/plain ns/delivery is what that costs the server per delivery against plain TCP. ns/delivery is the server's CPU (utime + stime of /proc/PID/stat) over the same interval as delivered/s, over the lines delivered; the load generator, which decrypts as many lines as the server seals, runs on the same cores.\n",
+        any.clients.unwrap_or(0),
+        thousands_i(pubs * per_s * any.clients.unwrap_or(0)),
+        any.duration_s
+            .map_or_else(|| "-".to_owned(), |d| format!("{d}")),
+        if rounds > 1 {
+            format!(
+                ", {rounds} times each; every column is from each kind's median run by delivered/s"
+            )
+        } else {
+            String::new()
+        },
+    ));
+    line("| server | size B | plain delivered/s | TLS delivered/s | TLS/plain delivered/s | plain ns/delivery | TLS ns/delivery | TLS/plain ns/delivery | plain loss | TLS loss | plain p99 ms | TLS p99 ms |".into());
+    line("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|".into());
+    for engine in Engine::BOTH {
+        for &c in &cells {
+            let plain = res.pick_case(Scenario::Tls, engine, Some(c), PLAIN);
+            let tls = res.pick_case(Scenario::Tls, engine, Some(c), TLS);
+            if plain.is_none() && tls.is_none() {
+                continue;
+            }
+            let g = |r: Option<&Row>, f: fn(&Row) -> Option<f64>| r.and_then(f);
+            let delivered = |r: &Row| r.delivered_per_s;
+            let cost = |r: &Row| r.server_cpu_ns_per_delivery;
+            line(format!(
+                "| {engine} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                c.size,
+                n0(g(plain, delivered)),
+                n0(g(tls, delivered)),
+                r2(ratio(g(tls, delivered), g(plain, delivered))),
+                n0(g(plain, cost)),
+                n0(g(tls, cost)),
+                r2(ratio(g(tls, cost), g(plain, cost))),
+                n0(g(plain, |r| u(r.loss))),
+                n0(g(tls, |r| u(r.loss))),
+                n2(g(plain, Row::p99_ms)),
+                n2(g(tls, Row::p99_ms)),
+            ));
+        }
+    }
+    line(String::new());
 }
 
 /// The problems of a run, if any.
@@ -423,6 +483,47 @@ mod tests {
         assert!(md.contains("## Problems during the run\n\n- something broke"));
         assert!(!verdicts.is_empty());
         assert!(!md.contains("## Fixed offered load"), "no fixed rows");
+    }
+
+    #[test]
+    fn tls_table_puts_each_engines_tls_run_beside_its_plain_one() {
+        let row = |engine, case: &str, size, delivered, ns| Row {
+            case: Some(case.to_owned()),
+            round: Some(1),
+            clients: Some(100),
+            publishers: Some(10),
+            size: Some(size),
+            rate: Some(Rate::PerSecond(200)),
+            duration_s: Some(5.0),
+            delivered_per_s: Some(delivered),
+            server_cpu_ns_per_delivery: Some(ns),
+            loss: Some(0),
+            p99_us: Some(1500.0),
+            ..Row::new(engine, Scenario::Tls)
+        };
+        let rows = vec![
+            row(Engine::Uring, "plain", 64, 200_000.0, 400.0),
+            row(Engine::Uring, "tls", 64, 199_000.0, 1000.0),
+            row(Engine::Tokio, "tls", 1024, 198_000.0, 2000.0),
+            row(Engine::Tokio, "plain", 1024, 200_000.0, 500.0),
+        ];
+        let (md, _) = engines(&rows, &[], 2);
+        assert!(md.contains("## TLS against plain TCP"), "{md}");
+        assert!(
+            md.contains("100 clients, 10 publishers x 200 lines/s: 200,000 deliveries/s offered, 5 s per run."),
+            "{md}"
+        );
+        assert!(
+            md.contains("| uring | 64 | 200,000 | 199,000 | 0.99 | 400 | 1,000 | 2.50 | 0 | 0 | 1.50 | 1.50 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| tokio | 1024 | 200,000 | 198,000 | 0.99 | 500 | 2,000 | 4.00 |"),
+            "{md}"
+        );
+        assert!(!md.contains("| uring | 1024 |"), "no uring rows of 1 KiB");
+        let (md, _) = engines(&rows[..0], &[], 2);
+        assert!(!md.contains("## TLS"), "no section without TLS rows");
     }
 
     #[test]

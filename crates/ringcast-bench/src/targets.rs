@@ -607,6 +607,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Flood => "flood",
         Scenario::Fixed => "fixed",
         Scenario::SlowReaders => "slow_readers",
+        Scenario::Tls => "tls",
         Scenario::ClusterSingle => "cluster-single",
         Scenario::ClusterCross => "cluster-cross",
     }

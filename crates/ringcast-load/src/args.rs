@@ -3,6 +3,7 @@
 //! meaning and does every range and consistency check, once, for the
 //! command line and library callers alike.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -110,6 +111,18 @@ pub struct LoadArgs {
     /// Print the result as one JSON object on stdout, and no progress.
     #[arg(long)]
     pub json: bool,
+
+    /// Connect over TLS: every connection, publishers, readers and slow
+    /// readers alike, as to `ringcast serve --tls-cert`. The server's
+    /// certificate must be valid for `localhost` and signed by a CA of
+    /// `--tls-ca` (or be one of its certificates). Needs `--tls-ca`.
+    #[arg(long, requires = "tls_ca")]
+    pub tls: bool,
+
+    /// With `--tls`: a PEM file of the certificates to trust, and no
+    /// other (for a self-signed server, its own certificate).
+    #[arg(long, value_name = "PEM", requires = "tls")]
+    pub tls_ca: Option<PathBuf>,
 
     /// Slow readers to open on top of `--clients`, to measure how the
     /// server treats clients that cannot keep up. They never publish, do

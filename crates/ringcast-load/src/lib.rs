@@ -64,6 +64,14 @@
 //! ([`SlowReport`]). A slow reader the server disconnects is counted, not
 //! an error.
 //!
+//! # TLS
+//!
+//! With `--tls` ([`PlanBuilder::tls_ca`]) every connection is a TLS
+//! client of the server, trusting only the certificates of a CA file, for
+//! the name `localhost`. Each reader decrypts what it reads, and each
+//! publisher seals what it writes, with rustls on the same tasks as plain
+//! sockets ([`tls`]); the plain path calls tokio's sockets directly.
+//!
 //! # As a library
 //!
 //! A bench harness builds a [`Plan`], which checks everything once, and
@@ -108,12 +116,15 @@
 //! - `stats`: what one reader counts, and the latency histograms.
 //! - [`report`]: the report, as text for people and JSON for scripts.
 //! - `run`: orchestration: connect, warm up, publish, drain, sum up.
-//! - `conn`: opening connections, writing against a deadline.
+//! - `conn`: what a connection is to the tasks, plain or TLS; opening
+//!   them, writing against a deadline.
 //! - `publish`: the publisher tasks and their pacing.
 //! - `window`: the closed loop at `max`: each publisher's window, and how
 //!   far its lines have come back to every reader.
 //! - `read`: the fast reader tasks, and the line checks all readers share.
 //! - `slow`: the slow reader tasks and the pacing of their reads.
+//! - [`tls`]: `--tls`: the CA to trust, and rustls driven on tokio's
+//!   readiness, as plain sockets are.
 //! - `progress`: the progress line on stderr.
 
 pub mod args;
@@ -126,6 +137,7 @@ pub mod report;
 mod run;
 mod slow;
 mod stats;
+pub mod tls;
 mod window;
 pub mod wire;
 
@@ -133,4 +145,5 @@ pub use args::LoadArgs;
 pub use plan::{PacedBy, Plan, PlanBuilder, PlanError, Rate, SlowMode, SlowReaders, Targets};
 pub use report::{Ended, Latency, LatencyFrom, Report, SlowModeName, SlowReport};
 pub use run::{run, run_with_progress};
+pub use tls::TlsTrust;
 pub use wire::{FILLER, HEADER_LEN, Header, Kind, MAX_PUBLISHERS, MAX_SIZE, MIN_SIZE};

@@ -6,9 +6,11 @@
 //! the options out, so a bench harness calling the library gets the same
 //! checks and the same defaults as `ringcast load`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::LoadArgs;
+use crate::tls::TlsTrust;
 use crate::wire::{MAX_PUBLISHERS, MAX_SIZE, MIN_SIZE};
 
 mod slow;
@@ -84,6 +86,7 @@ pub struct Plan {
     paced_by: PacedBy,
     threads: usize,
     slow: Option<SlowReaders>,
+    tls: Option<TlsTrust>,
 }
 
 impl Plan {
@@ -101,6 +104,7 @@ impl Plan {
             paced_by: PacedBy::default(),
             threads: DEFAULT_THREADS,
             slow: SlowReaders::default(),
+            tls_ca: None,
         }
     }
 
@@ -169,6 +173,11 @@ impl Plan {
     pub fn slow_clients(&self) -> usize {
         self.slow.map_or(0, |s| s.count)
     }
+
+    /// With TLS, whom it trusts; `None` for plain TCP.
+    pub fn tls(&self) -> Option<&TlsTrust> {
+        self.tls.as_ref()
+    }
 }
 
 impl TryFrom<&LoadArgs> for Plan {
@@ -185,6 +194,9 @@ impl TryFrom<&LoadArgs> for Plan {
             .threads(args.threads);
         if let Some(window) = args.window {
             builder = builder.window(window);
+        }
+        if let (true, Some(ca)) = (args.tls, &args.tls_ca) {
+            builder = builder.tls_ca(ca);
         }
         builder.slow_readers(slow_from_args(args)?).build()
     }
@@ -262,6 +274,7 @@ pub struct PlanBuilder {
     paced_by: PacedBy,
     threads: usize,
     slow: SlowReaders,
+    tls_ca: Option<PathBuf>,
 }
 
 impl PlanBuilder {
@@ -318,6 +331,14 @@ impl PlanBuilder {
     /// default.
     pub fn slow_readers(mut self, slow: SlowReaders) -> Self {
         self.slow = slow;
+        self
+    }
+
+    /// Every connection over TLS, trusting the certificates of the PEM
+    /// file `ca` (`--tls --tls-ca`), which build reads; plain TCP by
+    /// default.
+    pub fn tls_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.tls_ca = Some(ca.into());
         self
     }
 
@@ -387,6 +408,10 @@ impl PlanBuilder {
             paced_by: self.paced_by,
             threads: at_least_1("threads", self.threads)?,
             slow: self.slow.check()?,
+            tls: self
+                .tls_ca
+                .map(|ca| TlsTrust::from_ca_file(&ca).map_err(|e| PlanError::new("tls-ca", e)))
+                .transpose()?,
         })
     }
 }

@@ -31,10 +31,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::conn::{closed, write_until};
+use crate::conn::{Conn, closed, write_until};
 use crate::plan::Rate;
 use crate::run::Shared;
 use crate::window::{Loop, Room};
@@ -75,9 +74,9 @@ enum Stamp {
 /// Publishes from client `client`, from `start` until `deadline`. Returns
 /// the lines a fixed rate's schedule called for before `deadline` that
 /// were not written (0 at `max`).
-pub(crate) async fn publish(
+pub(crate) async fn publish<C: Conn>(
     client: usize,
-    stream: Arc<TcpStream>,
+    stream: Arc<C>,
     shared: Arc<Shared>,
     rate: Rate,
     start: Instant,
@@ -115,7 +114,7 @@ pub(crate) async fn publish(
             header.write(line);
         }
         let wanted = lines * size;
-        let n = write_until(&stream, &buf[..wanted], deadline)
+        let n = write_until(&*stream, &buf[..wanted], deadline)
             .await
             .map_err(|e| closed(client, Some(e)))?;
         let full = (n / size) as u64;

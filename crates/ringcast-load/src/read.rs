@@ -5,10 +5,9 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::conn::closed;
+use crate::conn::{Conn, closed};
 use crate::run::Shared;
 use crate::stats::{ReaderStats, Recorder};
 use crate::wire::{Header, Kind, WIDE_MASK};
@@ -146,9 +145,9 @@ impl Tally {
 }
 
 /// Reads everything client `client` receives until told to stop.
-pub(crate) async fn read_client(
+pub(crate) async fn read_client<C: Conn>(
     client: usize,
-    stream: Arc<TcpStream>,
+    stream: Arc<C>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     warmed: mpsc::UnboundedSender<usize>,

@@ -36,6 +36,8 @@ pub struct Report {
     pub size: usize,
     /// Lines per second per publisher, or `"max"`.
     pub rate: Rate,
+    /// Every connection was over TLS (`--tls`).
+    pub tls: bool,
     /// How long the publishers published, in seconds.
     pub duration_s: f64,
     /// Lines the publishers wrote in full.
@@ -167,12 +169,13 @@ impl fmt::Display for Report {
         };
         writeln!(
             f,
-            "ringcast load: {} clients{slow}, {} publishers, {}-byte lines, rate {}, {}",
+            "ringcast load: {} clients{slow}, {} publishers, {}-byte lines, rate {}, {}{}",
             self.clients,
             self.publishers,
             self.size,
             self.rate,
             humantime::format_duration(Duration::from_secs_f64(self.duration_s)),
+            if self.tls { ", over TLS" } else { "" },
         )?;
         writeln!(f, "  published         {}", self.published)?;
         writeln!(
@@ -335,6 +338,7 @@ pub(crate) fn report(
         publishers: plan.publishers(),
         size: plan.size(),
         rate: plan.rate(),
+        tls: plan.tls().is_some(),
         duration_s: plan.duration().as_secs_f64(),
         published,
         delivered,

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::conn::{closed, connect_all, write_until};
+use crate::conn::{Conn, closed, connect_all, write_until};
 use crate::plan::{PacedBy, Plan, Rate};
 use crate::progress::Progress;
 use crate::publish::publish;
@@ -19,6 +19,7 @@ use crate::read::read_client;
 use crate::report::{Ended, Measured, Report, report};
 use crate::slow::{SlowRead, read_slowly};
 use crate::stats::ReaderStats;
+use crate::tls::TlsConn;
 use crate::window::{PubState, Received};
 use crate::wire::{Header, Kind};
 
@@ -88,6 +89,18 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Report> {
 /// Runs the load test `plan` describes; with `progress`, draws a progress
 /// line on stderr while it runs.
 pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Report> {
+    match plan.tls() {
+        None => run_over::<TcpStream>(plan, progress, &()).await,
+        Some(trust) => run_over::<TlsConn>(plan, progress, trust).await,
+    }
+}
+
+/// Runs `plan` over connections of kind `C`, made with `setup`.
+async fn run_over<C: Conn>(
+    plan: &Plan,
+    progress: bool,
+    setup: &C::Setup,
+) -> anyhow::Result<Report> {
     let progress = Progress::new(progress);
     let shared = Arc::new(Shared {
         origin: Instant::now(),
@@ -111,11 +124,16 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
     });
 
     progress.say(format!(
-        "connecting {} clients to {}",
+        "connecting {} clients to {}{}",
         plan.clients(),
-        plan.targets()
+        plan.targets(),
+        if plan.tls().is_some() {
+            " over TLS"
+        } else {
+            ""
+        }
     ));
-    let streams = connect_all(plan.targets(), 0..plan.clients(), None).await?;
+    let streams: Vec<Arc<C>> = connect_all(plan.targets(), 0..plan.clients(), None, setup).await?;
     // Slow readers come after the fast ones, so the round-robin over the
     // targets goes on where the fast readers left it.
     let slow_streams = match plan.slow() {
@@ -127,7 +145,7 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
                 plan.targets()
             ));
             let ids = plan.clients()..plan.clients() + slow.count;
-            connect_all(plan.targets(), ids, slow.rcvbuf).await?
+            connect_all::<C>(plan.targets(), ids, slow.rcvbuf, setup).await?
         }
     };
 
@@ -163,7 +181,7 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
     drop(warm_tx);
 
     progress.say("warming up".to_owned());
-    let first = streams.first().context("no client connected")?;
+    let first = &**streams.first().context("no client connected")?;
     let everyone = plan.clients() + plan.slow_clients();
     warm_up(first, &shared, &mut warm_rx, &mut readers, everyone).await?;
 
@@ -303,8 +321,8 @@ pub async fn run_with_progress(plan: &Plan, progress: bool) -> anyhow::Result<Re
 }
 
 /// Sends warm-up markers on `first` until every client has received one.
-async fn warm_up(
-    first: &TcpStream,
+async fn warm_up<C: Conn>(
+    first: &C,
     shared: &Shared,
     warmed: &mut mpsc::UnboundedReceiver<usize>,
     readers: &mut JoinSet<anyhow::Result<ReaderStats>>,

@@ -10,11 +10,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::conn;
+use crate::conn::{self, Conn};
 use crate::plan::SlowMode;
 use crate::read::{READ_CHUNK, Tally};
 
@@ -109,9 +108,9 @@ pub(crate) struct SlowRead {
 /// Reads what client `client` receives, slowly, until told to stop or the
 /// server closes the connection. A closed connection is a result here,
 /// not an error: dropping a slow client is one thing a server may do.
-pub(crate) async fn read_slowly(
+pub(crate) async fn read_slowly<C: Conn>(
     client: usize,
-    stream: Arc<TcpStream>,
+    stream: Arc<C>,
     how: SlowRead,
     mut stop: watch::Receiver<bool>,
     warmed: mpsc::UnboundedSender<usize>,
@@ -119,7 +118,7 @@ pub(crate) async fn read_slowly(
     let mut pacer = Pacer::new(how.mode);
     let mut tally = Tally::new(how.size, how.publishers, pacer.max_read());
     let mut stats = SlowStats {
-        rcvbuf: conn::rcvbuf(&stream).ok(),
+        rcvbuf: conn::rcvbuf(&*stream).ok(),
         ..SlowStats::default()
     };
     let started = Instant::now();

@@ -6,6 +6,7 @@
 //! - [`matrix`]: clients × size, at saturation and at a fixed load, and
 //!   the flood cell; against uring, tokio and the textbook server.
 //! - [`slow`]: fast readers beside slow ones.
+//! - [`tls`]: the same fixed load over plain TCP and over TLS.
 //! - [`cluster`]: single node vs cross-node (`--cluster`).
 //! - [`cell`]: one load run against one or more servers, with its CPU,
 //!   counters and retry, shared by the last three and by `ab`.
@@ -31,6 +32,7 @@ pub(crate) mod matrix;
 pub(crate) mod setup;
 pub(crate) mod slow;
 mod swarm;
+pub(crate) mod tls;
 
 /// Every number a run uses, from the flags.
 #[derive(Debug, Clone)]
@@ -74,6 +76,11 @@ pub(crate) struct Settings {
     pub(crate) flood_clients: u64,
     pub(crate) flood_size: u64,
     pub(crate) flood_rounds: u32,
+    /// The TLS cell: line sizes, publishing time and runs of each cell,
+    /// each run once over plain TCP and once over TLS.
+    pub(crate) tls_sizes: Vec<u64>,
+    pub(crate) tls_duration: Duration,
+    pub(crate) tls_rounds: u32,
 }
 
 impl Settings {
@@ -111,6 +118,13 @@ impl Settings {
             // Its drain (seconds of backlog in socket buffers) makes it the
             // longest cell; a smoke test plays it once.
             flood_rounds: if quick { 1 } else { args.rounds },
+            tls_sizes: if quick { vec![64] } else { vec![64, 1024] },
+            tls_duration: if quick {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(5)
+            },
+            tls_rounds: if quick { 1 } else { args.rounds },
         }
     }
 
@@ -228,6 +242,8 @@ impl Bench {
             format!("textbook server ({})", server.command)
         } else if name == engine.name() {
             format!("engine {engine}")
+        } else if name.ends_with(tls::SUFFIX) {
+            format!("{name} (engine {engine}, {})", extra.join(" "))
         } else if extra.is_empty() {
             format!("{name} (engine {engine}, {})", server.command)
         } else {
@@ -470,6 +486,9 @@ fn compare_engines(bench: &mut Bench) -> anyhow::Result<()> {
     if bench.s.runs(ScenarioArg::SlowReaders) {
         slow::run(bench, &mut servers)?;
     }
+    if bench.s.runs(ScenarioArg::Tls) {
+        tls::run(bench)?;
+    }
     for server in &mut servers {
         bench.stop_server(server)?;
     }
@@ -583,5 +602,15 @@ mod tests {
         assert_eq!(full.flood_clients, quick.flood_clients, "in both");
         assert_eq!((full.flood_rounds, quick.flood_rounds), (3, 1));
         assert!(full.runs(ScenarioArg::Swarm));
+        assert!(full.runs(ScenarioArg::Tls));
+        assert_eq!(
+            (full.tls_sizes.as_slice(), quick.tls_sizes.as_slice()),
+            (&[64, 1024][..], &[64][..])
+        );
+        assert_eq!((full.tls_rounds, quick.tls_rounds), (3, 1));
+        assert!(
+            quick.tls_duration <= Duration::from_secs(1),
+            "a second or two in all"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{Bench, Settings, slow};
+use super::{Bench, Settings, slow, tls};
 use crate::procfs;
 use crate::sample::busy_cores;
 
@@ -82,7 +82,7 @@ pub(crate) fn header(
     l.push(format!("server binary: {}", bin.display()));
     if let Some(textbook) = textbook_bin {
         l.push(format!(
-            "textbook server (load matrix only; idle, swarm and slow readers run uring and tokio only): {}",
+            "textbook server (load matrix only; idle, swarm, slow readers and TLS run uring and tokio only): {}",
             textbook.display()
         ));
     }
@@ -122,6 +122,16 @@ pub(crate) fn header(
                 .map(|c| format!("{} ({})", c.name, c.text))
                 .collect::<Vec<_>>()
                 .join(", ")
+        ));
+        l.push(format!(
+            "tls: {} clients x {:?} B, {} publishers at {} lines/s each ({} deliveries/s), {} s per run, {} round(s); per engine one server with a self-signed certificate (tls-cert.pem and tls-key.pem in the results folder) serving TLS on --listen and plain TCP on --plain-listen; each cell once plain, once with every client over TLS",
+            tls::CLIENTS,
+            s.tls_sizes,
+            tls::PUBLISHERS,
+            tls::rate(),
+            tls::DELIVERIES,
+            s.tls_duration.as_secs_f64(),
+            s.tls_rounds,
         ));
         l.push(format!(
             "netcat swarm: {} listeners, {} publishers x {} lines of 64 bytes",

@@ -358,3 +358,39 @@ fn builder_takes_slow_readers() {
         .expect_err("refused");
     assert_eq!(refused.flag(), "slow-rcvbuf");
 }
+
+#[test]
+fn tls_needs_a_ca_file_it_can_read() {
+    assert!(
+        plan(&[]).expect("valid").tls().is_none(),
+        "plain by default"
+    );
+    assert!(
+        Cli::try_parse_from(["load", "--tls"]).is_err(),
+        "--tls without --tls-ca"
+    );
+    assert!(
+        Cli::try_parse_from(["load", "--tls-ca", "ca.pem"]).is_err(),
+        "--tls-ca without --tls"
+    );
+    assert_eq!(
+        refused(&["--tls", "--tls-ca", "/nonexistent/ca.pem"]),
+        "tls-ca"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificate here\n").expect("write");
+    let empty = empty.to_str().expect("utf-8");
+    let e = plan(&["--tls", "--tls-ca", empty]).expect_err("no certificate");
+    assert_eq!(e.flag(), "tls-ca");
+    assert!(e.to_string().contains("no certificate"), "{e}");
+    let builder = Plan::builder("127.0.0.1:9".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(
+        builder
+            .tls_ca("/nonexistent/ca.pem")
+            .build()
+            .expect_err("missing")
+            .flag(),
+        "tls-ca"
+    );
+}
