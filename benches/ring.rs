@@ -8,11 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ringcast::internals::{Inbox, Outbox, RING_CAPACITY, mesh};
-
-/// Messages the consumer pops before telling the producer there is room,
-/// as the uring engine's drainer does.
-const RING_BATCH: usize = 64;
+use ringcast::internals::{Inbox, Outbox, RING_BATCH, RING_CAPACITY, mesh};
 /// Messages per measured iteration.
 const PER_ITER: u64 = 10_000;
 

@@ -2,6 +2,7 @@
 //! `internals` feature. Not a stable API.
 
 pub use crate::engine::mesh::{Inbox, Outbox, Pushed, RING_CAPACITY, mesh};
+pub use crate::engine::uring::RING_BATCH;
 pub use crate::policy::line::{LineSplitter, LineTooLong, model};
 pub use crate::policy::outbound::{Flushed, Offer, Outbound, SendBuf, Sent};
 pub use crate::policy::run::{Kind, Run};

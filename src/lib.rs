@@ -4,34 +4,50 @@
 //!
 //! # Layout
 //!
+//! One line per module, in the groups the folders show. A message's path
+//! through them is in `docs/design.md`.
+//!
 //! - [`server`], [`config`], [`error`]: the front door. Bind a
 //!   [`Server`] with a [`Config`], run it until a shutdown future resolves.
-//! - `policy/`: decisions with no I/O.
-//!   - `line`: bytes into lines.
+//! - `policy/`: decisions with no I/O, the same for both engines.
+//!   - `line`: bytes into lines (and the reference model the fuzzer uses).
 //!   - `run`: the unit of fan-out, a read's lines as one buffer.
 //!   - `inbound`: how much a connection reads next, into which buffer.
+//!   - `websocket`: the WebSocket handshake and frames, in and out.
+//!   - `tls`: certificates and their reload, and one connection's rustls
+//!     state.
 //!   - `outbound`: a connection's queue, what it hands the kernel, and
 //!     what it drops.
+//!   - `patience`: how long a core may wait, in all, for clients behind.
 //!   - `coalesce`: when a busy core holds writes back.
-//!   - `limits`: the client cap, accept backoff, log throttling.
+//!   - `limits`: the client caps (in all and per address), accept backoff,
+//!     log throttling.
 //! - `sys/`: the operating system.
 //!   - `net`: sockets (SO_REUSEPORT, SO_SNDBUF) and the io_uring probe.
 //!   - `send`: the non-blocking send of the tokio engine.
 //!   - `sendring`: the uring engine's send ring: a core's sends in one
 //!     submission, and its polls for room (the io_uring `unsafe`).
 //!   - `timer`: the timerfd the coalescer sleeps on.
-//! - `engine/`: the runtimes.
-//!   - `session`: one connection's whole life, from read to write,
-//!     written once for both engines.
+//! - `engine/`: the runtimes, and what they share (`engine/mod.rs`: the
+//!   accept loop, lame duck, the idle sweep, failpoints).
+//!   - `session/`: one connection's whole life, written once for both
+//!     engines: `read` (bytes in, runs out), `deliver` (runs offered to a
+//!     core's connections), `write` (after the kernel answered a send).
 //!   - `mesh`: the bounded rings between `uring`'s cores.
 //!   - `roster`: a core's connections, as fan-out walks them.
-//!   - `uring/`, `tokio/`: each engine's runtime glue, and nothing else
+//!   - `uring/`, `tokio/`: each engine's runtime glue and its `conn`
 //!     (`uring/flush`: a core's sends, round by round).
 //! - `ops/`: what operators see.
 //!   - [`ops::metrics`]: per-core counters, summed on scrape.
-//!   - `cluster`: the NATS bridge that shares lines between nodes (`events`:
-//!     naming and logging the server it is on; `split`: cutting batches to
-//!     `max_payload` and lines to `--max-line`).
+//!   - `process`: the standard process metrics, from `/proc/self`.
+//!   - [`ops::clients`]: the `/clients` view of who is connected.
+//!   - `http`: the `--metrics` endpoints (`/metrics`, `/healthz`,
+//!     `/readyz`, `/clients`), on a runtime of their own.
+//!   - `cluster/`: the NATS bridge that shares lines between nodes
+//!     (`events`: naming and logging the server it is on; `split`: cutting
+//!     batches to `max_payload` and lines to `--max-line`).
+//! - `internals`: what the benches and the fuzz target reach inside, behind
+//!   the `internals` feature.
 //!
 //! # Example
 //!

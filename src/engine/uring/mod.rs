@@ -51,7 +51,8 @@ use crate::sys::sendring::SendRing;
 /// Lines a drainer takes from one ring before looking at the next, and
 /// before the core's other tasks run: the flusher then sends what the
 /// batch queued in one go (docs/decisions/0026).
-const RING_BATCH: usize = 256;
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub))]
+pub const RING_BATCH: usize = 256;
 
 /// State every core sees: how many cores have stopped reading.
 #[derive(Debug)]
