@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::policy::limits::Rejections;
 use crossbeam_utils::CachePadded;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -192,21 +193,23 @@ impl Shard {
         self.check_writer();
         bump(&self.cluster_inbound_too_long, n as u64);
     }
-    /// A connection was turned away because `--max-clients` were connected.
-    pub(crate) fn rejected(&self) {
-        self.check_writer();
-        bump(&self.rejected, 1);
-    }
-    /// A connection was turned away because `--max-clients-per-ip` from
-    /// its address were connected.
-    pub(crate) fn rejected_per_ip(&self) {
-        self.check_writer();
-        bump(&self.rejected_per_ip, 1);
-    }
     /// A WebSocket handshake was refused (403) for its `Origin`.
     pub(crate) fn origin_rejected(&self) {
         self.check_writer();
         bump(&self.origin_rejected, 1);
+    }
+}
+
+/// The gate counts the connections it turns away on the accepting core's
+/// shard.
+impl Rejections for Shard {
+    fn rejected(&self) {
+        self.check_writer();
+        bump(&self.rejected, 1);
+    }
+    fn rejected_per_ip(&self) {
+        self.check_writer();
+        bump(&self.rejected_per_ip, 1);
     }
 }
 

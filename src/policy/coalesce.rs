@@ -28,12 +28,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::policy::outbound::Outbound;
+use crate::policy::outbound::{FLUSH_BYTES, Outbound, flush_mark};
 
 /// How often the busy state is re-evaluated, at most.
 pub(crate) const WINDOW: Duration = Duration::from_millis(100);
-/// A queue holding at least this many bytes is written at once.
-pub(crate) const FLUSH_BYTES: usize = 16 * 1024;
 
 /// One runtime's write pacer. See the module documentation.
 #[derive(Debug)]
@@ -202,22 +200,6 @@ impl Timer for TokioTimer {
     }
 }
 
-/// Queue length from which a queue is written without waiting: a quarter
-/// of its capacity, at least one message.
-pub(crate) fn flush_mark(capacity: usize) -> usize {
-    (capacity / 4).max(1)
-}
-
-/// Whether a message of `added` bytes just queued, making `messages`
-/// queued in `bytes`, must wake the queue's writer: the queue was empty, or
-/// has just reached a flush mark, so a writer waiting for a flush may go at
-/// once.
-pub(crate) fn wakes_writer(messages: usize, bytes: usize, added: usize, capacity: usize) -> bool {
-    messages == 1
-        || messages == flush_mark(capacity)
-        || (bytes >= FLUSH_BYTES && bytes - added < FLUSH_BYTES)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,19 +245,6 @@ mod tests {
             !c.should_wait_at(2, FLUSH_BYTES, capacity, now),
             "16 KiB queued"
         );
-    }
-
-    #[test]
-    fn pushes_wake_the_writer_on_the_first_message_and_at_the_marks() {
-        let wakes: Vec<usize> = (1..=100)
-            .filter(|&n| wakes_writer(n, n * 64, 64, 100))
-            .collect();
-        assert_eq!(wakes, [1, 25]);
-        // 1 KiB lines cross 16 KiB at the 16th.
-        let wakes: Vec<usize> = (1..=100)
-            .filter(|&n| wakes_writer(n, n * 1024, 1024, 100))
-            .collect();
-        assert_eq!(wakes, [1, 16, 25]);
     }
 
     #[test]

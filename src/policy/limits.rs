@@ -10,7 +10,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::ops::metrics::Shard;
+/// Where a [`Gate`] counts the connections it turns away: the metrics
+/// shard of the core that accepted them (`ops::metrics::Shard`), so that
+/// this module needs nothing from `ops/`.
+pub(crate) trait Rejections {
+    /// All slots were taken (`--max-clients`, or the pending handshakes).
+    fn rejected(&self);
+    /// Its address had `--max-clients-per-ip` connected.
+    fn rejected_per_ip(&self);
+}
 
 /// Caps the number of connected clients across all cores.
 #[derive(Debug)]
@@ -275,7 +283,7 @@ impl Gate {
     /// its address. When its address has `--max-clients-per-ip`, or all
     /// slots are taken, counts the rejection, warns (at most once a second)
     /// and returns false: the caller closes the connection at once.
-    pub(crate) fn admit(&self, peer: SocketAddr, shard: &Shard) -> bool {
+    pub(crate) fn admit(&self, peer: SocketAddr, shard: &impl Rejections) -> bool {
         if !self.per_ip.try_admit(peer.ip()) {
             shard.rejected_per_ip();
             if let Some(suppressed) = self.per_ip.rejections.allow() {
@@ -297,7 +305,7 @@ impl Gate {
 
     /// As [`admit`](Self::admit), for a WebSocket client whose handshake
     /// just completed: when all slots are taken, it is answered 503.
-    pub(crate) fn admit_handshaken(&self, peer: SocketAddr, shard: &Shard) -> bool {
+    pub(crate) fn admit_handshaken(&self, peer: SocketAddr, shard: &impl Rejections) -> bool {
         self.admit_or(
             "a completed TLS or WebSocket handshake found every slot taken: closed it (a WebSocket client gets 503)",
             peer,
@@ -305,7 +313,7 @@ impl Gate {
         )
     }
 
-    fn admit_or(&self, refused: &'static str, peer: SocketAddr, shard: &Shard) -> bool {
+    fn admit_or(&self, refused: &'static str, peer: SocketAddr, shard: &impl Rejections) -> bool {
         if self.limit.try_admit() {
             return true;
         }
@@ -443,8 +451,21 @@ mod tests {
 
     #[test]
     fn a_gate_counts_a_connection_per_address_from_accept_to_close() {
-        let metrics = crate::ops::metrics::Metrics::new(1);
-        let shard = metrics.shard(0);
+        /// Counts rejections as (all slots taken, per address).
+        #[derive(Default)]
+        struct Counts(std::cell::Cell<(u32, u32)>);
+        impl Rejections for Counts {
+            fn rejected(&self) {
+                let (all, per_ip) = self.0.get();
+                self.0.set((all + 1, per_ip));
+            }
+            fn rejected_per_ip(&self) {
+                let (all, per_ip) = self.0.get();
+                self.0.set((all, per_ip + 1));
+            }
+        }
+        let counts = Counts::default();
+        let shard = &counts;
         let clients = Gate::new(3, 2);
         let handshakes = Gate::for_handshakes(&clients);
         let a: SocketAddr = "10.0.0.1:1".parse().expect("an address");
@@ -452,8 +473,7 @@ mod tests {
         // A line client and a pending handshake: both count for `a`.
         assert!(clients.admit(a, shard) && handshakes.admit(a, shard));
         assert!(!clients.admit(a, shard) && !handshakes.admit(a, shard));
-        let t = metrics.totals();
-        assert_eq!((t.rejected_per_ip, t.rejected), (2, 0));
+        assert_eq!(counts.0.get(), (0, 2));
         // The handshake becomes a client: still two from `a`.
         assert!(clients.admit_handshaken(a, shard));
         handshakes.hand_over();
@@ -461,7 +481,7 @@ mod tests {
         // --max-clients turns `b`'s second away: it counts for `b` no more.
         assert!(clients.admit(b, shard));
         assert!(!clients.admit(b, shard));
-        assert_eq!(metrics.totals().rejected, 1);
+        assert_eq!(counts.0.get().0, 1);
         clients.release(b);
         assert_eq!(clients.per_ip.addresses(), 1);
         clients.release(a);

@@ -614,13 +614,7 @@ impl Outbound {
     }
 
     fn push_wakes_writer(&self, was_empty: bool, added: usize) -> bool {
-        was_empty
-            || crate::policy::coalesce::wakes_writer(
-                self.messages,
-                self.bytes,
-                added,
-                self.capacity,
-            )
+        was_empty || wakes_writer(self.messages, self.bytes, added, self.capacity)
     }
 
     /// Messages the kernel has not fully taken.
@@ -671,6 +665,25 @@ impl<'a> SendBuf<'a> for Borrowed<'a, '_> {
             self.count += 1;
         }
     }
+}
+
+/// A queue holding at least this many bytes is written at once.
+pub(crate) const FLUSH_BYTES: usize = 16 * 1024;
+
+/// Queue length from which a queue is written without waiting: a quarter
+/// of its capacity, at least one message.
+pub(crate) fn flush_mark(capacity: usize) -> usize {
+    (capacity / 4).max(1)
+}
+
+/// Whether a message of `added` bytes just queued, making `messages`
+/// queued in `bytes`, must wake the queue's writer: the queue was empty, or
+/// has just reached a flush mark, so a writer waiting for a flush may go at
+/// once.
+pub(crate) fn wakes_writer(messages: usize, bytes: usize, added: usize, capacity: usize) -> bool {
+    messages == 1
+        || messages == flush_mark(capacity)
+        || (bytes >= FLUSH_BYTES && bytes - added < FLUSH_BYTES)
 }
 
 #[cfg(test)]

@@ -687,3 +687,16 @@ fn clearing_hands_back_the_running_episode() {
     assert_eq!(q.clear().map(|e| e.dropped), Some(1));
     assert!(q.is_empty() && q.episode().is_none());
 }
+
+#[test]
+fn pushes_wake_the_writer_on_the_first_message_and_at_the_marks() {
+    let wakes: Vec<usize> = (1..=100)
+        .filter(|&n| wakes_writer(n, n * 64, 64, 100))
+        .collect();
+    assert_eq!(wakes, [1, 25]);
+    // 1 KiB lines cross 16 KiB at the 16th.
+    let wakes: Vec<usize> = (1..=100)
+        .filter(|&n| wakes_writer(n, n * 1024, 1024, 100))
+        .collect();
+    assert_eq!(wakes, [1, 16, 25]);
+}
