@@ -80,7 +80,12 @@ impl Server {
             let Some(addr) = addr else {
                 return Ok::<_, Error>(None);
             };
-            let listeners = net::bind_listeners(addr, listener_count, &config.sockets(), engine)?;
+            let listeners = net::bind_listeners(
+                addr,
+                listener_count,
+                &config.sockets(),
+                engine == Engine::Tokio,
+            )?;
             let bound = listeners[0]
                 .local_addr()
                 .map_err(|source| Error::Bind { addr, source })?;

@@ -5,7 +5,6 @@ use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Engine;
 use crate::error::Error;
 
 /// Submission queue entries of each io_uring runtime: the probe creates a
@@ -28,7 +27,7 @@ const BACKLOG: i32 = 4096;
 /// Every listener carries the [`Sockets`] options, which accepted sockets
 /// inherit, so the accept path makes no extra syscalls.
 ///
-/// Listeners for tokio are non-blocking, as epoll needs. Listeners for
+/// `nonblocking` is for the tokio engine, as epoll needs. Listeners for
 /// io_uring stay blocking: on kernels before 5.19 an io_uring accept on a
 /// non-blocking socket completes with EAGAIN instead of waiting, and the
 /// accept loop would spin.
@@ -36,9 +35,8 @@ pub(crate) fn bind_listeners(
     addr: SocketAddr,
     count: usize,
     sockets: &Sockets,
-    engine: Engine,
+    nonblocking: bool,
 ) -> Result<Vec<TcpListener>, Error> {
-    let nonblocking = engine == Engine::Tokio;
     let bind_err = |source| Error::Bind { addr, source };
     let reuseport = count > 1;
     if reuseport && addr.port() != 0 {
@@ -168,13 +166,8 @@ mod tests {
 
     #[test]
     fn accepted_sockets_inherit_the_listeners_options() {
-        let ls = bind_listeners(
-            "127.0.0.1:0".parse().expect("addr"),
-            1,
-            &SOCKETS,
-            Engine::Uring,
-        )
-        .expect("bind");
+        let ls =
+            bind_listeners("127.0.0.1:0".parse().expect("addr"), 1, &SOCKETS, false).expect("bind");
         let _client =
             std::net::TcpStream::connect(ls[0].local_addr().expect("addr")).expect("connect");
         let (accepted, _) = ls[0].accept().expect("accept");
@@ -197,13 +190,8 @@ mod tests {
 
     #[test]
     fn reuseport_listeners_share_one_port() {
-        let ls = bind_listeners(
-            "127.0.0.1:0".parse().expect("addr"),
-            3,
-            &SOCKETS,
-            Engine::Uring,
-        )
-        .expect("bind");
+        let ls =
+            bind_listeners("127.0.0.1:0".parse().expect("addr"), 3, &SOCKETS, false).expect("bind");
         let ports: Vec<u16> = ls
             .iter()
             .map(|l| l.local_addr().expect("addr").port())
@@ -213,20 +201,15 @@ mod tests {
 
     #[test]
     fn a_port_in_use_is_an_error_even_for_reuseport() {
-        let first = bind_listeners(
-            "127.0.0.1:0".parse().expect("addr"),
-            2,
-            &SOCKETS,
-            Engine::Uring,
-        )
-        .expect("bind");
+        let first =
+            bind_listeners("127.0.0.1:0".parse().expect("addr"), 2, &SOCKETS, false).expect("bind");
         let addr = first[0].local_addr().expect("addr");
         assert!(matches!(
-            bind_listeners(addr, 2, &SOCKETS, Engine::Uring),
+            bind_listeners(addr, 2, &SOCKETS, false),
             Err(Error::Bind { .. })
         ));
         assert!(matches!(
-            bind_listeners(addr, 1, &SOCKETS, Engine::Tokio),
+            bind_listeners(addr, 1, &SOCKETS, true),
             Err(Error::Bind { .. })
         ));
     }
@@ -234,13 +217,13 @@ mod tests {
     #[test]
     fn only_tokio_listeners_are_non_blocking() {
         use nix::fcntl::{FcntlArg, OFlag, fcntl};
-        let nonblocking = |engine| {
-            let ls = bind_listeners("127.0.0.1:0".parse().expect("addr"), 1, &SOCKETS, engine)
+        let nonblocking = |asked| {
+            let ls = bind_listeners("127.0.0.1:0".parse().expect("addr"), 1, &SOCKETS, asked)
                 .expect("bind");
             let flags = fcntl(&ls[0], FcntlArg::F_GETFL).expect("flags");
             OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK)
         };
-        assert!(nonblocking(Engine::Tokio));
-        assert!(!nonblocking(Engine::Uring));
+        assert!(nonblocking(true), "tokio's listeners");
+        assert!(!nonblocking(false), "io_uring's listeners");
     }
 }
