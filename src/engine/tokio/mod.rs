@@ -20,7 +20,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 
 use self::conn::Conn;
-use super::mesh::Doorbell;
 use super::session::{
     self, CloseReason, Cx, Host, Link as _, LogLimits, Next, Session, Settings, Slot,
 };
@@ -31,6 +30,7 @@ use super::{
 use crate::config::Config;
 use crate::error::Error;
 use crate::ops::clients;
+use crate::ops::cluster::{QueueLocal, QueueOut};
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
 use crate::policy::limits::Gate;
@@ -38,7 +38,6 @@ use crate::policy::patience::Patience;
 use crate::policy::run::Run;
 use crate::sys::net;
 use crate::sys::timer::FlushTimer;
-use crossbeam_queue::ArrayQueue;
 
 thread_local! {
     /// Which metrics shard this worker thread writes.
@@ -95,13 +94,7 @@ pub(crate) fn start(
             config.stall_timeout.saturating_mul(threads as u32),
             Instant::now(),
         ),
-        cluster_out: config.cluster.as_ref().map(|_| {
-            Arc::new(ClusterOut {
-                runs: ArrayQueue::new(CLUSTER_QUEUE),
-                lines: AtomicUsize::new(0),
-                bell: Doorbell::default(),
-            })
-        }),
+        cluster_out: config.cluster.as_ref().map(|_| Arc::new(QueueOut::new())),
     });
     let listeners = {
         let _guard = runtime.enter();
@@ -128,7 +121,7 @@ pub(crate) fn start(
             config.max_line,
             Arc::clone(metrics),
             super::bridge_shard(threads),
-            BridgeLocal(out),
+            QueueLocal(out),
             remote,
             control.stop.clone(),
             move || drop(alive),
@@ -223,41 +216,7 @@ struct Hub {
     /// How long the runtime may still wait for clients that are behind.
     patience: Patience,
     /// Local lines on their way to the cluster bridge.
-    cluster_out: Option<Arc<ClusterOut>>,
-}
-
-/// Lines waiting for the cluster bridge; full means dropped (counted).
-const CLUSTER_QUEUE: usize = 16 * 1024;
-
-/// Runs of local lines on their way to the bridge, at most
-/// [`CLUSTER_QUEUE`] lines in all.
-struct ClusterOut {
-    runs: ArrayQueue<Run>,
-    /// Lines in `runs`.
-    lines: AtomicUsize,
-    bell: Doorbell,
-}
-
-/// The bridge's view of the local lines.
-struct BridgeLocal(Arc<ClusterOut>);
-
-impl crate::ops::cluster::LocalLines for BridgeLocal {
-    fn pop(&mut self) -> Option<Run> {
-        let run = self.0.runs.pop()?;
-        self.0
-            .lines
-            .fetch_sub(run.lines as usize, Ordering::Relaxed);
-        Some(run)
-    }
-
-    fn release(&mut self) {}
-
-    async fn wait(&self, stop: &(dyn Fn() -> bool + Sync)) {
-        self.0
-            .bell
-            .wait_until(|| stop() || !self.0.runs.is_empty())
-            .await;
-    }
+    cluster_out: Option<Arc<QueueOut>>,
 }
 
 /// The bridge delivers other nodes' lines straight into the hub.
@@ -294,16 +253,10 @@ impl Host for Hub {
     async fn publish(&self, run: &Run) {
         let shard = self.shard();
         shard.received(run.lines, run.bytes.len());
-        if let Some(out) = &self.cluster_out {
-            // Counted before it goes in, so that the bridge never takes
-            // off lines not yet added.
-            let lines = run.lines as usize;
-            let before = out.lines.fetch_add(lines, Ordering::Relaxed);
-            if before + lines > CLUSTER_QUEUE || out.runs.push(run.clone()).is_err() {
-                out.lines.fetch_sub(lines, Ordering::Relaxed);
-                shard.cluster_dropped(lines);
-            }
-            out.bell.ring();
+        if let Some(out) = &self.cluster_out
+            && !out.offer(run)
+        {
+            shard.cluster_dropped(run.lines as usize);
         }
         if self.deliver(std::slice::from_ref(run)).await {
             // Everyone woken with us gets a turn before we take more room.

@@ -40,6 +40,7 @@ use super::{
 use crate::config::Config;
 use crate::error::Error;
 use crate::ops::clients;
+use crate::ops::cluster::{MeshLocal, MeshRemote};
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::Coalescer;
 use crate::policy::limits::Gate;
@@ -162,7 +163,7 @@ pub(crate) fn start(
     drop(ready_tx);
     if let (Some(cluster), Some((outbox, inbox))) = (config.cluster.clone(), bridge) {
         let alive = control.alive.clone();
-        let remote = BridgeRemote {
+        let remote = MeshRemote {
             outbox,
             stop: control.stop.clone(),
         };
@@ -171,7 +172,7 @@ pub(crate) fn start(
             config.max_line,
             Arc::clone(metrics),
             super::bridge_shard(cores),
-            BridgeLocal::new(inbox),
+            MeshLocal::new(inbox),
             remote,
             control.stop.clone(),
             move || drop(alive),
@@ -574,109 +575,5 @@ impl Core {
             self.flusher.mark(link);
         }
         tokio_uring::spawn(flush::close_stalled(Rc::clone(&self)));
-    }
-}
-
-/// The bridge's view of the cores' rings towards it.
-struct BridgeLocal {
-    inbox: Inbox<Run>,
-    /// The cores, in order.
-    cores: Vec<usize>,
-    /// Which of `cores` the next pop tries first: the one after the core
-    /// the last run came from, so that one flooding core cannot hold the
-    /// others' lines back.
-    next: usize,
-}
-
-impl BridgeLocal {
-    fn new(inbox: Inbox<Run>) -> Self {
-        let cores = inbox.peers().collect();
-        Self {
-            inbox,
-            cores,
-            next: 0,
-        }
-    }
-}
-
-impl crate::ops::cluster::LocalLines for BridgeLocal {
-    /// The next run, taking turns among the cores that have one.
-    fn pop(&mut self) -> Option<Run> {
-        let n = self.cores.len();
-        for i in 0..n {
-            let at = (self.next + i) % n;
-            if let Some(run) = self.inbox.pop_from(self.cores[at]) {
-                self.next = (at + 1) % n;
-                return Some(run);
-            }
-        }
-        None
-    }
-
-    fn release(&mut self) {
-        for &core in &self.cores {
-            self.inbox.release(core);
-        }
-    }
-
-    async fn wait(&self, stop: &(dyn Fn() -> bool + Sync)) {
-        self.inbox.wait_or(stop).await;
-    }
-}
-
-/// The bridge's rings towards every core.
-struct BridgeRemote {
-    outbox: Outbox<Run>,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-impl crate::ops::cluster::RemoteLines for BridgeRemote {
-    async fn deliver(&mut self, run: Run) {
-        for core in self.outbox.peers() {
-            tokio::select! {
-                _ = self.outbox.push(core, run.clone()) => {}
-                // Shutting down: lines from other nodes are not flushed.
-                () = self.stop.cancelled() => return,
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        self.outbox.ring();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ops::cluster::LocalLines as _;
-
-    #[test]
-    fn the_bridge_takes_turns_among_the_cores() {
-        let mut links = mesh::mesh::<Run>(3, mesh::RING_CAPACITY);
-        let (_, inbox) = links.pop().expect("the bridge");
-        let mut bridge = BridgeLocal::new(inbox);
-        let line = |core: usize, n: usize| Run {
-            bytes: bytes::Bytes::from(format!("{core} {n}\n")),
-            lines: 1,
-        };
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime")
-            .block_on(async {
-                for (core, (outbox, _)) in links.iter().enumerate() {
-                    // Core 0 floods; core 1 has a few lines.
-                    for n in 0..if core == 0 { 20 } else { 3 } {
-                        outbox.push(2, line(core, n)).await;
-                    }
-                }
-            });
-        let order: Vec<Run> = std::iter::from_fn(|| bridge.pop()).collect();
-        let want: Vec<Run> = [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]
-            .into_iter()
-            .map(|(core, n)| line(core, n))
-            .chain((3..20).map(|n| line(0, n)))
-            .collect();
-        assert_eq!(order, want, "each core's lines in order, the cores in turn");
     }
 }
