@@ -6,7 +6,7 @@
 //!   a ring from every core, [`MeshRemote`] feeds one to every core.
 //! - `tokio`: local lines wait in a bounded queue ([`QueueOut`], read
 //!   through [`QueueLocal`]); other nodes' lines are delivered straight
-//!   into the runtime's clients.
+//!   into the runtime's clients ([`DirectRemote`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +15,7 @@ use crossbeam_queue::ArrayQueue;
 use tokio_util::sync::CancellationToken;
 
 use super::{LocalLines, RemoteLines};
+use crate::engine::lifecycle::{self, Place};
 use crate::engine::mesh::{Doorbell, Inbox, Outbox};
 use crate::policy::run::Run;
 
@@ -146,6 +147,20 @@ impl LocalLines for QueueLocal {
             .wait_until(|| stop() || !self.0.runs.is_empty())
             .await;
     }
+}
+
+/// The bridge delivers other nodes' lines straight into a place, from
+/// its own thread.
+pub(crate) struct DirectRemote<P>(pub(crate) Arc<P>);
+
+impl<P: Place + Send + Sync> RemoteLines for DirectRemote<P> {
+    async fn deliver(&mut self, run: Run) {
+        if !self.0.stopping() {
+            lifecycle::deliver(&*self.0, std::slice::from_ref(&run)).await;
+        }
+    }
+
+    fn flush(&mut self) {}
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ mod ends;
 mod events;
 mod split;
 
-pub(crate) use ends::{MeshLocal, MeshRemote, QueueLocal, QueueOut};
+pub(crate) use ends::{DirectRemote, MeshLocal, MeshRemote, QueueLocal, QueueOut};
 
 use events::{Dialled, EventThrottles, log_event, pick};
 use split::{Piece, Pieces, outgoing};
