@@ -142,7 +142,6 @@ pub(crate) fn start(
     }
     drop(ready_tx);
     if let (Some(cluster), Some((outbox, inbox))) = (config.cluster.clone(), bridge) {
-        let alive = control.alive.clone();
         let remote = MeshRemote {
             outbox,
             stop: control.stop.clone(),
@@ -150,12 +149,11 @@ pub(crate) fn start(
         crate::ops::cluster::start(
             cluster,
             config.max_line,
-            Arc::clone(metrics),
+            metrics,
             super::bridge_shard(cores),
             MeshLocal::new(inbox),
             remote,
-            control.stop.clone(),
-            move || drop(alive),
+            control,
         )?;
     }
     for _ in 0..cores {
