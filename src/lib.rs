@@ -22,16 +22,21 @@
 //!   - `timer`: the timerfd the coalescer sleeps on.
 //! - `engine/`: the runtimes.
 //!   - `session`: one connection's whole life, from read to write,
-//!     written once for both engines.
+//!     written once for both engines (`host`: what it needs from its
+//!     engine).
+//!   - `lifecycle`: a core's (or the tokio runtime's) whole life, written
+//!     once: accept, admit, `/clients`, the idle sweep, lame duck, the
+//!     drain and closing.
 //!   - `mesh`: the bounded rings between `uring`'s cores.
 //!   - `roster`: a core's connections, as fan-out walks them.
 //!   - `uring/`, `tokio/`: each engine's runtime glue, and nothing else
 //!     (`uring/flush`: a core's sends, round by round).
 //! - `ops/`: what operators see.
 //!   - [`ops::metrics`]: per-core counters, summed on scrape.
-//!   - `cluster`: the NATS bridge that shares lines between nodes (`events`:
-//!     naming and logging the server it is on; `split`: cutting batches to
-//!     `max_payload` and lines to `--max-line`).
+//!   - `cluster`: the NATS bridge that shares lines between nodes (`ends`:
+//!     the engines' ends of it; `events`: naming and logging the server it
+//!     is on; `split`: cutting batches to `max_payload` and lines to
+//!     `--max-line`).
 //!
 //! # Example
 //!

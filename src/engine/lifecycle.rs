@@ -30,6 +30,9 @@ use crate::sys::net;
 /// Idle sweeps per `--idle-timeout`.
 const IDLE_TICKS: u64 = 4;
 
+/// A connection, as a place's roster and tasks hold it.
+pub(crate) type Member<P> = <P as Place>::Shared<<P as Host>::Link>;
+
 /// What the lifecycle needs from an engine's place, beyond what its
 /// connections need ([`Host`]).
 ///
@@ -46,9 +49,9 @@ pub(crate) trait Place: Host + Sized + 'static {
 
     /// Runs `f` on the place's connections. `f` must not close one:
     /// closing takes it off the roster.
-    fn roster<T>(&self, f: impl FnOnce(&mut Roster<Self::Shared<Self::Link>>) -> T) -> T;
+    fn roster<T>(&self, f: impl FnOnce(&mut Roster<Member<Self>>) -> T) -> T;
     /// Everyone connected now; see [`Roster::snapshot`].
-    fn snapshot(&self) -> Arc<[Self::Shared<Self::Link>]> {
+    fn snapshot(&self) -> Arc<[Member<Self>]> {
         self.roster(Roster::snapshot)
     }
     /// The next connection on `listener`.
@@ -56,10 +59,10 @@ pub(crate) trait Place: Host + Sized + 'static {
         listener: &Self::Listener,
     ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
     /// A new connection, not yet listed.
-    fn connect(session: Session, stream: Self::Stream) -> Self::Shared<Self::Link>;
+    fn connect(session: Session, stream: Self::Stream) -> Member<Self>;
     /// Starts the tasks of a connection just listed: its reader, and on
     /// `tokio` its writer.
-    fn spawn_conn(place: &Self::Shared<Self>, member: Self::Shared<Self::Link>);
+    fn spawn_conn(place: &Self::Shared<Self>, member: Member<Self>);
     /// Shutdown began: from now on [`Host::stopping`] holds.
     fn stop(&self);
     /// Advances [`Host::tick`] and returns the new tick.

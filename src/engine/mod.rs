@@ -1,8 +1,9 @@
 //! The two engines, and what they share. [`session`] is one connection's
-//! whole life, written once; an engine (`uring`, `tokio`) is only the glue
-//! that runs it on its runtime. [`mesh`] carries lines between `uring`'s
-//! cores, [`roster`] holds a core's connections, and this module has the
-//! accept loop, the idle sweep and the shutdown controls both use.
+//! whole life and [`lifecycle`] a place's (a core's, or the tokio
+//! runtime's), each written once; an engine (`uring`, `tokio`) is only the
+//! glue that runs them on its runtime. [`mesh`] carries lines between
+//! `uring`'s cores, [`roster`] holds a place's connections, and this
+//! module has the shutdown controls both use.
 
 pub(crate) mod lifecycle;
 pub(crate) mod mesh;

@@ -2,9 +2,10 @@
 //!
 //! A message's whole way through a server is in this folder:
 //!
-//! 1. [`read_loop`] (`read.rs`) reads into the connection's [`Inbound`]
-//!    buffer and splits complete lines off it as runs (a WebSocket client's
-//!    frames first become lines);
+//! 1. [`read_loop`] (`read.rs`) reads into the connection's
+//!    [`Inbound`](crate::policy::inbound::Inbound) buffer and splits
+//!    complete lines off it as runs (a WebSocket client's frames first
+//!    become lines);
 //! 2. [`Host::publish`] (the engine) takes each run to every core;
 //! 3. [`deliver`] (`deliver.rs`) offers runs to every connection of a
 //!    core, whose [`Session`] and [`Outbound`] (here) decide: queue it, have
@@ -15,10 +16,11 @@
 //!    [`Session::sent`] or [`Session::flush`]; `write.rs` has what both do
 //!    with that answer.
 //!
-//! The decisions live in [`Outbound`] and [`Inbound`], with no I/O. An
-//! engine supplies only its runtime glue: [`Link`] (how to read and shut
-//! down one socket) and [`Host`] (where its connections live, how a run
-//! reaches the other cores, and how queues reach the kernel).
+//! The decisions live in [`Outbound`] and
+//! [`Inbound`](crate::policy::inbound::Inbound), with no I/O. An engine
+//! supplies only its runtime glue (`host.rs`): [`Link`] (how to read and
+//! shut down one socket) and [`Host`] (how a run reaches the other cores,
+//! and how queues reach the kernel).
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;

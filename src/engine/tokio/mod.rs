@@ -1,6 +1,7 @@
 //! The `tokio` engine: the honest baseline on a multi-threaded tokio (epoll)
-//! runtime. Everything a connection does is in [`super::session`], as on
-//! `uring`; this module only runs it on tokio.
+//! runtime. Everything a connection does is in [`super::session`], and
+//! accepting and shutting down in [`super::lifecycle`], as on `uring`;
+//! this module only runs them on tokio.
 //!
 //! Connections live in one registry shared by every worker. A publisher
 //! walks a snapshot of it and offers the message to each connection, whose

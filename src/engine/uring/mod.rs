@@ -5,7 +5,8 @@
 //! of lines read on core `i` is pushed onto the ring towards every other
 //! core, whose drainer task delivers it there, and delivered to core `i`'s
 //! connections. See [`super::mesh`]. Everything a connection does is in
-//! [`super::session`]; this module only runs it on io_uring.
+//! [`super::session`], and a core's accepting and shutting down in
+//! [`super::lifecycle`]; this module only runs them on io_uring.
 //!
 //! A core's sends go through its send ring ([`crate::sys::sendring`]):
 //! deliveries mark connections due, and the core's flusher, once the tasks
