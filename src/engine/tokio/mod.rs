@@ -76,6 +76,7 @@ pub(crate) fn start(
     );
     let limits = Arc::new(Limits::new(config));
     let hub = Arc::new(Hub {
+        // The whole runtime is one place: core 0 of 1.
         state: HostState::new(0, 1, &limits, config, coalescer, patience),
         metrics: Arc::clone(metrics),
         conns: RwLock::new(Roster::new()),
