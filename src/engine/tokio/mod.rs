@@ -101,15 +101,17 @@ pub(crate) fn start(
             .collect::<Result<Vec<_>, _>>()?
     };
     if let (Some(cluster), Some(out)) = (config.cluster.clone(), hub.cluster_out.clone()) {
+        let alive = control.alive.clone();
         let remote = DirectRemote(Arc::clone(&hub));
         crate::ops::cluster::start(
             cluster,
             config.max_line,
-            metrics,
+            Arc::clone(metrics),
             super::bridge_shard(threads),
             QueueLocal(out),
             remote,
-            control,
+            control.stop.clone(),
+            move || drop(alive),
         )?;
     }
     let control = control.clone();

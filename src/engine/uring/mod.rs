@@ -143,6 +143,7 @@ pub(crate) fn start(
     }
     drop(ready_tx);
     if let (Some(cluster), Some((outbox, inbox))) = (config.cluster.clone(), bridge) {
+        let alive = control.alive.clone();
         let remote = MeshRemote {
             outbox,
             stop: control.stop.clone(),
@@ -150,11 +151,12 @@ pub(crate) fn start(
         crate::ops::cluster::start(
             cluster,
             config.max_line,
-            metrics,
+            Arc::clone(metrics),
             super::bridge_shard(cores),
             MeshLocal::new(inbox),
             remote,
-            control,
+            control.stop.clone(),
+            move || drop(alive),
         )?;
     }
     for _ in 0..cores {

@@ -36,7 +36,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterConfig;
-use crate::engine::Control;
 use crate::error::Error;
 use crate::ops::metrics::Metrics;
 use crate::policy::limits::Throttle;
@@ -83,18 +82,19 @@ pub(crate) trait RemoteLines: Send + 'static {
     fn flush(&mut self);
 }
 
-/// Runs the bridge on a thread of its own until shutdown begins
-/// (`control.stop`); the thread holds `control.alive` until it ends.
+/// Runs the bridge on a thread of its own until `stop` is cancelled.
 /// `shard` is the metrics shard only the bridge writes; lines from other
 /// nodes longer than `max_line` (newline not counted) are dropped.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn start(
     config: ClusterConfig,
     max_line: usize,
-    metrics: &Arc<Metrics>,
+    metrics: Arc<Metrics>,
     shard: usize,
     local: impl LocalLines,
     remote: impl RemoteLines,
-    control: &Control,
+    stop: CancellationToken,
+    on_exit: impl FnOnce() + Send + 'static,
 ) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -103,11 +103,6 @@ pub(crate) fn start(
             engine: "cluster bridge",
             source,
         })?;
-    let (metrics, stop, alive) = (
-        Arc::clone(metrics),
-        control.stop.clone(),
-        control.alive.clone(),
-    );
     std::thread::Builder::new()
         .name("ringcast-cluster".into())
         .spawn(move || {
@@ -120,7 +115,7 @@ pub(crate) fn start(
                 shard,
             };
             runtime.block_on(run(config, bridge, local, remote, stop));
-            drop(alive);
+            on_exit();
         })
         .map_err(Error::Thread)?;
     Ok(())
