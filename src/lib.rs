@@ -28,11 +28,15 @@
 //!   - `sendring`: the uring engine's send ring: a core's sends in one
 //!     submission, and its polls for room (the io_uring `unsafe`).
 //!   - `timer`: the timerfd the coalescer sleeps on.
-//! - `engine/`: the runtimes, and what they share (`engine/mod.rs`: the
-//!   accept loop, lame duck, the idle sweep, failpoints).
+//! - `engine/`: the runtimes (`engine/mod.rs`: what a runtime starts
+//!   with, failpoints).
 //!   - `session/`: one connection's whole life, written once for both
 //!     engines: `read` (bytes in, runs out), `deliver` (runs offered to a
-//!     core's connections), `write` (after the kernel answered a send).
+//!     core's connections), `write` (after the kernel answered a send),
+//!     `host` (what it needs from its engine).
+//!   - `lifecycle`: a core's (or the tokio runtime's) whole life, written
+//!     once: accept, admit, `/clients`, the idle sweep, lame duck, the
+//!     drain and closing.
 //!   - `mesh`: the bounded rings between `uring`'s cores.
 //!   - `roster`: a core's connections, as fan-out walks them.
 //!   - `uring/`, `tokio/`: each engine's runtime glue and its `conn`
@@ -43,9 +47,10 @@
 //!   - [`ops::clients`]: the `/clients` view of who is connected.
 //!   - `http`: the `--metrics` endpoints (`/metrics`, `/healthz`,
 //!     `/readyz`, `/clients`), on a runtime of their own.
-//!   - `cluster/`: the NATS bridge that shares lines between nodes
-//!     (`events`: naming and logging the server it is on; `split`: cutting
-//!     batches to `max_payload` and lines to `--max-line`).
+//!   - `cluster/`: the NATS bridge that shares lines between nodes (`ends`:
+//!     the engines' ends of it; `events`: naming and logging the server it
+//!     is on; `split`: cutting batches to `max_payload` and lines to
+//!     `--max-line`).
 //! - `internals`: what the benches and the fuzz target reach inside, behind
 //!   the `internals` feature.
 //!

@@ -2,9 +2,10 @@
 //!
 //! A message's whole way through a server is in this folder:
 //!
-//! 1. [`read_loop`] (`read.rs`) reads into the connection's [`Inbound`]
-//!    buffer and splits complete lines off it as runs (a WebSocket client's
-//!    frames first become lines);
+//! 1. [`read_loop`] (`read.rs`) reads into the connection's
+//!    [`Inbound`](crate::policy::inbound::Inbound) buffer and splits
+//!    complete lines off it as runs (a WebSocket client's frames first
+//!    become lines);
 //! 2. [`Host::publish`] (the engine) takes each run to every core;
 //! 3. [`deliver`] (`deliver.rs`) offers runs to every connection of a
 //!    core, whose [`Session`] and [`Outbound`] (here) decide: queue it, have
@@ -15,27 +16,22 @@
 //!    [`Session::sent`] or [`Session::flush`]; `write.rs` has what both do
 //!    with that answer.
 //!
-//! The decisions live in [`Outbound`] and [`Inbound`], with no I/O. An
-//! engine supplies only its runtime glue: [`Link`] (how to read and shut
-//! down one socket) and [`Host`] (where its connections live, how a run
-//! reaches the other cores, and how queues reach the kernel).
+//! The decisions live in [`Outbound`] and
+//! [`Inbound`](crate::policy::inbound::Inbound), with no I/O. An engine
+//! supplies only its runtime glue (`host.rs`): [`Link`] (how to read and
+//! shut down one socket) and [`Host`] (how a run reaches the other cores,
+//! and how queues reach the kernel).
 
-use std::future::Future;
 use std::io::{self, IoSlice};
-use std::net::{Shutdown, SocketAddr};
-use std::ops::Deref;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 use crate::ops::clients::{ClientInfo, Transport};
 use crate::ops::metrics::Shard;
-use crate::policy::coalesce::Coalescer;
-use crate::policy::inbound::Inbound;
 use crate::policy::limits::Throttle;
 use crate::policy::outbound::{Episode, Flushed, Offer, Outbound, SendBuf, Sent};
-use crate::policy::patience::Patience;
 use crate::policy::run::{Kind, Run};
 use crate::policy::tls::{self, Tls};
 
@@ -881,70 +877,13 @@ impl SendBuf<'_> for Wire {
     }
 }
 
-/// An engine's glue for one connection's socket.
-pub(crate) trait Link {
-    /// Runs `f` on the connection's state.
-    fn with<R>(&self, f: impl FnOnce(&mut Session) -> R) -> R;
-    /// Where deliverers holding a message for this connection wait for
-    /// room; whoever settles a send notifies it.
-    fn room(&self) -> &Notify;
-    /// Reads at most `max` bytes into `inbound`'s buffer.
-    fn read(&self, inbound: &mut Inbound, max: usize) -> impl Future<Output = io::Result<usize>>;
-    /// Shuts the socket down, so any read or write in flight completes.
-    fn shutdown(&self, how: Shutdown);
-}
-
-/// An engine's glue for the place its connections live: a core on
-/// `uring`, the whole runtime on `tokio`.
-pub(crate) trait Host {
-    /// The engine's connection.
-    type Link: Link;
-    /// The counters of the running thread, and the settings.
-    fn cx(&self) -> Cx<'_>;
-    /// Takes a run of a local client's lines to every connection of the
-    /// server (and to the cluster), telling every other core (and the
-    /// cluster) before it waits for anyone.
-    fn publish(&self, run: &Run) -> impl Future<Output = ()>;
-    /// The connection has something to send, or a state its writer must
-    /// look at: the engine sees to it soon.
-    fn wake(&self, link: &Self::Link);
-    /// Hands the queues of `conns[i]`, for `i` in `which` (each at most
-    /// once), to the kernel now and settles the kernel's answers (see
-    /// [`Action::Full`]); one whose socket refuses gets a wait for
-    /// writability.
-    fn send_now<L: Deref<Target = Self::Link>>(
-        &self,
-        conns: &[L],
-        which: impl Iterator<Item = usize>,
-    );
-    /// A WebSocket client completed its handshake: takes a
-    /// `--max-clients` slot for it and gives back its handshake slot, or,
-    /// when every slot is taken, counts and reports the rejection and
-    /// returns false.
-    fn admit_client(&self, peer: SocketAddr) -> bool;
-    /// Removes a closed connection from the host, and gives back the slot
-    /// it held ([`Session::slot`]).
-    fn forget(&self, link: &Self::Link);
-    /// A reader task ended.
-    fn reader_exited(&self);
-    /// Shutdown began: readers stop after their current read.
-    fn stopping(&self) -> bool;
-    /// Nothing more will be delivered, since when: writers close once
-    /// flushed.
-    fn flushing(&self) -> Option<Instant>;
-    /// The host's write pacer.
-    fn coalescer(&self) -> &Coalescer;
-    /// How long the host's deliverers may still wait for held messages.
-    fn patience(&self) -> &Patience;
-    /// The current idle tick.
-    fn tick(&self) -> u64;
-}
-
 mod deliver;
+mod host;
 mod read;
 mod write;
 
 pub(crate) use deliver::{close, close_idle, deliver, finish};
+pub(crate) use host::{Host, HostState, Limits, Link};
 pub(crate) use read::read_loop;
 pub(crate) use write::settled;
 

@@ -1,6 +1,7 @@
 //! The `tokio` engine: the honest baseline on a multi-threaded tokio (epoll)
-//! runtime. Everything a connection does is in [`super::session`], as on
-//! `uring`; this module only runs it on tokio.
+//! runtime. Everything a connection does is in [`super::session`], and
+//! accepting and shutting down in [`super::lifecycle`], as on `uring`;
+//! this module only runs them on tokio.
 //!
 //! Connections live in one registry shared by every worker. A publisher
 //! walks a snapshot of it and offers the message to each connection, whose
@@ -8,41 +9,35 @@
 
 mod conn;
 
+use std::io;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use self::conn::Conn;
-use super::mesh::Doorbell;
-use super::session::{
-    self, CloseReason, Cx, Host, Link as _, LogLimits, Next, Session, Settings, Slot,
-};
-use super::{
-    Control, Endpoint, ExitWatch, IDLE_TICKS, Listening, Roster, accept_until_stopped,
-    close_spread_out, failpoint, notified_until, sweep_idle_forever,
-};
+use super::lifecycle::{self, Place};
+use super::session::{self, CloseReason, Host, HostState, Limits, Link as _, Next, Session};
+use super::{Control, ExitWatch, Listening, Roster, failpoint};
 use crate::config::Config;
 use crate::error::Error;
 use crate::ops::clients;
+use crate::ops::cluster::{DirectRemote, QueueLocal, QueueOut};
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
-use crate::policy::limits::Gate;
 use crate::policy::patience::Patience;
 use crate::policy::run::Run;
-use crate::sys::net;
 use crate::sys::timer::FlushTimer;
-use crossbeam_queue::ArrayQueue;
 
 thread_local! {
-    /// Which metrics shard this worker thread writes.
-    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Which metrics shard this thread writes: set on the workers and the
+    /// main thread; unset on the cluster bridge's.
+    static SHARD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
 /// Starts the runtime on a thread of its own. Returns once it is up.
@@ -60,7 +55,7 @@ pub(crate) fn start(
         .thread_name("ringcast-tokio")
         .on_thread_start(move || {
             let index = next_shard.fetch_add(1, Ordering::Relaxed);
-            SHARD.with(|s| s.set(index));
+            SHARD.with(|s| s.set(Some(index)));
         })
         .enable_all()
         .build()
@@ -68,40 +63,28 @@ pub(crate) fn start(
             engine: "tokio",
             source,
         })?;
-    let gate = Gate::new(config.max_clients, config.max_clients_per_ip);
-    let hub = Arc::new(Hub {
-        metrics: Arc::clone(metrics),
-        settings: config.session_settings(),
-        logs: LogLimits::default(),
-        conns: RwLock::new(Roster::new()),
-        next_id: AtomicUsize::new(0),
-        readers: AtomicUsize::new(0),
-        stopping: AtomicBool::new(false),
-        flushing: std::sync::OnceLock::new(),
-        changed: Notify::new(),
-        handshakes: Gate::for_handshakes(&gate),
-        gate,
-        idle_timeout: config.idle_timeout,
-        lame_duck: config.lame_duck,
-        tick: AtomicU64::new(0),
+    let coalescer = Coalescer::new(
+        config.coalesce,
         // One pacer for the whole runtime: busy means busy for all its
         // threads together.
-        coalescer: Coalescer::new(
-            config.coalesce,
-            config.coalesce_above.saturating_mul(threads as u64),
-        ),
-        // Each thread may wait as long as a core of the io_uring engine.
-        patience: Patience::new(
-            config.stall_timeout.saturating_mul(threads as u32),
-            Instant::now(),
-        ),
-        cluster_out: config.cluster.as_ref().map(|_| {
-            Arc::new(ClusterOut {
-                runs: ArrayQueue::new(CLUSTER_QUEUE),
-                lines: AtomicUsize::new(0),
-                bell: Doorbell::default(),
-            })
-        }),
+        config.coalesce_above.saturating_mul(threads as u64),
+    );
+    // Each thread may wait as long as a core of the io_uring engine.
+    let patience = Patience::new(
+        config.stall_timeout.saturating_mul(threads as u32),
+        Instant::now(),
+    );
+    let limits = Arc::new(Limits::new(config));
+    let hub = Arc::new(Hub {
+        // The whole runtime is one place: core 0 of 1.
+        state: HostState::new(0, 1, &limits, config, coalescer, patience),
+        metrics: Arc::clone(metrics),
+        conns: RwLock::new(Roster::new()),
+        stopping: AtomicBool::new(false),
+        flushing: std::sync::OnceLock::new(),
+        tick: AtomicU64::new(0),
+        bridge_shard: super::bridge_shard(threads),
+        cluster_out: config.cluster.as_ref().map(|_| Arc::new(QueueOut::new())),
     });
     let listeners = {
         let _guard = runtime.enter();
@@ -119,16 +102,13 @@ pub(crate) fn start(
     };
     if let (Some(cluster), Some(out)) = (config.cluster.clone(), hub.cluster_out.clone()) {
         let alive = control.alive.clone();
-        let remote = BridgeRemote {
-            hub: Arc::clone(&hub),
-            shard: super::bridge_shard(threads),
-        };
+        let remote = DirectRemote(Arc::clone(&hub));
         crate::ops::cluster::start(
             cluster,
             config.max_line,
             Arc::clone(metrics),
             super::bridge_shard(threads),
-            BridgeLocal(out),
+            QueueLocal(out),
             remote,
             control.stop.clone(),
             move || drop(alive),
@@ -141,18 +121,17 @@ pub(crate) fn start(
             let _watch = ExitWatch::new("the tokio engine".into(), &control);
             // The accept loop runs on this thread, not on a worker: it
             // writes a shard of its own.
-            SHARD.with(|s| s.set(threads + 1));
+            SHARD.with(|s| s.set(Some(threads + 1)));
             let _alive = control.alive.clone();
             if failpoint("core-exit:0") {
                 return;
             }
-            runtime.block_on(async move {
-                tokio::spawn(Arc::clone(&hub).answer_inspections(inspections));
-                let mut abort = pin!(control.abort.cancelled());
-                tokio::select! {
-                    () = Arc::clone(&hub).serve(listeners, &control) => {}
-                    () = &mut abort => hub.close_all(CloseReason::DrainTimeout),
-                }
+            // The lifecycle's own tasks (`/clients`, the idle sweep) run on
+            // this thread too; connections run on the workers.
+            tokio::task::LocalSet::new().block_on(&runtime, async move {
+                let pacer = Arc::clone(&hub);
+                tokio::spawn(async move { pacer.coalescer().run_with(EpollTimer::new).await });
+                lifecycle::run::<Hub>(hub, listeners, inspections, &control).await;
             });
             runtime.shutdown_timeout(Duration::from_millis(100));
         })
@@ -200,93 +179,31 @@ impl Timer for EpollTimer {
 
 /// Every connection of the server, and its shutdown state.
 struct Hub {
+    state: HostState,
     metrics: Arc<Metrics>,
-    settings: Settings,
-    logs: LogLimits,
     conns: RwLock<Roster<Arc<Conn>>>,
-    next_id: AtomicUsize,
-    readers: AtomicUsize,
     stopping: AtomicBool,
     /// Since when nothing more is delivered (shutdown), if it is so.
     flushing: std::sync::OnceLock<Instant>,
-    changed: Notify,
-    /// `--max-clients`.
-    gate: Gate,
-    /// WebSocket connections before their handshake completed.
-    handshakes: Gate,
-    idle_timeout: Option<Duration>,
-    lame_duck: Option<Duration>,
     /// Advanced by the idle sweeper; readers stamp it on their connection.
     tick: AtomicU64,
-    /// Holds writes back briefly while the runtime is busy.
-    coalescer: Coalescer,
-    /// How long the runtime may still wait for clients that are behind.
-    patience: Patience,
+    /// The metrics shard of the cluster bridge's thread, the one thread
+    /// outside the runtime that delivers into the hub.
+    bridge_shard: usize,
     /// Local lines on their way to the cluster bridge.
-    cluster_out: Option<Arc<ClusterOut>>,
-}
-
-/// Lines waiting for the cluster bridge; full means dropped (counted).
-const CLUSTER_QUEUE: usize = 16 * 1024;
-
-/// Runs of local lines on their way to the bridge, at most
-/// [`CLUSTER_QUEUE`] lines in all.
-struct ClusterOut {
-    runs: ArrayQueue<Run>,
-    /// Lines in `runs`.
-    lines: AtomicUsize,
-    bell: Doorbell,
-}
-
-/// The bridge's view of the local lines.
-struct BridgeLocal(Arc<ClusterOut>);
-
-impl crate::ops::cluster::LocalLines for BridgeLocal {
-    fn pop(&mut self) -> Option<Run> {
-        let run = self.0.runs.pop()?;
-        self.0
-            .lines
-            .fetch_sub(run.lines as usize, Ordering::Relaxed);
-        Some(run)
-    }
-
-    fn release(&mut self) {}
-
-    async fn wait(&self, stop: &(dyn Fn() -> bool + Sync)) {
-        self.0
-            .bell
-            .wait_until(|| stop() || !self.0.runs.is_empty())
-            .await;
-    }
-}
-
-/// The bridge delivers other nodes' lines straight into the hub.
-struct BridgeRemote {
-    hub: Arc<Hub>,
-    shard: usize,
-}
-
-impl crate::ops::cluster::RemoteLines for BridgeRemote {
-    async fn deliver(&mut self, run: Run) {
-        // The bridge thread writes a metrics shard of its own.
-        SHARD.with(|s| s.set(self.shard));
-        if !self.hub.stopping() {
-            self.hub.deliver(std::slice::from_ref(&run)).await;
-        }
-    }
-
-    fn flush(&mut self) {}
+    cluster_out: Option<Arc<QueueOut>>,
 }
 
 impl Host for Hub {
     type Link = Conn;
 
-    fn cx(&self) -> Cx<'_> {
-        Cx {
-            shard: self.shard(),
-            settings: &self.settings,
-            logs: &self.logs,
-        }
+    fn state(&self) -> &HostState {
+        &self.state
+    }
+
+    fn shard(&self) -> &Shard {
+        self.metrics
+            .shard(SHARD.with(|s| s.get()).unwrap_or(self.bridge_shard))
     }
 
     /// Hands a local client's run to the cluster, telling the bridge at
@@ -294,18 +211,12 @@ impl Host for Hub {
     async fn publish(&self, run: &Run) {
         let shard = self.shard();
         shard.received(run.lines, run.bytes.len());
-        if let Some(out) = &self.cluster_out {
-            // Counted before it goes in, so that the bridge never takes
-            // off lines not yet added.
-            let lines = run.lines as usize;
-            let before = out.lines.fetch_add(lines, Ordering::Relaxed);
-            if before + lines > CLUSTER_QUEUE || out.runs.push(run.clone()).is_err() {
-                out.lines.fetch_sub(lines, Ordering::Relaxed);
-                shard.cluster_dropped(lines);
-            }
-            out.bell.ring();
+        if let Some(out) = &self.cluster_out
+            && !out.offer(run)
+        {
+            shard.cluster_dropped(run.lines as usize);
         }
-        if self.deliver(std::slice::from_ref(run)).await {
+        if lifecycle::deliver(self, std::slice::from_ref(run)).await {
             // Everyone woken with us gets a turn before we take more room.
             tokio::task::yield_now().await;
         }
@@ -328,27 +239,8 @@ impl Host for Hub {
         }
     }
 
-    fn admit_client(&self, peer: SocketAddr) -> bool {
-        let admitted = self.gate.admit_handshaken(peer, self.shard());
-        if admitted {
-            self.handshakes.hand_over();
-        }
-        admitted
-    }
-
     fn forget(&self, link: &Conn) {
-        let (key, slot, peer) = link.with(|s| (s.key(), s.slot(), s.peer()));
-        self.conns_mut().remove(key);
-        match slot {
-            Slot::Client => self.gate.release(peer),
-            Slot::Handshake => self.handshakes.release(peer),
-        }
-        self.changed.notify_waiters();
-    }
-
-    fn reader_exited(&self) {
-        self.readers.fetch_sub(1, Ordering::SeqCst);
-        self.changed.notify_waiters();
+        lifecycle::forget(self, link);
     }
 
     fn stopping(&self) -> bool {
@@ -359,242 +251,124 @@ impl Host for Hub {
         self.flushing.get().copied()
     }
 
-    fn coalescer(&self) -> &Coalescer {
-        &self.coalescer
-    }
-
-    fn patience(&self) -> &Patience {
-        &self.patience
-    }
-
     fn tick(&self) -> u64 {
         self.tick.load(Ordering::Relaxed)
     }
 }
 
-impl Hub {
-    fn shard(&self) -> &Shard {
-        self.metrics.shard(SHARD.with(|s| s.get()))
+impl Place for Hub {
+    type Shared<T: 'static> = Arc<T>;
+    type Listener = TcpListener;
+    type Stream = TcpStream;
+
+    fn roster<T>(&self, f: impl FnOnce(&mut Roster<Arc<Conn>>) -> T) -> T {
+        f(&mut self
+            .conns
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
-    fn conns(&self) -> std::sync::RwLockReadGuard<'_, Roster<Arc<Conn>>> {
-        self.conns
+    /// The cached snapshot under the read lock, while no one joined or
+    /// left: publishers on every worker take it at once.
+    fn snapshot(&self) -> Arc<[Arc<Conn>]> {
+        let cached = self
+            .conns
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .cached();
+        cached.unwrap_or_else(|| self.roster(Roster::snapshot))
     }
 
-    fn conns_mut(&self) -> std::sync::RwLockWriteGuard<'_, Roster<Arc<Conn>>> {
-        self.conns
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+        listener.accept().await
     }
 
-    /// Everyone connected now; see [`Roster::snapshot`].
-    fn snapshot(&self) -> Arc<[Arc<Conn>]> {
-        let cached = self.conns().cached();
-        cached.unwrap_or_else(|| self.conns_mut().snapshot())
+    fn connect(session: Session, stream: TcpStream) -> Arc<Conn> {
+        Arc::new(Conn::new(session, stream))
     }
 
-    /// Offers `runs` to everyone connected now. Returns whether it waited
-    /// for one of them.
-    async fn deliver(&self, runs: &[Run]) -> bool {
-        session::deliver(self, &self.snapshot(), runs).await
+    /// Its reader and its writer, on the workers.
+    fn spawn_conn(hub: &Arc<Hub>, conn: Arc<Conn>) {
+        let (reader, writer) = (Arc::clone(hub), Arc::clone(hub));
+        let read = Arc::clone(&conn);
+        tokio::spawn(async move { session::read_loop(&*reader, &*read).await });
+        tokio::spawn(async move { write_loop(&writer, &conn).await });
     }
 
-    async fn serve(self: Arc<Self>, listeners: Vec<(TcpListener, Endpoint)>, control: &Control) {
-        if let Some(timeout) = self.idle_timeout {
-            tokio::spawn(Arc::clone(&self).sweep_idle(timeout));
-        }
-        let hub = Arc::clone(&self);
-        tokio::spawn(async move { hub.coalescer.run_with(EpollTimer::new).await });
-        futures_util::future::join_all(
-            listeners
-                .into_iter()
-                .map(|(listener, endpoint)| self.accept(listener, endpoint, control)),
-        )
-        .await;
-        if let Some(over) = self.lame_duck {
-            close_spread_out(
-                over,
-                &control.stop,
-                || self.conns().len(),
-                || self.close_one(CloseReason::LameDuck),
-            )
-            .await;
-        }
-        control.stop.cancelled().await;
+    fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for link in self.conns().iter() {
-            link.shutdown(std::net::Shutdown::Read);
-        }
-        self.wait_changed(|| self.readers.load(Ordering::SeqCst) == 0)
-            .await;
-        // No reader is left, so no message is in flight: flush and close.
+    }
+
+    fn next_tick(&self) -> u64 {
+        self.tick.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// No reader is left, so no line is in flight: writers flush and close.
+    async fn drain(&self) {
         let _ = self.flushing.set(Instant::now());
-        for link in self.conns().iter() {
-            link.wake_writer();
-        }
-        self.wait_changed(|| self.conns().is_empty()).await;
+        self.roster(|r| {
+            for link in r.iter() {
+                link.wake_writer();
+            }
+        });
     }
+}
 
-    /// Accepts `endpoint` clients on `listener` until accepting ends.
-    async fn accept(
-        self: &Arc<Self>,
-        listener: TcpListener,
-        endpoint: Endpoint,
-        control: &Control,
-    ) {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-        let gate = if endpoint.handshakes_first() {
-            &self.handshakes
-        } else {
-            &self.gate
-        };
-        accept_until_stopped(
-            0,
-            &control.accepting_ends,
-            || {
-                let _ = control.accepting.send(());
-            },
-            gate,
-            || self.shard(),
-            || listener.accept(),
-            || net::stop_listening(fd),
-            |stream, peer| self.admit(stream, peer, &endpoint),
-        )
-        .await;
-    }
-
-    fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, endpoint: &Endpoint) {
-        let tls = match endpoint.tls() {
-            Ok(tls) => tls,
-            Err(e) => {
-                tracing::error!(error = %e, %peer, "cannot start a TLS session; closing the connection");
-                self.handshakes.release(peer);
+/// A connection's writer: hands what is queued to the kernel, coalesced
+/// while the runtime is busy, and waits for the socket when the kernel
+/// refuses, until the connection closes.
+async fn write_loop(hub: &Hub, conn: &Conn) {
+    // A flush came while this writer waited to coalesce.
+    let mut flush_due = false;
+    loop {
+        let cx = hub.cx();
+        let coalescer = hub.coalescer();
+        let next = conn.with(|s| {
+            s.next(hub.flushing(), &cx, |out| {
+                !flush_due && coalescer.should_wait(out)
+            })
+        });
+        match next {
+            Next::Exit => return,
+            Next::Close(reason) => {
+                session::finish(hub, conn, reason);
                 return;
             }
-        };
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
-        let session = Session::new(
-            id,
-            peer,
-            0,
-            endpoint.transport,
-            tls,
-            &self.settings,
-            self.tick(),
-        );
-        let conn = Arc::new(Conn::new(session, stream));
-        let key = self.conns_mut().insert(Arc::clone(&conn));
-        conn.with(|s| s.set_key(key));
-        self.shard().accepted();
-        if endpoint.handshakes_first() {
-            self.shard().handshake_begun();
-        }
-        self.readers.fetch_add(1, Ordering::SeqCst);
-        tracing::debug!(conn = id, %peer, "connected");
-        let (hub, reader) = (Arc::clone(self), Arc::clone(&conn));
-        tokio::spawn(async move { session::read_loop(&*hub, &*reader).await });
-        let hub = Arc::clone(self);
-        tokio::spawn(async move { hub.write_loop(&conn).await });
-    }
-
-    /// A connection's writer: hands what is queued to the kernel,
-    /// coalesced while the runtime is busy, and waits for the socket when
-    /// the kernel refuses, until the connection closes.
-    async fn write_loop(&self, conn: &Conn) {
-        // A flush came while this writer waited to coalesce.
-        let mut flush_due = false;
-        loop {
-            let cx = self.cx();
-            let coalescer = &self.coalescer;
-            let next = conn.with(|s| {
-                s.next(self.flushing(), &cx, |out| {
-                    !flush_due && coalescer.should_wait(out)
-                })
-            });
-            match next {
-                Next::Exit => return,
-                Next::Close(reason) => {
-                    session::finish(self, conn, reason);
-                    return;
-                }
-                Next::Sleep => conn.writer_woken().await,
-                Next::Coalesce => {
-                    tokio::select! {
-                        () = coalescer.next_flush() => flush_due = true,
-                        () = conn.writer_woken() => {}
-                    }
-                }
-                Next::Send => {
-                    flush_due = false;
-                    let turn = conn.with(|s| s.flush(|bufs| conn.try_send(bufs), &cx));
-                    if !session::settled(self, conn, turn) {
-                        return;
-                    }
-                }
-                Next::Wait { give_up } => {
-                    let deadline = async {
-                        match give_up {
-                            Some(at) => tokio::time::sleep_until(at.into()).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        writable = conn.writable() => match writable {
-                            Ok(()) => conn.with(|s| s.writable()),
-                            Err(_) => {
-                                session::close(self, conn, CloseReason::WriteError);
-                                return;
-                            }
-                        },
-                        // Shutdown may have begun: look again.
-                        () = conn.writer_woken() => {}
-                        // The drain's stall time passed: `next` says so.
-                        () = deadline => {}
-                    }
+            Next::Sleep => conn.writer_woken().await,
+            Next::Coalesce => {
+                tokio::select! {
+                    () = coalescer.next_flush() => flush_due = true,
+                    () = conn.writer_woken() => {}
                 }
             }
-        }
-    }
-
-    async fn wait_changed(&self, ready: impl Fn() -> bool) {
-        notified_until(&self.changed, ready).await;
-    }
-
-    /// Tells whoever asks (`/clients`) how the clients are doing, a chunk
-    /// of them at a time.
-    async fn answer_inspections(
-        self: Arc<Self>,
-        mut requests: mpsc::UnboundedReceiver<clients::Request>,
-    ) {
-        while let Some(request) = requests.recv().await {
-            clients::answer(&self.snapshot(), request, |c| c.with(|s| s.info())).await;
-        }
-    }
-
-    /// Closes connections that have sent nothing for `timeout`, checking
-    /// four times per timeout.
-    async fn sweep_idle(self: Arc<Self>, timeout: Duration) {
-        sweep_idle_forever(timeout, || {
-            let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
-            session::close_idle(&*self, &self.snapshot(), tick, IDLE_TICKS);
-        })
-        .await;
-    }
-
-    /// Closes the longest-connected client; false if there is none.
-    fn close_one(&self, reason: CloseReason) -> bool {
-        let oldest = self.conns().iter().next().map(Arc::clone);
-        oldest.is_some_and(|link| {
-            session::close(self, &link, reason);
-            true
-        })
-    }
-
-    fn close_all(&self, reason: CloseReason) {
-        for link in self.snapshot().iter() {
-            session::close(self, link, reason);
+            Next::Send => {
+                flush_due = false;
+                let turn = conn.with(|s| s.flush(|bufs| conn.try_send(bufs), &cx));
+                if !session::settled(hub, conn, turn) {
+                    return;
+                }
+            }
+            Next::Wait { give_up } => {
+                let deadline = async {
+                    match give_up {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    writable = conn.writable() => match writable {
+                        Ok(()) => conn.with(|s| s.writable()),
+                        Err(_) => {
+                            session::close(hub, conn, CloseReason::WriteError);
+                            return;
+                        }
+                    },
+                    // Shutdown may have begun: look again.
+                    () = conn.writer_woken() => {}
+                    // The drain's stall time passed: `next` says so.
+                    () = deadline => {}
+                }
+            }
         }
     }
 }

@@ -26,8 +26,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::Core;
 use super::conn::Conn;
-use super::{Core, notified_until};
+use crate::engine::lifecycle::notified_until;
 use crate::engine::session::{self, Host as _, Link as _, Next};
 use crate::policy::coalesce::{Timer, TokioTimer};
 use crate::sys::sendring::{self, SendRing};
@@ -274,7 +275,7 @@ pub(super) async fn flush_forever(core: Rc<Core>) {
             !core.flusher.due.borrow().is_empty()
         })
         .await;
-        let coalescer = &core.coalescer;
+        let coalescer = core.coalescer();
         if !core.flusher.urgent.get() && coalescer.enabled() && coalescer.is_busy_now() {
             // Busy: what arrives until the next flush goes out with this
             // round. A queue that fills meanwhile goes at once, from its
@@ -316,7 +317,7 @@ pub(super) async fn flush_forever(core: Rc<Core>) {
 pub(super) async fn reap_polls_forever(core: Rc<Core>) {
     let fd = sendring::watch(Rc::clone(&core.flusher.ring))
         .inspect_err(|e| {
-            tracing::warn!(error = %e, core = core.index, "cannot wait on the send ring; polling it every millisecond instead");
+            tracing::warn!(error = %e, core = core.state.core, "cannot wait on the send ring; polling it every millisecond instead");
         })
         .ok();
     loop {
@@ -373,7 +374,7 @@ impl Timer for UringTimer {
 /// During the drain, closes connections whose socket has taken nothing for
 /// the drain's stall time; the others close as their queues empty.
 pub(super) async fn close_stalled(core: Rc<Core>) {
-    let every = (core.settings.conn.drain_stall / 4).max(Duration::from_millis(1));
+    let every = (core.state.settings.drain_stall / 4).max(Duration::from_millis(1));
     while !core.conns.borrow().is_empty() {
         tokio::time::sleep(every).await;
         let conns = core.conns.borrow_mut().snapshot();

@@ -5,7 +5,8 @@
 //! of lines read on core `i` is pushed onto the ring towards every other
 //! core, whose drainer task delivers it there, and delivered to core `i`'s
 //! connections. See [`super::mesh`]. Everything a connection does is in
-//! [`super::session`]; this module only runs it on io_uring.
+//! [`super::session`], and a core's accepting and shutting down in
+//! [`super::lifecycle`]; this module only runs them on io_uring.
 //!
 //! A core's sends go through its send ring ([`crate::sys::sendring`]):
 //! deliveries mark connections due, and the core's flusher, once the tasks
@@ -18,34 +19,32 @@ mod conn;
 mod flush;
 
 use std::cell::{Cell, RefCell};
-use std::net::TcpListener as StdListener;
+use std::io;
+use std::net::SocketAddr;
 use std::ops::Deref;
-use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
-use tokio_uring::net::TcpListener;
+use tokio_uring::net::{TcpListener, TcpStream};
 
 use self::conn::Conn;
 use self::flush::Flusher;
+use super::lifecycle::{self, Place};
 use super::mesh::{self, Doorbell, Inbox, Outbox, Pushed};
-use super::session::{self, CloseReason, Cx, Host, Link as _, LogLimits, Session, Slot};
-use super::{
-    Control, Endpoint, ExitWatch, IDLE_TICKS, Listening, Roster, accept_until_stopped,
-    close_spread_out, failpoint, notified_until, sweep_idle_forever,
-};
+use super::session::{self, CloseReason, Host, HostState, Limits, Session};
+use super::{Control, ExitWatch, Listening, Roster, failpoint};
 use crate::config::Config;
 use crate::error::Error;
 use crate::ops::clients;
+use crate::ops::cluster::{MeshLocal, MeshRemote};
 use crate::ops::metrics::{Metrics, Shard};
 use crate::policy::coalesce::Coalescer;
-use crate::policy::limits::Gate;
 use crate::policy::patience::Patience;
 use crate::policy::run::Run;
-use crate::sys::net::{self, URING_ENTRIES};
+use crate::sys::net::URING_ENTRIES;
 use crate::sys::sendring::SendRing;
 
 /// Lines a drainer takes from one ring before looking at the next, and
@@ -58,13 +57,8 @@ pub const RING_BATCH: usize = 256;
 #[derive(Debug)]
 struct Shared {
     cores: usize,
-    /// `--max-clients`.
-    gate: Gate,
-    /// WebSocket connections before their handshake completed.
-    handshakes: Gate,
     quiet: AtomicUsize,
     quiet_bell: Doorbell,
-    logs: LogLimits,
 }
 
 /// Starts one thread per listener. Returns once every runtime is up, or the
@@ -78,14 +72,11 @@ pub(crate) fn start(
 ) -> Result<(), Error> {
     let cores = listeners.len();
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
-    let gate = Gate::new(config.max_clients, config.max_clients_per_ip);
+    let limits = Arc::new(Limits::new(config));
     let shared = Arc::new(Shared {
         cores,
-        handshakes: Gate::for_handshakes(&gate),
-        gate,
         quiet: AtomicUsize::new(0),
         quiet_bell: Doorbell::default(),
-        logs: LogLimits::default(),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     // With a cluster, the bridge is one more core of the mesh: it drains a
@@ -98,13 +89,14 @@ pub(crate) fn start(
     let per_core = listeners.into_iter().zip(links).zip(inspections);
     for (index, ((listener, (outbox, inbox)), inspections)) in per_core.enumerate() {
         let pin_to = (!core_ids.is_empty()).then(|| core_ids[index % core_ids.len()]);
-        let settings = Settings {
-            conn: config.session_settings(),
-            idle_timeout: config.idle_timeout,
-            lame_duck: config.lame_duck,
-            coalesce: config.coalesce,
-            coalesce_above: config.coalesce_above,
-        };
+        let state = HostState::new(
+            index,
+            cores,
+            &limits,
+            config,
+            Coalescer::new(config.coalesce, config.coalesce_above),
+            Patience::new(config.stall_timeout, Instant::now()),
+        );
         let (metrics, control, shared, ready_tx) = (
             Arc::clone(metrics),
             control.clone(),
@@ -133,13 +125,8 @@ pub(crate) fn start(
                 };
                 let _ = ready_tx.send(Ok(()));
                 drop(ready_tx);
-                let (coalescer, patience) = (
-                    Coalescer::new(settings.coalesce, settings.coalesce_above),
-                    Patience::new(settings.conn.grace, Instant::now()),
-                );
                 let core = Rc::new(Core {
-                    index,
-                    settings,
+                    state,
                     metrics,
                     conns: RefCell::new(Roster::new()),
                     outbox,
@@ -148,13 +135,8 @@ pub(crate) fn start(
                     stopping: Cell::new(false),
                     rings_closed: Cell::new(false),
                     flushing: Cell::new(None),
-                    readers: Cell::new(0),
-                    next_id: Cell::new(0),
                     tick: Cell::new(0),
-                    changed: tokio::sync::Notify::new(),
                     failed: tokio::sync::Notify::new(),
-                    coalescer,
-                    patience,
                 });
                 runtime.block_on(core.run(listener, inbox, inspections, control));
             })
@@ -163,7 +145,7 @@ pub(crate) fn start(
     drop(ready_tx);
     if let (Some(cluster), Some((outbox, inbox))) = (config.cluster.clone(), bridge) {
         let alive = control.alive.clone();
-        let remote = BridgeRemote {
+        let remote = MeshRemote {
             outbox,
             stop: control.stop.clone(),
         };
@@ -172,7 +154,7 @@ pub(crate) fn start(
             config.max_line,
             Arc::clone(metrics),
             super::bridge_shard(cores),
-            BridgeLocal::new(inbox),
+            MeshLocal::new(inbox),
             remote,
             control.stop.clone(),
             move || drop(alive),
@@ -192,20 +174,9 @@ pub(crate) fn start(
     Ok(())
 }
 
-/// What a core is told.
-#[derive(Debug, Clone)]
-struct Settings {
-    conn: session::Settings,
-    idle_timeout: Option<Duration>,
-    lame_duck: Option<Duration>,
-    coalesce: Duration,
-    coalesce_above: u64,
-}
-
 /// One core: its connections, its rings, its counters.
 struct Core {
-    index: usize,
-    settings: Settings,
+    state: HostState,
     metrics: Arc<Metrics>,
     conns: RefCell<Roster<Rc<Conn>>>,
     outbox: Outbox<Run>,
@@ -218,30 +189,21 @@ struct Core {
     rings_closed: Cell<bool>,
     /// Rings are drained, since when: connections close once their queue is empty.
     flushing: Cell<Option<Instant>>,
-    /// Reader tasks still running.
-    readers: Cell<usize>,
-    next_id: Cell<u64>,
     /// Advanced by the idle sweeper; readers stamp it on their connection.
     tick: Cell<u64>,
-    /// Wakes the core's main task when a reader exits or a connection closes.
-    changed: tokio::sync::Notify,
     /// Stops the core: its send ring broke.
     failed: tokio::sync::Notify,
-    /// Holds this core's writes back briefly while it is busy.
-    coalescer: Coalescer,
-    /// How long this core may still wait for clients that are behind.
-    patience: Patience,
 }
 
 impl Host for Core {
     type Link = Conn;
 
-    fn cx(&self) -> Cx<'_> {
-        Cx {
-            shard: self.shard(),
-            settings: &self.settings.conn,
-            logs: &self.shared.logs,
-        }
+    fn state(&self) -> &HostState {
+        &self.state
+    }
+
+    fn shard(&self) -> &Shard {
+        self.metrics.shard(self.state.core)
     }
 
     /// To every other core first, told at once, so they start writing
@@ -261,7 +223,7 @@ impl Host for Core {
             }
         }
         self.outbox.ring();
-        waited |= self.deliver_local(std::slice::from_ref(run)).await;
+        waited |= lifecycle::deliver(self, std::slice::from_ref(run)).await;
         if waited {
             // Everyone woken with us gets a turn before we take more room.
             tokio::task::yield_now().await;
@@ -276,28 +238,9 @@ impl Host for Core {
         self.flusher.send(self, conns, which);
     }
 
-    fn admit_client(&self, peer: std::net::SocketAddr) -> bool {
-        let admitted = self.shared.gate.admit_handshaken(peer, self.shard());
-        if admitted {
-            self.shared.handshakes.hand_over();
-        }
-        admitted
-    }
-
     fn forget(&self, link: &Conn) {
         self.flusher.forget(self, link);
-        let (key, slot, peer) = link.with(|s| (s.key(), s.slot(), s.peer()));
-        self.conns.borrow_mut().remove(key);
-        match slot {
-            Slot::Client => self.shared.gate.release(peer),
-            Slot::Handshake => self.shared.handshakes.release(peer),
-        }
-        self.changed.notify_waiters();
-    }
-
-    fn reader_exited(&self) {
-        self.readers.set(self.readers.get() - 1);
-        self.changed.notify_waiters();
+        lifecycle::forget(self, link);
     }
 
     fn stopping(&self) -> bool {
@@ -308,86 +251,48 @@ impl Host for Core {
         self.flushing.get()
     }
 
-    fn coalescer(&self) -> &Coalescer {
-        &self.coalescer
-    }
-
-    fn patience(&self) -> &Patience {
-        &self.patience
-    }
-
     fn tick(&self) -> u64 {
         self.tick.get()
     }
 }
 
-impl Core {
-    fn shard(&self) -> &Shard {
-        self.metrics.shard(self.index)
+impl Place for Core {
+    type Shared<T: 'static> = Rc<T>;
+    type Listener = TcpListener;
+    type Stream = TcpStream;
+
+    fn roster<T>(&self, f: impl FnOnce(&mut Roster<Rc<Conn>>) -> T) -> T {
+        f(&mut self.conns.borrow_mut())
     }
 
-    async fn run(
-        self: Rc<Self>,
-        listening: Listening,
-        inbox: Inbox<Run>,
-        inspections: mpsc::UnboundedReceiver<clients::Request>,
-        control: Control,
-    ) {
-        let _alive = control.alive.clone();
-        if failpoint(&format!("core-exit:{}", self.index)) {
-            return;
-        }
-        tokio_uring::spawn(Rc::clone(&self).drain_rings(inbox));
-        tokio_uring::spawn(Rc::clone(&self).answer_inspections(inspections));
-        tokio_uring::spawn(flush::flush_forever(Rc::clone(&self)));
-        let core = Rc::clone(&self);
-        tokio_uring::spawn(async move { core.coalescer.run_with(flush::UringTimer::new).await });
-        tokio_uring::spawn(flush::reap_polls_forever(Rc::clone(&self)));
-        if let Some(timeout) = self.settings.idle_timeout {
-            tokio_uring::spawn(Rc::clone(&self).sweep_idle(timeout));
-        }
-        let mut abort = pin!(control.abort.cancelled());
-        tokio::select! {
-            () = Rc::clone(&self).serve(listening, &control) => {}
-            () = &mut abort => {
-                self.close_all(CloseReason::DrainTimeout);
-            }
-            // The send ring broke (logged there): this core stops, and with
-            // it the process, for a supervisor to restart.
-            () = self.failed.notified() => {
-                self.close_all(CloseReason::WriteError);
-            }
-        }
+    async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+        listener.accept().await
     }
 
-    /// The core cannot go on (its send ring broke): it closes its clients
-    /// and stops.
-    fn fail(&self, why: std::io::ErrorKind) {
-        tracing::error!(core = self.index, error = %why, "core stops: its send ring failed");
-        self.failed.notify_one();
+    fn connect(session: Session, stream: TcpStream) -> Rc<Conn> {
+        Rc::new(Conn::new(session, stream))
     }
 
-    /// Accepts until shutdown begins, then shuts down gracefully.
-    async fn serve(self: Rc<Self>, listening: Listening, control: &Control) {
-        futures_util::future::join_all(
-            listening
-                .into_iter()
-                .map(|(listener, endpoint)| self.accept(listener, endpoint, control)),
-        )
-        .await;
-        if let Some(over) = self.settings.lame_duck {
-            close_spread_out(
-                over,
-                &control.stop,
-                || self.conns.borrow().len(),
-                || self.close_one(CloseReason::LameDuck),
-            )
-            .await;
-        }
-        control.stop.cancelled().await;
-        self.stop_reading().await;
-        // Once every core has stopped reading, no message can enter the rings.
-        let shared = Arc::clone(&self.shared);
+    /// Only the reader: the core's flusher does every connection's writes.
+    fn spawn_conn(core: &Rc<Core>, conn: Rc<Conn>) {
+        let core = Rc::clone(core);
+        tokio_uring::spawn(async move { session::read_loop(&*core, &*conn).await });
+    }
+
+    fn stop(&self) {
+        self.stopping.set(true);
+    }
+
+    fn next_tick(&self) -> u64 {
+        let tick = self.tick.get() + 1;
+        self.tick.set(tick);
+        tick
+    }
+
+    /// Waits until every core has stopped reading: then no line can enter
+    /// the rings. The drainer empties them, then sets `flushing`.
+    async fn drain(&self) {
+        let shared = &self.shared;
         if shared.quiet.fetch_add(1, Ordering::SeqCst) + 1 == shared.cores {
             shared.quiet_bell.ring();
         }
@@ -396,136 +301,47 @@ impl Core {
             .wait_until(|| shared.quiet.load(Ordering::SeqCst) == shared.cores)
             .await;
         self.rings_closed.set(true);
-        self.outbox.wake(self.index);
-        // The drainer flushes the rings, then sets `flushing`; writers close
-        // their connections as their queues empty.
-        self.wait_changed(|| self.conns.borrow().is_empty()).await;
+        self.outbox.wake(self.state.core);
     }
+}
 
-    /// Accepts `endpoint` clients on `listener` until accepting ends.
-    async fn accept(self: &Rc<Self>, listener: StdListener, endpoint: Endpoint, control: &Control) {
-        // Kept to shut the socket down when accepting stops; the listener
-        // itself lives until every op on it has completed.
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-        let listener = TcpListener::from_std(listener);
-        let gate = if endpoint.handshakes_first() {
-            &self.shared.handshakes
-        } else {
-            &self.shared.gate
-        };
-        accept_until_stopped(
-            self.index,
-            &control.accepting_ends,
-            || {
-                let _ = control.accepting.send(());
-            },
-            gate,
-            || self.shard(),
-            || listener.accept(),
-            // Refuses new connects, and ends the accept in flight.
-            || net::stop_listening(fd),
-            |stream, peer| self.admit(stream, peer, &endpoint),
-        )
-        .await;
-    }
-
-    fn admit(
-        self: &Rc<Self>,
-        stream: tokio_uring::net::TcpStream,
-        peer: std::net::SocketAddr,
-        endpoint: &Endpoint,
-    ) {
-        let tls = match endpoint.tls() {
-            Ok(tls) => tls,
-            Err(e) => {
-                tracing::error!(error = %e, %peer, "cannot start a TLS session; closing the connection");
-                self.shared.handshakes.release(peer);
-                return;
-            }
-        };
-        let seq = self.next_id.get();
-        self.next_id.set(seq + 1);
-        let id = seq * self.shared.cores as u64 + self.index as u64;
-        let session = Session::new(
-            id,
-            peer,
-            self.index,
-            endpoint.transport,
-            tls,
-            &self.settings.conn,
-            self.tick.get(),
-        );
-        let conn = Rc::new(Conn::new(session, stream));
-        let key = self.conns.borrow_mut().insert(Rc::clone(&conn));
-        conn.with(|s| s.set_key(key));
-        self.shard().accepted();
-        if endpoint.handshakes_first() {
-            self.shard().handshake_begun();
-        }
-        self.readers.set(self.readers.get() + 1);
-        tracing::debug!(conn = id, %peer, core = self.index, "connected");
-        let core = Rc::clone(self);
-        tokio_uring::spawn(async move { session::read_loop(&*core, &*conn).await });
-    }
-
-    /// Ends every reader: shutting down the read side makes pending reads
-    /// complete, and `stopping` tells readers not to read again.
-    async fn stop_reading(&self) {
-        self.stopping.set(true);
-        for link in self.conns.borrow().iter() {
-            link.shutdown(std::net::Shutdown::Read);
-        }
-        self.wait_changed(|| self.readers.get() == 0).await;
-    }
-
-    async fn wait_changed(&self, ready: impl Fn() -> bool) {
-        notified_until(&self.changed, ready).await;
-    }
-
-    /// Closes the longest-connected client; false if there is none.
-    fn close_one(&self, reason: CloseReason) -> bool {
-        let oldest = self.conns.borrow().iter().next().map(Rc::clone);
-        oldest.is_some_and(|link| {
-            session::close(self, &link, reason);
-            true
-        })
-    }
-
-    fn close_all(&self, reason: CloseReason) {
-        let conns = self.conns.borrow_mut().snapshot();
-        for link in conns.iter() {
-            session::close(self, link, reason);
-        }
-    }
-
-    /// Offers `runs` to everyone connected to this core now. Returns
-    /// whether it waited for one of them.
-    async fn deliver_local(&self, runs: &[Run]) -> bool {
-        let conns = self.conns.borrow_mut().snapshot();
-        session::deliver(self, &conns, runs).await
-    }
-
-    /// Tells whoever asks (`/clients`) how this core's clients are doing,
-    /// a chunk of them at a time.
-    async fn answer_inspections(
+impl Core {
+    /// Runs the core until it has shut down, or its send ring broke.
+    async fn run(
         self: Rc<Self>,
-        mut requests: mpsc::UnboundedReceiver<clients::Request>,
+        listening: Listening,
+        inbox: Inbox<Run>,
+        inspections: mpsc::UnboundedReceiver<clients::Request>,
+        control: Control,
     ) {
-        while let Some(request) = requests.recv().await {
-            let conns = self.conns.borrow_mut().snapshot();
-            clients::answer(&conns, request, |c| c.with(|s| s.info())).await;
+        let _alive = control.alive.clone();
+        if failpoint(&format!("core-exit:{}", self.state.core)) {
+            return;
+        }
+        tokio_uring::spawn(Rc::clone(&self).drain_rings(inbox));
+        tokio_uring::spawn(flush::flush_forever(Rc::clone(&self)));
+        let core = Rc::clone(&self);
+        tokio_uring::spawn(async move { core.coalescer().run_with(flush::UringTimer::new).await });
+        tokio_uring::spawn(flush::reap_polls_forever(Rc::clone(&self)));
+        let listening = listening
+            .into_iter()
+            .map(|(listener, endpoint)| (TcpListener::from_std(listener), endpoint))
+            .collect();
+        tokio::select! {
+            () = lifecycle::run::<Core>(Rc::clone(&self), listening, inspections, &control) => {}
+            // The send ring broke (logged there): this core stops, and with
+            // it the process, for a supervisor to restart.
+            () = self.failed.notified() => {
+                lifecycle::close_all(&*self, CloseReason::WriteError);
+            }
         }
     }
 
-    /// Closes connections that have sent nothing for `timeout`.
-    async fn sweep_idle(self: Rc<Self>, timeout: Duration) {
-        sweep_idle_forever(timeout, || {
-            let tick = self.tick.get() + 1;
-            self.tick.set(tick);
-            let conns = self.conns.borrow_mut().snapshot();
-            session::close_idle(&*self, &conns, tick, IDLE_TICKS);
-        })
-        .await;
+    /// The core cannot go on (its send ring broke): it closes its clients
+    /// and stops.
+    fn fail(&self, why: std::io::ErrorKind) {
+        tracing::error!(core = self.state.core, error = %why, "core stops: its send ring failed");
+        self.failed.notify_one();
     }
 
     /// Delivers messages other cores pushed to us.
@@ -556,7 +372,7 @@ impl Core {
                 }
                 any = true;
                 inbox.release(peer);
-                self.deliver_local(&batch).await;
+                lifecycle::deliver(&*self, &batch).await;
                 batch.clear();
                 tokio::task::yield_now().await;
             }
@@ -575,109 +391,5 @@ impl Core {
             self.flusher.mark(link);
         }
         tokio_uring::spawn(flush::close_stalled(Rc::clone(&self)));
-    }
-}
-
-/// The bridge's view of the cores' rings towards it.
-struct BridgeLocal {
-    inbox: Inbox<Run>,
-    /// The cores, in order.
-    cores: Vec<usize>,
-    /// Which of `cores` the next pop tries first: the one after the core
-    /// the last run came from, so that one flooding core cannot hold the
-    /// others' lines back.
-    next: usize,
-}
-
-impl BridgeLocal {
-    fn new(inbox: Inbox<Run>) -> Self {
-        let cores = inbox.peers().collect();
-        Self {
-            inbox,
-            cores,
-            next: 0,
-        }
-    }
-}
-
-impl crate::ops::cluster::LocalLines for BridgeLocal {
-    /// The next run, taking turns among the cores that have one.
-    fn pop(&mut self) -> Option<Run> {
-        let n = self.cores.len();
-        for i in 0..n {
-            let at = (self.next + i) % n;
-            if let Some(run) = self.inbox.pop_from(self.cores[at]) {
-                self.next = (at + 1) % n;
-                return Some(run);
-            }
-        }
-        None
-    }
-
-    fn release(&mut self) {
-        for &core in &self.cores {
-            self.inbox.release(core);
-        }
-    }
-
-    async fn wait(&self, stop: &(dyn Fn() -> bool + Sync)) {
-        self.inbox.wait_or(stop).await;
-    }
-}
-
-/// The bridge's rings towards every core.
-struct BridgeRemote {
-    outbox: Outbox<Run>,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-impl crate::ops::cluster::RemoteLines for BridgeRemote {
-    async fn deliver(&mut self, run: Run) {
-        for core in self.outbox.peers() {
-            tokio::select! {
-                _ = self.outbox.push(core, run.clone()) => {}
-                // Shutting down: lines from other nodes are not flushed.
-                () = self.stop.cancelled() => return,
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        self.outbox.ring();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ops::cluster::LocalLines as _;
-
-    #[test]
-    fn the_bridge_takes_turns_among_the_cores() {
-        let mut links = mesh::mesh::<Run>(3, mesh::RING_CAPACITY);
-        let (_, inbox) = links.pop().expect("the bridge");
-        let mut bridge = BridgeLocal::new(inbox);
-        let line = |core: usize, n: usize| Run {
-            bytes: bytes::Bytes::from(format!("{core} {n}\n")),
-            lines: 1,
-        };
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime")
-            .block_on(async {
-                for (core, (outbox, _)) in links.iter().enumerate() {
-                    // Core 0 floods; core 1 has a few lines.
-                    for n in 0..if core == 0 { 20 } else { 3 } {
-                        outbox.push(2, line(core, n)).await;
-                    }
-                }
-            });
-        let order: Vec<Run> = std::iter::from_fn(|| bridge.pop()).collect();
-        let want: Vec<Run> = [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]
-            .into_iter()
-            .map(|(core, n)| line(core, n))
-            .chain((3..20).map(|n| line(0, n)))
-            .collect();
-        assert_eq!(order, want, "each core's lines in order, the cores in turn");
     }
 }

@@ -41,8 +41,11 @@ use crate::ops::metrics::Metrics;
 use crate::policy::limits::Throttle;
 use crate::policy::run::{RUN_LINES, Run};
 
+mod ends;
 mod events;
 mod split;
+
+pub(crate) use ends::{DirectRemote, MeshLocal, MeshRemote, QueueLocal, QueueOut};
 
 use events::{Dialled, EventThrottles, log_event, pick};
 use split::{Piece, Pieces, outgoing};
