@@ -268,7 +268,7 @@ async fn wait_for_room(link: &impl Link, until: Instant) -> bool {
 /// so every read and write in flight completes, and the gauge drops.
 pub(crate) fn close<H: Host>(host: &H, link: &H::Link, reason: CloseReason) {
     let cx = host.cx();
-    let Some((id, peer)) = link.with(|s| s.close(&cx).then_some((s.id, s.peer))) else {
+    let Some((id, peer)) = link.with(|s| s.close(&cx).then_some((s.id(), s.peer()))) else {
         return;
     };
     link.shutdown(Shutdown::Both);

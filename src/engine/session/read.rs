@@ -80,7 +80,7 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
             }
             Err(e) => {
                 link.with(
-                    |s| tracing::debug!(conn = s.id, peer = %s.peer, error = %e, "read failed"),
+                    |s| tracing::debug!(conn = s.id(), peer = %s.peer(), error = %e, "read failed"),
                 );
                 Some(CloseReason::ReadError)
             }
@@ -96,12 +96,7 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
         }
         let tick = host.tick();
         let now = Instant::now();
-        if link.with(|s| {
-            s.last_read = now;
-            s.last_active = tick;
-            s.publishing = true;
-            s.closed
-        }) {
+        if link.with(|s| s.publishing(now, tick)) {
             break;
         }
         let ended = match &mut framing {
@@ -112,12 +107,7 @@ pub(crate) async fn read_loop<H: Host>(host: &H, link: &H::Link) {
         };
         let tick = host.tick();
         let (msgs, bytes) = tally.take();
-        link.with(|s| {
-            s.last_active = tick;
-            s.publishing = false;
-            s.msgs_in += msgs;
-            s.bytes_in += bytes;
-        });
+        link.with(|s| s.published(tick, msgs, bytes));
         match ended {
             Ended::No => {}
             Ended::TooLong => {
@@ -201,7 +191,7 @@ fn admit_tls<H: Host>(host: &H, link: &H::Link) -> bool {
         if s.transport() != Transport::Tcp {
             return true;
         }
-        let admitted = !s.closed && host.admit_client(s.peer);
+        let admitted = !s.is_closed() && host.admit_client(s.peer());
         if admitted {
             s.open(&cx);
         }
@@ -253,7 +243,7 @@ async fn wait_closed(link: &impl Link, until: Instant) {
     loop {
         // Closing a connection wakes those waiting for its room.
         let notified = pin!(link.room().notified());
-        if link.with(|s| s.closed) {
+        if link.with(|s| s.is_closed()) {
             return;
         }
         tokio::select! {
@@ -354,7 +344,7 @@ async fn read_websocket<H: Host>(
                 let cx = host.cx();
                 let mut admitted = false;
                 let queued = own(host, link, |s| {
-                    admitted = !s.closed && host.admit_client(s.peer);
+                    admitted = !s.is_closed() && host.admit_client(s.peer());
                     if !admitted {
                         return Action::None;
                     }
