@@ -68,7 +68,7 @@ pub(crate) trait Place: Host + Sized + 'static {
     /// Advances [`Host::tick`] and returns the new tick.
     fn next_tick(&self) -> u64;
     /// No reader of the place is left: begins the drain, after which
-    /// [`Host::flushing`] holds (at once, or once the lines in flight
+    /// [`Host::draining`] holds (at once, or once the lines in flight
     /// towards the place are delivered) and each connection closes once
     /// its queue is out.
     fn drain(&self) -> impl Future<Output = ()>;

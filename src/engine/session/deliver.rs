@@ -45,7 +45,7 @@ pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
     let waited = !held.is_empty();
     for (link, mut at, mut until) in held {
         loop {
-            if wait_held(host, link, until).await {
+            if hold(host, link, until).await {
                 // The host's patience ran out first: the grace ends now.
                 link.with(|s| s.end_grace());
             }
@@ -222,10 +222,10 @@ impl Frames {
     }
 }
 
-/// Waits for a client that holds a message until it has room or its grace
-/// ends at `until`. Returns true if the host's patience ended the wait
+/// Holds a message for a client that is behind: waits until it has room
+/// or its grace ends at `until`. Returns true if the host's patience ended the wait
 /// first.
-async fn wait_held<H: Host>(host: &H, link: &H::Link, until: Instant) -> bool {
+async fn hold<H: Host>(host: &H, link: &H::Link, until: Instant) -> bool {
     let patience = host.patience();
     let start = Instant::now();
     let want = until.saturating_duration_since(start);

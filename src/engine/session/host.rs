@@ -70,9 +70,9 @@ pub(crate) trait Host {
     fn forget(&self, link: &Self::Link);
     /// Shutdown began: readers stop after their current read.
     fn stopping(&self) -> bool;
-    /// Nothing more will be delivered, since when: writers close once
-    /// flushed.
-    fn flushing(&self) -> Option<Instant>;
+    /// The drain (shutdown, once the readers stopped): nothing more will
+    /// be delivered, since when; writers close once their queues are out.
+    fn draining(&self) -> Option<Instant>;
     /// The current idle tick.
     fn tick(&self) -> u64;
 

@@ -93,7 +93,7 @@ pub(crate) enum CloseReason {
     SlowDisconnect,
     /// Lame duck mode: clients are moved off before shutdown.
     LameDuck,
-    /// Server shutdown, after flushing.
+    /// Server shutdown, after draining.
     Shutdown,
     /// Server shutdown, the drain timeout passed.
     DrainTimeout,
@@ -190,7 +190,7 @@ pub(crate) enum Next {
     Send,
     /// The kernel refused: wait until the socket takes more, or, during
     /// the drain, until `give_up`, then close it.
-    Wait {
+    Writable {
         /// When to stop waiting for it, if ever.
         give_up: Option<Instant>,
     },

@@ -391,12 +391,12 @@ impl Session {
         self.closed || self.out.has_room()
     }
 
-    /// What the writer should do next. `flushing`: since when the server
+    /// What the writer should do next. `draining`: since when the server
     /// has been shutting down with nothing more to offer. `coalesce` says
     /// whether a short queue should wait for the core's next flush.
     pub(crate) fn next(
         &self,
-        flushing: Option<Instant>,
+        draining: Option<Instant>,
         cx: &Cx<'_>,
         coalesce: impl FnOnce(&Outbound) -> bool,
     ) -> Next {
@@ -404,8 +404,8 @@ impl Session {
             return Next::Exit;
         }
         if self.out.is_blocked() {
-            let Some(began) = flushing else {
-                return Next::Wait { give_up: None };
+            let Some(began) = draining else {
+                return Next::Writable { give_up: None };
             };
             // A client that is dropping anyway does not hold up shutdown,
             // nor does one whose socket takes nothing for a while.
@@ -417,12 +417,12 @@ impl Session {
             if Instant::now() >= give_up {
                 return Next::Close(CloseReason::Shutdown);
             }
-            return Next::Wait {
+            return Next::Writable {
                 give_up: Some(give_up),
             };
         }
         if !self.has_output() {
-            return match (self.closing, flushing) {
+            return match (self.closing, draining) {
                 (Some(reason), _) => Next::Close(reason),
                 (None, Some(_)) => Next::Close(CloseReason::Shutdown),
                 (None, None) => Next::Sleep,

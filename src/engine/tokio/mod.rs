@@ -81,7 +81,7 @@ pub(crate) fn start(
         metrics: Arc::clone(metrics),
         conns: RwLock::new(Roster::new()),
         stopping: AtomicBool::new(false),
-        flushing: std::sync::OnceLock::new(),
+        draining: std::sync::OnceLock::new(),
         tick: AtomicU64::new(0),
         bridge_shard: super::bridge_shard(threads),
         cluster_out: config.cluster.as_ref().map(|_| Arc::new(QueueOut::new())),
@@ -184,7 +184,7 @@ struct Hub {
     conns: RwLock<Roster<Arc<Conn>>>,
     stopping: AtomicBool,
     /// Since when nothing more is delivered (shutdown), if it is so.
-    flushing: std::sync::OnceLock<Instant>,
+    draining: std::sync::OnceLock<Instant>,
     /// Advanced by the idle sweeper; readers stamp it on their connection.
     tick: AtomicU64,
     /// The metrics shard of the cluster bridge's thread, the one thread
@@ -247,8 +247,8 @@ impl Host for Hub {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    fn flushing(&self) -> Option<Instant> {
-        self.flushing.get().copied()
+    fn draining(&self) -> Option<Instant> {
+        self.draining.get().copied()
     }
 
     fn tick(&self) -> u64 {
@@ -305,7 +305,7 @@ impl Place for Hub {
 
     /// No reader is left, so no line is in flight: writers flush and close.
     async fn drain(&self) {
-        let _ = self.flushing.set(Instant::now());
+        let _ = self.draining.set(Instant::now());
         self.roster(|r| {
             for link in r.iter() {
                 link.wake_writer();
@@ -324,7 +324,7 @@ async fn write_loop(hub: &Hub, conn: &Conn) {
         let cx = hub.cx();
         let coalescer = hub.coalescer();
         let next = conn.with(|s| {
-            s.next(hub.flushing(), &cx, |out| {
+            s.next(hub.draining(), &cx, |out| {
                 !flush_due && coalescer.should_wait(out)
             })
         });
@@ -348,7 +348,7 @@ async fn write_loop(hub: &Hub, conn: &Conn) {
                     return;
                 }
             }
-            Next::Wait { give_up } => {
+            Next::Writable { give_up } => {
                 let deadline = async {
                     match give_up {
                         Some(at) => tokio::time::sleep_until(at.into()).await,

@@ -104,7 +104,7 @@ impl Flusher {
         which: impl Iterator<Item = usize>,
     ) {
         let cx = core.cx();
-        let flushing = core.flushing();
+        let draining = core.draining();
         let mut scratch = self.scratch.borrow_mut();
         let Scratch {
             sends,
@@ -122,7 +122,7 @@ impl Flusher {
                 let Some(i) = which.next() else { break };
                 let conn = &conns[i];
                 conn.due.set(false);
-                if conn.with(|s| s.next(flushing, &cx, |_| false)) == Next::Send {
+                if conn.with(|s| s.next(draining, &cx, |_| false)) == Next::Send {
                     let mut offered = 0;
                     batch.add(conn.fd(), |job| {
                         offered = conn.with(|s| s.fill(job));
@@ -147,10 +147,10 @@ impl Flusher {
         let mut armed = false;
         for &i in after.iter() {
             let conn = &conns[i];
-            match conn.with(|s| s.next(flushing, &cx, |_| false)) {
+            match conn.with(|s| s.next(draining, &cx, |_| false)) {
                 // The send took all it was offered and more is queued.
                 Next::Send => self.mark(conn),
-                Next::Wait { .. } => armed |= self.poll(conn),
+                Next::Writable { .. } => armed |= self.poll(conn),
                 Next::Close(reason) => session::finish(core, conn, reason),
                 Next::Sleep | Next::Exit | Next::Coalesce => {}
             }
@@ -378,9 +378,9 @@ pub(super) async fn close_stalled(core: Rc<Core>) {
     while !core.conns.borrow().is_empty() {
         tokio::time::sleep(every).await;
         let conns = core.conns.borrow_mut().snapshot();
-        let (cx, flushing) = (core.cx(), core.flushing());
+        let (cx, draining) = (core.cx(), core.draining());
         for conn in conns.iter() {
-            if let Next::Close(reason) = conn.with(|s| s.next(flushing, &cx, |_| false)) {
+            if let Next::Close(reason) = conn.with(|s| s.next(draining, &cx, |_| false)) {
                 session::close(&*core, conn, reason);
             }
         }

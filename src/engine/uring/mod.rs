@@ -134,7 +134,7 @@ pub(crate) fn start(
                     flusher: Flusher::new(ring),
                     stopping: Cell::new(false),
                     rings_closed: Cell::new(false),
-                    flushing: Cell::new(None),
+                    draining: Cell::new(None),
                     tick: Cell::new(0),
                     failed: tokio::sync::Notify::new(),
                 });
@@ -188,7 +188,7 @@ struct Core {
     /// Every core has stopped reading: once the rings are empty, nothing more arrives.
     rings_closed: Cell<bool>,
     /// Rings are drained, since when: connections close once their queue is empty.
-    flushing: Cell<Option<Instant>>,
+    draining: Cell<Option<Instant>>,
     /// Advanced by the idle sweeper; readers stamp it on their connection.
     tick: Cell<u64>,
     /// Stops the core: its send ring broke.
@@ -247,8 +247,8 @@ impl Host for Core {
         self.stopping.get()
     }
 
-    fn flushing(&self) -> Option<Instant> {
-        self.flushing.get()
+    fn draining(&self) -> Option<Instant> {
+        self.draining.get()
     }
 
     fn tick(&self) -> u64 {
@@ -290,7 +290,7 @@ impl Place for Core {
     }
 
     /// Waits until every core has stopped reading: then no line can enter
-    /// the rings. The drainer empties them, then sets `flushing`.
+    /// the rings. The drainer empties them, then sets `draining`.
     async fn drain(&self) {
         let shared = &self.shared;
         if shared.quiet.fetch_add(1, Ordering::SeqCst) + 1 == shared.cores {
@@ -386,7 +386,7 @@ impl Core {
         }
         // Nothing more arrives: every connection closes once its queue is
         // out, or once its socket has taken nothing for a while.
-        self.flushing.set(Some(Instant::now()));
+        self.draining.set(Some(Instant::now()));
         for link in self.conns.borrow().iter() {
             self.flusher.mark(link);
         }

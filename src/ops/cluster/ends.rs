@@ -74,7 +74,7 @@ pub(crate) struct MeshRemote {
 }
 
 impl RemoteLines for MeshRemote {
-    async fn deliver(&mut self, run: Run) {
+    async fn publish(&mut self, run: Run) {
         for core in self.outbox.peers() {
             tokio::select! {
                 _ = self.outbox.push(core, run.clone()) => {}
@@ -84,7 +84,7 @@ impl RemoteLines for MeshRemote {
         }
     }
 
-    fn flush(&mut self) {
+    fn ring(&mut self) {
         self.outbox.ring();
     }
 }
@@ -154,13 +154,13 @@ impl LocalLines for QueueLocal {
 pub(crate) struct DirectRemote<P>(pub(crate) Arc<P>);
 
 impl<P: Place + Send + Sync> RemoteLines for DirectRemote<P> {
-    async fn deliver(&mut self, run: Run) {
+    async fn publish(&mut self, run: Run) {
         if !self.0.stopping() {
             lifecycle::deliver(&*self.0, std::slice::from_ref(&run)).await;
         }
     }
 
-    fn flush(&mut self) {}
+    fn ring(&mut self) {}
 }
 
 #[cfg(test)]

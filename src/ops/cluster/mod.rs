@@ -75,11 +75,11 @@ pub(crate) trait LocalLines: Send + 'static {
 
 /// The engine's inbound end: delivery to every local client.
 pub(crate) trait RemoteLines: Send + 'static {
-    /// Hands a run of lines from another node to every local client,
-    /// waiting if the engine is full.
-    fn deliver(&mut self, run: Run) -> impl Future<Output = ()>;
-    /// Wakes the engine for what was delivered.
-    fn flush(&mut self);
+    /// Publishes a run of lines from another node to every local client,
+    /// as a local reader's run is published, waiting if the engine is full.
+    fn publish(&mut self, run: Run) -> impl Future<Output = ()>;
+    /// Rings the engine's doorbells for what was published.
+    fn ring(&mut self);
 }
 
 /// Runs the bridge on a thread of its own until `stop` is cancelled.
@@ -437,7 +437,7 @@ async fn receive(
                 match piece {
                     Piece::Lines(run) => {
                         let lines = run.lines as usize;
-                        remote.deliver(run).await;
+                        remote.publish(run).await;
                         metrics.shard(shard).cluster_received(lines);
                     }
                     Piece::TooLong(length) => {
@@ -453,7 +453,7 @@ async fn receive(
                     }
                 }
             }
-            remote.flush();
+            remote.ring();
             if stop.is_cancelled() {
                 return;
             }
