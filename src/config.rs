@@ -305,7 +305,7 @@ impl Config {
             " (0 for no limit)",
         )?;
         if let WsOrigins::List(list) = &self.ws_origin {
-            crate::policy::websocket::Origins::list(list).map_err(Error::Config)?;
+            crate::policy::codec::websocket::Origins::list(list).map_err(Error::Config)?;
         }
         if self.stall_timeout > MAX_STALL_TIMEOUT {
             return Err(Error::Config(format!(
@@ -380,11 +380,11 @@ impl Config {
             drain_stall: self.drain_timeout / 8,
             handshake_timeout: self.handshake_timeout,
             origins: std::sync::Arc::new(match &self.ws_origin {
-                WsOrigins::Same => crate::policy::websocket::Origins::Same,
-                WsOrigins::Any => crate::policy::websocket::Origins::Any,
+                WsOrigins::Same => crate::policy::codec::websocket::Origins::Same,
+                WsOrigins::Any => crate::policy::codec::websocket::Origins::Any,
                 // Checked by `validate`; an invalid list lets nobody in.
-                WsOrigins::List(list) => crate::policy::websocket::Origins::list(list)
-                    .unwrap_or(crate::policy::websocket::Origins::Nobody),
+                WsOrigins::List(list) => crate::policy::codec::websocket::Origins::list(list)
+                    .unwrap_or(crate::policy::codec::websocket::Origins::Nobody),
             }),
         }
     }

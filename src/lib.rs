@@ -10,18 +10,17 @@
 //! - [`server`], [`config`], [`error`]: the front door. Bind a
 //!   [`Server`] with a [`Config`], run it until a shutdown future resolves.
 //! - `policy/`: decisions with no I/O, the same for both engines.
-//!   - `line`: bytes into lines (and the reference model the fuzzer uses).
 //!   - `run`: the unit of fan-out, a read's lines as one buffer.
-//!   - `inbound`: how much a connection reads next, into which buffer.
-//!   - `websocket`: the WebSocket handshake and frames, in and out.
-//!   - `tls`: certificates and their reload, and one connection's rustls
-//!     state.
-//!   - `outbound`: a connection's queue, what it hands the kernel, and
-//!     what it drops.
-//!   - `patience`: how long a core may wait, in all, for clients behind.
-//!   - `coalesce`: when a busy core holds writes back.
-//!   - `limits`: the client caps (in all and per address), accept backoff,
-//!     log throttling.
+//!   - `codec/`: `line` (bytes into lines, and the reference model the
+//!     fuzzer uses), `inbound` (how much a connection reads next, into
+//!     which buffer), `websocket` (the handshake and frames, in and out).
+//!   - `send/`: `outbound` (a connection's queue, what it hands the kernel,
+//!     and what it drops), `patience` (how long a core may hold messages,
+//!     in all, for clients behind), `coalesce` (when a busy core holds
+//!     writes back), `tls` (certificates and their reload, and one
+//!     connection's rustls state, which seals from the queue).
+//!   - `admission/`: `limits` (the client caps, in all and per address,
+//!     accept backoff, log throttling).
 //! - `sys/`: the operating system.
 //!   - `net`: sockets (SO_REUSEPORT, SO_SNDBUF) and the io_uring probe.
 //!   - `send`: the non-blocking send of the tokio engine.
@@ -31,8 +30,9 @@
 //! - `engine/`: the runtimes (`engine/mod.rs`: what a runtime starts
 //!   with, failpoints).
 //!   - `session/`: one connection's whole life, written once for both
-//!     engines: `read` (bytes in, runs out), `deliver` (runs offered to a
-//!     core's connections), `write` (after the kernel answered a send),
+//!     engines: `state` (its state, and every change to it), `read` (bytes
+//!     in, runs out), `deliver` (runs offered to a core's connections),
+//!     `write` (after the kernel answered a send), `log` (what it logs),
 //!     `host` (what it needs from its engine).
 //!   - `lifecycle`: a core's (or the tokio runtime's) whole life, written
 //!     once: accept, admit, `/clients`, the idle sweep, lame duck, the
@@ -85,5 +85,5 @@ pub use config::{ClusterConfig, Config, Engine, EngineChoice};
 /// changes), or `unknown`.
 pub const COMMIT: &str = env!("RINGCAST_COMMIT");
 pub use error::Error;
-pub use policy::tls::Certs;
+pub use policy::send::tls::Certs;
 pub use server::Server;

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::ops::clients::{self, Clients, Transport};
 use crate::ops::http::{Endpoints, HttpServer};
 use crate::ops::metrics::Metrics;
-use crate::policy::tls::Certs;
+use crate::policy::send::tls::Certs;
 use crate::sys::net;
 
 /// A bound server, ready to [`run`](Server::run).

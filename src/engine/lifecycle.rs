@@ -23,7 +23,7 @@ use super::session::{self, CloseReason, Host, Link as _, Session, Slot};
 use super::{Control, Endpoint, Roster, failpoint};
 use crate::ops::clients;
 use crate::ops::metrics::Shard;
-use crate::policy::limits::{AcceptBackoff, Gate};
+use crate::policy::admission::limits::{AcceptBackoff, Gate};
 use crate::policy::run::Run;
 use crate::sys::net;
 
@@ -412,7 +412,7 @@ mod tests {
 
     use super::{Acceptor, Control, accept_until_stopped};
     use crate::ops::metrics::{Metrics, Shard};
-    use crate::policy::limits::Gate;
+    use crate::policy::admission::limits::Gate;
 
     /// A listener whose process has no descriptor to spare until `left`.
     struct OutOfDescriptors<'a> {

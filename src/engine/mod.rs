@@ -20,7 +20,7 @@ use ::tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::clients::Transport;
-use crate::policy::tls::{Certs, Tls};
+use crate::policy::send::tls::{Certs, Tls};
 
 /// How the coordinator steers an engine through shutdown.
 #[derive(Debug, Clone)]

@@ -113,7 +113,7 @@ fn frame_len(bytes: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::websocket;
+    use crate::policy::codec::websocket;
 
     #[test]
     fn runs_hold_at_most_run_lines_lines_and_nothing_past_the_last_newline() {

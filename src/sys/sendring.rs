@@ -57,7 +57,7 @@ use nix::libc;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::policy::outbound::SendBuf;
+use crate::policy::send::outbound::SendBuf;
 
 /// Submission entries of a send ring: a batch bigger than this goes in
 /// chunks of it.

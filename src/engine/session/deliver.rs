@@ -12,9 +12,9 @@ use bytes::Bytes;
 
 use super::{Action, CloseReason, Cx, Host, Link};
 use crate::ops::clients::Transport;
-use crate::policy::patience::Whose;
+use crate::policy::codec::websocket;
 use crate::policy::run::Run;
-use crate::policy::websocket;
+use crate::policy::send::patience::Whose;
 
 /// Offers `runs`, in order, to every connection in `conns`: each
 /// connection takes the whole batch before the next one is looked at, so
@@ -27,7 +27,7 @@ use crate::policy::websocket;
 /// may hold a line: it gets that line and the rest of the batch last, after
 /// a wait of at most its grace, in which the deliverer's own task sleeps
 /// and every other task of the core runs. The host's
-/// [`Patience`](crate::policy::patience) bounds the waits of all its
+/// [`Patience`](crate::policy::send::patience) bounds the waits of all its
 /// clients together; a wait it cannot pay for ends early, as if the grace
 /// ran out. Returns whether it waited.
 pub(crate) async fn deliver<H: Host, L: Deref<Target = H::Link>>(
@@ -294,7 +294,7 @@ pub(crate) fn close<H: Host>(host: &H, link: &H::Link, reason: CloseReason) {
         CloseReason::OwnBacklog => tracing::warn!(
             conn = id,
             %peer,
-            limit = crate::policy::outbound::OWN_BACKLOG,
+            limit = crate::policy::send::outbound::OWN_BACKLOG,
             "websocket client does not read the server's control frames (pongs, closes); disconnected it"
         ),
         _ => tracing::debug!(conn = id, %peer, reason = reason.as_str(), "connection closed"),

@@ -15,11 +15,11 @@ use tokio::sync::Notify;
 use super::{Cx, LogLimits, Session, Settings};
 use crate::config::Config;
 use crate::ops::metrics::Shard;
-use crate::policy::coalesce::Coalescer;
-use crate::policy::inbound::Inbound;
-use crate::policy::limits::Gate;
-use crate::policy::patience::Patience;
+use crate::policy::admission::limits::Gate;
+use crate::policy::codec::inbound::Inbound;
 use crate::policy::run::Run;
+use crate::policy::send::coalesce::Coalescer;
+use crate::policy::send::patience::Patience;
 
 /// An engine's glue for one connection's socket.
 pub(crate) trait Link {

@@ -6,7 +6,7 @@
 use std::io;
 
 use super::{Cx, Session};
-use crate::policy::outbound::Episode;
+use crate::policy::send::outbound::Episode;
 
 impl Session {
     /// Logs that the client broke the protocol, at most once a second.

@@ -3,7 +3,7 @@
 //! A message's whole way through a server is in this folder:
 //!
 //! 1. [`read_loop`] (`read.rs`) reads into the connection's
-//!    [`Inbound`](crate::policy::inbound::Inbound) buffer and splits
+//!    [`Inbound`](crate::policy::codec::inbound::Inbound) buffer and splits
 //!    complete lines off it as runs (a WebSocket client's frames first
 //!    become lines);
 //! 2. [`Host::publish`] (the engine) takes each run to every core;
@@ -17,19 +17,19 @@
 //!    with that answer.
 //!
 //! The decisions live in [`Outbound`] and
-//! [`Inbound`](crate::policy::inbound::Inbound), with no I/O. An engine
+//! [`Inbound`](crate::policy::codec::inbound::Inbound), with no I/O. An engine
 //! supplies only its runtime glue (`host.rs`): [`Link`] (how to read and
 //! shut down one socket) and [`Host`] (how a run reaches the other cores,
 //! and how queues reach the kernel).
 //!
-//! [`Outbound`]: crate::policy::outbound::Outbound
+//! [`Outbound`]: crate::policy::send::outbound::Outbound
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use crate::ops::metrics::Shard;
-use crate::policy::limits::Throttle;
-use crate::policy::tls;
+use crate::policy::admission::limits::Throttle;
+use crate::policy::send::tls;
 
 /// What every connection of a server is told.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub(crate) struct Settings {
     /// arrive whole within this long of its connect.
     pub(crate) handshake_timeout: Duration,
     /// `--ws-origin`: which pages may open a WebSocket.
-    pub(crate) origins: std::sync::Arc<crate::policy::websocket::Origins>,
+    pub(crate) origins: std::sync::Arc<crate::policy::codec::websocket::Origins>,
 }
 
 /// How long a connection the server closes after answering it (an HTTP
@@ -80,7 +80,7 @@ pub(crate) enum CloseReason {
     /// were connected (answered 503).
     Rejected,
     /// The server's own frames queued for it passed
-    /// [`OWN_BACKLOG`](crate::policy::outbound::OWN_BACKLOG).
+    /// [`OWN_BACKLOG`](crate::policy::send::outbound::OWN_BACKLOG).
     OwnBacklog,
     /// A plain HTTP request on the `--ws` address was answered.
     Answered,

@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use super::{Action, CloseReason, Host, LINGER, Link, Session, close};
 use crate::ops::clients::Transport;
-use crate::policy::inbound::Inbound;
+use crate::policy::codec::inbound::Inbound;
+use crate::policy::codec::websocket::{self, Decoder, Event, Opening};
 use crate::policy::run::{RUN_LINES, Run};
-use crate::policy::tls;
-use crate::policy::websocket::{self, Decoder, Event, Opening};
+use crate::policy::send::tls;
 
 /// Lines a reader publishes before it lets the other tasks of its core
 /// run, so one flooding client cannot starve the rest.

@@ -10,9 +10,9 @@ use bytes::Bytes;
 
 use super::{Action, CloseReason, Cx, Next, Settings, TlsInput, Turn};
 use crate::ops::clients::{ClientInfo, Transport};
-use crate::policy::outbound::{Flushed, Offer, Outbound, SendBuf, Sent};
 use crate::policy::run::{Kind, Run};
-use crate::policy::tls::{self, Tls};
+use crate::policy::send::outbound::{Flushed, Offer, Outbound, SendBuf, Sent};
+use crate::policy::send::tls::{self, Tls};
 
 /// The state of one connection, behind the engine's `RefCell` (uring) or
 /// `Mutex` (tokio).
@@ -301,7 +301,7 @@ impl Session {
 
     /// Queues `bytes` the server itself sends (a handshake answer, a
     /// close), whatever the allowance of messages. Past
-    /// [`OWN_BACKLOG`](crate::policy::outbound::OWN_BACKLOG) of them, the
+    /// [`OWN_BACKLOG`](crate::policy::send::outbound::OWN_BACKLOG) of them, the
     /// client is closed.
     pub(crate) fn send_own(&mut self, bytes: Bytes) -> Action {
         if self.closed {

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::engine::session::{Link, Session};
-use crate::policy::inbound::Inbound;
+use crate::policy::codec::inbound::Inbound;
 use crate::sys::send::send_now;
 
 pub(super) struct Conn {

@@ -29,9 +29,9 @@ use crate::error::Error;
 use crate::ops::clients;
 use crate::ops::cluster::{DirectRemote, QueueLocal, QueueOut};
 use crate::ops::metrics::{Metrics, Shard};
-use crate::policy::coalesce::{Coalescer, Timer, TokioTimer};
-use crate::policy::patience::Patience;
 use crate::policy::run::Run;
+use crate::policy::send::coalesce::{Coalescer, Timer, TokioTimer};
+use crate::policy::send::patience::Patience;
 use crate::sys::timer::FlushTimer;
 
 thread_local! {

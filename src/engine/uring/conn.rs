@@ -13,7 +13,7 @@ use tokio_uring::buf::BoundedBuf as _;
 use tokio_uring::net::TcpStream;
 
 use crate::engine::session::{Link, Session};
-use crate::policy::inbound::Inbound;
+use crate::policy::codec::inbound::Inbound;
 
 pub(super) struct Conn {
     session: RefCell<Session>,

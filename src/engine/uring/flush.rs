@@ -30,7 +30,7 @@ use super::Core;
 use super::conn::Conn;
 use crate::engine::lifecycle::notified_until;
 use crate::engine::session::{self, Host as _, Link as _, Next};
-use crate::policy::coalesce::{Timer, TokioTimer};
+use crate::policy::send::coalesce::{Timer, TokioTimer};
 use crate::sys::sendring::{self, SendRing};
 use crate::sys::timer::FlushTimer;
 

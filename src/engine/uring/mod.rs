@@ -41,9 +41,9 @@ use crate::error::Error;
 use crate::ops::clients;
 use crate::ops::cluster::{MeshLocal, MeshRemote};
 use crate::ops::metrics::{Metrics, Shard};
-use crate::policy::coalesce::Coalescer;
-use crate::policy::patience::Patience;
 use crate::policy::run::Run;
+use crate::policy::send::coalesce::Coalescer;
+use crate::policy::send::patience::Patience;
 use crate::sys::net::URING_ENTRIES;
 use crate::sys::sendring::SendRing;
 
@@ -350,7 +350,7 @@ impl Core {
     /// once, delivers them, and lets the core's other tasks (accept,
     /// writers, the sweep, shutdown) run before the next batch, however hard
     /// another core floods. Delivery waits for a client only within that
-    /// client's grace (see [`crate::policy::outbound`]), at most once per
+    /// client's grace (see [`crate::policy::send::outbound`]), at most once per
     /// slow episode, and every other client of the core gets the line
     /// first.
     async fn drain_rings(self: Rc<Self>, mut inbox: Inbox<Run>) {

@@ -1,7 +1,7 @@
 //! How the bridge names the NATS server it is on, picks the next one to
 //! dial, and logs the client's events, a line a second at most per kind.
 
-use crate::policy::limits::Throttle;
+use crate::policy::admission::limits::Throttle;
 
 /// Which server the client is on. A server's `INFO` names it by the
 /// address it listens on, which for most is `0.0.0.0`; so the bridge picks

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClusterConfig;
 use crate::error::Error;
 use crate::ops::metrics::Metrics;
-use crate::policy::limits::Throttle;
+use crate::policy::admission::limits::Throttle;
 use crate::policy::run::{RUN_LINES, Run};
 
 mod ends;

@@ -53,7 +53,7 @@ fn a_tls_client_is_full_only_once_the_kernel_refuses_its_record() {
         settings: &settings,
         logs: &logs,
     };
-    let cert = crate::policy::tls::testing::TestCert::new("session");
+    let cert = crate::policy::send::tls::testing::TestCert::new("session");
     let tls = cert.certs().accept().expect("a session");
     let peer = "127.0.0.1:1".parse().expect("an address");
     let mut s = Session::new(1, peer, 0, Transport::Tcp, Some(tls), &settings, 0);
@@ -128,7 +128,7 @@ fn a_tls_client_is_full_only_once_the_kernel_refuses_its_record() {
 
 /// A TLS session whose handshake is done, with `--queue 2`.
 fn tls_session(
-    cert: &crate::policy::tls::testing::TestCert,
+    cert: &crate::policy::send::tls::testing::TestCert,
     settings: &Settings,
     cx: &Cx<'_>,
 ) -> (Session, rustls::ClientConnection) {
@@ -177,7 +177,7 @@ fn a_slow_tls_client_catches_up_only_once_the_kernel_took_its_last_record() {
         settings: &settings,
         logs: &logs,
     };
-    let cert = crate::policy::tls::testing::TestCert::new("slow-episode");
+    let cert = crate::policy::send::tls::testing::TestCert::new("slow-episode");
     let (mut s, _client) = tls_session(&cert, &settings, &cx);
     let lines = Run::of(Bytes::from_static(b"1\n2\n3\n"));
     // Two lines sealed, half taken; two more queued, the next held,

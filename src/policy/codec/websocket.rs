@@ -32,7 +32,7 @@ pub(crate) const MAX_HANDSHAKE: usize = 8 * 1024;
 pub(crate) const MAX_HEADER: usize = 14;
 
 /// The demo chat page, served at `/` of the `--ws` address.
-const CHAT_PAGE: &str = include_str!("../../web/chat.html");
+const CHAT_PAGE: &str = include_str!("../../../web/chat.html");
 
 /// What the first bytes of a connection on the `--ws` address came to.
 #[derive(Debug, PartialEq, Eq)]

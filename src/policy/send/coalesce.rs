@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::policy::outbound::{FLUSH_BYTES, Outbound, flush_mark};
+use crate::policy::send::outbound::{FLUSH_BYTES, Outbound, flush_mark};
 
 /// How often the busy state is re-evaluated, at most.
 pub(crate) const WINDOW: Duration = Duration::from_millis(100);

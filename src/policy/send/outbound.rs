@@ -363,7 +363,7 @@ impl Outbound {
     }
 
     /// The deliverers cannot wait for this client any longer (see
-    /// [`crate::policy::patience`]): its grace ends now, so the next offer
+    /// [`crate::policy::send::patience`]): its grace ends now, so the next offer
     /// drops as if it had run out.
     pub fn end_grace(&mut self, now: Instant) {
         if let Pace::Behind { until } = &mut self.pace {
@@ -373,7 +373,7 @@ impl Outbound {
 
     /// True if it used a grace up and has not caught up within one since:
     /// the host's patience limits its next grace (see
-    /// [`crate::policy::patience`]).
+    /// [`crate::policy::send::patience`]).
     pub fn ran_out_before(&self) -> bool {
         self.strikes > 0
     }
@@ -449,7 +449,7 @@ impl Outbound {
     /// Takes `n` bytes off the front of the queue, as a send the kernel
     /// took would, but ends nothing: for a TLS client, whose queue is
     /// sealed into a record before the kernel takes it (see
-    /// [`crate::policy::tls`]). Once the kernel has taken the record,
+    /// [`crate::policy::send::tls`]). Once the kernel has taken the record,
     /// [`drained`](Self::drained) says whether the client caught up.
     pub fn take(&mut self, n: usize, sent: &mut Sent) {
         self.advance(n, sent);

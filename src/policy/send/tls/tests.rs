@@ -6,8 +6,8 @@ use rustls::ClientConnection;
 
 use super::testing::TestCert;
 use super::*;
-use crate::policy::outbound::{Offer, Outbound};
 use crate::policy::run::Kind;
+use crate::policy::send::outbound::{Offer, Outbound};
 
 /// What a kernel would take in one send: everything, or up to `room`.
 struct Send {

@@ -1,5 +1,5 @@
 //! How long a host's deliverers may spend, in all, waiting for clients
-//! that hold a message (see [`crate::policy::outbound`]).
+//! that hold a message (see [`crate::policy::send::outbound`]).
 //!
 //! Each client's grace bounds one wait, and its cooldown makes a steadily
 //! slow client's graces ever rarer. But a hundred slow clients each get a

@@ -10,7 +10,7 @@
 
 use bytes::BytesMut;
 
-use crate::policy::line::{LineSplitter, LineTooLong};
+use crate::policy::codec::line::{LineSplitter, LineTooLong};
 use crate::policy::run::Run;
 
 /// The smallest read window, and an idle client's buffer.

@@ -13,7 +13,7 @@
 //! # The allowance
 //!
 //! A TLS client's queue and drops follow the same rules as a plain
-//! client's (see [`crate::policy::outbound`]). The one difference is where
+//! client's (see [`crate::policy::send::outbound`]). The one difference is where
 //! a message is when it leaves the queue: it is sealed into at most one
 //! record of [`SEAL_BYTES`] ([`Tls::seal`]), and that ciphertext is handed
 //! to the kernel; no more is taken from the queue until all of it
@@ -32,7 +32,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ServerConnection;
 
-use crate::policy::outbound::{Outbound, SendBuf, Sent};
+use crate::policy::send::outbound::{Outbound, SendBuf, Sent};
 
 /// Most bytes of the queue one seal takes: one full TLS record.
 pub(crate) const SEAL_BYTES: usize = 16 * 1024;

@@ -475,7 +475,7 @@ fn a_run_is_one_entry_counted_as_its_messages_and_cut_where_it_stops_fitting() {
 fn partial_sends_of_frames_count_whole_frames() {
     let frames: Vec<Bytes> = ["one", "two", "three"]
         .iter()
-        .map(|l| crate::policy::websocket::frame_line(l.as_bytes()))
+        .map(|l| crate::policy::codec::websocket::frame_line(l.as_bytes()))
         .collect();
     let run: Bytes = frames.concat().into();
     let mut q = Outbound::new(10, Duration::ZERO);
