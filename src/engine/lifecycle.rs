@@ -47,9 +47,14 @@ pub(crate) trait Place: Host + Sized + 'static {
     type Listener: AsRawFd;
     type Stream;
 
-    /// Runs `f` on the place's connections. `f` must not close one:
-    /// closing takes it off the roster.
+    /// Runs `f` on the place's connections, to change them (admit,
+    /// forget, snapshot). `f` must not close one: closing takes it off
+    /// the roster.
     fn roster<T>(&self, f: impl FnOnce(&mut Roster<Member<Self>>) -> T) -> T;
+    /// Runs `f` on the place's connections, to look at them only: on
+    /// tokio under the read lock, so deliveries taking the snapshot go on
+    /// meanwhile. `f` must not close one.
+    fn roster_ref<T>(&self, f: impl FnOnce(&Roster<Member<Self>>) -> T) -> T;
     /// Everyone connected now; see [`Roster::snapshot`].
     fn snapshot(&self) -> Arc<[Member<Self>]> {
         self.roster(Roster::snapshot)
@@ -113,7 +118,7 @@ async fn serve<P: Place>(
     control.stop.cancelled().await;
     stop_reading(&**place).await;
     place.drain().await;
-    wait_changed(&**place, || place.roster(|r| r.is_empty())).await;
+    wait_changed(&**place, || place.roster_ref(|r| r.is_empty())).await;
 }
 
 /// Accepts `endpoint` clients on `listener` until accepting ends.
@@ -199,7 +204,7 @@ pub(crate) fn close_all<P: Place>(place: &P, reason: CloseReason) {
 /// Closes the longest-connected client; false if there is none.
 fn close_one<P: Place>(place: &P, reason: CloseReason) -> bool {
     // Cloned first: closing takes it off the roster.
-    let oldest = place.roster(|r| r.iter().next().cloned());
+    let oldest = place.roster_ref(|r| r.iter().next().cloned());
     oldest.is_some_and(|link| {
         session::close(place, &link, reason);
         true
@@ -213,7 +218,7 @@ async fn lame_duck<P: Place>(
     over: Duration,
     stop: &tokio_util::sync::CancellationToken,
 ) {
-    let n = place.roster(|r| r.len());
+    let n = place.roster_ref(|r| r.len());
     if n == 0 {
         return;
     }
@@ -235,7 +240,7 @@ async fn lame_duck<P: Place>(
 /// complete, and `stopping` tells readers not to read again.
 async fn stop_reading<P: Place>(place: &P) {
     place.stop();
-    place.roster(|r| {
+    place.roster_ref(|r| {
         for link in r.iter() {
             link.shutdown(Shutdown::Read);
         }

@@ -96,7 +96,8 @@ impl Drop for ExitWatch {
 }
 
 /// Metrics shards for `threads` engine threads: one each, one for the
-/// cluster bridge ([`bridge_shard`]), and one for tokio's accept thread.
+/// cluster bridge ([`bridge_shard`]), and one for tokio's main thread
+/// (accept, `/clients`, the idle sweep).
 pub(crate) fn shard_count(threads: usize) -> usize {
     threads + 2
 }

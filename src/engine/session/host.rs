@@ -140,7 +140,8 @@ impl Limits {
 }
 
 /// What a place keeps the same way on both engines: its settings, its
-/// pacer and patience, and its count of connections and readers.
+/// pacer and patience, the count of connections it accepted (behind
+/// their ids) and of its readers.
 ///
 /// The counters here change once per connection, never per line: they
 /// are atomics on both engines.

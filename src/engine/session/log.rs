@@ -1,7 +1,8 @@
 //! What a connection logs and counts when something happens to it: a
 //! client breaking the protocol, a failed TLS session, a refused origin,
-//! and a slow episode's start and end. Each line is throttled to once a
-//! second per core, with the count of those it left out.
+//! and a slow episode's start and end. Each kind of line is throttled to
+//! once a second for the whole server, with the count of those it left
+//! out.
 
 use std::io;
 

@@ -268,6 +268,13 @@ impl Place for Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
+    fn roster_ref<T>(&self, f: impl FnOnce(&Roster<Arc<Conn>>) -> T) -> T {
+        f(&self
+            .conns
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
     /// The cached snapshot under the read lock, while no one joined or
     /// left: publishers on every worker take it at once.
     fn snapshot(&self) -> Arc<[Arc<Conn>]> {
@@ -306,7 +313,7 @@ impl Place for Hub {
     /// No reader is left, so no line is in flight: writers flush and close.
     async fn drain(&self) {
         let _ = self.draining.set(Instant::now());
-        self.roster(|r| {
+        self.roster_ref(|r| {
             for link in r.iter() {
                 link.wake_writer();
             }

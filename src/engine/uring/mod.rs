@@ -265,6 +265,10 @@ impl Place for Core {
         f(&mut self.conns.borrow_mut())
     }
 
+    fn roster_ref<T>(&self, f: impl FnOnce(&Roster<Rc<Conn>>) -> T) -> T {
+        f(&self.conns.borrow())
+    }
+
     async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
         listener.accept().await
     }

@@ -75,8 +75,8 @@ pub(crate) trait LocalLines: Send + 'static {
 
 /// The engine's inbound end: delivery to every local client.
 pub(crate) trait RemoteLines: Send + 'static {
-    /// Publishes a run of lines from another node to every local client,
-    /// as a local reader's run is published, waiting if the engine is full.
+    /// Publishes a run of lines from another node to every local client
+    /// (never back to the cluster), waiting if the engine is full.
     fn publish(&mut self, run: Run) -> impl Future<Output = ()>;
     /// Rings the engine's doorbells for what was published.
     fn ring(&mut self);
