@@ -455,7 +455,7 @@ impl ServerProcess {
 
     /// The current `/metrics` text.
     pub fn scrape(&self) -> String {
-        http_get(&self.metrics, "/metrics")
+        http_get(&self.metrics, "/metrics").body
     }
 
     /// Connects `n` clients and waits until the server has accepted them all.
@@ -493,13 +493,32 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A minimal HTTP/1.0 GET.
-pub fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+/// One answer of the HTTP endpoints.
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n{}", self.status, self.body)
+    }
+}
+
+/// One GET of `http://addr/path`, whatever its status.
+pub fn http_get(addr: &str, path: &str) -> Answer {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let mut answer = agent.get(format!("http://{addr}{path}")).call().unwrap();
+    Answer {
+        status: answer.status().as_u16(),
+        body: answer.body_mut().read_to_string().unwrap(),
+    }
 }
 
 /// The sockets this process has open, by inode.
