@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use ::procfs::Current as _;
+
 use super::{Bench, Settings, slow, tls};
 use crate::procfs;
 use crate::sample::busy_cores;
@@ -24,15 +26,6 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// The first value of `key: value` lines in a /proc file.
-fn proc_field(path: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k.trim() == key).then(|| v.trim().to_owned())
-    })
 }
 
 /// The non-empty lines of the `[profile.release]` section of Cargo.toml.
@@ -179,22 +172,27 @@ pub(crate) fn machine() -> Vec<String> {
             |h| h.to_string_lossy().into_owned()
         )
     ));
+    let cpuinfo = ::procfs::CpuInfo::current().ok();
     l.push(format!(
         "cpu: {}",
-        proc_field("/proc/cpuinfo", "model name").unwrap_or_default()
+        cpuinfo
+            .as_ref()
+            .and_then(|c| c.model_name(0))
+            .unwrap_or_default()
     ));
-    let in_cpuinfo = std::fs::read_to_string("/proc/cpuinfo")
-        .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
-        .unwrap_or(0);
+    let in_cpuinfo = cpuinfo.as_ref().map_or(0, ::procfs::CpuInfo::num_cores);
     l.push(format!(
         "cores: {} online ({in_cpuinfo} in /proc/cpuinfo)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     l.push(format!(
         "memory: {}",
-        proc_field("/proc/meminfo", "MemTotal").unwrap_or_default()
+        ::procfs::Meminfo::current()
+            .map_or_else(|_| String::new(), |m| format!("{} kB", m.mem_total / 1024))
     ));
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
     l.push(format!(
         "kernel: {} (Linux {})",
         release.trim(),
@@ -223,10 +221,10 @@ pub(crate) fn machine() -> Vec<String> {
     l
 }
 
-/// The first three fields of /proc/loadavg.
+/// The 1, 5 and 15 minute load averages.
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+    ::procfs::LoadAverage::current()
+        .map(|l| format!("{:.2} {:.2} {:.2}", l.one, l.five, l.fifteen))
         .unwrap_or_default()
 }
 
