@@ -28,20 +28,20 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// The non-empty lines of the `[profile.release]` section of Cargo.toml.
-fn release_profile() -> String {
-    let text = std::fs::read_to_string("Cargo.toml").unwrap_or_default();
-    let mut inside = false;
-    let mut lines = Vec::new();
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            inside = t == "[profile.release]";
-        } else if inside && !t.is_empty() {
-            lines.push(t.to_owned());
-        }
-    }
-    lines.join(" ")
+/// The `[profile.release]` settings of a Cargo.toml's text, as
+/// `key = value`.
+fn release_profile(text: &str) -> String {
+    let manifest: toml::Table = toml::from_str(text).unwrap_or_default();
+    let release = manifest
+        .get("profile")
+        .and_then(|p| p.get("release"))
+        .and_then(toml::Value::as_table);
+    release
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The first lines, written when the run starts.
@@ -71,7 +71,10 @@ pub(crate) fn header(
         l.push(format!("scenarios: only {:?}", s.scenarios));
     }
     l.extend(machine());
-    l.push(format!("cargo profile: release ({})", release_profile()));
+    l.push(format!(
+        "cargo profile: release ({})",
+        release_profile(&std::fs::read_to_string("Cargo.toml").unwrap_or_default())
+    ));
     l.push(format!("server binary: {}", bin.display()));
     if let Some(textbook) = textbook_bin {
         l.push(format!(
@@ -259,4 +262,17 @@ pub(crate) fn footer(
     });
     crate::say!("stolen by the hypervisor during the run: {stolen_s:.1} s of CPU");
     Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn release_profile_lists_its_settings() {
+        let text = "[package]\nname = \"x\"\n\n[profile.release]\ndebug = \"line-tables-only\"\nlto = true\n\n[profile.dev]\nopt-level = 1\n";
+        assert_eq!(
+            super::release_profile(text),
+            "debug = \"line-tables-only\" lto = true"
+        );
+        assert_eq!(super::release_profile("[package]\n"), "");
+    }
 }
