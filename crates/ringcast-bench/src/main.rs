@@ -32,6 +32,7 @@ mod bench;
 mod chart;
 mod children;
 mod cli;
+mod md;
 mod metrics;
 mod procfs;
 mod row;

@@ -9,9 +9,9 @@
 use serde::Deserialize;
 
 use crate::bench::slow::CASES;
+use crate::md::{thousands, thousands_i};
 use crate::row::{Engine, Row, Scenario};
 use crate::stats::{Cell, Results, ratio};
-use crate::summary::{thousands, thousands_i};
 
 /// One target, as `targets.toml` writes it (its header says what each
 /// field means).
