@@ -1,5 +1,7 @@
 //! `ringcast-bench bench`: the settings, the run folder, the order of the
-//! scenarios, and the end of the run. Each scenario has its own module:
+//! scenarios, and the end of the run. What each scenario runs and
+//! measures is described once, in `--help` ([`crate::cli`]'s
+//! `BENCH_ABOUT`). Each scenario has its own module:
 //!
 //! - [`idle`]: RSS per idle connection.
 //! - [`swarm`]: the netcat swarm, real `nc` processes.
