@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::ab::AbCell;
+use crate::ab::cells::AbCell;
 use crate::row::Engine;
 
 /// Benchmarks and soak tests of ringcast's two engines on this machine,
