@@ -509,16 +509,27 @@ impl std::fmt::Display for Answer {
 
 /// One GET of `http://addr/path`, whatever its status.
 pub fn http_get(addr: &str, path: &str) -> Answer {
+    get_within(addr, path, None).unwrap()
+}
+
+/// A GET that gives up after `limit` instead of waiting on a server that
+/// cannot accept: `None` then, or if the GET fails otherwise.
+pub fn try_http_get(addr: &str, path: &str, limit: Duration) -> Option<Answer> {
+    get_within(addr, path, Some(limit)).ok()
+}
+
+fn get_within(addr: &str, path: &str, limit: Option<Duration>) -> Result<Answer, ureq::Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .timeout_global(limit)
         .proxy(None)
         .build()
         .into();
-    let mut answer = agent.get(format!("http://{addr}{path}")).call().unwrap();
-    Answer {
+    let mut answer = agent.get(format!("http://{addr}{path}")).call()?;
+    Ok(Answer {
         status: answer.status().as_u16(),
-        body: answer.body_mut().read_to_string().unwrap(),
-    }
+        body: answer.body_mut().read_to_string()?,
+    })
 }
 
 /// The sockets this process has open, by inode.
