@@ -375,7 +375,7 @@ fn metrics_endpoint_serves_the_documented_names() {
     a.send(b"hi\n");
     assert_eq!(a.read_lines(1), vec![b"hi\n".to_vec()]);
     let body = wait_for("a scrape showing the message", PATIENCE, || {
-        let body = http_get(&metrics, "/metrics");
+        let body = http_get(&metrics, "/metrics").body;
         body.contains("ringcast_messages_sent_total 1")
             .then_some(body)
     });
@@ -407,21 +407,21 @@ fn metrics_endpoint_serves_the_documented_names() {
     );
     let other = http_get(&metrics, "/other");
     assert!(
-        other.starts_with("HTTP/1.0 404") && other.contains("not found"),
+        other.status == 404 && other.body.contains("not found"),
         "{other}"
     );
     let health = http_get(&metrics, "/healthz");
-    assert!(health.starts_with("HTTP/1.0 200"), "{health}");
+    assert_eq!(health.status, 200, "{health}");
     let ready = http_get(&metrics, "/readyz");
-    assert!(ready.starts_with("HTTP/1.0 200"), "{ready}");
+    assert_eq!(ready.status, 200, "{ready}");
     let clients = http_get(&metrics, "/clients?sort=dropped&limit=5");
     assert!(
-        clients.starts_with("HTTP/1.0 200") && clients.contains("\"transport\":\"tcp\""),
+        clients.status == 200 && clients.body.contains("\"transport\":\"tcp\""),
         "{clients}"
     );
     let bad = http_get(&metrics, "/clients?sort=bytes");
     assert!(
-        bad.starts_with("HTTP/1.0 400") && bad.contains("unknown sort"),
+        bad.status == 400 && bad.body.contains("unknown sort"),
         "{bad}"
     );
 }
@@ -434,7 +434,7 @@ fn an_unreachable_cluster_at_startup_is_a_warning_not_an_exit() {
     let mut a = server.connect(1).remove(0);
     a.send(b"local only\n");
     assert_eq!(a.read_lines(1), vec![b"local only\n".to_vec()]);
-    let body = http_get(&server.metrics, "/metrics");
+    let body = http_get(&server.metrics, "/metrics").body;
     assert!(
         body.lines().any(|l| l == "ringcast_cluster_connected 0"),
         "{body}"

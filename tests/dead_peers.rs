@@ -138,7 +138,7 @@ fn wait_connected(net: &Net, server: &ServerProcess, n: usize) {
     let ns = net.server.clone();
     wait_for(&format!("{n} clients connected"), PATIENCE, || {
         let (ns, metrics) = (ns.clone(), metrics.clone());
-        let scrape = Net::within(&ns, move || http_get(&metrics, "/metrics"));
+        let scrape = Net::within(&ns, move || http_get(&metrics, "/metrics").body);
         scrape.lines().any(|l| l == want).then_some(())
     });
 }
@@ -202,7 +202,7 @@ fn peers_that_vanish_with_data_outstanding_are_found_by_the_user_timeout() {
         wait_for("the vanished clients removed", PATIENCE, || {
             std::io::Write::write_all(&mut publisher, &line).unwrap();
             let (ns, metrics) = (ns.clone(), metrics.clone());
-            let scrape = Net::within(&ns, move || http_get(&metrics, "/metrics"));
+            let scrape = Net::within(&ns, move || http_get(&metrics, "/metrics").body);
             scrape
                 .lines()
                 .any(|l| l == "ringcast_connected_clients 1")

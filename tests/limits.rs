@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, PATIENCE, ServerProcess, TestServer, connect_all, wait_for};
+use common::{
+    Answer, Client, PATIENCE, ServerProcess, TestServer, connect_all, try_http_get, wait_for,
+};
 use ringcast::EngineChoice;
 
 on_both_engines!(
@@ -288,19 +290,6 @@ fn a_newcomer_gets_the_whole_idle_timeout(engine: EngineChoice) {
     );
 }
 
-/// A GET that gives up after `limit` instead of waiting on a server that
-/// cannot accept.
-fn try_http_get(addr: &str, path: &str, limit: Duration) -> Option<String> {
-    use std::io::Write as _;
-    let addr: std::net::SocketAddr = addr.parse().ok()?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
-    s.set_read_timeout(Some(limit)).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    (!out.is_empty()).then_some(out)
-}
-
 fn the_http_endpoints_answer_again_after_descriptors_run_out(engine: EngineChoice) {
     require_tool!("prlimit", "util-linux");
     let _turn = heavy();
@@ -309,10 +298,7 @@ fn the_http_endpoints_answer_again_after_descriptors_run_out(engine: EngineChoic
         _ => "tokio",
     };
     let server = ServerProcess::start_via(&["prlimit", "--nofile=40:40"], &["--engine", engine]);
-    let ok = |body: &Option<String>| {
-        body.as_deref()
-            .is_some_and(|b| b.starts_with("HTTP/1.0 200"))
-    };
+    let ok = |answer: &Option<Answer>| answer.as_ref().is_some_and(|a| a.status == 200);
     assert!(ok(&try_http_get(&server.metrics, "/healthz", PATIENCE)));
     // Every descriptor taken, and then some: clients wait in the backlog,
     // and so may the endpoints' own accepts.
@@ -331,8 +317,9 @@ fn the_http_endpoints_answer_again_after_descriptors_run_out(engine: EngineChoic
     drop(clients);
     // Descriptors free again: the endpoints come back by themselves.
     wait_for("/metrics to answer again", PATIENCE, || {
-        let body = try_http_get(&server.metrics, "/metrics", Duration::from_secs(2));
-        (ok(&body) && body.is_some_and(|b| b.contains("ringcast_connected_clients"))).then_some(())
+        let answer = try_http_get(&server.metrics, "/metrics", Duration::from_secs(2));
+        (ok(&answer) && answer.is_some_and(|a| a.body.contains("ringcast_connected_clients")))
+            .then_some(())
     });
 }
 

@@ -45,7 +45,7 @@ fn sighup_is_logged_and_the_server_carries_on() {
     for c in &mut clients {
         assert_eq!(c.read_lines(1), vec![b"after hup\n".to_vec()]);
     }
-    assert!(http_get(&server.metrics, "/readyz").starts_with("HTTP/1.0 200"));
+    assert_eq!(http_get(&server.metrics, "/readyz").status, 200);
 }
 
 #[test]
@@ -62,9 +62,7 @@ fn lame_duck_turns_unready_stops_accepting_and_spreads_the_closes() {
         let signalled = Instant::now();
         server.signal(Signal::SIGTERM);
         wait_for("/readyz to turn 503", PATIENCE, || {
-            http_get(&server.metrics, "/readyz")
-                .starts_with("HTTP/1.0 503")
-                .then_some(())
+            (http_get(&server.metrics, "/readyz").status == 503).then_some(())
         });
         // Not accepting: a connect now is refused.
         wait_for("connects refused", PATIENCE, || {
@@ -117,7 +115,7 @@ fn json_logs_are_one_object_per_line_and_the_log_counts_its_drops() {
     );
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
-    let scrape = http_get(metrics["metrics"].as_str().unwrap(), "/metrics");
+    let scrape = http_get(metrics["metrics"].as_str().unwrap(), "/metrics").body;
     assert!(
         scrape
             .lines()
@@ -224,10 +222,10 @@ fn ready_means_every_core_accepts() {
         let mut unready = 0;
         wait_for("/readyz to turn 200", PATIENCE, || {
             let answer = http_get(&metrics, "/readyz");
-            if answer.starts_with("HTTP/1.0 200") {
+            if answer.status == 200 {
                 return Some(());
             }
-            assert!(answer.starts_with("HTTP/1.0 503"), "{engine}: {answer}");
+            assert_eq!(answer.status, 503, "{engine}: {answer}");
             unready += 1;
             std::thread::sleep(Duration::from_millis(10));
             None
@@ -246,6 +244,7 @@ fn ready_means_every_core_accepts() {
         let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(addr)).collect();
         wait_for("the clients to be registered", PATIENCE, || {
             http_get(&metrics, "/metrics")
+                .body
                 .lines()
                 .any(|l| l == "ringcast_connected_clients 4")
                 .then_some(())
@@ -278,10 +277,10 @@ fn ready_waits_for_the_last_accept_loop() {
         let up = Instant::now();
         wait_for("/readyz to turn 200", PATIENCE, || {
             let answer = http_get(&metrics, "/readyz");
-            if answer.starts_with("HTTP/1.0 200") {
+            if answer.status == 200 {
                 return Some(());
             }
-            assert!(answer.starts_with("HTTP/1.0 503"), "{engine}: {answer}");
+            assert_eq!(answer.status, 503, "{engine}: {answer}");
             std::thread::sleep(Duration::from_millis(10));
             None
         });
@@ -335,9 +334,9 @@ fn clients_answers_at_once_with_thousands_connected(engine: EngineChoice) {
 /// `/clients` as JSON: the body of an HTTP answer, which must be 200.
 fn clients_json(metrics: &str, query: &str) -> serde_json::Value {
     let answer = http_get(metrics, &format!("/clients{query}"));
-    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
-    let body = answer.split_once("\r\n\r\n").expect("a body").1;
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    assert_eq!(answer.status, 200, "{answer}");
+    let body = answer.body;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 fn ids(page: &serde_json::Value) -> Vec<u64> {

@@ -2,7 +2,6 @@
 //! waiting for conditions instead of sleeping.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
-use std::collections::HashSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -13,7 +12,15 @@ use ringcast::ops::clients::{ClientInfo, Clients, Page, SortBy};
 use ringcast::ops::metrics::{Metrics, Totals};
 use ringcast::{Config, EngineChoice, Server};
 
+pub mod fds;
+pub mod http;
 pub mod tls;
+
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use fds::{sockets, wait_sockets_closed};
+#[allow(unused_imports)]
+pub use http::{Answer, http_get, try_http_get};
 
 /// Generous upper bound for anything a test waits for; a correct server
 /// meets it with a wide margin, a broken one fails instead of hanging.
@@ -455,7 +462,7 @@ impl ServerProcess {
 
     /// The current `/metrics` text.
     pub fn scrape(&self) -> String {
-        http_get(&self.metrics, "/metrics")
+        http_get(&self.metrics, "/metrics").body
     }
 
     /// Connects `n` clients and waits until the server has accepted them all.
@@ -491,91 +498,6 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.ready_file);
     }
-}
-
-/// A minimal HTTP/1.0 GET.
-pub fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-/// The sockets this process has open, by inode.
-///
-/// Sockets, not every descriptor: runtimes start their timers lazily, and
-/// an earlier test's runtime may still be closing its own descriptors in
-/// the background. (`scripts/soak.sh` checks every descriptor of a server
-/// process of its own.)
-///
-/// The first tokio runtime of a process opens the signal driver's socket
-/// pair, which stays open for good; it is opened here first, so that a
-/// server whose runtimes start after the count is not taken for a leak.
-pub fn sockets() -> HashSet<String> {
-    static SIGNAL_PAIR: std::sync::Once = std::sync::Once::new();
-    SIGNAL_PAIR.call_once(|| {
-        drop(
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        )
-    });
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter_map(|t| {
-            let t = t.to_string_lossy();
-            t.strip_prefix("socket:[")?
-                .strip_suffix(']')
-                .map(String::from)
-        })
-        .collect()
-}
-
-/// Waits until every socket this process has open was already open in
-/// `before`: every client since, and the server's end of it, is closed.
-pub fn wait_sockets_closed(before: &HashSet<String>) {
-    let mut left = Vec::new();
-    let found = wait_for_quietly(|| {
-        left = sockets().difference(before).cloned().collect();
-        left.is_empty()
-    });
-    assert!(
-        found,
-        "descriptor leak: sockets {left:?} still open, opened after the clients came:\n{}",
-        describe_fds()
-    );
-}
-
-/// This process's descriptors, with the TCP state and addresses of sockets,
-/// for the failure message.
-fn describe_fds() -> String {
-    // /proc/net/tcp: "sl local rem st ... inode" with hex addresses.
-    let tcp = std::fs::read_to_string("/proc/self/net/tcp").unwrap_or_default();
-    let socket = |inode: &str| {
-        tcp.lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.get(9) == Some(&inode))
-            .map(|f| format!("local {} remote {} state {}", f[1], f[2], f[3]))
-            .unwrap_or_default()
-    };
-    let mut out = String::new();
-    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let target = std::fs::read_link(entry.path())
-            .map(|t| t.display().to_string())
-            .unwrap_or_default();
-        let inode = target
-            .strip_prefix("socket:[")
-            .and_then(|t| t.strip_suffix(']'))
-            .map(socket)
-            .unwrap_or_default();
-        out += &format!("  {:?} -> {target} {inode}\n", entry.file_name());
-    }
-    out
 }
 
 /// Like `wait_for`, but returns false instead of panicking at `PATIENCE`.

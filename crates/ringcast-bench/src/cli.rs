@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::ab::AbCell;
+use crate::ab::cells::AbCell;
 use crate::row::Engine;
 
 /// Benchmarks and soak tests of ringcast's two engines on this machine,
@@ -52,12 +52,18 @@ publishers piping 2,000 lines each (500 with --quick); the time until \
 every listener has every line, complete and in order;
   3. load matrix (the ringcast-load library), against the textbook server \
 too: clients {10,100,1000} x line size {64,1024} ({10,1000} x 64 with \
---quick), at saturation (rate max, closed loop paced by every reader: the \
-highest rate they all keep up with) and at a fixed offered load of \
+--quick), at saturation (rate max, closed loop paced by every reader: each \
+publisher keeps a window of lines in flight that halves when a reader \
+finds lines missing and grows back while none are, so publishers settle \
+near the highest rate every reader keeps up with; \
+docs/decisions/0029) and at a fixed offered load of \
 1,000,000 deliveries/s for 64-byte lines (250,000/s for 1024-byte lines) \
 that every server should carry without loss; then the flood cell: 1000 \
 clients x 64 B, one publisher with no window at all (--paced-by none), \
-as fast as its socket takes lines. The servers take turns cell by cell. \
+as fast as its socket takes lines, so the server sets the pace and drops \
+what it cannot deliver (most of that cell is the drain after publishing; \
+a run that reaches the generator's cap, 10 s after publishing, counts \
+the lines still buffered as lost). The servers take turns cell by cell. \
 Each saturation and flood cell runs --rounds times (the flood cell once \
 with --quick: its drain makes it the longest); the summary reports \
 each server's median run, the uring/tokio and uring/textbook ratios, and \
@@ -85,7 +91,9 @@ times (once with --quick): each run once over plain TCP (its \
 The summary gives delivered/s and the server's CPU per delivery of each, \
 and their TLS/plain ratios;
 
-then stops the servers with SIGTERM and checks they exit 0.
+then stops the servers with SIGTERM and checks they exit 0. Idle memory, \
+the swarm, the slow readers and TLS run uring and tokio only: they read \
+ringcast's metrics, judge its slow-reader policy or need TLS.
 
 On a shared machine, the full run waits (2 minutes at most in all) for \
 other processes to go quiet before each cell, and runs a cell again once if \
@@ -94,8 +102,9 @@ they took more than 0.3 cores during it; raw.csv records what they took \
 
 Results go to bench-results/<date>-<host>/ (or --out): setup.txt, raw.csv \
 (one row per server x scenario x round), summary.md (printed at the end, \
-with uring/tokio and uring/textbook ratio columns and the targets, which \
-are reported, not enforced) and SVG charts of delivered/s against clients. Exits 1 if \
+with uring/tokio and uring/textbook ratio columns and the targets of \
+crates/ringcast-bench/src/targets.toml, which are reported, not enforced) \
+and SVG charts of delivered/s against clients. Exits 1 if \
 something went wrong during the run (listed in summary.md), 0 otherwise.
 
 --cluster runs, instead of all that, a single-node vs cross-node \
@@ -109,7 +118,9 @@ every line's deliveries cross NATS). Combine with --quick for shorter \
 cells.
 
 Needs nc (netcat-openbsd), the textbook example (cargo build --release \
---examples); for --cluster, nats-server.";
+--examples); for --cluster, nats-server. This help is where the scenarios \
+are described; scripts/bench.sh, docs/benchmarks.md and the README point \
+here.";
 
 const AB_ABOUT: &str = "\
 A/B of two ringcast builds: the same load cells against both, taking turns.

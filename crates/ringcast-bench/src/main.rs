@@ -12,15 +12,17 @@
 //!   way it ends.
 //! - [`server`]: starting `ringcast serve` (or the textbook server),
 //!   reading its ready file, stopping it.
-//! - [`procfs`]: `/proc` parsing: process and machine CPU ticks, RSS,
-//!   descriptors.
+//! - [`procfs`]: `/proc` reads (the procfs crate): process and machine
+//!   CPU ticks, RSS, descriptors.
 //! - [`sample`]: CPU over an interval, the quiet-machine wait, RSS sampling.
 //! - [`track`]: a server's CPU over a load run's measured interval, known
 //!   only once the run is over.
 //! - [`metrics`]: scraping and parsing the server's Prometheus text.
+//! - [`md`]: numbers and markdown tables for summary.md.
 //! - [`row`]: the one row type of `raw.csv`.
 //! - [`stats`]: medians and per-round ratio ranges over typed rows.
-//! - [`targets`]: the targets as data, and their evaluation.
+//! - [`targets`]: the targets, data in `targets.toml`, and their
+//!   evaluation.
 //! - [`summary`]: the text of `summary.md`.
 //! - [`chart`]: the SVG charts.
 //! - [`bench`]: the benchmark's scenarios.
@@ -32,6 +34,7 @@ mod bench;
 mod chart;
 mod children;
 mod cli;
+mod md;
 mod metrics;
 mod procfs;
 mod row;

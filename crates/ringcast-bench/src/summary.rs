@@ -5,49 +5,12 @@
 //! are in [`tables`].
 
 use crate::bench::slow::CASES;
+use crate::md::{decimal, table, thousands, thousands_i};
 use crate::row::{Engine, Rate, Row, Scenario};
 use crate::stats::{Results, ratio};
 use crate::targets::Verdict;
 
 mod tables;
-
-/// `v` rounded to a whole number, with thousands separators.
-pub(crate) fn thousands(v: f64) -> String {
-    decimal(v, 0)
-}
-
-/// A whole number with thousands separators.
-pub(crate) fn thousands_i(v: u64) -> String {
-    thousands(v as f64)
-}
-
-/// `v` with `decimals` decimals and thousands separators.
-fn decimal(v: f64, decimals: usize) -> String {
-    if !v.is_finite() {
-        return v.to_string();
-    }
-    let text = format!("{v:.decimals$}");
-    let (sign, digits) = match text.strip_prefix('-') {
-        Some(d) => ("-", d),
-        None => ("", text.as_str()),
-    };
-    let (whole, frac) = match digits.split_once('.') {
-        Some((w, f)) => (w, Some(f)),
-        None => (digits, None),
-    };
-    let mut out = String::from(sign);
-    for (i, c) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if let Some(frac) = frac {
-        out.push('.');
-        out.push_str(frac);
-    }
-    out
-}
 
 /// A cell of a table: `-` for nothing.
 fn cell(v: Option<f64>, show: impl Fn(f64) -> String) -> String {
@@ -93,8 +56,6 @@ pub(crate) fn engines(rows: &[Row], problems: &[String], cores: usize) -> (Strin
         line(
             "## Netcat swarm (time until every listener has every line; lower is better)\n".into(),
         );
-        line("| listeners | publishers x lines | uring s | tokio s | uring/tokio | uring lines min/max | tokio lines min/max | complete and in order (u/t) |".into());
-        line("|---:|---:|---:|---:|---:|---:|---:|---:|".into());
         let g = |r: Option<&Row>| r.and_then(|r| r.elapsed_s);
         let mm = |r: Option<&Row>| {
             r.map_or_else(
@@ -108,18 +69,27 @@ pub(crate) fn engines(rows: &[Row], problems: &[String], cores: usize) -> (Strin
             None => "-",
         };
         let pubs = any.publishers.unwrap_or(1).max(1);
-        line(format!(
-            "| {} | {pubs} x {} | {} | {} | {} | {} | {} | {}/{} |",
-            any.clients.unwrap_or(0),
-            any.lines_expected.unwrap_or(0) / pubs,
+        let head = [
+            "listeners",
+            "publishers x lines",
+            "uring s",
+            "tokio s",
+            "uring/tokio",
+            "uring lines min/max",
+            "tokio lines min/max",
+            "complete and in order (u/t)",
+        ];
+        let row = [
+            any.clients.unwrap_or(0).to_string(),
+            format!("{pubs} x {}", any.lines_expected.unwrap_or(0) / pubs),
             r2(g(ur)),
             r2(g(tr)),
             r2(ratio(g(ur), g(tr))),
             mm(ur),
             mm(tr),
-            yes(ur),
-            yes(tr),
-        ));
+            format!("{}/{}", yes(ur), yes(tr)),
+        ];
+        line(table(&head, [row], 0));
         line(String::new());
     }
 
@@ -129,8 +99,6 @@ pub(crate) fn engines(rows: &[Row], problems: &[String], cores: usize) -> (Strin
     );
     if let Some(any) = ur.or(tr) {
         line("## Idle memory (server VmRSS growth per idle connection; lower is better)\n".into());
-        line("| idle clients | uring B/conn | tokio B/conn | uring/tokio | uring RSS before/after KiB | tokio RSS before/after KiB |".into());
-        line("|---:|---:|---:|---:|---:|---:|".into());
         let g = |r: Option<&Row>| r.and_then(|r| r.bytes_per_conn).map(|b| b as f64);
         let ba = |r: Option<&Row>| {
             r.map_or_else(
@@ -144,15 +112,23 @@ pub(crate) fn engines(rows: &[Row], problems: &[String], cores: usize) -> (Strin
                 },
             )
         };
-        line(format!(
-            "| {} | {} | {} | {} | {} | {} |",
-            any.clients.unwrap_or(0),
+        let head = [
+            "idle clients",
+            "uring B/conn",
+            "tokio B/conn",
+            "uring/tokio",
+            "uring RSS before/after KiB",
+            "tokio RSS before/after KiB",
+        ];
+        let row = [
+            any.clients.unwrap_or(0).to_string(),
             n0(g(ur)),
             n0(g(tr)),
             r2(ratio(g(ur), g(tr))),
             ba(ur),
             ba(tr),
-        ));
+        ];
+        line(table(&head, [row], 0));
         line(String::new());
     }
 
@@ -201,11 +177,27 @@ fn slow_readers(res: &Results<'_>, line: &mut impl FnMut(String)) {
             continue;
         }
         line(format!("### {engine}\n"));
-        line("| case | fast readers | slow readers | fast delivered/s | ref delivered/s | vs ref | fast loss | order violations | fast p50 ms | fast p99 ms | ref p99 ms | p99 vs ref | slow received / expected | slow loss % | slow disconnected | server dropped | slow episodes | server ns/delivery |".into());
-        line(
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-                .into(),
-        );
+        let head = [
+            "case",
+            "fast readers",
+            "slow readers",
+            "fast delivered/s",
+            "ref delivered/s",
+            "vs ref",
+            "fast loss",
+            "order violations",
+            "fast p50 ms",
+            "fast p99 ms",
+            "ref p99 ms",
+            "p99 vs ref",
+            "slow received / expected",
+            "slow loss %",
+            "slow disconnected",
+            "server dropped",
+            "slow episodes",
+            "server ns/delivery",
+        ];
+        let mut rows = Vec::new();
         for case in CASES {
             let Some(r) = res.case(engine, case.name) else {
                 continue;
@@ -216,16 +208,15 @@ fn slow_readers(res: &Results<'_>, line: &mut impl FnMut(String)) {
                 (Some(a), Some(b)) => format!("{} / {}", thousands_i(a), thousands_i(b)),
                 _ => "-".into(),
             };
-            line(format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {received} | {} | {} | {} | {} | {} |",
-                case.text,
-                r.clients.unwrap_or(0),
-                r.slow_clients.unwrap_or(0),
+            rows.push([
+                case.text.to_owned(),
+                r.clients.unwrap_or(0).to_string(),
+                r.slow_clients.unwrap_or(0).to_string(),
                 n0(r.delivered_per_s),
                 n0(g(reference, |r| r.delivered_per_s)),
                 r2(ratio(
                     r.delivered_per_s,
-                    g(reference, |r| r.delivered_per_s)
+                    g(reference, |r| r.delivered_per_s),
                 )),
                 n0(u(r.loss)),
                 n0(u(r.order_violations)),
@@ -233,13 +224,15 @@ fn slow_readers(res: &Results<'_>, line: &mut impl FnMut(String)) {
                 n2(r.p99_ms()),
                 n2(g(reference, Row::p99_ms)),
                 r2(ratio(r.p99_ms(), g(reference, Row::p99_ms))),
+                received,
                 n1(r.slow_loss_ratio.map(|x| x * 100.0)),
                 n0(u(r.slow_disconnected)),
                 n0(u(r.server_dropped)),
                 n0(u(r.server_slow_episodes)),
                 n0(r.server_cpu_ns_per_delivery),
-            ));
+            ]);
         }
+        line(table(&head, rows, 1));
         line(String::new());
     }
 }
@@ -272,8 +265,21 @@ fn tls(res: &Results<'_>, line: &mut impl FnMut(String)) {
             String::new()
         },
     ));
-    line("| server | size B | plain delivered/s | TLS delivered/s | TLS/plain delivered/s | plain ns/delivery | TLS ns/delivery | TLS/plain ns/delivery | plain loss | TLS loss | plain p99 ms | TLS p99 ms |".into());
-    line("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|".into());
+    let head = [
+        "server",
+        "size B",
+        "plain delivered/s",
+        "TLS delivered/s",
+        "TLS/plain delivered/s",
+        "plain ns/delivery",
+        "TLS ns/delivery",
+        "TLS/plain ns/delivery",
+        "plain loss",
+        "TLS loss",
+        "plain p99 ms",
+        "TLS p99 ms",
+    ];
+    let mut rows = Vec::new();
     for engine in Engine::BOTH {
         for &c in &cells {
             let plain = res.pick_case(Scenario::Tls, engine, Some(c), PLAIN);
@@ -284,9 +290,9 @@ fn tls(res: &Results<'_>, line: &mut impl FnMut(String)) {
             let g = |r: Option<&Row>, f: fn(&Row) -> Option<f64>| r.and_then(f);
             let delivered = |r: &Row| r.delivered_per_s;
             let cost = |r: &Row| r.server_cpu_ns_per_delivery;
-            line(format!(
-                "| {engine} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                c.size,
+            rows.push([
+                engine.to_string(),
+                c.size.to_string(),
                 n0(g(plain, delivered)),
                 n0(g(tls, delivered)),
                 r2(ratio(g(tls, delivered), g(plain, delivered))),
@@ -297,9 +303,10 @@ fn tls(res: &Results<'_>, line: &mut impl FnMut(String)) {
                 n0(g(tls, |r| u(r.loss))),
                 n2(g(plain, Row::p99_ms)),
                 n2(g(tls, Row::p99_ms)),
-            ));
+            ]);
         }
     }
+    line(table(&head, rows, 1));
     line(String::new());
 }
 
@@ -325,8 +332,23 @@ pub(crate) fn cluster(rows: &[Row], problems: &[String]) -> String {
     line("Two `ringcast serve --engine uring --cluster nats://...` nodes, A and B, sharing lines through one local nats-server, on the same machine as the load generator; see setup.txt.\n".into());
     line("## Cluster: single node vs cross-node\n".into());
     line("single: every client on node A (node B receives the lines through NATS but has no clients). cross: client i on node i mod 2, so publishers and readers are split over the nodes and half of every line's deliveries cross NATS. Delivered/s and loss count every client (published x clients expected), p99 is send-to-receive latency; cross/single > 1 for delivered/s and < 1 for p99 means cross-node is better. Server CPU and drops are summed over both nodes (drops include lines a bridge could not forward).\n".into());
-    line("| load | clients x 64 B | publishers x lines/s | offered deliveries/s | single delivered/s | cross delivered/s | cross/single | single loss | cross loss | single p99 ms | cross p99 ms | p99 cross/single | server cores single/cross | drops single/cross |".into());
-    line("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|".into());
+    let head = [
+        "load",
+        "clients x 64 B",
+        "publishers x lines/s",
+        "offered deliveries/s",
+        "single delivered/s",
+        "cross delivered/s",
+        "cross/single",
+        "single loss",
+        "cross loss",
+        "single p99 ms",
+        "cross p99 ms",
+        "p99 cross/single",
+        "server cores single/cross",
+        "drops single/cross",
+    ];
+    let mut table_rows = Vec::new();
     let mut clients: Vec<u64> = rows
         .iter()
         .filter(|r| matches!(r.scenario, Scenario::ClusterSingle | Scenario::ClusterCross))
@@ -364,27 +386,32 @@ pub(crate) fn cluster(rows: &[Row], problems: &[String]) -> String {
                 r.and_then(|r| r.server_dropped)
                     .map_or_else(|| "-".to_owned(), |d| d.to_string())
             };
-            line(format!(
-                "| {} | {c} | {pubs} x {rate} | {offered} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{} |",
-                if fixed { "fixed" } else { "saturation" },
+            table_rows.push([
+                if fixed { "fixed" } else { "saturation" }.to_owned(),
+                c.to_string(),
+                format!("{pubs} x {rate}"),
+                offered,
                 n0(g(a, |r| r.delivered_per_s)),
                 n0(g(b, |r| r.delivered_per_s)),
                 r2(ratio(
                     g(b, |r| r.delivered_per_s),
-                    g(a, |r| r.delivered_per_s)
+                    g(a, |r| r.delivered_per_s),
                 )),
                 n0(g(a, |r| u(r.loss))),
                 n0(g(b, |r| u(r.loss))),
                 n2(g(a, Row::p99_ms)),
                 n2(g(b, Row::p99_ms)),
                 r2(ratio(g(b, Row::p99_ms), g(a, Row::p99_ms))),
-                r2(g(a, |r| r.server_cpu_cores)),
-                r2(g(b, |r| r.server_cpu_cores)),
-                drops(a),
-                drops(b),
-            ));
+                format!(
+                    "{}/{}",
+                    r2(g(a, |r| r.server_cpu_cores)),
+                    r2(g(b, |r| r.server_cpu_cores))
+                ),
+                format!("{}/{}", drops(a), drops(b)),
+            ]);
         }
     }
+    line(table(&head, table_rows, 1));
     problems_section(problems, &mut line);
     md
 }
@@ -392,19 +419,7 @@ pub(crate) fn cluster(rows: &[Row], problems: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_get_thousands_separators() {
-        assert_eq!(thousands(0.0), "0");
-        assert_eq!(thousands(999.4), "999");
-        assert_eq!(thousands(1000.0), "1,000");
-        assert_eq!(thousands(10_997_362.4), "10,997,362");
-        assert_eq!(thousands(-1234.0), "-1,234");
-        assert_eq!(decimal(3305.94, 1), "3,305.9");
-        assert_eq!(decimal(0.25, 2), "0.25");
-        assert_eq!(decimal(17.08, 2), "17.08");
-        assert_eq!(decimal(1720.3, 1), "1,720.3");
-    }
+    use crate::md::squeeze;
 
     fn sat(engine: Engine, round: u32, rate: f64) -> Row {
         Row {
@@ -458,6 +473,7 @@ mod tests {
             },
         ];
         let (md, verdicts) = engines(&rows, &["something broke".to_owned()], 2);
+        let md = squeeze(&md);
         assert!(md.contains("Each cell ran 2 times"), "{md}");
         assert!(
             md.contains("| 10 | 64 | 10 x 1000 | 1,100,000 | 1,000,000 | 1.10 | 1.10 to 1.20 |"),
@@ -508,6 +524,7 @@ mod tests {
             row(Engine::Tokio, "plain", 1024, 200_000.0, 500.0),
         ];
         let (md, _) = engines(&rows, &[], 2);
+        let md = squeeze(&md);
         assert!(md.contains("## TLS against plain TCP"), "{md}");
         assert!(
             md.contains("100 clients, 10 publishers x 200 lines/s: 200,000 deliveries/s offered, 5 s per run."),
@@ -544,7 +561,7 @@ mod tests {
             row(Scenario::ClusterCross, Rate::PerSecond(1000), 0.9e6),
             row(Scenario::ClusterSingle, Rate::Max, 2e6),
         ];
-        let md = cluster(&rows, &[]);
+        let md = squeeze(&cluster(&rows, &[]));
         assert!(
             md.contains("| fixed | 100 | 10 x 1000 | 1,000,000 | 1,000,000 | 900,000 | 0.90 |"),
             "{md}"

@@ -1,81 +1,52 @@
-//! The targets, as data in one table ([`TARGETS`]), and their evaluation
-//! into one PASS/FAIL line each. Targets are reported, not enforced: a
-//! FAIL does not change the exit status.
+//! The targets: data in `targets.toml`, judged by [`evaluate`] into one
+//! PASS/FAIL line each. Targets are reported, not enforced: a FAIL does
+//! not change the exit status.
 //!
-//! A target names what it looks at (a [`Subject`]: a ratio of the
-//! engines, or one engine's figure, in one or several cells or slow-reader
-//! cases), how it compares ([`Cmp`]) and with what ([`Bound`]). One with
-//! several cells passes when every one of them does, and its line names
-//! those that did not.
+//! A target looks at one engine's figure, or the ratio of two engines',
+//! in one or several cells or slow-reader cases. One with several passes
+//! when every one of them does, and its line names those that did not.
 
-use std::fmt::Write as _;
+use serde::Deserialize;
 
 use crate::bench::slow::CASES;
+use crate::md::{thousands, thousands_i};
 use crate::row::{Engine, Row, Scenario};
 use crate::stats::{Cell, Results, ratio};
-use crate::summary::{thousands, thousands_i};
 
-/// One target.
-#[derive(Debug, Clone, Copy)]
+/// One target, as `targets.toml` writes it (its header says what each
+/// field means).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Target {
-    /// A short identifier.
-    pub(crate) name: &'static str,
-    /// What it looks at.
-    pub(crate) subject: Subject,
-    /// How the value compares with the bound.
-    pub(crate) cmp: Cmp,
-    /// What it compares with.
-    pub(crate) bound: Bound,
-    /// What it asks, for people.
-    pub(crate) text: &'static str,
-    /// Not judged when a cell it looks at ran shorter than this: the
-    /// first second of a run has the highest latencies.
-    pub(crate) min_duration_s: Option<f64>,
+    pub(crate) name: String,
+    text: String,
+    engine: Engine,
+    over: Option<Engine>,
+    scenario: Scenario,
+    only: Option<(u64, u64)>,
+    but: Option<(u64, u64)>,
+    measure: Measure,
+    want: Cmp,
+    bound: f64,
+    times_reference: Option<f64>,
+    min_duration_s: Option<f64>,
 }
 
-/// What a target looks at.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Subject {
-    /// uring's median run over tokio's, in each selected cell.
-    EngineRatio {
-        scenario: Scenario,
-        cells: Cells,
-        measure: Measure,
-    },
-    /// One engine's median run, in each selected cell (all of them for a
-    /// scenario without cells, such as idle memory).
-    Value {
-        engine: Engine,
-        scenario: Scenario,
-        cells: Cells,
-        measure: Measure,
-    },
-    /// Each slow-reader case of one engine but the references, against
-    /// its own reference when the bound is [`Bound::Reference`].
-    SlowCases { engine: Engine, measure: Measure },
-}
-
-/// Which cells of the load matrix.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Cells {
-    All,
-    One(Cell),
-    AllBut(Cell),
-}
-
-impl Cells {
-    fn holds(self, cell: Cell) -> bool {
-        match self {
-            Cells::All => true,
-            Cells::One(c) => c == cell,
-            Cells::AllBut(c) => c != cell,
-        }
+/// Every target, in the order summary.md lists them.
+pub(crate) fn targets() -> Vec<Target> {
+    #[derive(Deserialize)]
+    struct File {
+        target: Vec<Target>,
     }
+    let file: File = toml::from_str(include_str!("targets.toml"))
+        .expect("targets.toml is valid: a test reads it");
+    file.target
 }
 
 /// A figure of a row.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Measure {
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Measure {
     DeliveredPerS,
     Loss,
     OrderViolations,
@@ -105,11 +76,15 @@ impl Measure {
 }
 
 /// How a value compares with its bound.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Cmp {
+#[derive(Debug, Clone, Copy, Deserialize)]
+enum Cmp {
+    #[serde(rename = ">=")]
     AtLeast,
+    #[serde(rename = "<=")]
     AtMost,
+    #[serde(rename = "<")]
     Below,
+    #[serde(rename = "=")]
     Equals,
 }
 
@@ -133,215 +108,6 @@ impl Cmp {
     }
 }
 
-/// What a value is compared with.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Bound {
-    Fixed(f64),
-    /// `times` × the reference run's value + `plus` (slow readers).
-    Reference {
-        times: f64,
-        plus: f64,
-    },
-}
-
-const C1000X64: Cell = Cell {
-    clients: 1000,
-    size: 64,
-};
-
-/// Every target, in the order summary.md lists them.
-pub(crate) const TARGETS: &[Target] = &[
-    Target {
-        name: "uring-1000x64-saturation",
-        subject: Subject::EngineRatio {
-            scenario: Scenario::Saturation,
-            cells: Cells::One(C1000X64),
-            measure: Measure::DeliveredPerS,
-        },
-        cmp: Cmp::AtLeast,
-        bound: Bound::Fixed(1.25),
-        text: "uring >= 1.25x tokio delivered/s at 1000 clients x 64 B saturation",
-        min_duration_s: None,
-    },
-    Target {
-        name: "uring-not-behind-saturation",
-        subject: Subject::EngineRatio {
-            scenario: Scenario::Saturation,
-            cells: Cells::AllBut(C1000X64),
-            measure: Measure::DeliveredPerS,
-        },
-        cmp: Cmp::AtLeast,
-        bound: Bound::Fixed(1.0),
-        text: "uring >= tokio delivered/s in every other saturation cell",
-        min_duration_s: None,
-    },
-    Target {
-        name: "uring-not-behind-fixed",
-        subject: Subject::EngineRatio {
-            scenario: Scenario::Fixed,
-            cells: Cells::All,
-            measure: Measure::DeliveredPerS,
-        },
-        cmp: Cmp::AtLeast,
-        // A fixed cell delivers what is offered: within 1% is a tie.
-        bound: Bound::Fixed(0.99),
-        text: "uring >= tokio delivered/s in every fixed-rate cell (within 1%)",
-        min_duration_s: None,
-    },
-    Target {
-        name: "uring-fixed-1000x64-loss",
-        subject: Subject::Value {
-            engine: Engine::Uring,
-            scenario: Scenario::Fixed,
-            cells: Cells::One(C1000X64),
-            measure: Measure::Loss,
-        },
-        cmp: Cmp::Equals,
-        bound: Bound::Fixed(0.0),
-        text: "uring at 1,000,000 deliveries/s (1000 clients x 64 B): loss 0",
-        min_duration_s: Some(5.0),
-    },
-    Target {
-        name: "uring-fixed-1000x64-p99",
-        subject: Subject::Value {
-            engine: Engine::Uring,
-            scenario: Scenario::Fixed,
-            cells: Cells::One(C1000X64),
-            measure: Measure::P99Ms,
-        },
-        cmp: Cmp::Below,
-        bound: Bound::Fixed(20.0),
-        text: "uring at 1,000,000 deliveries/s (1000 clients x 64 B): p99 < 20 ms",
-        min_duration_s: Some(5.0),
-    },
-    Target {
-        name: "uring-idle-memory",
-        subject: Subject::Value {
-            engine: Engine::Uring,
-            scenario: Scenario::Idle,
-            cells: Cells::All,
-            measure: Measure::BytesPerConn,
-        },
-        cmp: Cmp::AtMost,
-        bound: Bound::Fixed(8192.0),
-        text: "uring: <= 8192 B of server RSS per idle connection",
-        min_duration_s: None,
-    },
-    Target {
-        name: "tokio-idle-memory",
-        subject: Subject::Value {
-            engine: Engine::Tokio,
-            scenario: Scenario::Idle,
-            cells: Cells::All,
-            measure: Measure::BytesPerConn,
-        },
-        cmp: Cmp::AtMost,
-        bound: Bound::Fixed(8192.0),
-        text: "tokio: <= 8192 B of server RSS per idle connection",
-        min_duration_s: None,
-    },
-    Target {
-        name: "uring-slow-loss",
-        subject: Subject::SlowCases {
-            engine: Engine::Uring,
-            measure: Measure::Loss,
-        },
-        cmp: Cmp::Equals,
-        bound: Bound::Fixed(0.0),
-        text: "uring: fast readers lose nothing beside slow readers",
-        min_duration_s: None,
-    },
-    Target {
-        name: "uring-slow-order",
-        subject: Subject::SlowCases {
-            engine: Engine::Uring,
-            measure: Measure::OrderViolations,
-        },
-        cmp: Cmp::Equals,
-        bound: Bound::Fixed(0.0),
-        text: "uring: no order violation at the fast readers beside slow readers",
-        min_duration_s: None,
-    },
-    Target {
-        name: "uring-slow-delivered",
-        subject: Subject::SlowCases {
-            engine: Engine::Uring,
-            measure: Measure::DeliveredPerS,
-        },
-        cmp: Cmp::AtLeast,
-        bound: Bound::Reference {
-            times: 0.95,
-            plus: 0.0,
-        },
-        text: "uring: fast readers' delivered/s >= 0.95 x the reference run's beside slow readers",
-        min_duration_s: None,
-    },
-    Target {
-        name: "uring-slow-p99",
-        subject: Subject::SlowCases {
-            engine: Engine::Uring,
-            measure: Measure::P99Ms,
-        },
-        cmp: Cmp::AtMost,
-        bound: Bound::Reference {
-            times: 2.0,
-            plus: 2.0,
-        },
-        text: "uring: fast readers' p99 <= 2 x the reference run's + 2 ms beside slow readers",
-        min_duration_s: None,
-    },
-    Target {
-        name: "tokio-slow-loss",
-        subject: Subject::SlowCases {
-            engine: Engine::Tokio,
-            measure: Measure::Loss,
-        },
-        cmp: Cmp::Equals,
-        bound: Bound::Fixed(0.0),
-        text: "tokio: fast readers lose nothing beside slow readers",
-        min_duration_s: None,
-    },
-    Target {
-        name: "tokio-slow-order",
-        subject: Subject::SlowCases {
-            engine: Engine::Tokio,
-            measure: Measure::OrderViolations,
-        },
-        cmp: Cmp::Equals,
-        bound: Bound::Fixed(0.0),
-        text: "tokio: no order violation at the fast readers beside slow readers",
-        min_duration_s: None,
-    },
-    Target {
-        name: "tokio-slow-delivered",
-        subject: Subject::SlowCases {
-            engine: Engine::Tokio,
-            measure: Measure::DeliveredPerS,
-        },
-        cmp: Cmp::AtLeast,
-        bound: Bound::Reference {
-            times: 0.95,
-            plus: 0.0,
-        },
-        text: "tokio: fast readers' delivered/s >= 0.95 x the reference run's beside slow readers",
-        min_duration_s: None,
-    },
-    Target {
-        name: "tokio-slow-p99",
-        subject: Subject::SlowCases {
-            engine: Engine::Tokio,
-            measure: Measure::P99Ms,
-        },
-        cmp: Cmp::AtMost,
-        bound: Bound::Reference {
-            times: 2.0,
-            plus: 2.0,
-        },
-        text: "tokio: fast readers' p99 <= 2 x the reference run's + 2 ms beside slow readers",
-        min_duration_s: None,
-    },
-];
-
 /// A target's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -354,180 +120,125 @@ pub(crate) enum Outcome {
 /// One evaluated target.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Verdict {
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
     pub(crate) outcome: Outcome,
     /// `PASS: text: detail`.
     pub(crate) line: String,
 }
 
-/// One cell or case a target looked at.
+/// One cell or case a target looked at: its label, value and bound, and
+/// whether it ran too short to judge.
 struct Check {
     label: String,
     value: Option<f64>,
     bound: Option<f64>,
-    /// The cell ran shorter than the target's `min_duration_s`.
     short: bool,
 }
 
-/// Evaluates every target of [`TARGETS`] that has rows to look at; a
-/// target whose scenario did not run gives no line.
+/// Evaluates every target that has rows to look at; a target whose
+/// scenario did not run gives no line.
 pub(crate) fn evaluate(results: &Results<'_>) -> Vec<Verdict> {
-    TARGETS
+    targets()
         .iter()
-        .filter_map(|t| evaluate_one(t, results))
+        .filter_map(|t| {
+            let checks = checks(t, results);
+            (!checks.is_empty()).then(|| verdict(t, &checks))
+        })
         .collect()
 }
 
-fn evaluate_one(target: &Target, results: &Results<'_>) -> Option<Verdict> {
+/// What target `t` looks at in `results`.
+fn checks(t: &Target, results: &Results<'_>) -> Vec<Check> {
     let short = |rows: &[Option<&Row>]| {
-        target.min_duration_s.is_some_and(|min| {
-            rows.iter()
-                .flatten()
-                .any(|r| r.duration_s.is_some_and(|d| d < min))
-        })
+        let min = t.min_duration_s.unwrap_or(0.0);
+        rows.iter()
+            .flatten()
+            .any(|r| r.duration_s.is_some_and(|d| d < min))
     };
-    let fixed = |bound: Bound| match bound {
-        Bound::Fixed(b) => Some(b),
-        Bound::Reference { .. } => None,
-    };
-    let mut checks = Vec::new();
-    let mut unit = Unit::Ratio;
-    match target.subject {
-        Subject::EngineRatio {
-            scenario,
-            cells,
-            measure,
-        } => {
-            for cell in results.cells(&[scenario]) {
-                if !cells.holds(cell) {
-                    continue;
-                }
-                let u = results.pick(scenario, Engine::Uring, Some(cell));
-                let t = results.pick(scenario, Engine::Tokio, Some(cell));
-                let (Some(u), Some(t)) = (u, t) else { continue };
-                let mut label = format!(
-                    "{} {}x{}B",
-                    scenario_name(scenario),
-                    cell.clients,
-                    cell.size
-                );
-                if let Some((lo, hi)) =
-                    results.round_ratios(scenario, cell, Engine::Uring, Engine::Tokio)
-                {
-                    let _ = write!(label, ", single rounds {lo:.2} to {hi:.2}");
-                }
-                checks.push(Check {
-                    label,
-                    value: ratio(measure.of(u), measure.of(t)),
-                    bound: fixed(target.bound),
-                    short: short(&[Some(u), Some(t)]),
-                });
-            }
-        }
-        Subject::Value {
-            engine,
-            scenario,
-            cells,
-            measure,
-        } => {
-            unit = Unit::Of(measure);
-            let cell_list = results.cells(&[scenario]);
-            if cell_list.is_empty() {
-                // A scenario without cells: its one median run.
-                if let Some(r) = results.pick(scenario, engine, None) {
-                    let label = match r.clients {
-                        Some(n) => format!("{} connections", thousands_i(n)),
-                        None => scenario_name(scenario).to_owned(),
-                    };
-                    checks.push(Check {
-                        label,
-                        value: measure.of(r),
-                        bound: fixed(target.bound),
-                        short: short(&[Some(r)]),
-                    });
-                }
-            }
-            for cell in cell_list {
-                if !cells.holds(cell) {
-                    continue;
-                }
-                let Some(r) = results.pick(scenario, engine, Some(cell)) else {
-                    continue;
+    let scenario = serde_json::to_value(t.scenario).unwrap_or_default();
+    let scenario = scenario.as_str().unwrap_or_default();
+    if t.scenario == Scenario::SlowReaders {
+        let cases = CASES.iter().filter(|c| !c.is_reference());
+        return cases
+            .filter_map(|case| {
+                let r = results.case(t.engine, case.name)?;
+                let reference = results.case(t.engine, case.reference);
+                let bound = match t.times_reference {
+                    None => Some(t.bound),
+                    Some(times) => reference
+                        .and_then(|r| t.measure.of(r))
+                        .map(|v| times * v + t.bound),
                 };
-                checks.push(Check {
-                    label: format!(
-                        "{} {}x{}B",
-                        scenario_name(scenario),
-                        cell.clients,
-                        cell.size
-                    ),
-                    value: measure.of(r),
-                    bound: fixed(target.bound),
-                    short: short(&[Some(r)]),
-                });
-            }
-        }
-        Subject::SlowCases { engine, measure } => {
-            unit = Unit::Of(measure);
-            for case in CASES.iter().filter(|c| !c.is_reference()) {
-                let Some(r) = results.case(engine, case.name) else {
-                    continue;
-                };
-                let reference = results.case(engine, case.reference);
-                let bound = match target.bound {
-                    Bound::Fixed(b) => Some(b),
-                    Bound::Reference { times, plus } => reference
-                        .and_then(|r| measure.of(r))
-                        .map(|v| times * v + plus),
-                };
-                checks.push(Check {
+                Some(Check {
                     label: case.name.to_owned(),
-                    value: measure.of(r),
+                    value: t.measure.of(r),
                     bound,
                     short: short(&[Some(r), reference]),
-                });
+                })
+            })
+            .collect();
+    }
+    let cells = results.cells(&[t.scenario]);
+    // A scenario without cells, such as idle memory: its one median run.
+    let cells: Vec<Option<Cell>> = if cells.is_empty() && t.over.is_none() {
+        vec![None]
+    } else {
+        cells.into_iter().map(Some).collect()
+    };
+    let wanted = |c: Cell| {
+        let c = (c.clients, c.size);
+        t.only.is_none_or(|o| o == c) && t.but.is_none_or(|b| b != c)
+    };
+    cells
+        .into_iter()
+        .filter(|c| c.is_none_or(wanted))
+        .filter_map(|cell| {
+            let r = results.pick(t.scenario, t.engine, cell)?;
+            let (value, other) = match t.over {
+                None => (t.measure.of(r), None),
+                Some(over) => {
+                    let o = results.pick(t.scenario, over, cell)?;
+                    (ratio(t.measure.of(r), t.measure.of(o)), Some(o))
+                }
+            };
+            let mut label = match (cell, r.clients) {
+                (Some(c), _) => format!("{scenario} {}x{}B", c.clients, c.size),
+                (None, Some(n)) => format!("{} connections", thousands_i(n)),
+                (None, None) => scenario.to_owned(),
+            };
+            if let (Some(c), Some(over)) = (cell, t.over)
+                && let Some((lo, hi)) = results.round_ratios(t.scenario, c, t.engine, over)
+            {
+                label.push_str(&format!(", single rounds {lo:.2} to {hi:.2}"));
             }
-        }
-    }
-    if checks.is_empty() {
-        return None;
-    }
-    Some(verdict(target, &checks, unit))
+            Some(Check {
+                label,
+                value,
+                bound: Some(t.bound),
+                short: short(&[Some(r), other]),
+            })
+        })
+        .collect()
 }
 
-/// How a target's values read: a ratio of the engines, or a measure.
-#[derive(Debug, Clone, Copy)]
-enum Unit {
-    Ratio,
-    Of(Measure),
-}
-
-impl Unit {
-    fn show(self, v: f64) -> String {
-        match self {
-            Unit::Ratio => format!("{v:.2}x"),
-            Unit::Of(m) => m.show(v),
-        }
-    }
-}
-
-fn verdict(target: &Target, checks: &[Check], unit: Unit) -> Verdict {
-    let describe = |c: &Check| {
-        let value = c
-            .value
-            .map_or_else(|| "no value".to_owned(), |v| unit.show(v));
-        match c.bound {
-            Some(b) => format!(
-                "{}: {value} (want {} {})",
-                c.label,
-                target.cmp.sign(),
-                unit.show(b)
-            ),
-            None => format!("{}: {value} (no reference to compare with)", c.label),
-        }
+/// The PASS/FAIL line of target `t` over its checks.
+fn verdict(t: &Target, checks: &[Check]) -> Verdict {
+    let show = |v: Option<f64>| match (v, t.over) {
+        (None, _) => "no value".to_owned(),
+        (Some(v), Some(_)) => format!("{v:.2}x"),
+        (Some(v), None) => t.measure.show(v),
+    };
+    let want = |b: f64| format!("{} {}", t.want.sign(), show(Some(b)));
+    let describe = |c: &Check| match c.bound {
+        Some(b) => format!("{}: {} (want {})", c.label, show(c.value), want(b)),
+        None => format!(
+            "{}: {} (no reference to compare with)",
+            c.label,
+            show(c.value)
+        ),
     };
     let ok = |c: &Check| match (c.value, c.bound) {
-        (Some(v), Some(b)) => target.cmp.holds(v, b),
+        (Some(v), Some(b)) => t.want.holds(v, b),
         _ => false,
     };
     let failing: Vec<&Check> = checks.iter().filter(|c| !ok(c)).collect();
@@ -538,51 +249,33 @@ fn verdict(target: &Target, checks: &[Check], unit: Unit) -> Verdict {
     } else {
         Outcome::Fail
     };
+    let same_bound = checks.windows(2).all(|w| w[0].bound == w[1].bound);
     let detail = if checks.len() == 1 {
         checks.iter().map(describe).collect::<String>()
     } else if failing.is_empty() {
         // Every one held: the values, and the bound once if it is the same
         // for all.
-        let same_bound = checks.windows(2).all(|w| w[0].bound == w[1].bound);
         let values = checks
             .iter()
-            .map(|c| {
-                let value = c
-                    .value
-                    .map_or_else(|| "no value".to_owned(), |v| unit.show(v));
-                match c.bound {
-                    Some(b) if !same_bound => {
-                        format!(
-                            "{} {value} ({} {})",
-                            c.label,
-                            target.cmp.sign(),
-                            unit.show(b)
-                        )
-                    }
-                    _ => format!("{} {value}", c.label),
-                }
+            .map(|c| match c.bound {
+                Some(b) if !same_bound => format!("{} {} ({})", c.label, show(c.value), want(b)),
+                _ => format!("{} {}", c.label, show(c.value)),
             })
             .collect::<Vec<_>>()
             .join(", ");
         match checks.first().and_then(|c| c.bound) {
-            Some(b) if same_bound => format!(
-                "all {} held (want {} {}): {values}",
-                checks.len(),
-                target.cmp.sign(),
-                unit.show(b)
-            ),
+            Some(b) if same_bound => {
+                format!("all {} held (want {}): {values}", checks.len(), want(b))
+            }
             _ => format!("all {} held: {values}", checks.len()),
         }
     } else {
+        let missed: Vec<String> = failing.iter().map(|c| describe(c)).collect();
         format!(
             "{} of {} missed: {}",
             failing.len(),
             checks.len(),
-            failing
-                .iter()
-                .map(|c| describe(c))
-                .collect::<Vec<_>>()
-                .join("; ")
+            missed.join("; ")
         )
     };
     let head = match outcome {
@@ -593,23 +286,9 @@ fn verdict(target: &Target, checks: &[Check], unit: Unit) -> Verdict {
         }
     };
     Verdict {
-        name: target.name,
+        name: t.name.clone(),
         outcome,
-        line: format!("{head}: {}: {detail}", target.text),
-    }
-}
-
-fn scenario_name(s: Scenario) -> &'static str {
-    match s {
-        Scenario::Idle => "idle",
-        Scenario::NcSwarm => "nc_swarm",
-        Scenario::Saturation => "saturation",
-        Scenario::Flood => "flood",
-        Scenario::Fixed => "fixed",
-        Scenario::SlowReaders => "slow_readers",
-        Scenario::Tls => "tls",
-        Scenario::ClusterSingle => "cluster-single",
-        Scenario::ClusterCross => "cluster-cross",
+        line: format!("{head}: {}: {detail}", t.text),
     }
 }
 
@@ -652,10 +331,12 @@ mod tests {
 
     #[test]
     fn names_are_unique() {
-        let mut names: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
+        let targets = targets();
+        assert_eq!(targets.len(), 15);
+        let mut names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), TARGETS.len());
+        assert_eq!(names.len(), targets.len());
     }
 
     #[test]

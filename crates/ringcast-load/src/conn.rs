@@ -15,8 +15,6 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::plan::Targets;
-
 /// Connections opened concurrently.
 const CONNECT_BATCH: usize = 128;
 /// How long one connection attempt may take.
@@ -93,12 +91,12 @@ impl Conn for TcpStream {
     }
 }
 
-/// Opens a connection for each client in `clients`, client `i` to address
-/// `i % n` of `targets`, [`CONNECT_BATCH`] at a time, and makes each a
+/// Opens a connection for each client in `clients`, client `i` to
+/// `target_of(i)`, [`CONNECT_BATCH`] at a time, and makes each a
 /// `C` with `setup` (for TLS: the handshake). With `rcvbuf`, each asks for
 /// that receive buffer before it connects.
 pub(crate) async fn connect_all<C: Conn>(
-    targets: &Targets,
+    target_of: impl Fn(usize) -> SocketAddr,
     clients: Range<usize>,
     rcvbuf: Option<usize>,
     setup: &C::Setup,
@@ -108,7 +106,7 @@ pub(crate) async fn connect_all<C: Conn>(
         let to = (from + CONNECT_BATCH).min(clients.end);
         let mut batch = JoinSet::new();
         for client in from..to {
-            let addr = targets.for_client(client);
+            let addr = target_of(client);
             let setup = setup.clone();
             batch.spawn(async move { (client, open::<C>(client, addr, rcvbuf, &setup).await) });
         }

@@ -135,6 +135,7 @@ mod publish;
 mod read;
 pub mod report;
 mod run;
+mod shared;
 mod slow;
 mod stats;
 pub mod tls;

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use crate::conn::{Conn, closed, write_until};
 use crate::plan::Rate;
-use crate::run::Shared;
+use crate::shared::Shared;
 use crate::window::{Loop, Room};
 use crate::wire::{Header, Kind};
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, watch};
 
 use crate::conn::{Conn, closed};
-use crate::run::Shared;
+use crate::shared::Shared;
 use crate::stats::{ReaderStats, Recorder};
 use crate::wire::{Header, Kind, WIDE_MASK};
 

@@ -17,6 +17,7 @@ use crate::progress::Progress;
 use crate::publish::publish;
 use crate::read::read_client;
 use crate::report::{Ended, Measured, Report, report};
+use crate::shared::Shared;
 use crate::slow::{SlowRead, read_slowly};
 use crate::stats::ReaderStats;
 use crate::tls::TlsConn;
@@ -37,37 +38,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(20);
 /// How often the progress line is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-
-/// State every task of a run shares.
-pub(crate) struct Shared {
-    /// Time zero of the send timestamps.
-    pub(crate) origin: Instant,
-    /// Line size, newline included.
-    pub(crate) size: usize,
-    /// Number of publishers.
-    pub(crate) publishers: usize,
-    /// Lines written in full, over all publishers.
-    pub(crate) published: AtomicU64,
-    /// Lines received, over all fast readers: what the drain waits for.
-    /// Slow readers never add to it.
-    pub(crate) delivered: AtomicU64,
-    /// When the latest counted line was received, in ns since `origin`.
-    pub(crate) last_rx_ns: AtomicU64,
-    /// Per publisher: lines written, its window, and how far its lines
-    /// have come back.
-    pub(crate) pubs: Box<[PubState]>,
-    /// At `max`, what holds a publisher's lines in flight.
-    pub(crate) paced_by: PacedBy,
-    /// How far each fast reader has each publisher's lines (used when
-    /// paced by every reader).
-    pub(crate) received: Received,
-}
-
-impl Shared {
-    pub(crate) fn now_ns(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-}
 
 /// CPU seconds, user plus system, this process has used so far.
 fn cpu_seconds() -> f64 {
@@ -133,7 +103,13 @@ async fn run_over<C: Conn>(
             ""
         }
     ));
-    let streams: Vec<Arc<C>> = connect_all(plan.targets(), 0..plan.clients(), None, setup).await?;
+    let streams: Vec<Arc<C>> = connect_all(
+        |i| plan.targets().for_client(i),
+        0..plan.clients(),
+        None,
+        setup,
+    )
+    .await?;
     // Slow readers come after the fast ones, so the round-robin over the
     // targets goes on where the fast readers left it.
     let slow_streams = match plan.slow() {
@@ -145,7 +121,7 @@ async fn run_over<C: Conn>(
                 plan.targets()
             ));
             let ids = plan.clients()..plan.clients() + slow.count;
-            connect_all::<C>(plan.targets(), ids, slow.rcvbuf, setup).await?
+            connect_all::<C>(|i| plan.targets().for_client(i), ids, slow.rcvbuf, setup).await?
         }
     };
 

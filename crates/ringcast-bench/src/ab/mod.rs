@@ -22,10 +22,10 @@ use crate::cli::{AbArgs, BenchArgs, ScenarioArg};
 use crate::row::{Engine, read_rows};
 use crate::say;
 
-mod cells;
+pub(crate) mod cells;
 mod summary;
 
-pub(crate) use cells::AbCell;
+use cells::AbCell;
 
 /// The two builds, in the order of raw.csv's `build` column.
 const BUILDS: [&str; 2] = ["old", "new"];

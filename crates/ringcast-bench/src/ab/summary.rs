@@ -5,9 +5,9 @@
 use std::fmt::Write as _;
 
 use super::cells::AbCell;
+use crate::md::{table, thousands};
 use crate::row::{Engine, Row};
 use crate::stats::ratio;
-use crate::summary::thousands;
 
 /// The median of `values`: the middle one, or the mean of the middle two.
 pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -82,8 +82,22 @@ pub(crate) fn summary(
     }
     line(String::new());
     line("Both builds side by side, one engine at a time, taking turns cell by cell and at going first, under this harness's load generator; see setup.txt. Delivered/s counts every line every client received, from the start of publishing to the last delivery. Server ns/delivery is the server's CPU (utime + stime, /proc/PID/stat) over that same interval, over the lines delivered. \"new/old\" is one round's new build over the same round's old build; the median is over the rounds (the mean of the middle two for an even count). Old and new columns list each round, in order.\n".into());
-    line("| engine | cell | old delivered/s | new delivered/s | new/old per round | median new/old | old ns/delivery | new ns/delivery | new/old per round | median new/old | old loss | new loss | old / new p99 ms |".into());
-    line("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|".into());
+    let head = [
+        "engine",
+        "cell",
+        "old delivered/s",
+        "new delivered/s",
+        "new/old per round",
+        "median new/old",
+        "old ns/delivery",
+        "new ns/delivery",
+        "new/old per round",
+        "median new/old",
+        "old loss",
+        "new loss",
+        "old / new p99 ms",
+    ];
+    let mut table_rows = Vec::new();
     let millions = |v: f64| format!("{:.2}M", v / 1e6);
     let ns = |v: f64| format!("{v:.0}");
     let whole = |v: f64| thousands(v);
@@ -101,8 +115,8 @@ pub(crate) fn summary(
             let loss = |r: &Row| r.loss.map(|l| l as f64);
             let mut p99 = per_round(olds().map(Row::p99_ms), ms);
             let _ = write!(p99, " / {}", per_round(news().map(Row::p99_ms), ms));
-            line(format!(
-                "| {engine} | {} | {} | {} | {} | **{}** | {} | {} | {} | **{}** | {} | {} | {p99} |",
+            table_rows.push([
+                engine.to_string(),
                 cell.text(),
                 per_round(olds().map(|r| r.delivered_per_s), millions),
                 per_round(news().map(|r| r.delivered_per_s), millions),
@@ -111,16 +125,18 @@ pub(crate) fn summary(
                     .map(r2)
                     .collect::<Vec<_>>()
                     .join(" / "),
-                r2(delivered_median),
+                format!("**{}**", r2(delivered_median)),
                 per_round(olds().map(|r| r.server_cpu_ns_per_delivery), ns),
                 per_round(news().map(|r| r.server_cpu_ns_per_delivery), ns),
                 cost.into_iter().map(r2).collect::<Vec<_>>().join(" / "),
-                r2(cost_median),
+                format!("**{}**", r2(cost_median)),
                 per_round(olds().map(loss), whole),
                 per_round(news().map(loss), whole),
-            ));
+                p99,
+            ]);
         }
     }
+    line(table(&head, table_rows, 2));
     line(String::new());
     line("Above 1 in delivered/s, the new build delivered more; below 1 in ns/delivery, it spent less CPU per line. One round's ratio on a shared 2-core VM moves by 20 % or more (docs/benchmarks.md): read the medians, with the rounds beside them.".into());
     crate::summary::problems_section(problems, &mut line);
@@ -186,7 +202,13 @@ mod tests {
             .map(|c| c.parse().expect("cell"))
             .collect();
         let setup = ["old: /a/ringcast".to_owned(), "new: /b/ringcast".to_owned()];
-        let md = summary(&rows, &[Engine::Uring, Engine::Tokio], &cells, &setup, &[]);
+        let md = crate::md::squeeze(&summary(
+            &rows,
+            &[Engine::Uring, Engine::Tokio],
+            &cells,
+            &setup,
+            &[],
+        ));
         assert!(
             md.contains("- old: /a/ringcast\n- new: /b/ringcast"),
             "{md}"

@@ -16,11 +16,11 @@ use std::time::Duration;
 use ringcast_load::Plan;
 
 use super::Bench;
+use crate::md::thousands;
 use crate::row::{Ended, Engine, Row, Scenario};
 use crate::sample::{CpuSnapshot, CpuUse};
 use crate::say;
 use crate::server::Server;
-use crate::summary::thousands;
 use crate::track::CpuTrack;
 
 /// Beyond its publishing duration, a run gets this long (connect, warm

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use ::procfs::Current as _;
+
 use super::{Bench, Settings, slow, tls};
 use crate::procfs;
 use crate::sample::busy_cores;
@@ -26,29 +28,20 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// The first value of `key: value` lines in a /proc file.
-fn proc_field(path: &str, key: &str) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k.trim() == key).then(|| v.trim().to_owned())
-    })
-}
-
-/// The non-empty lines of the `[profile.release]` section of Cargo.toml.
-fn release_profile() -> String {
-    let text = std::fs::read_to_string("Cargo.toml").unwrap_or_default();
-    let mut inside = false;
-    let mut lines = Vec::new();
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            inside = t == "[profile.release]";
-        } else if inside && !t.is_empty() {
-            lines.push(t.to_owned());
-        }
-    }
-    lines.join(" ")
+/// The `[profile.release]` settings of a Cargo.toml's text, as
+/// `key = value`.
+fn release_profile(text: &str) -> String {
+    let manifest: toml::Table = toml::from_str(text).unwrap_or_default();
+    let release = manifest
+        .get("profile")
+        .and_then(|p| p.get("release"))
+        .and_then(toml::Value::as_table);
+    release
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The first lines, written when the run starts.
@@ -78,7 +71,10 @@ pub(crate) fn header(
         l.push(format!("scenarios: only {:?}", s.scenarios));
     }
     l.extend(machine());
-    l.push(format!("cargo profile: release ({})", release_profile()));
+    l.push(format!(
+        "cargo profile: release ({})",
+        release_profile(&std::fs::read_to_string("Cargo.toml").unwrap_or_default())
+    ));
     l.push(format!("server binary: {}", bin.display()));
     if let Some(textbook) = textbook_bin {
         l.push(format!(
@@ -179,22 +175,27 @@ pub(crate) fn machine() -> Vec<String> {
             |h| h.to_string_lossy().into_owned()
         )
     ));
+    let cpuinfo = ::procfs::CpuInfo::current().ok();
     l.push(format!(
         "cpu: {}",
-        proc_field("/proc/cpuinfo", "model name").unwrap_or_default()
+        cpuinfo
+            .as_ref()
+            .and_then(|c| c.model_name(0))
+            .unwrap_or_default()
     ));
-    let in_cpuinfo = std::fs::read_to_string("/proc/cpuinfo")
-        .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
-        .unwrap_or(0);
+    let in_cpuinfo = cpuinfo.as_ref().map_or(0, ::procfs::CpuInfo::num_cores);
     l.push(format!(
         "cores: {} online ({in_cpuinfo} in /proc/cpuinfo)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     ));
     l.push(format!(
         "memory: {}",
-        proc_field("/proc/meminfo", "MemTotal").unwrap_or_default()
+        ::procfs::Meminfo::current()
+            .map_or_else(|_| String::new(), |m| format!("{} kB", m.mem_total / 1024))
     ));
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
     l.push(format!(
         "kernel: {} (Linux {})",
         release.trim(),
@@ -223,10 +224,10 @@ pub(crate) fn machine() -> Vec<String> {
     l
 }
 
-/// The first three fields of /proc/loadavg.
+/// The 1, 5 and 15 minute load averages.
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+    ::procfs::LoadAverage::current()
+        .map(|l| format!("{:.2} {:.2} {:.2}", l.one, l.five, l.fifteen))
         .unwrap_or_default()
 }
 
@@ -261,4 +262,17 @@ pub(crate) fn footer(
     });
     crate::say!("stolen by the hypervisor during the run: {stolen_s:.1} s of CPU");
     Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn release_profile_lists_its_settings() {
+        let text = "[package]\nname = \"x\"\n\n[profile.release]\ndebug = \"line-tables-only\"\nlto = true\n\n[profile.dev]\nopt-level = 1\n";
+        assert_eq!(
+            super::release_profile(text),
+            "debug = \"line-tables-only\" lto = true"
+        );
+        assert_eq!(super::release_profile("[package]\n"), "");
+    }
 }

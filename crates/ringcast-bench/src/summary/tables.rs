@@ -6,7 +6,8 @@
 //! Only servers with rows get columns, so a raw.csv from before the
 //! textbook server, or a run without it, gives the tables it always gave.
 
-use super::{n0, n1, n2, r2, thousands_i, u};
+use super::{n0, n1, n2, r2, u};
+use crate::md::thousands_i;
 use crate::row::{Engine, Rate, Row, Scenario};
 use crate::stats::{Cell, Results, ratio};
 
@@ -26,12 +27,10 @@ fn col<'a>(head: impl Into<String>, value: impl Fn(Cell) -> String + 'a) -> Col<
 /// Writes a table of `cols`, a row per cell.
 fn table(line: &mut impl FnMut(String), cells: &[Cell], cols: &[Col<'_>]) {
     let heads: Vec<&str> = cols.iter().map(|c| c.head.as_str()).collect();
-    line(format!("| {} |", heads.join(" | ")));
-    line(format!("|{}", "---:|".repeat(cols.len())));
-    for &c in cells {
-        let values: Vec<String> = cols.iter().map(|col| (col.value)(c)).collect();
-        line(format!("| {} |", values.join(" | ")));
-    }
+    let rows = cells
+        .iter()
+        .map(|&c| cols.iter().map(move |col| (col.value)(c)));
+    line(crate::md::table(&heads, rows, 0));
     line(String::new());
 }
 
@@ -293,7 +292,7 @@ mod tests {
             md.push_str(&s);
             md.push('\n');
         });
-        md
+        crate::md::squeeze(&md)
     }
 
     #[test]
