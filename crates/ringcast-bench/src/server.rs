@@ -122,6 +122,14 @@ pub(crate) struct Server {
     child: ChildGuard,
 }
 
+/// The server of `engine` among `servers`.
+pub(crate) fn of_engine(servers: &mut [Server], engine: Engine) -> anyhow::Result<&mut Server> {
+    servers
+        .iter_mut()
+        .find(|s| s.engine == engine)
+        .context("no server of that engine")
+}
+
 /// How a server tells it is ready.
 enum Readiness {
     /// It writes this ready file.

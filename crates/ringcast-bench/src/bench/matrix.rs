@@ -68,11 +68,7 @@ pub(crate) fn run(bench: &mut Bench, servers: &mut [Server]) -> anyhow::Result<(
         };
         for round in 1..=rounds {
             for &engine in &order {
-                let i = servers
-                    .iter()
-                    .position(|s| s.engine == engine)
-                    .context("no server of that engine")?;
-                let server = &mut servers[i];
+                let server = crate::server::of_engine(servers, engine)?;
                 let mut label = format!("{engine} {} {clients}x{size}B", scenario_label(scenario));
                 if rounds > 1 {
                     label.push_str(&format!(" round {round}"));

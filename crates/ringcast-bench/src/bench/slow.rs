@@ -156,11 +156,7 @@ pub(crate) fn run(bench: &mut Bench, servers: &mut [Server]) -> anyhow::Result<(
     let mut order = Engine::BOTH.to_vec();
     for case in CASES {
         for &engine in &order {
-            let i = servers
-                .iter()
-                .position(|s| s.engine == engine)
-                .context("no server of that engine")?;
-            let server = &mut servers[i];
+            let server = crate::server::of_engine(servers, engine)?;
             let spec = CellSpec {
                 engine,
                 scenario: Scenario::SlowReaders,

@@ -121,11 +121,7 @@ pub(crate) fn run(bench: &mut Bench) -> anyhow::Result<()> {
         let rounds = bench.s.tls_rounds;
         for round in 1..=rounds {
             for &engine in &order {
-                let i = servers
-                    .iter()
-                    .position(|s| s.engine == engine)
-                    .context("no server of that engine")?;
-                let server = &mut servers[i];
+                let server = crate::server::of_engine(&mut servers, engine)?;
                 let plain = server.plain_addr().with_context(|| {
                     format!(
                         "the {} server reports no --plain-listen address",
