@@ -4,19 +4,43 @@ use super::*;
 use crate::engine::session::LogLimits;
 use crate::ops::metrics::Metrics;
 
+/// What a session's calls need around them: metrics, settings and log
+/// throttles, with a queue of `queue` messages.
+struct Around {
+    metrics: std::sync::Arc<Metrics>,
+    settings: Settings,
+    logs: LogLimits,
+}
+
+impl Around {
+    fn new(queue: Option<usize>) -> Self {
+        let mut settings = crate::config::Config::default().session_settings();
+        if let Some(queue) = queue {
+            settings.queue = queue;
+        }
+        Self {
+            metrics: Metrics::new(1),
+            settings,
+            logs: LogLimits::default(),
+        }
+    }
+
+    fn cx(&self) -> Cx<'_> {
+        Cx {
+            shard: self.metrics.shard(0),
+            settings: &self.settings,
+            logs: &self.logs,
+        }
+    }
+}
+
 #[test]
 fn protocol_errors_are_logged_at_most_once_a_second() {
-    let metrics = Metrics::new(1);
-    let settings = crate::config::Config::default().session_settings();
-    let logs = LogLimits::default();
-    let cx = Cx {
-        shard: metrics.shard(0),
-        settings: &settings,
-        logs: &logs,
-    };
+    let around = Around::new(None);
+    let (settings, cx) = (&around.settings, around.cx());
     let peer = "127.0.0.1:1".parse().expect("an address");
     let sessions: Vec<Session> = (0..100)
-        .map(|id| Session::new(id, peer, 0, Transport::Websocket, None, &settings, 0))
+        .map(|id| Session::new(id, peer, 0, Transport::Websocket, None, settings, 0))
         .collect();
     let logged = sessions
         .iter()
@@ -44,19 +68,12 @@ fn to_client(s: &mut Session, client: &mut rustls::ClientConnection, cx: &Cx<'_>
 fn a_tls_client_is_full_only_once_the_kernel_refuses_its_record() {
     use bytes::BufMut as _;
 
-    let metrics = Metrics::new(1);
-    let mut settings = crate::config::Config::default().session_settings();
-    settings.queue = 2;
-    let logs = LogLimits::default();
-    let cx = Cx {
-        shard: metrics.shard(0),
-        settings: &settings,
-        logs: &logs,
-    };
+    let around = Around::new(Some(2));
+    let (metrics, settings, cx) = (&around.metrics, &around.settings, around.cx());
     let cert = crate::policy::send::tls::testing::TestCert::new("session");
     let tls = cert.certs().accept().expect("a session");
     let peer = "127.0.0.1:1".parse().expect("an address");
-    let mut s = Session::new(1, peer, 0, Transport::Tcp, Some(tls), &settings, 0);
+    let mut s = Session::new(1, peer, 0, Transport::Tcp, Some(tls), settings, 0);
     assert!(!s.open, "no messages before the handshake");
     assert_eq!(s.slot(), Slot::Handshake);
     // The handshake, as the engines drive it.
@@ -168,17 +185,10 @@ fn seal_and_take_half(s: &mut Session, cx: &Cx<'_>) -> usize {
 
 #[test]
 fn a_slow_tls_client_catches_up_only_once_the_kernel_took_its_last_record() {
-    let metrics = Metrics::new(1);
-    let mut settings = crate::config::Config::default().session_settings();
-    settings.queue = 2;
-    let logs = LogLimits::default();
-    let cx = Cx {
-        shard: metrics.shard(0),
-        settings: &settings,
-        logs: &logs,
-    };
+    let around = Around::new(Some(2));
+    let (metrics, settings, cx) = (&around.metrics, &around.settings, around.cx());
     let cert = crate::policy::send::tls::testing::TestCert::new("slow-episode");
-    let (mut s, _client) = tls_session(&cert, &settings, &cx);
+    let (mut s, _client) = tls_session(&cert, settings, &cx);
     let lines = Run::of(Bytes::from_static(b"1\n2\n3\n"));
     // Two lines sealed, half taken; two more queued, the next held,
     // then dropped: a slow episode.
