@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ringcast::internals::{Kind, Offer, Outbound, Sent};
+use ringcast::internals::{Kind, Outbound, Outcome, Step};
 
 /// The server's default queue length.
 const CAPACITY: usize = 100;
@@ -33,7 +33,6 @@ fn run_of(n: usize) -> Bytes {
 
 fn outbound(c: &mut Criterion) {
     let now = Instant::now();
-    let mut sent = Sent::default();
     let mut group = c.benchmark_group("outbound");
 
     // One line in, one send: a client that keeps up with a slow flow.
@@ -43,8 +42,8 @@ fn outbound(c: &mut Criterion) {
         let mut q = Outbound::new(CAPACITY, GRACE);
         b.iter(|| {
             let offered = q.offer(black_box(&line), 1, Kind::Lines, || now);
-            debug_assert!(matches!(offered, Offer::Queued { .. }));
-            black_box(q.flush(takes_all, &mut sent));
+            debug_assert!(matches!(offered.next, Step::Idle | Step::Wake));
+            let _ = black_box(q.flush(takes_all));
         });
     });
 
@@ -55,9 +54,9 @@ fn outbound(c: &mut Criterion) {
         let mut q = Outbound::new(CAPACITY, GRACE);
         b.iter(|| {
             for _ in 0..CAPACITY {
-                black_box(q.offer(&line, 1, Kind::Lines, || now));
+                let _ = black_box(q.offer(&line, 1, Kind::Lines, || now));
             }
-            black_box(q.flush(takes_all, &mut sent));
+            let _ = black_box(q.flush(takes_all));
         });
     });
 
@@ -67,8 +66,8 @@ fn outbound(c: &mut Criterion) {
     group.bench_function("offer_run_64_flush", |b| {
         let mut q = Outbound::new(CAPACITY, GRACE);
         b.iter(|| {
-            black_box(q.offer(black_box(&run), 64, Kind::Lines, || now));
-            black_box(q.flush(takes_all, &mut sent));
+            let _ = black_box(q.offer(black_box(&run), 64, Kind::Lines, || now));
+            let _ = black_box(q.flush(takes_all));
         });
     });
 
@@ -76,8 +75,11 @@ fn outbound(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("offer_dropped", |b| {
         let mut q = Outbound::new(CAPACITY, Duration::ZERO);
-        while matches!(q.offer(&line, 1, Kind::Lines, || now), Offer::Queued { .. }) {}
-        black_box(q.flush(refuses, &mut sent));
+        while matches!(
+            q.offer(&line, 1, Kind::Lines, || now),
+            Outcome { took: 1, .. }
+        ) {}
+        let _ = black_box(q.flush(refuses));
         b.iter(|| black_box(q.offer(black_box(&line), 1, Kind::Lines, || now)));
     });
     group.finish();

@@ -5,4 +5,4 @@ pub use crate::engine::mesh::{Inbox, Outbox, Pushed, RING_CAPACITY, mesh};
 pub use crate::engine::uring::RING_BATCH;
 pub use crate::policy::codec::line::{LineSplitter, LineTooLong, model};
 pub use crate::policy::run::{Kind, Run};
-pub use crate::policy::send::outbound::{Flushed, Offer, Outbound, SendBuf, Sent};
+pub use crate::policy::send::outbound::{Change, Episode, Outbound, Outcome, SendBuf, Sent, Step};

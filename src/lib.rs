@@ -14,8 +14,9 @@
 //!   - `codec/`: `line` (bytes into lines, and the reference model the
 //!     fuzzer uses), `inbound` (how much a connection reads next, into
 //!     which buffer), `websocket` (the handshake and frames, in and out).
-//!   - `send/`: `outbound` (a connection's queue, what it hands the kernel,
-//!     and what it drops), `patience` (how long a core may hold messages,
+//!   - `send/`: `outbound` (a connection's queue and what it drops;
+//!     `outbound::send`, what it hands the kernel; `outbound::outcome`, the
+//!     one answer every call on it gives), `patience` (how long a core may hold messages,
 //!     in all, for clients behind), `coalesce` (when a busy core holds
 //!     writes back), `tls` (certificates and their reload, and one
 //!     connection's rustls state, which seals from the queue).
@@ -30,7 +31,8 @@
 //! - `engine/`: the runtimes (`engine/mod.rs`: what a runtime starts
 //!   with, failpoints).
 //!   - `session/`: one connection's whole life, written once for both
-//!     engines: `state` (its state, and every change to it), `read` (bytes
+//!     engines: `state` (its state, and every change to it; `state::send`,
+//!     its writer's side), `read` (bytes
 //!     in, runs out), `deliver` (runs offered to a core's connections),
 //!     `write` (after the kernel answered a send), `log` (what it logs),
 //!     `host` (what it needs from its engine).

@@ -1,17 +1,18 @@
 //! A connection's state, [`Session`], and every change to it. Its fields
-//! are private to this file: the reader, the deliverer and the engines
-//! change it only through the methods here.
+//! are private to this module (this file and its sending side, `send`):
+//! the reader, the deliverer and the engines change it only through the
+//! methods here. What goes out is counted in one place,
+//! [`Session::account`], from the queue's [`Outcome`]s.
 
-use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Action, CloseReason, Cx, Next, Settings, TlsInput, Turn};
+use super::{Action, CloseReason, Cx, Settings, TlsInput};
 use crate::ops::clients::{ClientInfo, Transport};
 use crate::policy::run::{Kind, Run};
-use crate::policy::send::outbound::{Flushed, Offer, Outbound, SendBuf, Sent};
+use crate::policy::send::outbound::{Change, Outbound, Outcome, Step};
 use crate::policy::send::tls::{self, Tls};
 
 /// The state of one connection, behind the engine's `RefCell` (uring) or
@@ -86,7 +87,6 @@ enum Linger {
     /// The reader is done; the writer closes once the answer is out.
     InputDone,
 }
-
 impl Session {
     /// A new connection, active at `tick`; `tls` if it came to a TLS
     /// listener. A TLS or WebSocket client takes messages, and a
@@ -235,40 +235,35 @@ impl Session {
             cut = bytes.slice(kind.offset_of(bytes, skip)..);
             &cut
         };
-        let offer = self
+        let outcome = self
             .out
             .offer(bytes, run.lines.saturating_sub(skip), kind, Instant::now);
-        match offer {
-            Offer::Queued { wake: true } => Action::Wake,
-            Offer::Queued { wake: false } => Action::None,
-            Offer::Full { took } => Action::Full(skip + took),
-            Offer::Hold { until, took } => Action::Hold {
-                until,
-                at: skip + took,
-            },
-            Offer::Dropped {
-                started, dropped, ..
-            } => {
-                cx.shard.dropped(dropped);
-                self.dropped += u64::from(dropped);
-                if started {
-                    self.slow_started(cx);
-                }
-                if let Some(limit) = cx.settings.slow_disconnect
-                    && self
-                        .out
-                        .episode()
-                        .is_some_and(|e| e.since.elapsed() >= limit)
-                {
-                    cx.shard.slow_disconnected();
-                    return Action::Close(CloseReason::SlowDisconnect);
-                }
-                Action::None
-            }
+        let at = skip + outcome.took;
+        match self.account(outcome, cx) {
+            Ok(Step::Wake) => Action::Wake,
+            Ok(Step::SendNow) => Action::Full(at),
+            Ok(Step::Hold { until }) => Action::Hold { until, at },
+            Ok(_) => Action::None,
+            Err(reason) => Action::Close(reason),
         }
     }
 
-    fn count_sent(&mut self, sent: Sent, cx: &Cx<'_>) {
+    /// Counts and logs what `outcome` of a call on the queue says
+    /// happened: the one place the counts of what goes out, and of slow
+    /// episodes, change. Returns what comes next, or why the connection
+    /// closes.
+    fn account(&mut self, outcome: Outcome, cx: &Cx<'_>) -> Result<Step, CloseReason> {
+        let Outcome {
+            dropped,
+            sent,
+            episode,
+            next,
+            ..
+        } = outcome;
+        if dropped > 0 {
+            cx.shard.dropped(dropped);
+            self.dropped += u64::from(dropped);
+        }
         if sent.messages > 0 || sent.bytes > 0 {
             self.sent += sent.messages as u64;
             self.bytes_out += sent.bytes as u64;
@@ -276,6 +271,30 @@ impl Session {
         }
         if sent.own_bytes > 0 {
             cx.shard.own_sent(sent.own_bytes);
+        }
+        match episode {
+            None => {}
+            Some(Change::Started) => self.slow_started(cx),
+            Some(Change::CaughtUp(episode)) => self.caught_up(episode, cx),
+            Some(Change::Cleared(_)) => cx.shard.slow_ended(),
+        }
+        if dropped > 0
+            && let Some(limit) = cx.settings.slow_disconnect
+            && self
+                .out
+                .episode()
+                .is_some_and(|e| e.since.elapsed() >= limit)
+        {
+            cx.shard.slow_disconnected();
+            return Err(CloseReason::SlowDisconnect);
+        }
+        match next {
+            Step::Failed(e) => {
+                tracing::debug!(conn = self.id, peer = %self.peer, error = %e, "send failed");
+                Err(CloseReason::WriteError)
+            }
+            Step::OwnBacklog => Err(CloseReason::OwnBacklog),
+            next => Ok(next),
         }
     }
 
@@ -307,9 +326,8 @@ impl Session {
         if self.closed {
             return Action::None;
         }
-        let was_empty = self.out.is_empty();
-        let within = self.out.push_own(bytes);
-        self.queued_own(was_empty, within)
+        let outcome = self.out.push_own(bytes);
+        queued_own(outcome)
     }
 
     /// Queues the pong for a ping, replacing one not yet sent.
@@ -317,19 +335,8 @@ impl Session {
         if self.closed {
             return Action::None;
         }
-        let was_empty = self.out.is_empty();
-        let within = self.out.push_pong(frame);
-        self.queued_own(was_empty, within)
-    }
-
-    fn queued_own(&self, was_empty: bool, within: bool) -> Action {
-        if !within {
-            Action::Close(CloseReason::OwnBacklog)
-        } else if was_empty && !self.out.is_blocked() {
-            Action::Wake
-        } else {
-            Action::None
-        }
+        let outcome = self.out.push_pong(frame);
+        queued_own(outcome)
     }
 
     /// The WebSocket handshake is done: the client takes messages now,
@@ -391,182 +398,6 @@ impl Session {
         self.closed || self.out.has_room()
     }
 
-    /// What the writer should do next. `draining`: since when the server
-    /// has been shutting down with nothing more to offer. `coalesce` says
-    /// whether a short queue should wait for the core's next flush.
-    pub(crate) fn next(
-        &self,
-        draining: Option<Instant>,
-        cx: &Cx<'_>,
-        coalesce: impl FnOnce(&Outbound) -> bool,
-    ) -> Next {
-        if self.closed || self.linger == Linger::WriteShut {
-            return Next::Exit;
-        }
-        if self.out.is_blocked() {
-            let Some(began) = draining else {
-                return Next::Writable { give_up: None };
-            };
-            // A client that is dropping anyway does not hold up shutdown,
-            // nor does one whose socket takes nothing for a while.
-            if self.out.episode().is_some() {
-                return Next::Close(CloseReason::Shutdown);
-            }
-            let since = self.stalled_since.map_or(began, |s| s.max(began));
-            let give_up = since + cx.settings.drain_stall;
-            if Instant::now() >= give_up {
-                return Next::Close(CloseReason::Shutdown);
-            }
-            return Next::Writable {
-                give_up: Some(give_up),
-            };
-        }
-        if !self.has_output() {
-            return match (self.closing, draining) {
-                (Some(reason), _) => Next::Close(reason),
-                (None, Some(_)) => Next::Close(CloseReason::Shutdown),
-                (None, None) => Next::Sleep,
-            };
-        }
-        if coalesce(&self.out) {
-            Next::Coalesce
-        } else {
-            Next::Send
-        }
-    }
-
-    /// Hands the queue to the kernel through `send`, a non-blocking
-    /// vectored send that completes at once.
-    pub(crate) fn flush(
-        &mut self,
-        mut send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
-        cx: &Cx<'_>,
-    ) -> Turn {
-        if self.tls.is_none() {
-            let behind = self.out.is_behind();
-            let mut sent = Sent::default();
-            let flushed = self.out.flush(send, &mut sent);
-            let took = sent.bytes + sent.own_bytes > 0;
-            return self.settle(flushed, sent, took, behind, cx);
-        }
-        // TLS: one record at a time, until nothing is left or the kernel
-        // refuses.
-        let mut room = false;
-        loop {
-            let mut wire = Wire::default();
-            let offered = self.fill(&mut wire);
-            let Some(wire) = wire.0.filter(|_| offered > 0) else {
-                return Turn { close: None, room };
-            };
-            let turn = self.sent(send(&[IoSlice::new(&wire)]), offered, cx);
-            room |= turn.room;
-            if turn.close.is_some() || self.out.is_blocked() {
-                return Turn { room, ..turn };
-            }
-        }
-    }
-
-    /// Puts what the next send hands the kernel into `out`; returns how
-    /// many bytes that is. Report the kernel's answer with
-    /// [`sent`](Self::sent). For a TLS client, this is where the queue is
-    /// sealed, a record at a time.
-    pub(crate) fn fill<'a>(&'a mut self, out: &mut impl SendBuf<'a>) -> usize {
-        if self.closed || self.out.is_blocked() {
-            return 0;
-        }
-        if let Some(tls) = self.tls.as_deref_mut() {
-            tls.seal(&mut self.out);
-        }
-        let this: &'a Session = self;
-        match this.tls.as_deref() {
-            Some(tls) => tls.fill(out),
-            None => this.out.fill(out),
-        }
-    }
-
-    /// The kernel's answer to a send of the `offered` bytes
-    /// [`fill`](Self::fill) gave.
-    pub(crate) fn sent(&mut self, result: io::Result<usize>, offered: usize, cx: &Cx<'_>) -> Turn {
-        let behind = self.out.is_behind();
-        let mut sent = Sent::default();
-        let Some(tls) = self.tls.as_deref_mut() else {
-            let flushed = self.out.sent(result, offered, &mut sent);
-            let took = sent.bytes + sent.own_bytes > 0;
-            return self.settle(flushed, sent, took, behind, cx);
-        };
-        // Sealing took messages off the queue: room for a held line.
-        let room = behind && tls.sealed_since();
-        let (flushed, took) = match result {
-            Ok(n) => match tls.took(n) {
-                // The kernel took only part of the record: its buffer is
-                // full.
-                None => {
-                    let refused = Err(io::ErrorKind::WouldBlock.into());
-                    (self.out.sent(refused, 0, &mut sent), n > 0)
-                }
-                Some(carried) => {
-                    sent = carried.sent;
-                    let flushed = if self.has_output() {
-                        Flushed::More
-                    } else {
-                        if let Some(tls) = self.tls.as_deref_mut() {
-                            tls.rest();
-                        }
-                        // The kernel has taken everything: caught up.
-                        Flushed::Drained {
-                            caught_up: self.out.drained(),
-                        }
-                    };
-                    (flushed, true)
-                }
-            },
-            Err(e) => (self.out.sent(Err(e), 0, &mut sent), false),
-        };
-        let turn = self.settle(flushed, sent, took, behind, cx);
-        Turn {
-            room: turn.room || room,
-            ..turn
-        }
-    }
-
-    fn settle(
-        &mut self,
-        flushed: Flushed,
-        sent: Sent,
-        took: bool,
-        behind: bool,
-        cx: &Cx<'_>,
-    ) -> Turn {
-        self.count_sent(sent, cx);
-        let close = match flushed {
-            Flushed::Drained { caught_up } => {
-                if let Some(episode) = caught_up {
-                    self.caught_up(episode, cx);
-                }
-                self.stalled_since = None;
-                None
-            }
-            Flushed::More => {
-                self.stalled_since = None;
-                None
-            }
-            Flushed::Blocked => {
-                if took || self.stalled_since.is_none() {
-                    self.stalled_since = Some(Instant::now());
-                }
-                None
-            }
-            Flushed::Failed(e) => {
-                tracing::debug!(conn = self.id, peer = %self.peer, error = %e, "send failed");
-                Some(CloseReason::WriteError)
-            }
-        };
-        Turn {
-            close,
-            room: behind && sent.messages > 0,
-        }
-    }
-
     /// Decrypts what a TLS client sent, moving up to `max` bytes of
     /// plaintext onto `plain` (see [`Tls::read`]).
     pub(crate) fn tls_input(
@@ -590,16 +421,6 @@ impl Session {
         }
     }
 
-    /// The socket is writable again: the queue may go to the kernel.
-    pub(crate) fn writable(&mut self) {
-        self.out.unblock();
-    }
-
-    /// True while the kernel refuses and the engine waits for the socket.
-    pub(crate) fn is_blocked(&self) -> bool {
-        self.out.is_blocked()
-    }
-
     /// Marks the connection closed and drops what is queued. False if it
     /// already was closed.
     pub(crate) fn close(&mut self, cx: &Cx<'_>) -> bool {
@@ -612,27 +433,23 @@ impl Session {
         if let Some(tls) = self.tls.as_deref_mut() {
             tls.clear();
         }
-        if self.out.clear().is_some() {
-            cx.shard.slow_ended();
-        }
+        let cleared = self.out.clear();
+        // Counts the end of a slow episode it was in (not as a catch-up);
+        // there is nothing to do next.
+        let _ = self.account(cleared, cx);
         true
     }
 }
-
-/// A [`SendBuf`] that keeps a handle to the one piece a TLS client's
-/// [`Session::fill`] gives.
-#[derive(Default)]
-struct Wire(Option<Bytes>);
-
-impl SendBuf<'_> for Wire {
-    fn copy(&mut self, part: &[u8]) {
-        self.0 = Some(Bytes::copy_from_slice(part));
-    }
-
-    fn refer(&mut self, bytes: &Bytes, start: usize) {
-        self.0 = Some(bytes.slice(start..));
+/// What queueing the server's own bytes asks of the engine. It counts
+/// nothing: they are counted once the kernel takes them.
+fn queued_own(outcome: Outcome) -> Action {
+    match outcome.next {
+        Step::OwnBacklog => Action::Close(CloseReason::OwnBacklog),
+        Step::Wake => Action::Wake,
+        _ => Action::None,
     }
 }
 
+mod send;
 #[cfg(test)]
 mod tests;

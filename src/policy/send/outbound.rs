@@ -19,7 +19,7 @@
 //! # The socket decides
 //!
 //! "Full" is never a guess. When a run finds the queue full and the kernel
-//! has not refused since the last send, [`Offer::Full`] asks the engine to
+//! has not refused since the last send, [`Step::SendNow`] asks the engine to
 //! hand the queue to the kernel at once and offer the rest again. Only if
 //! the kernel refuses (it takes nothing, or only part) is the allowance
 //! full. So a client that keeps reading loses nothing to a burst: its queue
@@ -29,7 +29,7 @@
 //!
 //! A reader that keeps up can still be behind for a moment (its thread was
 //! not scheduled, say). So the first time its allowance is full, the
-//! message is held ([`Offer::Hold`]): the deliverer offers it to everyone
+//! message is held ([`Step::Hold`]): the deliverer offers it to everyone
 //! else first, then waits for this client until it has room, at most the
 //! `grace` (`--stall-timeout`, a few milliseconds) for the whole episode.
 //! Progress never renews the grace; only catching up does, that is, the
@@ -47,22 +47,18 @@
 #![cfg_attr(not(feature = "internals"), allow(unreachable_pub))]
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::policy::run::Kind;
 
-/// Most queue entries one send hands to the kernel (well under `IOV_MAX`).
-pub(crate) const SEND_IOVECS: usize = 64;
-/// Entries smaller than this on average are copied into one buffer and
-/// sent as one piece, rather than as an iovec entry each: for small pieces
-/// the copy costs less than the kernel's work per entry
-/// (docs/decisions/0022).
-pub(crate) const GATHER_BELOW: usize = 512;
-/// Most bytes one gathered send carries.
-pub(crate) const GATHER_BYTES: usize = 64 * 1024;
+mod outcome;
+mod send;
+
+pub use outcome::{Change, Episode, Outcome, Sent, Step};
+pub use send::SendBuf;
+
 /// Most bytes of the server's own (handshake answers, pongs, closes) a
 /// connection may have queued: past it, the client is closed. A client
 /// that sends pings and never reads has one pong queued at a time (see
@@ -73,85 +69,6 @@ pub(crate) const OWN_BACKLOG: usize = 64 * 1024;
 pub(crate) const COOLDOWN: Duration = Duration::from_secs(1);
 /// The longest cooldown, for a client that keeps using its grace up.
 pub(crate) const MAX_COOLDOWN: Duration = Duration::from_secs(64);
-
-/// What became of an offered run. `took` counts its first messages, which
-/// were queued; the rest is what the variant says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
-    /// All of it was queued. `wake`: the writer should look at the queue
-    /// (it was empty, or reached a mark where a writer waiting to coalesce
-    /// should go).
-    Queued {
-        /// The writer should be woken.
-        wake: bool,
-    },
-    /// The queue is full and the kernel has not been asked since: hand
-    /// the queue to the kernel now, then offer the rest again.
-    Full {
-        /// Messages of the run that were queued.
-        took: u32,
-    },
-    /// The allowance is full but the client may only be behind for a
-    /// moment: offer the rest to everyone else, then wait until this
-    /// client has room ([`Outbound::has_room`]) or `until` passes, and
-    /// offer the rest again.
-    Hold {
-        /// The end of the client's grace.
-        until: Instant,
-        /// Messages of the run that were queued.
-        took: u32,
-    },
-    /// The rest was dropped for this client. `started`: this drop began a
-    /// slow episode.
-    Dropped {
-        /// A slow episode began with this run.
-        started: bool,
-        /// Messages of the run that were queued.
-        took: u32,
-        /// Messages of the run that were dropped.
-        dropped: u32,
-    },
-}
-
-/// What the kernel's answer to a send came to.
-#[derive(Debug)]
-pub enum Flushed {
-    /// The kernel took everything queued. `caught_up`: the slow episode
-    /// this ends, if one was running.
-    Drained {
-        /// The episode that ended, if any.
-        caught_up: Option<Episode>,
-    },
-    /// The kernel took everything offered, and more is queued: send again.
-    More,
-    /// The kernel refused the rest: wait until the socket is writable, then
-    /// call [`Outbound::unblock`].
-    Blocked,
-    /// The socket failed.
-    Failed(io::Error),
-}
-
-/// What the kernel took, and in how many sends.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Sent {
-    /// Messages whose last byte went to the kernel.
-    pub messages: usize,
-    /// Bytes of messages that went to the kernel.
-    pub bytes: usize,
-    /// Bytes of the server's own (handshake answers, pongs, closes).
-    pub own_bytes: usize,
-    /// Sends that took bytes of messages.
-    pub sends: usize,
-}
-
-/// A slow episode: since when the client has been dropping, and how much.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Episode {
-    /// When the first message was dropped.
-    pub since: Instant,
-    /// Messages dropped so far.
-    pub dropped: u64,
-}
 
 /// Where a client stands with its allowance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,16 +101,6 @@ struct Front {
     mark: usize,
 }
 
-/// A place for what one send hands the kernel: pieces to copy into one
-/// buffer, or queued handles to refer to. An engine that sends at once can
-/// borrow the handles; one that sends later keeps clones.
-pub trait SendBuf<'a> {
-    /// Appends `part` to the one buffer of a gathered send.
-    fn copy(&mut self, part: &[u8]);
-    /// Adds `bytes[start..]` as the next piece of a vectored send.
-    fn refer(&mut self, bytes: &'a Bytes, start: usize);
-}
-
 /// One connection's outgoing side. See the module documentation.
 #[derive(Debug)]
 pub struct Outbound {
@@ -224,7 +131,6 @@ pub struct Outbound {
     /// No grace before this.
     no_grace_until: Option<Instant>,
 }
-
 impl Outbound {
     /// An empty allowance of `capacity` messages (at least one), with
     /// `grace` to catch up when it is full. Storage grows on demand, so an
@@ -249,31 +155,33 @@ impl Outbound {
 
     /// Offers the `messages` messages of `run`, told apart by `kind`. `now`
     /// is read only when the allowance is full. Never touches a socket: see
-    /// [`Offer::Full`].
+    /// [`Step::SendNow`].
     pub fn offer(
         &mut self,
         run: &Bytes,
         messages: u32,
         kind: Kind,
         now: impl FnOnce() -> Instant,
-    ) -> Offer {
+    ) -> Outcome {
         if messages == 0 {
-            return Offer::Queued { wake: false };
+            return Outcome::default();
         }
         if let Pace::Slow(episode) = &mut self.pace {
             episode.dropped += u64::from(messages);
-            return Offer::Dropped {
-                started: false,
-                took: 0,
+            return Outcome {
                 dropped: messages,
+                ..Outcome::default()
             };
         }
         let room = u32::try_from(self.capacity.saturating_sub(self.messages)).unwrap_or(u32::MAX);
         if room >= messages {
             let was_empty = self.queue.is_empty();
             self.push(run.clone(), messages, kind);
-            return Offer::Queued {
-                wake: !self.blocked && self.push_wakes_writer(was_empty, run.len()),
+            let wake = !self.blocked && self.push_wakes_writer(was_empty, run.len());
+            return Outcome {
+                took: messages,
+                next: if wake { Step::Wake } else { Step::Idle },
+                ..Outcome::default()
             };
         }
         let took = room;
@@ -281,14 +189,23 @@ impl Outbound {
             let cut = kind.offset_of(run, took);
             self.push(run.slice(..cut), took, kind);
         }
+        let held = |until| Outcome {
+            took,
+            next: Step::Hold { until },
+            ..Outcome::default()
+        };
         if !self.blocked {
-            return Offer::Full { took };
+            return Outcome {
+                took,
+                next: Step::SendNow,
+                ..Outcome::default()
+            };
         }
         // Full, and the kernel refused what is queued.
         let dropped = messages - took;
         let now = now();
         match self.pace {
-            Pace::Behind { until } if now < until => return Offer::Hold { until, took },
+            Pace::Behind { until } if now < until => return held(until),
             Pace::Behind { .. } => {
                 // It used its grace up.
                 self.strikes += 1;
@@ -300,7 +217,7 @@ impl Outbound {
             _ if !self.grace.is_zero() && self.no_grace_until.is_none_or(|t| now >= t) => {
                 let until = now + self.grace;
                 self.pace = Pace::Behind { until };
-                return Offer::Hold { until, took };
+                return held(until);
             }
             _ => {}
         }
@@ -308,10 +225,11 @@ impl Outbound {
             since: now,
             dropped: u64::from(dropped),
         });
-        Offer::Dropped {
-            started: true,
+        Outcome {
             took,
             dropped,
+            episode: Some(Change::Started),
+            ..Outcome::default()
         }
     }
 
@@ -326,13 +244,24 @@ impl Outbound {
     }
 
     /// Queues bytes the server sends of its own (a handshake answer, a
-    /// close): beyond the allowance of messages, never dropped. Returns
-    /// false if the server's own bytes queued now pass [`OWN_BACKLOG`]: the
-    /// client should be closed.
-    pub fn push_own(&mut self, bytes: Bytes) -> bool {
+    /// close): beyond the allowance of messages, never dropped. Past
+    /// [`OWN_BACKLOG`] of them, [`Step::OwnBacklog`] says to close the
+    /// client.
+    pub fn push_own(&mut self, bytes: Bytes) -> Outcome {
+        let was_empty = self.queue.is_empty();
         self.own_bytes += bytes.len();
         self.push(bytes, 0, Kind::Lines);
-        self.own_bytes <= OWN_BACKLOG
+        self.own_queued(was_empty)
+    }
+
+    fn own_queued(&self, was_empty: bool) -> Outcome {
+        Outcome::step(if self.own_bytes > OWN_BACKLOG {
+            Step::OwnBacklog
+        } else if was_empty && !self.blocked {
+            Step::Wake
+        } else {
+            Step::Idle
+        })
     }
 
     /// Queues a pong, as [`push_own`](Self::push_own) does, unless a pong
@@ -340,7 +269,7 @@ impl Outbound {
     /// replaced, so only the latest ping is answered (RFC 6455, 5.5.3). A
     /// client that pings and never reads so costs one pong, not one per
     /// ping.
-    pub fn push_pong(&mut self, bytes: Bytes) -> bool {
+    pub fn push_pong(&mut self, bytes: Bytes) -> Outcome {
         let queued = self.pong.and_then(|at| {
             let i = usize::try_from(at.checked_sub(self.popped)?).ok()?;
             // The kernel took part of the front entry: it stays as it is.
@@ -350,7 +279,7 @@ impl Outbound {
             self.bytes = self.bytes - entry.bytes.len() + bytes.len();
             self.own_bytes = self.own_bytes - entry.bytes.len() + bytes.len();
             entry.bytes = bytes;
-            return self.own_bytes <= OWN_BACKLOG;
+            return self.own_queued(false);
         }
         self.pong = Some(self.popped + self.queue.len() as u64);
         self.push_own(bytes)
@@ -383,131 +312,6 @@ impl Outbound {
         matches!(self.pace, Pace::Behind { .. })
     }
 
-    /// Puts what the next send should hand the kernel into `out` and
-    /// returns how many bytes that is (0 if nothing is queued): the unsent
-    /// rest of up to [`SEND_IOVECS`] entries, or, when entries are small,
-    /// up to [`GATHER_BYTES`] of them copied into one piece. Report the
-    /// kernel's answer with [`sent`](Self::sent).
-    pub fn fill<'a>(&'a self, out: &mut impl SendBuf<'a>) -> usize {
-        let Some(len) = std::num::NonZeroUsize::new(self.queue.len()) else {
-            return 0;
-        };
-        let mut offered = 0;
-        if self.bytes / len < GATHER_BELOW {
-            for (bytes, start) in self.pending() {
-                let part = &bytes[start..];
-                if offered > 0 && offered + part.len() > GATHER_BYTES {
-                    break;
-                }
-                out.copy(part);
-                offered += part.len();
-            }
-        } else {
-            for (bytes, start) in self.pending().take(SEND_IOVECS) {
-                out.refer(bytes, start);
-                offered += bytes.len() - start;
-            }
-        }
-        offered
-    }
-
-    /// Each queued entry and where its unsent part starts, oldest first.
-    fn pending(&self) -> impl Iterator<Item = (&Bytes, usize)> {
-        self.queue
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (&e.bytes, if i == 0 { self.front.sent } else { 0 }))
-    }
-
-    /// The kernel's answer to a send of the `offered` bytes
-    /// [`fill`](Self::fill) gave: what it took, or why it took nothing.
-    pub fn sent(&mut self, result: io::Result<usize>, offered: usize, sent: &mut Sent) -> Flushed {
-        match result {
-            Ok(n) => {
-                self.advance(n, sent);
-                if n < offered {
-                    // The kernel took only part: its buffer is full.
-                    self.blocked = true;
-                    Flushed::Blocked
-                } else if self.queue.is_empty() {
-                    Flushed::Drained {
-                        caught_up: self.caught_up(),
-                    }
-                } else {
-                    Flushed::More
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.blocked = true;
-                Flushed::Blocked
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Flushed::More,
-            Err(e) => Flushed::Failed(e),
-        }
-    }
-
-    /// Takes `n` bytes off the front of the queue, as a send the kernel
-    /// took would, but ends nothing: for a TLS client, whose queue is
-    /// sealed into a record before the kernel takes it (see
-    /// [`crate::policy::send::tls`]). Once the kernel has taken the record,
-    /// [`drained`](Self::drained) says whether the client caught up.
-    pub fn take(&mut self, n: usize, sent: &mut Sent) {
-        self.advance(n, sent);
-    }
-
-    /// If nothing is queued: the client has caught up, and the slow
-    /// episode this ends, if one was running, is returned.
-    pub fn drained(&mut self) -> Option<Episode> {
-        if self.queue.is_empty() {
-            self.caught_up()
-        } else {
-            None
-        }
-    }
-
-    /// Hands everything queued to the kernel through `send`, a
-    /// non-blocking vectored send, until the queue is empty or the kernel
-    /// refuses. The copy of small entries goes through one buffer per
-    /// thread, since the send completes before this returns.
-    pub fn flush(
-        &mut self,
-        mut send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
-        sent: &mut Sent,
-    ) -> Flushed {
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        if self.blocked {
-            return Flushed::Blocked;
-        }
-        loop {
-            if self.queue.is_empty() {
-                return Flushed::Drained {
-                    caught_up: self.caught_up(),
-                };
-            }
-            let (result, offered) = SCRATCH.with_borrow_mut(|scratch| {
-                scratch.clear();
-                let mut buf = Borrowed {
-                    scratch,
-                    slices: [IoSlice::new(&[]); SEND_IOVECS],
-                    count: 0,
-                };
-                let offered = self.fill(&mut buf);
-                let result = if buf.count == 0 {
-                    send(&[IoSlice::new(buf.scratch)])
-                } else {
-                    send(&buf.slices[..buf.count])
-                };
-                (result, offered)
-            });
-            match self.sent(result, offered, sent) {
-                Flushed::More => {}
-                other => return other,
-            }
-        }
-    }
-
     /// Everything queued has gone to the kernel: the client keeps up again.
     fn caught_up(&mut self) -> Option<Episode> {
         match std::mem::replace(&mut self.pace, Pace::Keeping) {
@@ -521,74 +325,6 @@ impl Outbound {
         }
     }
 
-    /// The kernel took `n` more bytes from the front of the queue.
-    fn advance(&mut self, mut n: usize, sent: &mut Sent) {
-        let (own_before, bytes_before) = (self.own_bytes, sent.bytes);
-        self.bytes -= n.min(self.bytes);
-        while let Some(front) = self.queue.front() {
-            let left = front.bytes.len() - self.front.sent;
-            if n < left {
-                self.front.sent += n;
-                if front.messages == 0 {
-                    self.own_bytes -= n;
-                } else {
-                    sent.bytes += n;
-                    let done = self.count_done();
-                    self.messages -= done;
-                    sent.messages += done;
-                }
-                break;
-            }
-            n -= left;
-            if front.messages == 0 {
-                self.own_bytes -= left;
-            } else {
-                sent.bytes += left;
-                let rest = (front.messages - self.front.done) as usize;
-                self.messages -= rest;
-                sent.messages += rest;
-            }
-            self.front = Front::default();
-            self.queue.pop_front();
-            self.popped += 1;
-        }
-        sent.own_bytes += own_before - self.own_bytes;
-        if sent.bytes > bytes_before {
-            sent.sends += 1;
-        }
-    }
-
-    /// After a send that stopped inside the front entry: counts the
-    /// messages of it that are now whole in the kernel.
-    fn count_done(&mut self) -> usize {
-        let Some(front) = self.queue.front() else {
-            return 0;
-        };
-        let before = self.front.done;
-        let bytes = &front.bytes[..];
-        if self.front.mark == 0 {
-            self.front.mark = front.kind.message_len(bytes);
-        }
-        while self.front.done < front.messages && self.front.mark <= self.front.sent {
-            self.front.done += 1;
-            if self.front.done < front.messages {
-                self.front.mark += front.kind.message_len(&bytes[self.front.mark..]);
-            }
-        }
-        (self.front.done - before) as usize
-    }
-
-    /// The socket is writable again: sends may go.
-    pub fn unblock(&mut self) {
-        self.blocked = false;
-    }
-
-    /// True while the kernel refused the last send and nothing more may be
-    /// sent until [`unblock`](Self::unblock).
-    pub fn is_blocked(&self) -> bool {
-        self.blocked
-    }
-
     /// The running slow episode, if the client is dropping now.
     pub fn episode(&self) -> Option<&Episode> {
         match &self.pace {
@@ -597,9 +333,9 @@ impl Outbound {
         }
     }
 
-    /// Drops everything queued (the connection is going away) and returns
-    /// the episode that was running, if any.
-    pub fn clear(&mut self) -> Option<Episode> {
+    /// Drops everything queued (the connection is going away); the
+    /// episode that was running, if any, ends with it.
+    pub fn clear(&mut self) -> Outcome {
         self.popped += self.queue.len() as u64;
         self.pong = None;
         self.queue.clear();
@@ -607,9 +343,13 @@ impl Outbound {
         self.messages = 0;
         self.bytes = 0;
         self.own_bytes = 0;
-        match std::mem::replace(&mut self.pace, Pace::Keeping) {
-            Pace::Slow(episode) => Some(episode),
+        let episode = match std::mem::replace(&mut self.pace, Pace::Keeping) {
+            Pace::Slow(episode) => Some(Change::Cleared(episode)),
             _ => None,
+        };
+        Outcome {
+            episode,
+            ..Outcome::default()
         }
     }
 
@@ -644,29 +384,6 @@ impl Outbound {
         self.capacity
     }
 }
-
-/// A [`SendBuf`] for a send that completes before the queue changes: it
-/// borrows the queued handles, and copies into a buffer it is lent.
-struct Borrowed<'a, 's> {
-    scratch: &'s mut Vec<u8>,
-    slices: [IoSlice<'a>; SEND_IOVECS],
-    count: usize,
-}
-
-impl<'a> SendBuf<'a> for Borrowed<'a, '_> {
-    fn copy(&mut self, part: &[u8]) {
-        self.scratch.extend_from_slice(part);
-    }
-
-    fn refer(&mut self, bytes: &'a Bytes, start: usize) {
-        // `fill` refers to at most SEND_IOVECS pieces.
-        if let Some(slot) = self.slices.get_mut(self.count) {
-            *slot = IoSlice::new(&bytes[start..]);
-            self.count += 1;
-        }
-    }
-}
-
 /// A queue holding at least this many bytes is written at once.
 pub(crate) const FLUSH_BYTES: usize = 16 * 1024;
 

@@ -189,8 +189,7 @@ impl Tls {
                 let took = self.conn.writer().write(plain).unwrap_or(0);
                 // Off the queue, but not sent: nothing ends before the
                 // kernel has taken the record.
-                let mut sent = Sent::default();
-                out.take(took, &mut sent);
+                let sent = out.take(took).sent;
                 self.fresh |= sent.messages > 0;
                 self.carried.sent = sent;
             });

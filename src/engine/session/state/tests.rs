@@ -1,5 +1,6 @@
 //! Session tests that look at its state.
 
+use super::send::Wire;
 use super::*;
 use crate::engine::session::LogLimits;
 use crate::ops::metrics::Metrics;
