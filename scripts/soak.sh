@@ -19,7 +19,7 @@
 #   - load: 50 clients, 5 publishers at 200 lines/s (the ringcast-load
 #     library; every client reads everything and checks per-publisher order);
 #   - one stalled client: connected with a small SO_RCVBUF, never reads (the
-#     server waits at most --stall-timeout once per episode, then drops);
+#     server waits at most --grace once per episode, then drops);
 #   - RSS sampled every few seconds.
 # Then a controlled phase for the counters, and SIGTERM.
 #

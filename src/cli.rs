@@ -106,7 +106,7 @@ pub(crate) struct ServeArgs {
     /// Per-client outgoing queue, in messages the kernel has not taken yet.
     /// A message for a client whose queue and kernel send buffer are both
     /// full is dropped for that client alone, and counted (after one short
-    /// wait, see --stall-timeout); it drops until it has caught up. At most
+    /// wait, see --grace); it drops until it has caught up. At most
     /// 1000000.
     #[arg(long, env = "RINGCAST_QUEUE", value_name = "N", default_value_t = config::DEFAULT_QUEUE)]
     queue: usize,
@@ -156,9 +156,14 @@ pub(crate) struct ServeArgs {
     /// no wait again for 1 s, doubling each time it uses one up, up to 64 s.
     /// A core's waits, all clients together, also come out of a budget that
     /// earns about two such waits every half second (2% of its time).
-    /// `0` never waits. Progress never renews the wait.
-    #[arg(long, env = "RINGCAST_STALL_TIMEOUT", value_name = "DUR", default_value = "5ms", value_parser = humantime::parse_duration)]
-    stall_timeout: Duration,
+    /// `0` never waits. Progress never renews the wait. [default: 5ms]
+    /// (formerly --stall-timeout and RINGCAST_STALL_TIMEOUT, both still
+    /// read)
+    // No `default_value`: the deprecated variable is read only when neither
+    // this flag nor RINGCAST_GRACE is given, which clap cannot tell apart
+    // from its default; see `resolve_grace`.
+    #[arg(long, env = "RINGCAST_GRACE", alias = "stall-timeout", value_name = "DUR", value_parser = humantime::parse_duration)]
+    grace: Option<Duration>,
 
     /// While a core is busy (see --coalesce-above), hold a client's writes
     /// back by up to this long (e.g. `1ms`, `500us`) so that
@@ -328,9 +333,16 @@ pub(crate) enum LogFormat {
 }
 
 impl ServeArgs {
-    /// The server configuration these options describe.
-    pub(crate) fn config(&self) -> Config {
-        Config {
+    /// The server configuration these options describe, and a warning for
+    /// each deprecated spelling they used, to log once logging is up.
+    pub(crate) fn config(&self) -> Result<(Config, Vec<String>), ringcast::Error> {
+        let (grace, grace_from_old_env) =
+            resolve_grace(self.grace, std::env::var_os(OLD_GRACE_ENV).as_deref())?;
+        let warnings = grace_from_old_env
+            .then(|| format!("{OLD_GRACE_ENV} is deprecated: set RINGCAST_GRACE instead"))
+            .into_iter()
+            .collect();
+        let config = Config {
             listen: self.listen,
             engine: match self.engine {
                 EngineArg::Auto => EngineChoice::Auto,
@@ -343,7 +355,7 @@ impl ServeArgs {
             sndbuf: self.sndbuf,
             keepalive: Some(self.tcp_keepalive).filter(|d| !d.is_zero()),
             user_timeout: Some(self.tcp_user_timeout).filter(|d| !d.is_zero()),
-            stall_timeout: self.stall_timeout,
+            grace,
             coalesce: self.coalesce,
             coalesce_above: self.coalesce_above,
             drain_timeout: self.drain_timeout,
@@ -374,6 +386,81 @@ impl ServeArgs {
                 subject: self.cluster_subject.clone(),
                 node_id: self.node_id.clone(),
             }),
-        }
+        };
+        Ok((config, warnings))
+    }
+}
+
+/// The old name of `RINGCAST_GRACE`, from when the flag was
+/// `--stall-timeout`: still read, since existing systemd units set it.
+pub(crate) const OLD_GRACE_ENV: &str = "RINGCAST_STALL_TIMEOUT";
+
+/// `--grace`: `given` (the flag, its alias `--stall-timeout`, or
+/// `RINGCAST_GRACE`, in clap's order) if any, else `old_env` (the value of
+/// [`OLD_GRACE_ENV`]) if set, else the default. The flag is `--grace`
+/// because "stall" in the code means only a socket that takes nothing
+/// (docs/decisions/0036). The `bool` is true when `old_env` was used, so
+/// the caller can say it is deprecated.
+fn resolve_grace(
+    given: Option<Duration>,
+    old_env: Option<&std::ffi::OsStr>,
+) -> Result<(Duration, bool), ringcast::Error> {
+    if let Some(grace) = given {
+        return Ok((grace, false));
+    }
+    let Some(old) = old_env else {
+        return Ok((config::DEFAULT_GRACE, false));
+    };
+    let invalid = |why: &dyn std::fmt::Display| {
+        ringcast::Error::Config(format!("invalid {OLD_GRACE_ENV} {old:?}: {why}"))
+    };
+    let text = old.to_str().ok_or_else(|| invalid(&"not UTF-8"))?;
+    let grace = humantime::parse_duration(text).map_err(|e| invalid(&e))?;
+    Ok((grace, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    /// `ringcast serve ARGS`, as parsed, with `old_env` as the value of
+    /// RINGCAST_STALL_TIMEOUT. RINGCAST_GRACE would come from the process
+    /// environment, which these tests leave alone: clap hands it over in
+    /// `given` just as the flag, and tests/cli.rs sets it for a server.
+    fn grace_of(args: &[&str], old_env: Option<&str>) -> (Duration, bool) {
+        let cli = Cli::try_parse_from(["ringcast", "serve"].iter().chain(args)).expect("parses");
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve")
+        };
+        resolve_grace(serve.grace, old_env.map(OsStr::new)).expect("a grace")
+    }
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn the_old_flag_still_sets_the_grace() {
+        assert_eq!(grace_of(&["--stall-timeout", "7ms"], None), (MS(7), false));
+        assert_eq!(grace_of(&["--stall-timeout=7ms"], None), (MS(7), false));
+        assert_eq!(grace_of(&["--grace", "7ms"], None), (MS(7), false));
+        assert_eq!(grace_of(&[], None), (config::DEFAULT_GRACE, false));
+    }
+
+    #[test]
+    fn the_old_variable_counts_only_when_nothing_else_is_given() {
+        assert_eq!(grace_of(&[], Some("9ms")), (MS(9), true));
+        assert_eq!(grace_of(&["--grace", "3ms"], Some("9ms")), (MS(3), false));
+        assert_eq!(
+            grace_of(&["--stall-timeout", "3ms"], Some("9ms")),
+            (MS(3), false)
+        );
+        assert_eq!(grace_of(&["--grace", "0s"], Some("9ms")), (MS(0), false));
+    }
+
+    #[test]
+    fn a_bad_old_variable_is_a_configuration_error_naming_it() {
+        let err = resolve_grace(None, Some(OsStr::new("soon"))).expect_err("soon is no duration");
+        assert!(err.is_config(), "{err}");
+        assert!(err.to_string().contains(OLD_GRACE_ENV), "{err}");
     }
 }

@@ -100,9 +100,9 @@ pub struct Config {
     /// default (about 15 minutes of retransmits).
     pub user_timeout: Option<Duration>,
     /// The most a publisher waits, per slow episode, for a client whose
-    /// queue and socket buffer are full: it may only be behind for a
-    /// moment. Zero never waits.
-    pub stall_timeout: Duration,
+    /// queue and socket buffer are full (`--grace`): it may only be behind
+    /// for a moment. Zero never waits.
+    pub grace: Duration,
     /// Longest a write may be held back to carry more messages, while a core
     /// is busy; zero never holds writes back.
     pub coalesce: Duration,
@@ -187,10 +187,10 @@ pub const MAX_USER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Default `--tcp-user-timeout`.
 pub const DEFAULT_USER_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default `--stall-timeout`.
-pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_millis(5);
-/// Longest `--stall-timeout`.
-pub const MAX_STALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default `--grace`.
+pub const DEFAULT_GRACE: Duration = Duration::from_millis(5);
+/// Longest `--grace`.
+pub const MAX_GRACE: Duration = Duration::from_secs(1);
 /// Default `--coalesce`.
 pub const DEFAULT_COALESCE: Duration = Duration::from_millis(1);
 /// Longest `--coalesce`: a core holds its sends for at most this long.
@@ -224,7 +224,7 @@ impl Default for Config {
             sndbuf: DEFAULT_SNDBUF,
             keepalive: Some(DEFAULT_KEEPALIVE),
             user_timeout: Some(DEFAULT_USER_TIMEOUT),
-            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            grace: DEFAULT_GRACE,
             coalesce: DEFAULT_COALESCE,
             coalesce_above: DEFAULT_COALESCE_ABOVE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -307,9 +307,9 @@ impl Config {
         if let WsOrigins::List(list) = &self.ws_origin {
             crate::policy::codec::websocket::Origins::list(list).map_err(Error::Config)?;
         }
-        if self.stall_timeout > MAX_STALL_TIMEOUT {
+        if self.grace > MAX_GRACE {
             return Err(Error::Config(format!(
-                "--stall-timeout must be at most {MAX_STALL_TIMEOUT:?}"
+                "--grace must be at most {MAX_GRACE:?}"
             )));
         }
         if self.coalesce > MAX_COALESCE {
@@ -375,7 +375,7 @@ impl Config {
         crate::engine::session::Settings {
             queue: self.queue,
             max_line: self.max_line,
-            grace: self.stall_timeout,
+            grace: self.grace,
             slow_disconnect: self.slow_disconnect,
             drain_stall: self.drain_timeout / 8,
             handshake_timeout: self.handshake_timeout,
@@ -435,9 +435,7 @@ mod tests {
                 c.ws_origin = WsOrigins::from_list("https://a.example,*")
             }),
             ("--ws-origin", |c| c.ws_origin = WsOrigins::from_list("")),
-            ("--stall-timeout", |c| {
-                c.stall_timeout = Duration::from_secs(2)
-            }),
+            ("--grace", |c| c.grace = Duration::from_secs(2)),
             ("--threads", |c| c.threads = Some(MAX_THREADS + 1)),
             ("--queue", |c| c.queue = MAX_QUEUE + 1),
             ("--max-line", |c| c.max_line = MAX_MAX_LINE + 1),

@@ -85,7 +85,11 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("cannot install a SIGHUP handler")?;
-        let server = ringcast::Server::bind(args.config())?;
+        let (config, warnings) = args.config()?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        let server = ringcast::Server::bind(config)?;
         server
             .metrics()
             .count_log_drops(move || dropped_logs.dropped_lines() as u64);

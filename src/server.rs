@@ -291,7 +291,7 @@ impl Server {
                         addr = %self.local_addr,
                         tls = self.tls.is_some(),
                         threads = self.config.thread_count(),
-                        stall_timeout = ?self.config.stall_timeout,
+                        grace = ?self.config.grace,
                         coalesce = ?self.config.coalesce,
                         coalesce_above = self.config.coalesce_above,
                         "serving"

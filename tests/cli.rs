@@ -144,10 +144,9 @@ fn absurd_numbers_are_one_clear_error_line_each() {
             "--max-clients must be at most",
         ),
         (&["--coalesce", "1h"], "--coalesce must be at most"),
-        (
-            &["--stall-timeout", "1h"],
-            "--stall-timeout must be at most",
-        ),
+        (&["--grace", "1h"], "--grace must be at most"),
+        // The old spelling is the same option, bound and all.
+        (&["--stall-timeout", "1h"], "--grace must be at most"),
         (&["--lame-duck", "1000days"], "--lame-duck must be at most"),
         (
             &["--drain-timeout", "1000days"],
@@ -323,12 +322,65 @@ fn help_explains_every_option() {
         "--idle-timeout",
         "--metrics",
         "--log",
+        "--grace",
+        "formerly --stall-timeout",
         "127.0.0.1:9000",
         "[default: 100]",
         "[default: 65536]",
+        // Written out in the help text, not clap's: see `resolve_grace`.
+        &format!(
+            "[default: {}]",
+            humantime::format_duration(ringcast::config::DEFAULT_GRACE)
+        ),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
+}
+
+/// The grace as the "serving" line reports it, for a server started with
+/// `args` and the variables `env` (and no other RINGCAST_GRACE or
+/// RINGCAST_STALL_TIMEOUT), and the startup lines that warn about
+/// RINGCAST_STALL_TIMEOUT.
+fn grace_served(args: &[&str], env: &[(&str, &str)]) -> (String, Vec<String>) {
+    let mut cmd = ServerProcess::command(&[], args);
+    cmd.env_remove("RINGCAST_GRACE")
+        .env_remove("RINGCAST_STALL_TIMEOUT")
+        .envs(env.iter().copied());
+    let server = ServerProcess::spawn(cmd);
+    let serving = server.startup.last().unwrap();
+    let grace = serving
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("grace="))
+        .unwrap_or_else(|| panic!("no grace= in {serving}"))
+        .to_owned();
+    let warnings = server
+        .startup
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("RINGCAST_STALL_TIMEOUT"))
+        .cloned()
+        .collect();
+    (grace, warnings)
+}
+
+/// `--grace` was `--stall-timeout`, and its variable RINGCAST_STALL_TIMEOUT:
+/// the old flag still works, and the old variable, which systemd units set,
+/// counts (with one warning) when neither the flag nor RINGCAST_GRACE is
+/// given.
+#[test]
+fn the_old_names_of_grace_still_work() {
+    let (grace, warnings) = grace_served(&["--stall-timeout", "7ms"], &[]);
+    assert_eq!((grace.as_str(), warnings.len()), ("7ms", 0), "{warnings:?}");
+    let (grace, warnings) = grace_served(&[], &[("RINGCAST_STALL_TIMEOUT", "9ms")]);
+    assert_eq!(grace, "9ms");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("RINGCAST_GRACE"), "{warnings:?}");
+    let old_and_new = [("RINGCAST_STALL_TIMEOUT", "9ms"), ("RINGCAST_GRACE", "3ms")];
+    let (grace, warnings) = grace_served(&[], &old_and_new);
+    assert_eq!((grace.as_str(), warnings.len()), ("3ms", 0), "{warnings:?}");
+    let (grace, warnings) = grace_served(&["--grace", "4ms"], &old_and_new);
+    assert_eq!((grace.as_str(), warnings.len()), ("4ms", 0), "{warnings:?}");
+    let (grace, warnings) = grace_served(&[], &[]);
+    assert_eq!((grace.as_str(), warnings.len()), ("5ms", 0), "{warnings:?}");
 }
 
 fn signal_stops_the_server_after_flushing(engine: &str, signal: nix::sys::signal::Signal) {

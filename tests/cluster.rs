@@ -438,7 +438,7 @@ fn a_held_line_never_delays_the_other_nodes(engine: EngineChoice) {
         c.threads = Some(1);
         c.queue = 1;
         c.max_line = 2 << 20;
-        c.stall_timeout = grace;
+        c.grace = grace;
     });
     // Node B takes the big line too: lines over its --max-line are dropped.
     let b = node_with(engine, &nats, "node-b", |c| c.max_line = 2 << 20);

@@ -407,7 +407,7 @@ fn one_line_says_a_client_started_dropping_and_one_that_it_caught_up(engine: Eng
         EngineChoice::Tokio => "tokio",
         _ => "uring",
     };
-    let server = ServerProcess::start(&["--engine", engine, "--stall-timeout", "50ms"]);
+    let server = ServerProcess::start(&["--engine", engine, "--grace", "50ms"]);
     let mut stalled = Client::connect_small_rcvbuf(server.addr);
     let mut publisher = Client::connect(server.addr);
     wait_for("both clients registered", PATIENCE, || {
@@ -486,7 +486,7 @@ fn slow_clients_cost_the_core_a_bounded_wait(engine: EngineChoice) {
         });
     };
     // The test servers run two threads, each with a patience of its own.
-    let grace = common::TEST_STALL_TIMEOUT * 2;
+    let grace = common::TEST_GRACE * 2;
     // What `graces` to start, one grace per 500 ms since, and a timer's
     // overshoot (about a millisecond) per wait allow in `elapsed`.
     let bound = |graces: u32, elapsed: Duration| {
@@ -548,7 +548,7 @@ fn a_held_line_never_delays_the_rest_of_its_read_for_the_others(engine: EngineCh
         c.threads = Some(1);
         c.queue = 1;
         c.max_line = 2 << 20;
-        c.stall_timeout = grace;
+        c.grace = grace;
     });
     let _stalled = Client::connect_small_rcvbuf(server.addr);
     let mut reader = Client::connect(server.addr);
@@ -686,7 +686,7 @@ fn stalled_client_beside_a_flood(engine: EngineChoice, threads: &str) {
         // Long enough for a reader thread of this busy test process to be
         // scheduled: what is tested is that the server keeps its promise
         // to readers that read, not how fast this machine schedules them.
-        "--stall-timeout",
+        "--grace",
         "200ms",
     ]);
     let stalled = Client::connect_small_rcvbuf(server.addr);
@@ -738,7 +738,7 @@ fn a_held_line_never_delays_the_other_cores(engine: EngineChoice) {
         c.threads = Some(2);
         c.queue = 1;
         c.max_line = 2 << 20;
-        c.stall_timeout = grace;
+        c.grace = grace;
     });
     // The publisher and the stalled client on one core, a reader on the
     // other. (On tokio every client counts as core 0, and any will do.)

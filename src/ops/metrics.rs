@@ -570,7 +570,7 @@ impl Collector for Collect {
         let held = ConstCounter::new(t.held_nanos as f64 / 1e9);
         held.encode(encoder.encode_descriptor(
             "ringcast_hold_wait",
-            "Time deliverers spent waiting for clients that were behind (see --stall-timeout)",
+            "Time deliverers spent waiting for clients that were behind (see --grace)",
             Some(&Unit::Seconds),
             held.metric_type(),
         )?)?;

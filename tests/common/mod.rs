@@ -26,8 +26,8 @@ pub use http::{Answer, http_get, try_http_get};
 /// meets it with a wide margin, a broken one fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// `--stall-timeout` for the tests' servers; see [`TestServer::start_with`].
-pub const TEST_STALL_TIMEOUT: Duration = Duration::from_millis(50);
+/// `--grace` for the tests' servers; see [`TestServer::start_with`].
+pub const TEST_GRACE: Duration = Duration::from_millis(50);
 
 /// A server running in this process until dropped or stopped.
 pub struct TestServer {
@@ -57,7 +57,7 @@ impl TestServer {
             // servers, and a reader thread can wait tens of milliseconds to
             // be scheduled: it keeps reading, but late. Tests of slow
             // clients set their own.
-            stall_timeout: TEST_STALL_TIMEOUT,
+            grace: TEST_GRACE,
             ..Config::default()
         };
         tweak(&mut config);

@@ -1,7 +1,6 @@
-//! The pieces of summary.md: numbers with thousands separators
-//! (num-format) and markdown tables (tabled).
+//! The pieces of summary.md: numbers with thousands separators and
+//! markdown tables (tabled).
 
-use num_format::{Locale, ToFormattedString as _};
 use tabled::builder::Builder;
 use tabled::grid::config::Offset;
 use tabled::settings::object::{Columns, Object as _, Rows};
@@ -10,7 +9,7 @@ use tabled::settings::{Alignment, Style};
 
 /// A whole number with thousands separators.
 pub(crate) fn thousands_i(v: u64) -> String {
-    v.to_formatted_string(&Locale::en)
+    grouped(u128::from(v))
 }
 
 /// `v` rounded to a whole number, with thousands separators.
@@ -24,11 +23,27 @@ pub(crate) fn decimal(v: f64, decimals: usize) -> String {
     let (sign, digits) = text.split_at(usize::from(text.starts_with('-')));
     let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
     match whole.parse::<u128>() {
-        Ok(n) if frac.is_empty() => format!("{sign}{}", n.to_formatted_string(&Locale::en)),
-        Ok(n) => format!("{sign}{}.{frac}", n.to_formatted_string(&Locale::en)),
+        Ok(n) if frac.is_empty() => format!("{sign}{}", grouped(n)),
+        Ok(n) => format!("{sign}{}.{frac}", grouped(n)),
         // inf, NaN
         Err(_) => text,
     }
+}
+
+/// `n` with a `,` between groups of three digits (`1,234,567`), as
+/// summary.md has always shown numbers (num-format's English locale,
+/// which this replaced: one loop needs no crate, and that one had no
+/// release since 2022). Unsigned: [`decimal`] puts the sign back itself.
+fn grouped(n: u128) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// A markdown table of `head` over `rows`: the first `left` columns
@@ -83,6 +98,30 @@ mod tests {
         assert_eq!(decimal(1720.3, 1), "1,720.3");
         assert_eq!(thousands(f64::NAN), "NaN");
         assert_eq!(thousands(f64::INFINITY), "inf");
+    }
+
+    #[test]
+    fn digits_are_grouped_in_threes_from_the_right() {
+        let cases: [(u128, &str); 9] = [
+            (0, "0"),
+            (7, "7"),
+            (999, "999"),
+            (1000, "1,000"),
+            (12_345, "12,345"),
+            (123_456, "123,456"),
+            (1_234_567, "1,234,567"),
+            (u128::from(u64::MAX), "18,446,744,073,709,551,615"),
+            (
+                u128::MAX,
+                "340,282,366,920,938,463,463,374,607,431,768,211,455",
+            ),
+        ];
+        for (n, want) in cases {
+            assert_eq!(grouped(n), want);
+        }
+        assert_eq!(thousands_i(u64::MAX), "18,446,744,073,709,551,615");
+        assert_eq!(decimal(-1234567.25, 2), "-1,234,567.25");
+        assert_eq!(thousands(-0.4), "-0");
     }
 
     #[test]

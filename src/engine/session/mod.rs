@@ -38,7 +38,7 @@ pub(crate) struct Settings {
     pub(crate) queue: usize,
     /// `--max-line`.
     pub(crate) max_line: usize,
-    /// `--stall-timeout`: how long a deliverer may wait, per episode, for a
+    /// `--grace`: how long a deliverer may wait, per episode, for a
     /// client whose allowance is full.
     pub(crate) grace: Duration,
     /// `--slow-disconnect`.

@@ -70,10 +70,7 @@ pub(crate) fn start(
         config.coalesce_above.saturating_mul(threads as u64),
     );
     // Each thread may wait as long as a core of the io_uring engine.
-    let patience = Patience::new(
-        config.stall_timeout.saturating_mul(threads as u32),
-        Instant::now(),
-    );
+    let patience = Patience::new(config.grace.saturating_mul(threads as u32), Instant::now());
     let limits = Arc::new(Limits::new(config));
     let hub = Arc::new(Hub {
         // The whole runtime is one place: core 0 of 1.

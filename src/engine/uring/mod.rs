@@ -95,7 +95,7 @@ pub(crate) fn start(
             &limits,
             config,
             Coalescer::new(config.coalesce, config.coalesce_above),
-            Patience::new(config.stall_timeout, Instant::now()),
+            Patience::new(config.grace, Instant::now()),
         );
         let (metrics, control, shared, ready_tx) = (
             Arc::clone(metrics),

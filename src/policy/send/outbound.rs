@@ -31,7 +31,7 @@
 //! not scheduled, say). So the first time its allowance is full, the
 //! message is held ([`Step::Hold`]): the deliverer offers it to everyone
 //! else first, then waits for this client until it has room, at most the
-//! `grace` (`--stall-timeout`, a few milliseconds) for the whole episode.
+//! `grace` (`--grace`, a few milliseconds) for the whole episode.
 //! Progress never renews the grace; only catching up does, that is, the
 //! kernel taking everything queued.
 //!

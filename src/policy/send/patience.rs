@@ -16,7 +16,7 @@
 //!
 //! A wait a bucket cannot pay for ends early, as if the grace ran out.
 //! Waits for clients held by the same message overlap, and are paid once.
-//! With `--stall-timeout 5ms` a core so spends at most about 10 ms in any
+//! With `--grace 5ms` a core so spends at most about 10 ms in any
 //! half second, 2% of its time, waiting, however many clients are slow.
 
 use std::sync::Mutex;
