@@ -290,7 +290,7 @@ impl Session {
         }
         match next {
             Step::Failed(e) => {
-                tracing::debug!(conn = self.id, peer = %self.peer, error = %e, "send failed");
+                tracing::debug!(conn = self.id, peer = %self.peer, error = ?e, "send failed");
                 Err(CloseReason::WriteError)
             }
             Step::OwnBacklog => Err(CloseReason::OwnBacklog),

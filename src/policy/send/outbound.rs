@@ -156,6 +156,7 @@ impl Outbound {
     /// Offers the `messages` messages of `run`, told apart by `kind`. `now`
     /// is read only when the allowance is full. Never touches a socket: see
     /// [`Step::SendNow`].
+    #[inline]
     pub fn offer(
         &mut self,
         run: &Bytes,
@@ -189,11 +190,6 @@ impl Outbound {
             let cut = kind.offset_of(run, took);
             self.push(run.slice(..cut), took, kind);
         }
-        let held = |until| Outcome {
-            took,
-            next: Step::Hold { until },
-            ..Outcome::default()
-        };
         if !self.blocked {
             return Outcome {
                 took,
@@ -201,11 +197,16 @@ impl Outbound {
                 ..Outcome::default()
             };
         }
-        // Full, and the kernel refused what is queued.
-        let dropped = messages - took;
-        let now = now();
-        match self.pace {
-            Pace::Behind { until } if now < until => return held(until),
+        self.refused(took, messages - took, now())
+    }
+
+    /// The allowance is full and the kernel refused what is queued: hold
+    /// the `dropped` messages of a run whose first `took` were queued, if
+    /// the client has grace left, or drop them. Kept out of
+    /// [`offer`](Self::offer) so that its common path stays small.
+    fn refused(&mut self, took: u32, dropped: u32, now: Instant) -> Outcome {
+        let next = match self.pace {
+            Pace::Behind { until } if now < until => Some(Step::Hold { until }),
             Pace::Behind { .. } => {
                 // It used its grace up.
                 self.strikes += 1;
@@ -213,13 +214,21 @@ impl Outbound {
                     .saturating_mul(1 << (self.strikes - 1).min(16))
                     .min(MAX_COOLDOWN);
                 self.no_grace_until = Some(now + cooldown);
+                None
             }
             _ if !self.grace.is_zero() && self.no_grace_until.is_none_or(|t| now >= t) => {
                 let until = now + self.grace;
                 self.pace = Pace::Behind { until };
-                return held(until);
+                Some(Step::Hold { until })
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(next) = next {
+            return Outcome {
+                took,
+                next,
+                ..Outcome::default()
+            };
         }
         self.pace = Pace::Slow(Episode {
             since: now,

@@ -65,7 +65,7 @@ pub enum Step {
     /// then call [`unblock`](super::Outbound::unblock).
     Blocked,
     /// The socket failed.
-    Failed(io::Error),
+    Failed(io::ErrorKind),
     /// The server's own bytes queued now pass
     /// [`OWN_BACKLOG`](super::OWN_BACKLOG): close the client.
     OwnBacklog,

@@ -100,7 +100,7 @@ impl Outbound {
                 Outcome::step(Step::Blocked)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Outcome::step(Step::More),
-            Err(e) => Outcome::step(Step::Failed(e)),
+            Err(e) => Outcome::step(Step::Failed(e.kind())),
         }
     }
 

@@ -63,7 +63,7 @@ pub(super) fn offer_run(q: &mut Outbound, run: &Bytes, sock: &mut Socket, at: In
             } => {
                 from += took;
                 if let Step::Failed(e) = flush(q, sock).next {
-                    panic!("the socket failed: {e}");
+                    panic!("the socket failed: {e:?}");
                 }
             }
             other => return other,
