@@ -156,9 +156,10 @@ pub(crate) struct ServeArgs {
     /// no wait again for 1 s, doubling each time it uses one up, up to 64 s.
     /// A core's waits, all clients together, also come out of a budget that
     /// earns about two such waits every half second (2% of its time).
-    /// `0` never waits. Progress never renews the wait. [default: 5ms]
-    /// (formerly --stall-timeout and RINGCAST_STALL_TIMEOUT, both still
-    /// read)
+    /// `0` never waits. Progress never renews the wait. Formerly
+    /// --stall-timeout (and RINGCAST_STALL_TIMEOUT), both still read.
+    ///
+    /// [default: 5ms]
     // No `default_value`: the deprecated variable is read only when neither
     // this flag nor RINGCAST_GRACE is given, which clap cannot tell apart
     // from its default; see `resolve_grace`.

@@ -323,7 +323,7 @@ fn help_explains_every_option() {
         "--metrics",
         "--log",
         "--grace",
-        "formerly --stall-timeout",
+        "Formerly --stall-timeout",
         "127.0.0.1:9000",
         "[default: 100]",
         "[default: 65536]",
