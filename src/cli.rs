@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use ringcast::config::{self, ClusterConfig, Config, EngineChoice, TlsConfig, WsOrigins};
 
 /// `ringcast --version`: the package version and the commit it was built
@@ -23,6 +23,26 @@ pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+impl Cli {
+    /// The command line, as [`Parser::parse`] reads it, plus what the
+    /// derived fields cannot say: whether `serve --grace` was given.
+    /// Exits, as clap does, on `--help` or a parse error.
+    pub(crate) fn from_env() -> Self {
+        Self::from_matches(Self::command().get_matches()).unwrap_or_else(|e| e.exit())
+    }
+
+    fn from_matches(matches: clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut cli = Self::from_arg_matches(&matches)?;
+        if let (Command::Serve(args), Some(serve)) =
+            (&mut cli.command, matches.subcommand_matches("serve"))
+        {
+            args.grace_given =
+                serve.value_source("grace") != Some(clap::parser::ValueSource::DefaultValue);
+        }
+        Ok(cli)
+    }
 }
 
 /// Subcommands.
@@ -158,13 +178,15 @@ pub(crate) struct ServeArgs {
     /// earns about two such waits every half second (2% of its time).
     /// `0` never waits. Progress never renews the wait. Formerly
     /// --stall-timeout (and RINGCAST_STALL_TIMEOUT), both still read.
-    ///
-    /// [default: 5ms]
-    // No `default_value`: the deprecated variable is read only when neither
-    // this flag nor RINGCAST_GRACE is given, which clap cannot tell apart
-    // from its default; see `resolve_grace`.
-    #[arg(long, env = "RINGCAST_GRACE", alias = "stall-timeout", value_name = "DUR", value_parser = humantime::parse_duration)]
-    grace: Option<Duration>,
+    #[arg(long, env = "RINGCAST_GRACE", alias = "stall-timeout", value_name = "DUR", default_value = "5ms", value_parser = humantime::parse_duration)]
+    grace: Duration,
+
+    /// Whether --grace (or RINGCAST_GRACE) was given, rather than left at
+    /// its default: the deprecated RINGCAST_STALL_TIMEOUT counts only if
+    /// not. Set by [`Cli::from_env`], from clap's record of where the value
+    /// came from.
+    #[arg(skip)]
+    grace_given: bool,
 
     /// While a core is busy (see --coalesce-above), hold a client's writes
     /// back by up to this long (e.g. `1ms`, `500us`) so that
@@ -337,12 +359,20 @@ impl ServeArgs {
     /// The server configuration these options describe, and a warning for
     /// each deprecated spelling they used, to log once logging is up.
     pub(crate) fn config(&self) -> Result<(Config, Vec<String>), ringcast::Error> {
-        let (grace, grace_from_old_env) =
-            resolve_grace(self.grace, std::env::var_os(OLD_GRACE_ENV).as_deref())?;
-        let warnings = grace_from_old_env
-            .then(|| format!("{OLD_GRACE_ENV} is deprecated: set RINGCAST_GRACE instead"))
-            .into_iter()
-            .collect();
+        let old_grace = std::env::var_os(OLD_GRACE_ENV);
+        let given = self.grace_given.then_some(self.grace);
+        let (grace, grace_from_old_env) = resolve_grace(given, old_grace.as_deref())?;
+        let warnings = match (grace_from_old_env, old_grace.is_some()) {
+            (true, _) => Some(format!(
+                "{OLD_GRACE_ENV} is deprecated: set RINGCAST_GRACE instead"
+            )),
+            (false, true) => Some(format!(
+                "{OLD_GRACE_ENV} is ignored, since --grace or RINGCAST_GRACE is given: unset it"
+            )),
+            (false, false) => None,
+        }
+        .into_iter()
+        .collect();
         let config = Config {
             listen: self.listen,
             engine: match self.engine {
@@ -430,11 +460,18 @@ mod tests {
     /// environment, which these tests leave alone: clap hands it over in
     /// `given` just as the flag, and tests/cli.rs sets it for a server.
     fn grace_of(args: &[&str], old_env: Option<&str>) -> (Duration, bool) {
-        let cli = Cli::try_parse_from(["ringcast", "serve"].iter().chain(args)).expect("parses");
+        let matches = Cli::command()
+            .try_get_matches_from(["ringcast", "serve"].iter().chain(args))
+            .expect("parses");
+        let cli = Cli::from_matches(matches).expect("parses");
         let Command::Serve(serve) = cli.command else {
             panic!("not serve")
         };
-        resolve_grace(serve.grace, old_env.map(OsStr::new)).expect("a grace")
+        resolve_grace(
+            serve.grace_given.then_some(serve.grace),
+            old_env.map(OsStr::new),
+        )
+        .expect("a grace")
     }
 
     const MS: fn(u64) -> Duration = Duration::from_millis;

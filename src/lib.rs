@@ -16,9 +16,9 @@
 //!     which buffer), `websocket` (the handshake and frames, in and out).
 //!   - `send/`: `outbound` (a connection's queue and what it drops;
 //!     `outbound::send`, what it hands the kernel; `outbound::outcome`, the
-//!     one answer every call on it gives), `patience` (how long a core may hold messages,
-//!     in all, for clients behind), `coalesce` (when a busy core holds
-//!     writes back), `tls` (certificates and their reload, and one
+//!     one answer every call on it gives), `patience` (how long a core may
+//!     hold messages, in all, for clients behind), `coalesce` (when a busy
+//!     core holds writes back), `tls` (certificates and their reload, and one
 //!     connection's rustls state, which seals from the queue).
 //!   - `admission/`: `limits` (the client caps, in all and per address,
 //!     accept backoff, log throttling).

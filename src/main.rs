@@ -6,7 +6,6 @@ mod probe;
 use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use cli::{Cli, Command, LogFormat, ServeArgs};
 use ringcast_load::{LoadArgs, Plan};
 use tokio::signal::unix::{SignalKind, signal};
@@ -22,7 +21,7 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_env();
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Load(args) => load(&args),

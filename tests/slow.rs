@@ -343,6 +343,10 @@ fn slow_disconnect_closes_a_client_that_keeps_dropping(engine: EngineChoice) {
     // It reads what the kernel still holds for it, then EOF.
     assert!(stalled.wait_closed_by_server(), "the server closed it");
     assert_eq!(server.totals().connected, 1, "the publisher stays");
+    // Its one slow episode ended with it, counted once, and it is no longer
+    // counted as slow.
+    let t = server.wait_totals("the slow gauge back at 0", |t| t.slow_clients == 0);
+    assert_eq!((t.slow_episodes, t.slow_disconnects), (1, 1), "{t:?}");
     stop.store(true, Ordering::Relaxed);
     echo_reader.join().unwrap();
 }

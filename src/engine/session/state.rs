@@ -4,6 +4,7 @@
 //! methods here. What goes out is counted in one place,
 //! [`Session::account`], from the queue's [`Outcome`]s.
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use super::{Action, CloseReason, Cx, Settings, TlsInput};
 use crate::ops::clients::{ClientInfo, Transport};
 use crate::policy::run::{Kind, Run};
-use crate::policy::send::outbound::{Change, Outbound, Outcome, Step};
+use crate::policy::send::outbound::{Change, Outbound, Outcome, Sent, Step};
 use crate::policy::send::tls::{self, Tls};
 
 /// The state of one connection, behind the engine's `RefCell` (uring) or
@@ -87,6 +88,7 @@ enum Linger {
     /// The reader is done; the writer closes once the answer is out.
     InputDone,
 }
+
 impl Session {
     /// A new connection, active at `tick`; `tls` if it came to a TLS
     /// listener. A TLS or WebSocket client takes messages, and a
@@ -289,8 +291,9 @@ impl Session {
             return Err(CloseReason::SlowDisconnect);
         }
         match next {
-            Step::Failed(e) => {
-                tracing::debug!(conn = self.id, peer = %self.peer, error = ?e, "send failed");
+            Step::Failed { kind, os } => {
+                let error = os.map_or_else(|| io::Error::from(kind), io::Error::from_raw_os_error);
+                tracing::debug!(conn = self.id, peer = %self.peer, %error, "send failed");
                 Err(CloseReason::WriteError)
             }
             Step::OwnBacklog => Err(CloseReason::OwnBacklog),
@@ -327,7 +330,7 @@ impl Session {
             return Action::None;
         }
         let outcome = self.out.push_own(bytes);
-        queued_own(outcome)
+        own_action(outcome)
     }
 
     /// Queues the pong for a ping, replacing one not yet sent.
@@ -336,7 +339,7 @@ impl Session {
             return Action::None;
         }
         let outcome = self.out.push_pong(frame);
-        queued_own(outcome)
+        own_action(outcome)
     }
 
     /// The WebSocket handshake is done: the client takes messages now,
@@ -440,9 +443,15 @@ impl Session {
         true
     }
 }
-/// What queueing the server's own bytes asks of the engine. It counts
-/// nothing: they are counted once the kernel takes them.
-fn queued_own(outcome: Outcome) -> Action {
+
+/// What queueing the server's own bytes asks of the engine. There is
+/// nothing to count yet: they are counted, in [`Session::account`], once
+/// the kernel takes them.
+fn own_action(outcome: Outcome) -> Action {
+    debug_assert!(
+        outcome.sent == Sent::default() && outcome.dropped == 0 && outcome.episode.is_none(),
+        "queueing own bytes counts nothing: {outcome:?}"
+    );
     match outcome.next {
         Step::OwnBacklog => Action::Close(CloseReason::OwnBacklog),
         Step::Wake => Action::Wake,

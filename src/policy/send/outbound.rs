@@ -131,6 +131,7 @@ pub struct Outbound {
     /// No grace before this.
     no_grace_until: Option<Instant>,
 }
+
 impl Outbound {
     /// An empty allowance of `capacity` messages (at least one), with
     /// `grace` to catch up when it is full. Storage grows on demand, so an
@@ -204,6 +205,7 @@ impl Outbound {
     /// the `dropped` messages of a run whose first `took` were queued, if
     /// the client has grace left, or drop them. Kept out of
     /// [`offer`](Self::offer) so that its common path stays small.
+    #[cold]
     fn refused(&mut self, took: u32, dropped: u32, now: Instant) -> Outcome {
         let next = match self.pace {
             Pace::Behind { until } if now < until => Some(Step::Hold { until }),
@@ -393,6 +395,7 @@ impl Outbound {
         self.capacity
     }
 }
+
 /// A queue holding at least this many bytes is written at once.
 pub(crate) const FLUSH_BYTES: usize = 16 * 1024;
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 /// What one call on an [`Outbound`](super::Outbound) came to. Every call
 /// that changes the queue answers with one.
 #[must_use]
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
     /// Messages of an offered run that were queued: its first ones.
     pub took: u32,
@@ -38,10 +38,11 @@ pub enum Change {
 }
 
 /// What the caller of an [`Outbound`](super::Outbound) does next.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Nothing: the run was queued (or dropped) and the writer needs no
-    /// waking, or the kernel took everything.
+    /// Nothing to do: what was queued needs no wake (or was dropped), or
+    /// the kernel took everything, or the call only took bytes off the
+    /// queue or cleared it.
     #[default]
     Idle,
     /// Wake the writer: the queue was empty, or reached a mark where a
@@ -64,10 +65,16 @@ pub enum Step {
     /// The kernel refused the rest: wait until the socket is writable,
     /// then call [`unblock`](super::Outbound::unblock).
     Blocked,
-    /// The socket failed.
-    Failed(io::ErrorKind),
-    /// The server's own bytes queued now pass
-    /// [`OWN_BACKLOG`](super::OWN_BACKLOG): close the client.
+    /// The socket failed: the error's kind, and its OS error number if
+    /// it had one (kept apart so that an `Outcome` is plain data).
+    Failed {
+        /// What kind of error.
+        kind: io::ErrorKind,
+        /// The OS error number.
+        os: Option<i32>,
+    },
+    /// The server's own bytes queued now pass `OWN_BACKLOG`: close the
+    /// client.
     OwnBacklog,
 }
 

@@ -100,7 +100,10 @@ impl Outbound {
                 Outcome::step(Step::Blocked)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Outcome::step(Step::More),
-            Err(e) => Outcome::step(Step::Failed(e.kind())),
+            Err(e) => Outcome::step(Step::Failed {
+                kind: e.kind(),
+                os: e.raw_os_error(),
+            }),
         }
     }
 
@@ -118,8 +121,8 @@ impl Outbound {
 
     /// The kernel has taken everything it was handed. If nothing is queued,
     /// the client has caught up: the slow episode this ends, if one was
-    /// running, is in the answer, and there is nothing to do. Otherwise
-    /// send [`More`](Step::More).
+    /// running, is in the answer, and there is nothing to do. If more was
+    /// queued meanwhile, the answer is [`More`](Step::More): send again.
     pub fn drained(&mut self) -> Outcome {
         if !self.queue.is_empty() {
             return Outcome::step(Step::More);

@@ -62,8 +62,8 @@ pub(super) fn offer_run(q: &mut Outbound, run: &Bytes, sock: &mut Socket, at: In
                 ..
             } => {
                 from += took;
-                if let Step::Failed(e) = flush(q, sock).next {
-                    panic!("the socket failed: {e:?}");
+                if let Step::Failed { kind, .. } = flush(q, sock).next {
+                    panic!("the socket failed: {kind:?}");
                 }
             }
             other => return other,
@@ -306,6 +306,37 @@ fn whatever_send_takes_the_last_byte_ends_the_episode() {
             ..
         }
     ));
+}
+
+#[test]
+fn own_bytes_wake_the_writer_only_into_an_empty_queue_it_may_send() {
+    let mut q = Outbound::new(4, Duration::ZERO);
+    assert_eq!(q.push_own(msg("hello")).next, Step::Wake, "empty");
+    assert_eq!(q.push_own(msg("again")).next, Step::Idle, "not empty");
+    assert_eq!(q.push_pong(msg("p1")).next, Step::Idle, "not empty");
+    assert_eq!(q.push_pong(msg("p2")).next, Step::Idle, "replaced");
+    // The kernel refuses: the writer waits for the socket, not for a wake.
+    let mut sock = Socket::with_room(0);
+    assert_eq!(flush(&mut q, &mut sock).next, Step::Blocked);
+    let mut cleared = Outbound::new(4, Duration::ZERO);
+    let _ = cleared.push_own(msg("x"));
+    let _ = cleared.sent(Err(io::ErrorKind::WouldBlock.into()), 1);
+    let _ = cleared.clear();
+    assert_eq!(
+        cleared.push_own(msg("y")).next,
+        Step::Idle,
+        "empty, but blocked"
+    );
+}
+
+#[test]
+fn drained_with_more_queued_says_send_again() {
+    let mut q = Outbound::new(4, Duration::ZERO);
+    let _ = q.offer(&msg("a\n"), 1, Kind::Lines, Instant::now);
+    assert_eq!(q.drained(), Outcome::step(Step::More));
+    let mut sock = Socket::with_room(100);
+    let _ = flush(&mut q, &mut sock);
+    assert_eq!(q.drained(), Outcome::default());
 }
 
 #[test]

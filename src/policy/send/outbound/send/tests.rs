@@ -220,5 +220,20 @@ fn a_failing_socket_is_reported() {
     let mut q = Outbound::new(1, Duration::ZERO);
     let _ = offer(&mut q, "a\n", &mut Socket::with_room(0));
     let broken = |_: &[IoSlice<'_>]| Err(io::Error::from(io::ErrorKind::BrokenPipe));
-    assert!(matches!(q.flush(broken).next, Step::Failed(_)));
+    assert_eq!(
+        q.flush(broken).next,
+        Step::Failed {
+            kind: io::ErrorKind::BrokenPipe,
+            os: None
+        }
+    );
+    // An OS error keeps its number, for the log.
+    let reset = |_: &[IoSlice<'_>]| Err(io::Error::from_raw_os_error(nix::libc::ECONNRESET));
+    assert_eq!(
+        q.flush(reset).next,
+        Step::Failed {
+            kind: io::ErrorKind::ConnectionReset,
+            os: Some(nix::libc::ECONNRESET)
+        }
+    );
 }
