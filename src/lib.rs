@@ -44,7 +44,8 @@
 //!   - `uring/`, `tokio/`: each engine's runtime glue and its `conn`
 //!     (`uring/flush`: a core's sends, round by round).
 //! - `ops/`: what operators see.
-//!   - [`ops::metrics`]: per-core counters, summed on scrape.
+//!   - [`ops::metrics`]: per-core counters, summed on scrape
+//!     (`metrics::text`: their Prometheus text).
 //!   - `process`: the standard process metrics, from `/proc/self`.
 //!   - [`ops::clients`]: the `/clients` view of who is connected.
 //!   - `http`: the `--metrics` endpoints (`/metrics`, `/healthz`,

@@ -218,7 +218,7 @@ pub enum Pushed {
 }
 
 /// Builds the mesh for `members` members, each ring holding `capacity` of
-/// weight (see [`Weight`]); a message heavier than that still goes into an
+/// weight (see `Weight`); a message heavier than that still goes into an
 /// empty ring. Element `i` of the result belongs to member `i`.
 pub fn mesh<T: Weight>(members: usize, capacity: usize) -> Vec<(Outbox<T>, Inbox<T>)> {
     let bells = Arc::new(Bells {

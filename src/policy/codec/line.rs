@@ -102,8 +102,8 @@ impl LineSplitter {
 
 /// A reference model of [`LineSplitter`], shared by the property tests and
 /// the fuzz target: what the splitter should make of a whole stream
-/// ([`reference`]), and what it does make of the same stream fed in reads
-/// ([`feed`]).
+/// ([`reference`](model::reference)), and what it does make of the same
+/// stream fed in reads ([`feed`](model::feed)).
 #[cfg(any(test, feature = "internals"))]
 pub mod model {
     use bytes::BytesMut;
