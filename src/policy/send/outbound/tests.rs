@@ -5,10 +5,29 @@ use std::io::{self, IoSlice};
 use super::*;
 use crate::policy::run::Run;
 
-mod grace;
-
 pub(super) fn msg(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// The step an offer's whole run was queued with (`Wake` or `Idle`), or
+/// `None` if any of it was not queued.
+pub(super) fn queued(o: Outcome) -> Option<Step> {
+    (o.dropped == 0 && matches!(o.next, Step::Idle | Step::Wake)).then_some(o.next)
+}
+
+/// The offer dropped, and began a slow episode.
+pub(super) fn started(o: Outcome) -> bool {
+    o.episode == Some(Change::Started)
+}
+
+/// The kernel took everything queued, which ended a slow episode.
+pub(super) fn caught_up(o: Outcome) -> bool {
+    o.next == Step::Idle && matches!(o.episode, Some(Change::CaughtUp(_)))
+}
+
+/// The kernel took everything queued, and no slow episode ended.
+pub(super) fn emptied(o: Outcome) -> bool {
+    o.next == Step::Idle && o.episode.is_none()
 }
 
 /// A socket that takes up to `room` bytes, then refuses.
@@ -102,22 +121,8 @@ impl SendBuf<'_> for Owned {
 fn a_queue_with_room_takes_messages_without_touching_the_socket() {
     let mut q = Outbound::new(3, Duration::ZERO);
     let mut sock = Socket::with_room(0);
-    assert!(matches!(
-        offer(&mut q, "a\n", &mut sock),
-        Outcome {
-            next: Step::Wake,
-            dropped: 0,
-            ..
-        }
-    ));
-    assert!(matches!(
-        offer(&mut q, "b\n", &mut sock),
-        Outcome {
-            next: Step::Idle,
-            dropped: 0,
-            ..
-        }
-    ));
+    assert_eq!(queued(offer(&mut q, "a\n", &mut sock)), Some(Step::Wake));
+    assert_eq!(queued(offer(&mut q, "b\n", &mut sock)), Some(Step::Idle));
     assert_eq!((q.len(), q.bytes(), sock.calls), (2, 4, 0));
 }
 
@@ -126,14 +131,7 @@ fn a_full_queue_goes_to_the_kernel_before_anything_is_dropped() {
     let mut q = Outbound::new(2, Duration::ZERO);
     let mut sock = Socket::with_room(1 << 20);
     for s in ["a\n", "b\n", "c\n", "d\n", "e\n"] {
-        assert!(matches!(
-            offer(&mut q, s, &mut sock),
-            Outcome {
-                next: Step::Idle | Step::Wake,
-                dropped: 0,
-                ..
-            }
-        ));
+        assert!(queued(offer(&mut q, s, &mut sock)).is_some());
     }
     assert_eq!(sock.got, b"a\nb\nc\nd\n", "full queues were sent, in order");
     assert_eq!(q.len(), 1);
@@ -188,17 +186,11 @@ fn a_slow_client_drops_until_it_has_caught_up_completely() {
     let mut sock = Socket::with_room(0);
     let _ = offer(&mut q, "a\n", &mut sock);
     let _ = offer(&mut q, "b\n", &mut sock);
-    assert!(matches!(
-        offer(&mut q, "c\n", &mut sock),
-        Outcome {
-            episode: Some(Change::Started),
-            ..
-        }
-    ));
+    assert!(started(offer(&mut q, "c\n", &mut sock)));
     // It reads one message' worth: room in the queue, but still behind.
     sock.room = 2;
     q.unblock();
-    assert!(matches!(flush(&mut q, &mut sock).next, Step::Blocked));
+    assert_eq!(flush(&mut q, &mut sock).next, Step::Blocked);
     assert_eq!(q.len(), 1);
     assert!(matches!(
         offer(&mut q, "d\n", &mut sock),
@@ -210,22 +202,8 @@ fn a_slow_client_drops_until_it_has_caught_up_completely() {
     ));
     sock.room = 100;
     q.unblock();
-    assert!(matches!(
-        flush(&mut q, &mut sock),
-        Outcome {
-            next: Step::Idle,
-            episode: Some(Change::CaughtUp(_)),
-            ..
-        }
-    ));
-    assert!(matches!(
-        offer(&mut q, "e\n", &mut sock),
-        Outcome {
-            next: Step::Wake,
-            dropped: 0,
-            ..
-        }
-    ));
+    assert!(caught_up(flush(&mut q, &mut sock)));
+    assert_eq!(queued(offer(&mut q, "e\n", &mut sock)), Some(Step::Wake));
     assert_eq!(sock.got, b"a\nb\n");
 }
 
@@ -235,37 +213,17 @@ fn no_send_while_the_engine_waits_on_the_socket() {
     let mut sock = Socket::with_room(3);
     let _ = offer(&mut q, "ab\n", &mut sock);
     let _ = offer(&mut q, "cd\n", &mut sock);
-    assert!(matches!(flush(&mut q, &mut sock).next, Step::Blocked));
+    assert_eq!(flush(&mut q, &mut sock).next, Step::Blocked);
     assert_eq!(sock.got, b"ab\n");
     let calls = sock.calls;
     sock.room = 100;
-    assert!(matches!(
-        offer(&mut q, "ef\n", &mut sock),
-        Outcome {
-            next: Step::Idle,
-            dropped: 0,
-            ..
-        }
-    ));
-    assert!(matches!(flush(&mut q, &mut sock).next, Step::Blocked));
-    assert!(matches!(
-        offer(&mut q, "gh\n", &mut sock),
-        Outcome {
-            episode: Some(Change::Started),
-            ..
-        }
-    ));
+    assert_eq!(queued(offer(&mut q, "ef\n", &mut sock)), Some(Step::Idle));
+    assert_eq!(flush(&mut q, &mut sock).next, Step::Blocked);
+    assert!(started(offer(&mut q, "gh\n", &mut sock)));
     assert_eq!(sock.calls, calls, "blocked: the socket is not touched");
     // The socket is writable: what is queued goes, and the episode ends.
     q.unblock();
-    assert!(matches!(
-        flush(&mut q, &mut sock),
-        Outcome {
-            next: Step::Idle,
-            episode: Some(Change::CaughtUp(_)),
-            ..
-        }
-    ));
+    assert!(caught_up(flush(&mut q, &mut sock)));
     assert_eq!(sock.got, b"ab\ncd\nef\n");
 }
 
@@ -276,36 +234,16 @@ fn whatever_send_takes_the_last_byte_ends_the_episode() {
     let mut q = Outbound::new(1, Duration::ZERO);
     let mut sock = Socket::with_room(2);
     let _ = offer(&mut q, "abcd\n", &mut sock);
-    assert!(matches!(flush(&mut q, &mut sock).next, Step::Blocked));
-    assert!(matches!(
-        offer(&mut q, "x\n", &mut sock),
-        Outcome {
-            episode: Some(Change::Started),
-            ..
-        }
-    ));
+    assert_eq!(flush(&mut q, &mut sock).next, Step::Blocked);
+    assert!(started(offer(&mut q, "x\n", &mut sock)));
     assert!(q.episode().is_some());
     q.unblock();
     let mut buf = Owned::default();
     let offered = q.fill(&mut buf);
     assert_eq!((offered, &buf.bytes[..]), (3, &b"cd\n"[..]));
-    assert!(matches!(
-        q.sent(Ok(3), offered),
-        Outcome {
-            next: Step::Idle,
-            episode: Some(Change::CaughtUp(_)),
-            ..
-        }
-    ));
+    assert!(caught_up(q.sent(Ok(3), offered)));
     assert!(q.episode().is_none() && q.is_empty());
-    assert!(matches!(
-        offer(&mut q, "y\n", &mut sock),
-        Outcome {
-            next: Step::Wake,
-            dropped: 0,
-            ..
-        }
-    ));
+    assert_eq!(queued(offer(&mut q, "y\n", &mut sock)), Some(Step::Wake));
 }
 
 #[test]
@@ -350,17 +288,13 @@ fn only_the_latest_unsent_pong_is_queued() {
     assert_eq!(q.own_bytes(), 5, "one pong, the latest");
     // The kernel takes part of it: that one stays, and the next ping gets
     // a pong of its own, which later ones replace.
-    assert!(matches!(q.flush(|b| sock.send(b)).next, Step::Blocked));
+    assert_eq!(q.flush(|b| sock.send(b)).next, Step::Blocked);
     let _ = q.push_pong(msg("pa"));
     let _ = q.push_pong(msg("pb"));
-    assert!(matches!(
-        q.offer(&msg("x\n"), 1, Kind::Lines, Instant::now),
-        Outcome {
-            next: Step::Idle,
-            dropped: 0,
-            ..
-        }
-    ));
+    assert_eq!(
+        queued(q.offer(&msg("x\n"), 1, Kind::Lines, Instant::now)),
+        Some(Step::Idle)
+    );
     let _ = q.push_pong(msg("pc"));
     assert_eq!((q.own_bytes(), q.bytes()), (2 + 2, 2 + 2 + 2));
     sock.room = 100;
@@ -381,24 +315,14 @@ fn an_own_backlog_past_its_bound_says_so() {
     let fits = (0..OWN_BACKLOG / 1024)
         .all(|_| !matches!(q.push_own(chunk.clone()).next, Step::OwnBacklog));
     assert!(fits, "up to the bound");
-    assert!(
-        matches!(q.push_own(chunk).next, Step::OwnBacklog),
-        "past it"
-    );
+    assert_eq!(q.push_own(chunk).next, Step::OwnBacklog, "past it");
 }
 
 #[test]
 fn zero_capacity_is_raised_to_one() {
     let mut q = Outbound::new(0, Duration::ZERO);
     let mut sock = Socket::with_room(0);
-    assert!(matches!(
-        offer(&mut q, "a\n", &mut sock),
-        Outcome {
-            next: Step::Idle | Step::Wake,
-            dropped: 0,
-            ..
-        }
-    ));
+    assert!(queued(offer(&mut q, "a\n", &mut sock)).is_some());
     assert!(matches!(
         offer(&mut q, "b\n", &mut sock),
         Outcome { dropped: 1.., .. }
@@ -430,4 +354,150 @@ fn pushes_wake_the_writer_on_the_first_message_and_at_the_marks() {
         .filter(|&n| wakes_writer(n, n * 1024, 1024, 100))
         .collect();
     assert_eq!(wakes, [1, 16, 25]);
+}
+
+// The grace: the one short wait for a client whose allowance is full,
+// and the cooldown after it is used up.
+
+const GRACE: Duration = Duration::from_millis(5);
+
+/// A queue of one, full, whose socket refuses.
+fn full(t0: Instant) -> (Outbound, Socket) {
+    let mut q = Outbound::new(1, GRACE);
+    let mut sock = Socket::with_room(0);
+    let _ = offer_at(&mut q, "a\n", &mut sock, t0);
+    (q, sock)
+}
+
+/// The client of [`full`] reads its one message, and the queue fills again
+/// at `at` (the socket refusing once more); returns what the flush found.
+fn catch_up_and_refill(q: &mut Outbound, sock: &mut Socket, at: Instant) -> Outcome {
+    sock.room = 2;
+    q.unblock();
+    let flushed = flush(q, sock);
+    let _ = offer_at(q, "y\n", sock, at);
+    flushed
+}
+
+#[test]
+fn a_full_allowance_holds_once_for_the_grace_and_room_ends_it() {
+    let t0 = Instant::now();
+    let (mut q, mut sock) = full(t0);
+    let until = t0 + GRACE;
+    assert!(
+        matches!(offer_at(&mut q, "b\n", &mut sock, t0), Outcome { next: Step::Hold { until: u }, .. } if u == until)
+    );
+    assert!(!q.has_room() && q.is_behind());
+    // The client reads: the writer drains the queue, and the held
+    // message goes in. Nothing was dropped.
+    sock.room = 100;
+    q.unblock();
+    assert!(emptied(flush(&mut q, &mut sock)));
+    assert!(q.has_room() && !q.is_behind());
+    assert!(queued(offer_at(&mut q, "b\n", &mut sock, t0)).is_some());
+    assert!(q.episode().is_none(), "nothing was dropped");
+}
+
+#[test]
+fn ending_the_grace_early_drops_the_held_message_and_starts_the_cooldown() {
+    let t0 = Instant::now();
+    let mut q = Outbound::new(1, GRACE);
+    let mut sock = Socket::with_room(0);
+    let _ = offer_at(&mut q, "a\n", &mut sock, t0);
+    assert!(matches!(
+        offer_at(&mut q, "b\n", &mut sock, t0).next,
+        Step::Hold { .. }
+    ));
+    let early = t0 + GRACE / 10;
+    q.end_grace(early);
+    assert!(started(offer_at(&mut q, "b\n", &mut sock, early)));
+    // It used a grace up: the next time it is behind, no grace.
+    sock.room = usize::MAX;
+    q.unblock();
+    assert!(caught_up(flush(&mut q, &mut sock)));
+    sock.room = 0;
+    let _ = offer_at(&mut q, "c\n", &mut sock, early);
+    assert!(started(offer_at(&mut q, "d\n", &mut sock, early)));
+    assert!(q.ran_out_before());
+    // Ending a grace that is not running changes nothing.
+    let mut q = Outbound::new(1, GRACE);
+    q.end_grace(t0);
+    let _ = offer_at(&mut q, "a\n", &mut sock, t0);
+    assert!(matches!(
+        offer_at(&mut q, "b\n", &mut sock, t0),
+        Outcome { next: Step::Hold { until }, .. } if until == t0 + GRACE
+    ));
+}
+
+#[test]
+fn progress_does_not_renew_the_grace() {
+    let t0 = Instant::now();
+    let mut q = Outbound::new(2, GRACE);
+    let mut sock = Socket::with_room(0);
+    let _ = offer_at(&mut q, "a\n", &mut sock, t0);
+    let _ = offer_at(&mut q, "b\n", &mut sock, t0);
+    assert!(matches!(
+        offer_at(&mut q, "c\n", &mut sock, t0).next,
+        Step::Hold { .. }
+    ));
+    // It reads one message' worth: room, but not caught up.
+    sock.room = 2;
+    q.unblock();
+    assert_eq!(flush(&mut q, &mut sock).next, Step::Blocked);
+    assert!(queued(offer_at(&mut q, "c\n", &mut sock, t0)).is_some());
+    let later = t0 + GRACE / 2;
+    assert!(
+        matches!(offer_at(&mut q, "d\n", &mut sock, later), Outcome { next: Step::Hold { until }, .. } if until == t0 + GRACE),
+        "the same deadline, not a new one"
+    );
+    assert!(started(offer_at(&mut q, "d\n", &mut sock, t0 + GRACE)));
+    assert!(q.episode().is_some());
+}
+
+#[test]
+fn a_client_that_used_its_grace_up_gets_none_for_a_cooldown_that_doubles() {
+    let t0 = Instant::now();
+    let (mut q, mut sock) = full(t0);
+    let mut now = t0;
+    for round in 0..3u32 {
+        // Full: a grace, used up.
+        assert!(
+            matches!(
+                offer_at(&mut q, "x\n", &mut sock, now).next,
+                Step::Hold { .. }
+            ),
+            "round {round}"
+        );
+        now += GRACE;
+        assert!(started(offer_at(&mut q, "x\n", &mut sock, now)));
+        // It catches up, and fills again within the cooldown: no wait.
+        assert!(caught_up(catch_up_and_refill(&mut q, &mut sock, now)));
+        let cooldown = COOLDOWN * 2u32.pow(round);
+        assert!(
+            started(offer_at(&mut q, "z\n", &mut sock, now + cooldown - GRACE)),
+            "round {round}: still cooling down"
+        );
+        assert!(caught_up(catch_up_and_refill(&mut q, &mut sock, now)));
+        now += cooldown;
+    }
+    // A client that catches up within its grace is forgiven.
+    assert!(matches!(
+        offer_at(&mut q, "x\n", &mut sock, now).next,
+        Step::Hold { .. }
+    ));
+    assert!(emptied(catch_up_and_refill(&mut q, &mut sock, now)));
+    assert!(matches!(
+        offer_at(&mut q, "x\n", &mut sock, now).next,
+        Step::Hold { .. }
+    ));
+    now += GRACE;
+    assert!(started(offer_at(&mut q, "x\n", &mut sock, now)));
+    let _ = catch_up_and_refill(&mut q, &mut sock, now);
+    assert!(
+        matches!(
+            offer_at(&mut q, "z\n", &mut sock, now + COOLDOWN).next,
+            Step::Hold { .. }
+        ),
+        "back to the first cooldown"
+    );
 }

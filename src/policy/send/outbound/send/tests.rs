@@ -8,21 +8,17 @@ use bytes::Bytes;
 
 use super::SEND_IOVECS;
 use crate::policy::run::Kind;
-use crate::policy::send::outbound::tests::{Owned, Socket, msg, offer};
+use crate::policy::send::outbound::tests::{Owned, Socket, caught_up, emptied, msg, offer, queued};
 use crate::policy::send::outbound::{Change, Outbound, Outcome, Sent, Step};
 
 #[test]
 fn a_run_is_one_entry_counted_as_its_messages_and_cut_where_it_stops_fitting() {
     let mut q = Outbound::new(5, Duration::ZERO);
     let run = msg("a\nb\nc\n");
-    assert!(matches!(
-        q.offer(&run, 3, Kind::Lines, Instant::now),
-        Outcome {
-            next: Step::Wake,
-            dropped: 0,
-            ..
-        }
-    ));
+    assert_eq!(
+        queued(q.offer(&run, 3, Kind::Lines, Instant::now)),
+        Some(Step::Wake)
+    );
     assert_eq!((q.len(), q.bytes()), (3, 6));
     // Room for two of three: those two go in, and the kernel is asked.
     assert!(matches!(
@@ -41,18 +37,14 @@ fn a_run_is_one_entry_counted_as_its_messages_and_cut_where_it_stops_fitting() {
     assert_eq!(&buf.bytes[..], b"a\nb\nc\nd\ne\n");
     let outcome = q.sent(Ok(3), offered);
     sent += outcome.sent;
-    assert!(matches!(outcome.next, Step::Blocked));
+    assert_eq!(outcome.next, Step::Blocked);
     assert_eq!((sent.messages, sent.bytes, q.len()), (1, 3, 4));
     // That made room for one; the next is refused and dropped: the queue
     // keeps the oldest.
-    assert!(matches!(
-        q.offer(&msg("f\n"), 1, Kind::Lines, Instant::now),
-        Outcome {
-            next: Step::Idle,
-            dropped: 0,
-            ..
-        }
-    ));
+    assert_eq!(
+        queued(q.offer(&msg("f\n"), 1, Kind::Lines, Instant::now)),
+        Some(Step::Idle)
+    );
     assert!(matches!(
         q.offer(&msg("g\n"), 1, Kind::Lines, Instant::now),
         Outcome {
@@ -66,14 +58,7 @@ fn a_run_is_one_entry_counted_as_its_messages_and_cut_where_it_stops_fitting() {
     let mut sock = Socket::with_room(100);
     let outcome = q.flush(|b| sock.send(b));
     let sent = outcome.sent;
-    assert!(matches!(
-        outcome,
-        Outcome {
-            next: Step::Idle,
-            episode: Some(Change::CaughtUp(_)),
-            ..
-        }
-    ));
+    assert!(caught_up(outcome));
     assert_eq!(sock.got, b"\nc\nd\ne\nf\n");
     assert_eq!((sent.messages, sent.bytes, sent.sends), (5, 9, 1));
 }
@@ -92,12 +77,12 @@ fn partial_sends_of_frames_count_whole_frames() {
     let n = frames[0].len() + 2;
     let outcome = q.sent(Ok(n), run.len());
     sent += outcome.sent;
-    assert!(matches!(outcome.next, Step::Blocked));
+    assert_eq!(outcome.next, Step::Blocked);
     assert_eq!((sent.messages, q.len()), (1, 2));
     let rest = run.len() - n;
     let outcome = q.sent(Ok(rest), rest);
     sent += outcome.sent;
-    assert!(matches!(outcome.next, Step::Idle));
+    assert_eq!(outcome.next, Step::Idle);
     assert_eq!((sent.messages, sent.bytes, q.len()), (3, run.len(), 0));
 }
 
@@ -107,14 +92,7 @@ fn the_servers_own_bytes_are_not_messages() {
     let _ = q.push_own(msg("pong"));
     let _ = q.push_own(msg("pong"));
     assert!(q.has_room(), "own bytes take no room");
-    assert!(matches!(
-        q.offer(&msg("a\n"), 1, Kind::Lines, Instant::now),
-        Outcome {
-            next: Step::Idle | Step::Wake,
-            dropped: 0,
-            ..
-        }
-    ));
+    assert!(queued(q.offer(&msg("a\n"), 1, Kind::Lines, Instant::now)).is_some());
     assert_eq!((q.len(), q.bytes(), q.own_bytes()), (1, 10, 8));
     let mut sock = Socket::with_room(100);
     let mut sent = Sent::default();
@@ -144,7 +122,7 @@ fn partial_sends_resume_mid_message() {
     }
     let outcome = q.flush(|b| sock.send(b));
     let sent = outcome.sent;
-    assert!(matches!(outcome.next, Step::Blocked));
+    assert_eq!(outcome.next, Step::Blocked);
     assert_eq!(
         sent,
         Sent {
@@ -159,14 +137,7 @@ fn partial_sends_resume_mid_message() {
     q.unblock();
     let outcome = q.flush(|b| sock.send(b));
     let sent = outcome.sent;
-    assert!(matches!(
-        outcome,
-        Outcome {
-            next: Step::Idle,
-            episode: None,
-            ..
-        }
-    ));
+    assert!(emptied(outcome));
     assert_eq!(
         sent,
         Sent {
@@ -191,7 +162,7 @@ fn large_messages_go_out_as_iovecs_small_ones_gathered() {
     }
     let outcome = q.flush(|b| sock.send(b));
     let sent = outcome.sent;
-    assert!(matches!(outcome.next, Step::Idle));
+    assert_eq!(outcome.next, Step::Idle);
     assert_eq!(sent.messages, 150);
     assert_eq!(sent.sends, 150usize.div_ceil(SEND_IOVECS));
     assert_eq!(sock.got, big.concat().into_bytes());
@@ -207,7 +178,7 @@ fn large_messages_go_out_as_iovecs_small_ones_gathered() {
         sock.send(b)
     });
     sent += outcome.sent;
-    assert!(matches!(outcome.next, Step::Idle));
+    assert_eq!(outcome.next, Step::Idle);
     assert_eq!((sent.messages, sent.sends, pieces), (150, 1, 1));
     let expected: Vec<u8> = (0..150)
         .flat_map(|n| format!("{n}\n").into_bytes())
